@@ -1,0 +1,260 @@
+//! JSON payloads of the v1 MQTT contract (see `MQTT.md`).
+//!
+//! Every payload carries `"v": 1`. Device payloads reject unknown fields: a firmware that sends
+//! something the gateway does not understand is told so (dead letter) rather than half-read.
+//! Times from devices are Unix milliseconds as the device believes them; the gateway never trusts
+//! them for ordering and keeps them only beside its own receive time.
+
+use alloc::string::String;
+use alloc::vec::Vec;
+use serde::{Deserialize, Serialize};
+
+/// What the senior did with the button.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AlarmAction {
+    /// Short press: SOS, call for help.
+    Press,
+    /// Long press: the senior cancels a press made by mistake.
+    Cancel,
+    /// Double press: the daily "I am fine" check-in (平安键).
+    Checkin,
+}
+
+/// `eldergate/v1/{site}/alarm/{device}`: one alarm-button event.
+///
+/// The device increments `seq` for each new event and reuses it when it retransmits; it
+/// retransmits until it receives a [`Down::Ack`] with the same `seq`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AlarmMessage {
+    /// Contract version, always 1.
+    pub v: u8,
+    /// Per-device sequence number of this event.
+    pub seq: u32,
+    /// What happened.
+    pub action: AlarmAction,
+    /// The device's own clock, Unix milliseconds, if it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ts: Option<i64>,
+}
+
+/// `eldergate/v1/{site}/tele/{device}/heartbeat`: the device is alive (QoS 0, never acked).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Heartbeat {
+    /// Contract version, always 1.
+    pub v: u8,
+    /// Battery voltage in millivolts, if the device measures it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub battery_mv: Option<u16>,
+    /// Battery charge in percent (0–100), if the device estimates it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub battery_pct: Option<u8>,
+    /// Radio signal strength in dBm, if known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rssi: Option<i16>,
+    /// The device's own clock, Unix milliseconds, if it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ts: Option<i64>,
+}
+
+/// `eldergate/v1/{site}/down/{device}`: what the gateway tells a device.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Down {
+    /// The event with this `seq` is durably committed; stop retransmitting it.
+    Ack {
+        /// Contract version, always 1.
+        v: u8,
+        /// The acknowledged sequence number.
+        seq: u32,
+    },
+}
+
+/// How urgent an alert is (IEC 60601-1-8 style: three levels).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Priority {
+    /// Low battery and similar maintenance matters.
+    Low,
+    /// Device offline, missed check-in.
+    Medium,
+    /// SOS press.
+    High,
+}
+
+/// Where an alert is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AlertState {
+    /// Raised; nobody has acknowledged it yet.
+    Raised,
+    /// A staff member has taken it.
+    Acknowledged,
+    /// Closed by staff.
+    Resolved,
+    /// Cancelled by the senior (long press) before anyone acknowledged it.
+    Cancelled,
+}
+
+impl AlertState {
+    /// The lowercase name used in JSON and in the journal.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AlertState::Raised => "raised",
+            AlertState::Acknowledged => "acknowledged",
+            AlertState::Resolved => "resolved",
+            AlertState::Cancelled => "cancelled",
+        }
+    }
+
+    /// Parses the name written by [`AlertState::as_str`].
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "raised" => AlertState::Raised,
+            "acknowledged" => AlertState::Acknowledged,
+            "resolved" => AlertState::Resolved,
+            "cancelled" => AlertState::Cancelled,
+            _ => return None,
+        })
+    }
+
+    /// True while staff still have something to do.
+    pub fn is_open(self) -> bool {
+        matches!(self, AlertState::Raised | AlertState::Acknowledged)
+    }
+}
+
+/// `eldergate/v1/{site}/staff/alerts`: an alert as staff see it, sent when it is raised and on
+/// every change (another press joined it, acknowledged, resolved, cancelled). Receivers key on
+/// `alert_id` and keep the latest; the same message may arrive twice (QoS 1, or republished after
+/// a gateway restart).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StaffAlert {
+    /// Contract version, always 1.
+    pub v: u8,
+    /// Gateway-wide alert id; use it to acknowledge.
+    pub alert_id: i64,
+    /// What kind of alert, e.g. `sos`.
+    pub kind: String,
+    /// How urgent.
+    pub priority: Priority,
+    /// Current state.
+    pub state: AlertState,
+    /// What changed to cause this message: `raised`, `joined`, `acknowledged`, `resolved`,
+    /// `cancelled`, `republished`.
+    pub change: String,
+    /// The device that raised it.
+    pub device_id: String,
+    /// The resident the device belongs to, if registered.
+    pub resident_id: Option<String>,
+    /// Where the device is (building, unit, room).
+    pub location: Option<String>,
+    /// How many presses joined this alert.
+    pub press_count: i64,
+    /// When the gateway received the first press, RFC 3339 UTC.
+    pub raised_at: String,
+    /// Staff ids to tell.
+    pub notify: Vec<String>,
+    /// Who acknowledged, when, how, and their note.
+    pub acknowledged: Option<StaffAction>,
+    /// Who resolved, when, how, and their note.
+    pub resolved: Option<StaffAction>,
+}
+
+/// A staff member's action on an alert, as recorded.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StaffAction {
+    /// Staff id.
+    pub by: String,
+    /// RFC 3339 UTC.
+    pub at: String,
+    /// `mqtt` or `http`.
+    pub via: String,
+    /// Free text, e.g. "visited, resident fell, called 120".
+    pub note: Option<String>,
+}
+
+/// What a staff command asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StaffVerb {
+    /// "I have it": stops further notifications.
+    Ack,
+    /// "It is dealt with": closes the alert.
+    Resolve,
+}
+
+/// `eldergate/v1/{site}/staff/cmd`: a staff member acknowledges or resolves an alert.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StaffCommand {
+    /// Contract version, always 1.
+    pub v: u8,
+    /// What to do.
+    pub cmd: StaffVerb,
+    /// Which alert.
+    pub alert_id: i64,
+    /// Staff id of the person acting.
+    pub by: String,
+    /// Optional note.
+    #[serde(default)]
+    pub note: Option<String>,
+    /// Echoed in the result so a client can match it.
+    #[serde(default)]
+    pub request_id: Option<String>,
+}
+
+/// `eldergate/v1/{site}/staff/results`: the outcome of one [`StaffCommand`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StaffCommandResult {
+    /// Contract version, always 1.
+    pub v: u8,
+    /// The command's `request_id`, if it had one.
+    pub request_id: Option<String>,
+    /// The alert the command named.
+    pub alert_id: i64,
+    /// True when the command took effect (or had already, by the same person).
+    pub ok: bool,
+    /// Why not, when `ok` is false.
+    pub error: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn alarm_message_matches_the_documented_example() {
+        let m: AlarmMessage =
+            serde_json::from_str(r#"{"v":1,"seq":42,"action":"press","ts":1763900000000}"#)
+                .unwrap();
+        assert_eq!(m.seq, 42);
+        assert_eq!(m.action, AlarmAction::Press);
+    }
+
+    #[test]
+    fn unknown_fields_in_device_payloads_are_rejected() {
+        assert!(serde_json::from_str::<AlarmMessage>(
+            r#"{"v":1,"seq":1,"action":"press","colour":"red"}"#
+        )
+        .is_err());
+    }
+
+    #[test]
+    fn ack_is_tagged_with_its_type() {
+        let s = serde_json::to_string(&Down::Ack { v: 1, seq: 9 }).unwrap();
+        assert_eq!(s, r#"{"type":"ack","v":1,"seq":9}"#);
+    }
+
+    #[test]
+    fn staff_command_matches_the_documented_example() {
+        let c: StaffCommand = serde_json::from_str(
+            r#"{"v":1,"cmd":"ack","alert_id":7,"by":"S009","note":"on my way","request_id":"r1"}"#,
+        )
+        .unwrap();
+        assert_eq!(c.cmd, StaffVerb::Ack);
+        assert_eq!(c.by, "S009");
+    }
+}
