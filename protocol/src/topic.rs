@@ -67,7 +67,9 @@ impl fmt::Display for TopicError {
         f.write_str(match self {
             TopicError::NotEldergate => "topic does not start with eldergate/",
             TopicError::UnknownVersion => "topic version is not v1",
-            TopicError::UnknownShape => "topic is not one of the eldergate/v1 device or staff topics",
+            TopicError::UnknownShape => {
+                "topic is not one of the eldergate/v1 device or staff topics"
+            }
             TopicError::BadIdentifier => {
                 "an id in the topic is empty, longer than 64 bytes, or not [A-Za-z0-9_.-]"
             }
@@ -250,7 +252,10 @@ mod tests {
             parse_up("eldergate/v1/s/alarm/"),
             Err(TopicError::BadIdentifier)
         );
-        assert_eq!(parse_up("other/v1/s/alarm/b"), Err(TopicError::NotEldergate));
+        assert_eq!(
+            parse_up("other/v1/s/alarm/b"),
+            Err(TopicError::NotEldergate)
+        );
     }
 
     proptest::proptest! {

@@ -1,0 +1,169 @@
+//! Wires the actors together and runs them until shutdown.
+//!
+//! ```text
+//! MQTT alarm conn ──► Ingest::run_alarm ──► journal alarm lane ─┐
+//! MQTT tele conn  ──► Ingest::run_telemetry ─► journal bulk lane ┤
+//! HTTP /api       ──────────────────────────► journal alarm lane ┤
+//!                                                             Writer (group commit, fsync)
+//!                         acks ◄── acker (after commit) ◄────────┤
+//!                     Notifier ◄── committed alert changes ◄─────┤
+//!               OutboxForwarder ◄── committed seq (watch) ◄──────┘ ──► central store
+//! ```
+//!
+//! Shutdown (SIGTERM, Ctrl-C): stop taking input, let every queued command commit and be acked,
+//! let the writer drain, publish the last notifications, then disconnect.
+
+use crate::config::{BrokerMode, Loaded};
+use crate::forwarder::OutboxForwarder;
+use crate::ingest::Ingest;
+use crate::registry::Registry;
+use crate::{broker, http, journal, mqtt, notifier};
+use eldergate_protocol::topic;
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{broadcast, mpsc, watch};
+
+/// Installs the Prometheus recorder once per process.
+fn metrics_handle() -> PrometheusHandle {
+    static HANDLE: std::sync::OnceLock<PrometheusHandle> = std::sync::OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            let recorder = PrometheusBuilder::new().build_recorder();
+            let handle = recorder.handle();
+            let _ = metrics::set_global_recorder(recorder);
+            handle
+        })
+        .clone()
+}
+
+/// Runs the gateway until `stop` completes.
+pub async fn run(loaded: Loaded, stop: impl Future<Output = ()>) -> anyhow::Result<()> {
+    let cfg = loaded.config.clone();
+    let registry = Arc::new(Registry::from(&loaded));
+    let metrics = metrics_handle();
+
+    if cfg.broker.mode == BrokerMode::Embedded {
+        let listen = cfg
+            .broker
+            .listen
+            .unwrap_or_else(|| std::net::SocketAddr::from(([127, 0, 0, 1], 1883)));
+        broker::start(listen)?;
+        tracing::info!(%listen, "embedded MQTT broker started");
+    }
+
+    let (journal, mut writer) = journal::open(
+        &cfg.data_dir,
+        registry.clone(),
+        cfg.journal.max_batch,
+        Duration::from_secs(cfg.journal.dedupe_window_s),
+    )
+    .await?;
+    let (alert_tx, alert_rx) = mpsc::unbounded_channel();
+    for mut open in writer.open_alerts() {
+        open.change = "republished".into();
+        let _ = alert_tx.send(open);
+    }
+    writer.notify_to(alert_tx);
+    let writer_task = tokio::spawn(writer.run());
+
+    let (stop_io_tx, stop_io) = watch::channel(false);
+    let (stop_input_tx, stop_input) = watch::channel(false);
+    let addr = mqtt::broker_addr(&cfg.broker).map_err(anyhow::Error::msg)?;
+    let site = cfg.site_id.clone();
+
+    let status_topic = topic::gateway_status(&site, &cfg.gateway_id);
+    let mut alarm_opts = mqtt::options(&cfg.broker, &addr, format!("{}-alarm", cfg.gateway_id))?;
+    mqtt::set_last_will(&mut alarm_opts, status_topic.clone(), b"offline");
+    let (alarm_in_tx, alarm_in) = mpsc::channel(4096);
+    let (alarm_client, alarm_conn) = mqtt::spawn(
+        "alarm",
+        alarm_opts,
+        65_536,
+        mqtt::Session {
+            subscriptions: vec![
+                topic::alarm_filter(&site),
+                format!("eldergate/+/{site}/staff/cmd"),
+            ],
+            on_connect: Some((status_topic.clone(), b"online".to_vec())),
+        },
+        Some(alarm_in_tx),
+        stop_io.clone(),
+    );
+    let tele_opts = mqtt::options(&cfg.broker, &addr, format!("{}-tele", cfg.gateway_id))?;
+    let (tele_in_tx, tele_in) = mpsc::channel(4096);
+    let (tele_client, tele_conn) = mqtt::spawn(
+        "telemetry",
+        tele_opts,
+        65_536,
+        mqtt::Session {
+            subscriptions: vec![topic::telemetry_filter(&site)],
+            on_connect: None,
+        },
+        Some(tele_in_tx),
+        stop_io.clone(),
+    );
+
+    let ingest = Ingest {
+        registry: registry.clone(),
+        journal: journal.clone(),
+    };
+    let alarm_ingest = tokio::spawn(ingest.clone().run_alarm(
+        alarm_in,
+        alarm_client.clone(),
+        stop_input.clone(),
+    ));
+    let tele_ingest = tokio::spawn(ingest.run_telemetry(tele_in, tele_client, stop_input.clone()));
+
+    let (live_tx, _) = broadcast::channel(1024);
+    let notifier_task = tokio::spawn(notifier::run(site.clone(), alarm_client, alert_rx, live_tx));
+
+    let forwarder = tokio::spawn(
+        OutboxForwarder {
+            journal: journal.clone(),
+            url: cfg.central.url.clone(),
+            data_dir: cfg.data_dir.clone(),
+            gateway_id: cfg.gateway_id.clone(),
+            site_id: site.clone(),
+            batch_size: cfg.central.batch_size,
+            retry_max: Duration::from_secs(cfg.central.retry_max_s),
+        }
+        .run(stop_input.clone()),
+    );
+
+    let listener = tokio::net::TcpListener::bind(cfg.http.listen)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on http.listen {}: {e}", cfg.http.listen))?;
+    tracing::info!(listen = %cfg.http.listen, "HTTP API listening");
+    let api = http::router(http::Api {
+        journal: journal.clone(),
+        registry: registry.clone(),
+        metrics,
+    });
+    let mut http_stop = stop_input.clone();
+    let http_task = tokio::spawn(async move {
+        let _ = axum::serve(listener, api)
+            .with_graceful_shutdown(async move {
+                let _ = http_stop.changed().await;
+            })
+            .await;
+    });
+    tracing::info!(gateway = %cfg.gateway_id, site = %site, "gateway running");
+
+    stop.await;
+    tracing::info!("shutting down: finishing queued commits and acks");
+    let _ = stop_input_tx.send(true);
+    let _ = alarm_ingest.await;
+    let _ = tele_ingest.await;
+    let _ = http_task.await;
+    let _ = forwarder.await;
+    drop(journal);
+    let _ = writer_task.await;
+    let _ = tokio::time::timeout(Duration::from_secs(3), notifier_task).await;
+    let _ = stop_io_tx.send(true);
+    let _ = alarm_conn.await;
+    let _ = tele_conn.await;
+    tracing::info!("gateway stopped cleanly");
+    Ok(())
+}

@@ -1,0 +1,158 @@
+use super::*;
+use std::io::Write;
+
+fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let p = dir.join(name);
+    let mut f = std::fs::File::create(&p).unwrap();
+    f.write_all(text.as_bytes()).unwrap();
+    p
+}
+
+const GOOD: &str = r#"
+site_id = "s1"
+gateway_id = "gw-1"
+data_dir = "/tmp/x"
+[broker]
+mode = "external"
+url = "mqtt://127.0.0.1:1883"
+username = "gw-1"
+[central]
+url = "postgres://127.0.0.1/central"
+[[devices]]
+id = "btn-1"
+kind = "alarm_button"
+resident_id = "R1"
+[[staff]]
+id = "S1"
+name = "Duty"
+role = "duty"
+[escalation]
+notify = ["role:duty"]
+"#;
+
+fn no_env() -> Vec<(String, String)> {
+    Vec::new()
+}
+
+#[test]
+fn a_good_config_loads_with_the_password_from_the_environment() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = write(dir.path(), "c.toml", GOOD);
+    let env = vec![(
+        "ELDERGATE__BROKER__PASSWORD".to_string(),
+        "123456".to_string(),
+    )];
+    let l = load_with_env(&f, env).unwrap();
+    assert_eq!(l.config.broker.password.as_deref(), Some("123456"));
+    assert_eq!(l.notify, vec!["S1".to_string()]);
+    assert!(l.devices.contains_key("btn-1"));
+}
+
+#[test]
+fn a_missing_password_is_a_problem_not_a_default() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = write(dir.path(), "c.toml", GOOD);
+    let e = load_with_env(&f, no_env()).unwrap_err();
+    assert!(
+        e.problems.iter().any(|p| p.path == "broker.password"),
+        "{e}"
+    );
+}
+
+#[test]
+fn every_unknown_key_is_reported_with_its_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = GOOD.replace("[central]", "colour = \"red\"\n[central]\nspeed = 3");
+    let f = write(dir.path(), "c.toml", &format!("bogus = 1\n{text}"));
+    let env = vec![("ELDERGATE__BROKER__PASSWORD".to_string(), "x".to_string())];
+    let e = load_with_env(&f, env).unwrap_err();
+    let paths: Vec<_> = e.problems.iter().map(|p| p.path.as_str()).collect();
+    assert!(paths.contains(&"bogus"), "{paths:?}");
+    assert!(paths.contains(&"broker.colour"), "{paths:?}");
+    assert!(paths.contains(&"central.speed"), "{paths:?}");
+}
+
+#[test]
+fn all_semantic_problems_are_reported_together() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = GOOD
+        .replace("mqtt://127.0.0.1:1883", "ftp://x")
+        .replace("postgres://127.0.0.1/central", "mysql://x")
+        .replace("role:duty", "S404")
+        .replace("site_id = \"s1\"", "site_id = \"bad site\"");
+    let f = write(dir.path(), "c.toml", &text);
+    let env = vec![("ELDERGATE__BROKER__PASSWORD".to_string(), "x".to_string())];
+    let e = load_with_env(&f, env).unwrap_err();
+    let paths: Vec<_> = e.problems.iter().map(|p| p.path.as_str()).collect();
+    for want in [
+        "broker.url",
+        "central.url",
+        "escalation.notify[0]",
+        "site_id",
+    ] {
+        assert!(paths.contains(&want), "{want} missing from {paths:?}");
+    }
+}
+
+#[test]
+fn duplicate_devices_and_bad_csv_rows_name_their_place() {
+    let dir = tempfile::tempdir().unwrap();
+    write(
+        dir.path(),
+        "d.csv",
+        "device_id,kind,link,resident_id,location,heartbeat_s\nbtn-1,alarm_button,mqtt,R1,here,300\nbtn-2,toaster,mqtt,,,300\n",
+    );
+    let text = format!("device_csv = \"d.csv\"\n{GOOD}");
+    let f = write(dir.path(), "c.toml", &text);
+    let env = vec![("ELDERGATE__BROKER__PASSWORD".to_string(), "x".to_string())];
+    let e = load_with_env(&f, env).unwrap_err();
+    let msgs: Vec<String> = e.problems.iter().map(|p| p.to_string()).collect();
+    assert!(
+        msgs.iter()
+            .any(|m| m.starts_with("devices[0].id") && m.contains("duplicate")),
+        "{msgs:?}"
+    );
+    assert!(msgs.iter().any(|m| m.starts_with("d.csv:3")), "{msgs:?}");
+}
+
+#[test]
+fn environment_overrides_keep_the_type_of_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = write(
+        dir.path(),
+        "c.toml",
+        &GOOD.replace("[central]\n", "[central]\nbatch_size = 10\n"),
+    );
+    let env = vec![
+        ("ELDERGATE__BROKER__PASSWORD".to_string(), "x".to_string()),
+        (
+            "ELDERGATE__CENTRAL__BATCH_SIZE".to_string(),
+            "77".to_string(),
+        ),
+        ("ELDERGATE__SITE_ID".to_string(), "s2".to_string()),
+    ];
+    let l = load_with_env(&f, env).unwrap();
+    assert_eq!(l.config.central.batch_size, 77);
+    assert_eq!(l.config.site_id, "s2");
+}
+
+#[test]
+fn the_shipped_example_is_valid() {
+    let f = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/eldergate.example.toml");
+    let l = load_with_env(&f, no_env()).unwrap();
+    assert_eq!(l.devices.len(), 579);
+    assert!(!l.notify.is_empty());
+}
+
+#[test]
+fn the_http_api_stays_on_loopback_until_there_is_a_login() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = write(
+        dir.path(),
+        "c.toml",
+        &format!("{GOOD}\n[http]\nlisten = \"0.0.0.0:8080\"\n"),
+    );
+    let env = vec![("ELDERGATE__BROKER__PASSWORD".to_string(), "x".to_string())];
+    let e = load_with_env(&f, env).unwrap_err();
+    assert!(e.problems.iter().any(|p| p.path == "http.listen"));
+}

@@ -1,0 +1,132 @@
+//! The outbox forwarder: moves journal events to the central store, exactly once in effect.
+//!
+//! Invariants:
+//! - Reads events above the cursor in `seq` order, in batches of `central.batch_size`, and sends
+//!   each batch in one idempotent transaction ([`CentralStore::insert`]).
+//! - Moves the cursor only after the central store committed the batch; a crash between the two
+//!   resends the batch, which the central store ignores.
+//! - Retries forever with capped exponential backoff; a central store that is down never blocks
+//!   ingest or alarms (the forwarder only reads the journal).
+//! - `eldergate_outbox_backlog` is the number of committed events not yet at the central store.
+
+use crate::central::{CentralStore, EventRow};
+use crate::journal::Journal;
+use sqlx::Row;
+use std::path::PathBuf;
+use std::time::Duration;
+use tokio::sync::watch;
+
+/// What the forwarder needs to know.
+pub struct OutboxForwarder {
+    /// Journal handle.
+    pub journal: Journal,
+    /// Central store URL.
+    pub url: String,
+    /// For `sqlite:` URLs.
+    pub data_dir: PathBuf,
+    /// Gateway id.
+    pub gateway_id: String,
+    /// Site id.
+    pub site_id: String,
+    /// Rows per batch.
+    pub batch_size: u32,
+    /// Longest retry pause.
+    pub retry_max: Duration,
+}
+
+impl OutboxForwarder {
+    /// Runs until `shutdown` turns true.
+    pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
+        let mut committed = self.journal.committed();
+        let mut cursor: i64 = match sqlx::query("SELECT forwarded_upto FROM forward_cursor")
+            .fetch_one(self.journal.readers())
+            .await
+            .and_then(|r| r.try_get(0))
+        {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot read the forward cursor; starting from 0 (the central store ignores repeats)");
+                0
+            }
+        };
+        let mut backoff = Duration::from_millis(200);
+        let mut store: Option<CentralStore> = None;
+        loop {
+            if *shutdown.borrow() {
+                break;
+            }
+            metrics::gauge!("eldergate_outbox_backlog")
+                .set((*committed.borrow() - cursor).max(0) as f64);
+            let rows = match self.read_batch(cursor).await {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot read the outbox");
+                    self.pause(&mut backoff, &mut shutdown).await;
+                    continue;
+                }
+            };
+            let Some(last) = rows.last().map(|r| r.seq) else {
+                tokio::select! {
+                    _ = committed.changed() => {}
+                    _ = shutdown.changed() => {}
+                    _ = tokio::time::sleep(Duration::from_secs(5)) => {}
+                }
+                continue;
+            };
+            if store.is_none() {
+                match CentralStore::connect(&self.url, &self.data_dir).await {
+                    Ok(s) => {
+                        tracing::info!("central store connected");
+                        store = Some(s);
+                    }
+                    Err(e) => {
+                        metrics::counter!("eldergate_forward_failures_total").increment(1);
+                        tracing::warn!(error = %e, backlog = *committed.borrow() - cursor, "central store unreachable; will retry");
+                        self.pause(&mut backoff, &mut shutdown).await;
+                        continue;
+                    }
+                }
+            }
+            let Some(s) = store.as_ref() else { continue };
+            match s.insert(&self.gateway_id, &self.site_id, &rows).await {
+                Ok(()) => {
+                    cursor = last;
+                    self.journal.forwarded(cursor).await;
+                    metrics::counter!("eldergate_forwarded_events_total")
+                        .increment(rows.len() as u64);
+                    backoff = Duration::from_millis(200);
+                }
+                Err(e) => {
+                    metrics::counter!("eldergate_forward_failures_total").increment(1);
+                    tracing::warn!(error = %e, batch = rows.len(), "forwarding failed; will retry the same batch");
+                    if matches!(
+                        e,
+                        sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed
+                    ) {
+                        store = None;
+                    }
+                    self.pause(&mut backoff, &mut shutdown).await;
+                }
+            }
+        }
+    }
+
+    async fn read_batch(&self, cursor: i64) -> Result<Vec<EventRow>, sqlx::Error> {
+        sqlx::query_as::<_, EventRow>(
+            "SELECT seq, kind, device_id, device_seq, alert_id, received_at, device_time, body
+             FROM events WHERE seq > ? ORDER BY seq LIMIT ?",
+        )
+        .bind(cursor)
+        .bind(i64::from(self.batch_size))
+        .fetch_all(self.journal.readers())
+        .await
+    }
+
+    async fn pause(&self, backoff: &mut Duration, shutdown: &mut watch::Receiver<bool>) {
+        tokio::select! {
+            _ = tokio::time::sleep(*backoff) => {}
+            _ = shutdown.changed() => {}
+        }
+        *backoff = (*backoff * 2).min(self.retry_max);
+    }
+}

@@ -1,0 +1,190 @@
+//! HTTP API: health, Prometheus metrics, and alerts (list, acknowledge, resolve).
+//!
+//! Invariants: listens on loopback only until the console adds login (config validation enforces
+//! it); a staff action answers 200 only after the journal committed it; every bad request gets a
+//! JSON error with a message, a log line and `eldergate_http_rejected_total`.
+
+use crate::journal::{alert_from_row, Journal, JournalError, StaffRefusal, Via};
+use crate::registry::Registry;
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use eldergate_protocol::payload::{StaffAlert, StaffVerb};
+use metrics_exporter_prometheus::PrometheusHandle;
+use serde::Deserialize;
+use std::sync::Arc;
+
+/// Shared state of the handlers.
+#[derive(Clone)]
+pub struct Api {
+    /// Journal.
+    pub journal: Journal,
+    /// Registry.
+    pub registry: Arc<Registry>,
+    /// Metrics renderer.
+    pub metrics: PrometheusHandle,
+}
+
+/// Builds the router.
+pub fn router(api: Api) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics_text))
+        .route("/api/alerts", get(list_alerts))
+        .route("/api/alerts/{id}", get(get_alert))
+        .route("/api/alerts/{id}/ack", post(ack))
+        .route("/api/alerts/{id}/resolve", post(resolve))
+        .with_state(api)
+}
+
+/// An error answer: status and a message that says what to do.
+pub struct ApiError(StatusCode, String);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.0, Json(serde_json::json!({ "error": self.1 }))).into_response()
+    }
+}
+
+fn bad_request(reason: &'static str, message: String) -> ApiError {
+    metrics::counter!("eldergate_http_rejected_total", "reason" => reason).increment(1);
+    tracing::warn!(reason, %message, "HTTP request rejected");
+    ApiError(StatusCode::BAD_REQUEST, message)
+}
+
+impl From<JournalError> for ApiError {
+    fn from(e: JournalError) -> Self {
+        ApiError(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
+    }
+}
+
+impl From<sqlx::Error> for ApiError {
+    fn from(e: sqlx::Error) -> Self {
+        ApiError(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("journal read failed: {e}"),
+        )
+    }
+}
+
+async fn healthz(State(api): State<Api>) -> Json<serde_json::Value> {
+    Json(serde_json::json!({
+        "status": "ok",
+        "gateway_id": api.registry.gateway_id,
+        "committed_seq": *api.journal.committed().borrow(),
+    }))
+}
+
+async fn metrics_text(State(api): State<Api>) -> String {
+    api.metrics.render()
+}
+
+#[derive(Deserialize)]
+struct ListQuery {
+    /// `open` (default) or `all`.
+    state: Option<String>,
+}
+
+async fn list_alerts(
+    State(api): State<Api>,
+    Query(q): Query<ListQuery>,
+) -> Result<Json<Vec<StaffAlert>>, ApiError> {
+    let sql = match q.state.as_deref() {
+        None | Some("open") => {
+            "SELECT * FROM alerts WHERE state IN ('raised','acknowledged') ORDER BY id"
+        }
+        Some("all") => "SELECT * FROM alerts ORDER BY id DESC LIMIT 500",
+        Some(other) => {
+            return Err(bad_request(
+                "bad_query",
+                format!("state={other:?}: use open or all"),
+            ))
+        }
+    };
+    let rows = sqlx::query(sql).fetch_all(api.journal.readers()).await?;
+    let alerts = rows
+        .iter()
+        .map(|r| alert_from_row(r, &api.registry))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Json(alerts))
+}
+
+async fn get_alert(
+    State(api): State<Api>,
+    Path(id): Path<i64>,
+) -> Result<Json<StaffAlert>, ApiError> {
+    let row = sqlx::query("SELECT * FROM alerts WHERE id = ?")
+        .bind(id)
+        .fetch_optional(api.journal.readers())
+        .await?;
+    match row {
+        Some(r) => Ok(Json(alert_from_row(&r, &api.registry)?)),
+        None => Err(ApiError(
+            StatusCode::NOT_FOUND,
+            format!("alert {id} does not exist"),
+        )),
+    }
+}
+
+/// Body of ack / resolve.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ActionBody {
+    /// Staff id.
+    pub by: String,
+    /// Optional note.
+    #[serde(default)]
+    pub note: Option<String>,
+}
+
+async fn ack(
+    state: State<Api>,
+    id: Path<i64>,
+    body: Result<Json<ActionBody>, JsonRejection>,
+) -> Result<Json<StaffAlert>, ApiError> {
+    act(state, id, body, StaffVerb::Ack).await
+}
+
+async fn resolve(
+    state: State<Api>,
+    id: Path<i64>,
+    body: Result<Json<ActionBody>, JsonRejection>,
+) -> Result<Json<StaffAlert>, ApiError> {
+    act(state, id, body, StaffVerb::Resolve).await
+}
+
+async fn act(
+    State(api): State<Api>,
+    Path(id): Path<i64>,
+    body: Result<Json<ActionBody>, JsonRejection>,
+    verb: StaffVerb,
+) -> Result<Json<StaffAlert>, ApiError> {
+    let Json(body) = body.map_err(|e| {
+        bad_request(
+            "bad_body",
+            format!("{e}; send JSON like {{\"by\": \"S009\", \"note\": \"on my way\"}}"),
+        )
+    })?;
+    match api
+        .journal
+        .staff(id, verb, body.by, body.note, Via::Http)
+        .await?
+    {
+        Ok(alert) => Ok(Json(alert)),
+        Err(refusal) => {
+            let status = match refusal {
+                StaffRefusal::UnknownAlert(_) => StatusCode::NOT_FOUND,
+                StaffRefusal::UnknownStaff(_) => StatusCode::BAD_REQUEST,
+                StaffRefusal::Closed { .. } | StaffRefusal::AlreadyAcknowledged { .. } => {
+                    StatusCode::CONFLICT
+                }
+            };
+            metrics::counter!("eldergate_http_rejected_total", "reason" => "refused").increment(1);
+            tracing::info!(alert_id = id, %refusal, "staff action refused");
+            Err(ApiError(status, refusal.to_string()))
+        }
+    }
+}

@@ -1,0 +1,29 @@
+//! eldergate: the community elderly-care gateway.
+//!
+//! A set of actors wired by bounded channels (see `app`):
+//!
+//! - [`ingest`]: MQTT publishes → checked input or a dead letter; acks after commit.
+//! - [`journal`]: the single writer of the SQLite journal (group commit, fsync, dedupe, alerts).
+//! - [`notifier`]: committed alert changes → staff topic and live listeners.
+//! - [`forwarder`]: journal events → [`central`] store, exactly once in effect.
+//! - [`http`]: health, metrics, alert API.
+//! - [`config`] / [`registry`]: validated configuration and what it names.
+//! - [`broker`]: the embedded MQTT broker for the demo; [`mqtt`]: connection handling.
+//! - [`sim`]: simulated devices for the demo, the tests and the benchmarks; [`demo`]: the demo.
+//!
+//! See ARCHITECTURE.md at the repository root for the invariants of each module.
+#![deny(missing_docs)]
+
+pub mod app;
+pub mod broker;
+pub mod central;
+pub mod config;
+pub mod demo;
+pub mod forwarder;
+pub mod http;
+pub mod ingest;
+pub mod journal;
+pub mod mqtt;
+pub mod notifier;
+pub mod registry;
+pub mod sim;

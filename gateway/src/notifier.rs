@@ -1,0 +1,46 @@
+//! Tells staff about alerts: every alert change committed by the journal is published, QoS 1, on
+//! `eldergate/v1/{site}/staff/alerts` and broadcast to in-process listeners (the SSE stream).
+//!
+//! Invariants: the notifier only ever sees committed changes (the writer sends after commit); it
+//! never blocks the writer (unbounded queue, fed at the rate alarms are committed); a broker that is
+//! down delays publication but loses nothing queued, and after a restart every open alert is
+//! published again (`change = "republished"`), so a crash between commit and publish cannot
+//! swallow an alarm. Receivers dedupe by `alert_id`.
+
+use eldergate_protocol::payload::StaffAlert;
+use eldergate_protocol::topic;
+use rumqttc::{AsyncClient, QoS};
+use tokio::sync::{broadcast, mpsc};
+
+/// Runs until the writer drops its sender.
+pub async fn run(
+    site: String,
+    client: AsyncClient,
+    mut rx: mpsc::UnboundedReceiver<StaffAlert>,
+    live: broadcast::Sender<StaffAlert>,
+) {
+    let topic = topic::staff_alerts(&site);
+    while let Some(alert) = rx.recv().await {
+        let _ = live.send(alert.clone());
+        match serde_json::to_vec(&alert) {
+            Ok(body) => {
+                if let Err(e) = client
+                    .publish(topic.clone(), QoS::AtLeastOnce, false, body)
+                    .await
+                {
+                    tracing::error!(alert_id = alert.alert_id, error = %e, "staff notification could not be queued");
+                    continue;
+                }
+                metrics::counter!("eldergate_staff_notifications_total", "change" => alert.change.clone()).increment(1);
+                tracing::info!(
+                    alert_id = alert.alert_id,
+                    change = %alert.change,
+                    device = %alert.device_id,
+                    presses = alert.press_count,
+                    "staff notified"
+                );
+            }
+            Err(e) => tracing::error!(error = %e, "cannot encode staff alert"),
+        }
+    }
+}
