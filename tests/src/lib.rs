@@ -1,1 +1,451 @@
+//! Harness for the end-to-end tests and the benchmarks: real Mosquitto, real PostgreSQL, the real
+//! `eldergate` binary. Each test gets its own broker process on a free port, its own database and
+//! its own data directory; nothing here mocks those parts.
+//!
+//! The `eldergate` binary must be built first (`tests/run` does: `cargo build --bins`).
 
+use anyhow::{bail, Context};
+use sqlx::postgres::PgPool;
+use std::io::Write;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+pub mod proxy;
+
+/// A free TCP port on loopback.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap_or(0)
+}
+
+/// Directory of the built binaries (`target/debug` when the tests run from `target/debug/deps`).
+pub fn bin_dir() -> PathBuf {
+    let exe = std::env::current_exe().unwrap_or_default();
+    let mut dir = exe.parent().map(Path::to_path_buf).unwrap_or_default();
+    if dir.ends_with("deps") {
+        dir.pop();
+    }
+    dir
+}
+
+fn find_program(name: &str) -> anyhow::Result<PathBuf> {
+    for dir in ["/usr/sbin", "/usr/bin", "/usr/local/sbin", "/usr/local/bin"] {
+        let p = Path::new(dir).join(name);
+        if p.exists() {
+            return Ok(p);
+        }
+    }
+    bail!("{name} is not installed; run tests/run, which installs it (apt-get install {name})")
+}
+
+/// A Mosquitto broker of our own, on a free port, killed on drop.
+pub struct Mosquitto {
+    child: Child,
+    /// Its port.
+    pub port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl Mosquitto {
+    /// Starts mosquitto with anonymous access on loopback and room for large bursts.
+    pub fn start() -> anyhow::Result<Mosquitto> {
+        Self::start_with("allow_anonymous true\n")
+    }
+
+    /// Starts mosquitto with `extra` appended to the config.
+    pub fn start_with(extra: &str) -> anyhow::Result<Mosquitto> {
+        let bin = find_program("mosquitto")?;
+        let dir = tempfile::tempdir()?;
+        let port = free_port();
+        let conf = dir.path().join("mosquitto.conf");
+        let mut f = std::fs::File::create(&conf)?;
+        write!(
+            f,
+            "listener {port} 127.0.0.1\npersistence false\nmax_queued_messages 0\nmax_inflight_messages 0\nlog_dest stderr\nlog_type error\nlog_type warning\n{extra}"
+        )?;
+        drop(f);
+        let child = Command::new(bin)
+            .arg("-c")
+            .arg(&conf)
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .context("cannot start mosquitto")?;
+        wait_for_port(port)?;
+        Ok(Mosquitto {
+            child,
+            port,
+            _dir: dir,
+        })
+    }
+}
+
+impl Drop for Mosquitto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Waits up to 10 s for something to listen on `port`.
+pub fn wait_for_port(port: u16) -> anyhow::Result<()> {
+    for _ in 0..200 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    bail!("nothing listens on 127.0.0.1:{port} after 10 s")
+}
+
+/// URL of the PostgreSQL server used to create test databases.
+pub fn pg_admin_url() -> String {
+    std::env::var("ELDERGATE_TEST_PG")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+
+/// `host:port` of the test PostgreSQL server.
+pub fn pg_host_port() -> String {
+    let url = pg_admin_url();
+    let after = url.split_once('@').map(|(_, r)| r).unwrap_or(&url);
+    after
+        .split('/')
+        .next()
+        .unwrap_or("127.0.0.1:5432")
+        .to_string()
+}
+
+/// A PostgreSQL database of our own.
+pub struct TestDb {
+    /// Its name.
+    pub name: String,
+    /// URL to connect to it.
+    pub url: String,
+}
+
+impl TestDb {
+    /// Creates a fresh database `eg_test_<random>`.
+    pub async fn create() -> anyhow::Result<TestDb> {
+        let admin = pg_admin_url();
+        let pool = PgPool::connect(&admin).await.with_context(|| {
+            format!(
+                "cannot reach PostgreSQL at {admin}; tests/run starts it, or set ELDERGATE_TEST_PG"
+            )
+        })?;
+        let name = format!("eg_test_{}", rand::random::<u32>());
+        sqlx::query(&format!("CREATE DATABASE {name}"))
+            .execute(&pool)
+            .await?;
+        pool.close().await;
+        let base = admin
+            .rsplit_once('/')
+            .map(|(b, _)| b.to_string())
+            .unwrap_or(admin);
+        Ok(TestDb {
+            url: format!("{base}/{name}"),
+            name,
+        })
+    }
+
+    /// Its URL with the server address replaced (e.g. by a proxy's).
+    pub fn url_via(&self, host_port: &str) -> String {
+        let (scheme_user, rest) = self
+            .url
+            .split_once('@')
+            .unwrap_or(("postgres://postgres", &self.url));
+        let path = rest.split_once('/').map(|(_, p)| p).unwrap_or(&self.name);
+        format!("{scheme_user}@{host_port}/{path}")
+    }
+
+    /// Connects to it.
+    pub async fn pool(&self) -> anyhow::Result<PgPool> {
+        Ok(PgPool::connect(&self.url).await?)
+    }
+
+    /// Drops the database (best effort).
+    pub async fn drop_db(self) {
+        if let Ok(pool) = PgPool::connect(&pg_admin_url()).await {
+            let _ = sqlx::query(&format!(
+                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                self.name
+            ))
+            .execute(&pool)
+            .await;
+        }
+    }
+}
+
+/// How to set up a test gateway.
+pub struct GatewaySpec {
+    /// Broker port (external Mosquitto).
+    pub broker_port: u16,
+    /// Central store URL.
+    pub central_url: String,
+    /// Alarm buttons to register: `btn-0001` … `btn-{n}`.
+    pub buttons: usize,
+    /// Extra TOML appended to the config.
+    pub extra: String,
+}
+
+/// The site id every test gateway uses.
+pub const SITE: &str = "test-site";
+
+/// Staff of every test gateway: S001 (grid worker), S009 and S010 (duty).
+const STAFF: &str = r#"
+[[staff]]
+id = "S001"
+name = "Grid Worker"
+role = "grid_worker"
+grid = "G01"
+[[staff]]
+id = "S009"
+name = "Duty One"
+role = "duty"
+[[staff]]
+id = "S010"
+name = "Duty Two"
+role = "duty"
+
+[escalation]
+notify = ["role:duty"]
+"#;
+
+/// A running `eldergate run` process with its own data dir and HTTP port.
+pub struct Gateway {
+    child: Option<Child>,
+    /// Config file.
+    pub config: PathBuf,
+    /// Data dir (journal.db).
+    pub data_dir: PathBuf,
+    /// HTTP port.
+    pub http_port: u16,
+    _dir: tempfile::TempDir,
+}
+
+/// Button ids `btn-0001` …
+pub fn button(i: usize) -> String {
+    format!("btn-{i:04}")
+}
+
+impl Gateway {
+    /// Writes the config and starts the gateway; returns when `/healthz` answers.
+    pub async fn start(spec: &GatewaySpec) -> anyhow::Result<Gateway> {
+        let dir = tempfile::tempdir()?;
+        let data_dir = dir.path().join("data");
+        let http_port = free_port();
+        let mut devices = String::from("device_id,kind,link,resident_id,location,heartbeat_s\n");
+        for i in 1..=spec.buttons {
+            devices.push_str(&format!(
+                "{},alarm_button,mqtt,R{i:05},楼{i},300\n",
+                button(i)
+            ));
+        }
+        devices.push_str("rdr-01,card_reader,mqtt,,canteen,60\n");
+        std::fs::write(dir.path().join("devices.csv"), devices)?;
+        let config = dir.path().join("eldergate.toml");
+        std::fs::write(
+            &config,
+            format!(
+                r#"site_id = "{SITE}"
+gateway_id = "gw-test"
+data_dir = "{data}"
+device_csv = "devices.csv"
+[http]
+listen = "127.0.0.1:{http_port}"
+[broker]
+mode = "external"
+url = "mqtt://127.0.0.1:{broker}"
+anonymous = true
+[central]
+url = "{central}"
+batch_size = 500
+retry_max_s = 1
+{STAFF}
+{extra}
+"#,
+                data = data_dir.display(),
+                broker = spec.broker_port,
+                central = spec.central_url,
+                extra = spec.extra,
+            ),
+        )?;
+        let mut gw = Gateway {
+            child: None,
+            config,
+            data_dir,
+            http_port,
+            _dir: dir,
+        };
+        gw.spawn().await?;
+        Ok(gw)
+    }
+
+    /// Starts (again) the process.
+    pub async fn spawn(&mut self) -> anyhow::Result<()> {
+        let bin = bin_dir().join("eldergate");
+        if !bin.exists() {
+            bail!(
+                "{} is missing: build it first with `cargo build --bins` (tests/run does)",
+                bin.display()
+            );
+        }
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(
+            self.data_dir
+                .parent()
+                .unwrap_or(Path::new("."))
+                .join("gateway.log"),
+        )?;
+        let child = Command::new(bin)
+            .args(["run", "--config"])
+            .arg(&self.config)
+            .env("RUST_LOG", "info,rumqttc=warn,sqlx=warn")
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()?;
+        self.child = Some(child);
+        let url = self.url("/healthz");
+        for _ in 0..300 {
+            if let Ok(r) = reqwest::get(&url).await {
+                if r.status().is_success() {
+                    return Ok(());
+                }
+            }
+            if let Some(c) = self.child.as_mut() {
+                if let Ok(Some(status)) = c.try_wait() {
+                    bail!(
+                        "gateway exited with {status} during start; see {}",
+                        self.log_path().display()
+                    );
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        bail!("gateway did not answer /healthz within 30 s")
+    }
+
+    /// Path of the gateway's log file.
+    pub fn log_path(&self) -> PathBuf {
+        self.data_dir
+            .parent()
+            .unwrap_or(Path::new("."))
+            .join("gateway.log")
+    }
+
+    /// `http://127.0.0.1:{port}{path}`.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.http_port)
+    }
+
+    /// kill -9.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM, then wait for the exit status.
+    pub fn sigterm(&mut self) -> anyhow::Result<std::process::ExitStatus> {
+        let Some(mut c) = self.child.take() else {
+            bail!("not running")
+        };
+        Command::new("kill")
+            .arg("-TERM")
+            .arg(c.id().to_string())
+            .status()?;
+        for _ in 0..300 {
+            if let Some(s) = c.try_wait()? {
+                return Ok(s);
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = c.kill();
+        bail!("gateway did not exit within 30 s of SIGTERM")
+    }
+
+    /// A read-only connection to the journal.
+    pub async fn journal(&self) -> anyhow::Result<sqlx::SqlitePool> {
+        let opts = sqlx::sqlite::SqliteConnectOptions::new()
+            .filename(self.data_dir.join("journal.db"))
+            .read_only(true);
+        Ok(sqlx::sqlite::SqlitePoolOptions::new()
+            .max_connections(2)
+            .connect_with(opts)
+            .await?)
+    }
+
+    /// The value of a Prometheus metric line starting with `prefix` (summed over matches).
+    pub async fn metric(&self, prefix: &str) -> anyhow::Result<f64> {
+        let text = reqwest::get(self.url("/metrics")).await?.text().await?;
+        Ok(text
+            .lines()
+            .filter(|l| l.starts_with(prefix))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum())
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            if let Ok(log) = std::fs::read_to_string(self.log_path()) {
+                let tail: Vec<&str> = log.lines().rev().take(40).collect();
+                eprintln!("--- gateway log (last 40 lines) ---");
+                for l in tail.iter().rev() {
+                    eprintln!("{l}");
+                }
+            }
+        }
+        self.kill9();
+    }
+}
+
+/// Fleet options for a test broker.
+pub fn fleet_options(port: u16, client_id: &str) -> eldergate::sim::FleetOptions {
+    eldergate::sim::FleetOptions {
+        host: "127.0.0.1".into(),
+        port,
+        site: SITE.into(),
+        client_id: client_id.into(),
+        retransmit_after: Duration::from_secs(1),
+        credentials: None,
+    }
+}
+
+/// Polls `f` every 100 ms until it returns Some, or fails after `timeout` with `what`.
+pub async fn eventually<T, F, Fut>(timeout: Duration, what: &str, mut f: F) -> anyhow::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<Option<T>>>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if let Some(v) = f().await? {
+            return Ok(v);
+        }
+        if tokio::time::Instant::now() > deadline {
+            bail!("timed out after {timeout:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A plain MQTT client (event loop driven in the background), for publishing raw payloads.
+pub async fn raw_client(port: u16, id: &str) -> rumqttc::AsyncClient {
+    let mut o = rumqttc::MqttOptions::new(id, "127.0.0.1", port);
+    o.set_keep_alive(Duration::from_secs(10))
+        .set_max_packet_size(1 << 20, 1 << 20);
+    let (client, mut eventloop) = rumqttc::AsyncClient::new(o, 1000);
+    tokio::spawn(async move {
+        loop {
+            if eventloop.poll().await.is_err() {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    });
+    client
+}
