@@ -1,0 +1,333 @@
+//! Benchmarks of the alarm path (not a test: it measures, it does not assert).
+//!
+//! Starts its own Mosquitto, PostgreSQL database and `eldergate` (from the same target dir, so run
+//! it in release: `tests/bench`), then measures, each beside a baseline taken in the same run:
+//!
+//! (a) press → staff notification latency under 5,000 msg/s of background heartbeats, against a
+//!     raw QoS 1 pub→sub relay through the same Mosquitto under the same load, plus one fsync;
+//! (b) durable ingest throughput (presses acked per second), against the raw relay rate;
+//! (c) forwarding throughput (events per second into central PostgreSQL after an outage),
+//!     against `psql \copy` of the same rows.
+
+use clap::Parser;
+use eldergate::sim::{Fleet, StaffClient, StaffMessage};
+use eldergate_e2e::proxy::Proxy;
+use eldergate_e2e::*;
+use eldergate_protocol::payload::AlarmAction;
+use eldergate_protocol::topic;
+use rumqttc::{AsyncClient, Event, Incoming, MqttOptions, QoS};
+use sqlx::Row;
+use std::collections::HashMap;
+use std::io::Write;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+#[derive(Parser)]
+struct Args {
+    /// Presses measured for latency (one per fresh device).
+    #[arg(long, default_value_t = 2000)]
+    latency_presses: usize,
+    /// Presses per second while measuring latency.
+    #[arg(long, default_value_t = 200)]
+    latency_rate: u64,
+    /// Background heartbeats per second.
+    #[arg(long, default_value_t = 5000)]
+    heartbeat_rate: u64,
+    /// Presses for the throughput run.
+    #[arg(long, default_value_t = 30_000)]
+    throughput_presses: usize,
+}
+
+fn pct(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+/// fsync cost on the data dir's file system: 4 KiB write + fdatasync, 300 times.
+fn fsync_cost(dir: &std::path::Path) -> anyhow::Result<(Duration, Duration)> {
+    let path = dir.join("fsync-probe");
+    let mut f = std::fs::File::create(&path)?;
+    let buf = vec![7u8; 4096];
+    let mut t = Vec::new();
+    for _ in 0..300 {
+        let s = Instant::now();
+        f.write_all(&buf)?;
+        f.sync_data()?;
+        t.push(s.elapsed());
+    }
+    let _ = std::fs::remove_file(path);
+    t.sort();
+    Ok((pct(&t, 0.5), pct(&t, 0.99)))
+}
+
+fn client(port: u16, id: &str) -> (AsyncClient, rumqttc::EventLoop) {
+    let mut o = MqttOptions::new(id, "127.0.0.1", port);
+    o.set_keep_alive(Duration::from_secs(30)).set_inflight(1000);
+    AsyncClient::new(o, 100_000)
+}
+
+/// Publishes QoS 0 heartbeats for `devices` at `rate` per second until `stop`.
+fn background_heartbeats(port: u16, devices: Vec<String>, rate: u64, stop: Arc<AtomicBool>) {
+    let (c, mut el) = client(port, "bench-heartbeats");
+    let stop2 = stop.clone();
+    tokio::spawn(async move {
+        while !stop2.load(Ordering::Relaxed) {
+            if el.poll().await.is_err() {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    });
+    tokio::spawn(async move {
+        let per_tick = (rate / 100).max(1) as usize;
+        let mut tick = tokio::time::interval(Duration::from_millis(10));
+        let body = br#"{"v":1,"battery_mv":2950,"battery_pct":80}"#.to_vec();
+        let mut i = 0usize;
+        while !stop.load(Ordering::Relaxed) {
+            tick.tick().await;
+            for _ in 0..per_tick {
+                let d = &devices[i % devices.len()];
+                i += 1;
+                let _ = c.try_publish(topic::telemetry(SITE, d, "heartbeat"), QoS::AtMostOnce, false, body.clone());
+            }
+        }
+    });
+}
+
+/// Raw relay latency: QoS 1 publish → subscriber receive through the broker, paced like the presses.
+async fn relay_latency(port: u16, n: usize, rate: u64) -> anyhow::Result<Vec<Duration>> {
+    let sent: Arc<Mutex<HashMap<u64, Instant>>> = Arc::default();
+    let got: Arc<Mutex<Vec<Duration>>> = Arc::default();
+    let (sub, mut sub_el) = client(port, "bench-relay-sub");
+    let ready = Arc::new(tokio::sync::Notify::new());
+    let (s2, g2, r2) = (sent.clone(), got.clone(), ready.clone());
+    tokio::spawn(async move {
+        loop {
+            match sub_el.poll().await {
+                Ok(Event::Incoming(Incoming::ConnAck(_))) => {
+                    let _ = sub.try_subscribe("bench/relay", QoS::AtLeastOnce);
+                }
+                Ok(Event::Incoming(Incoming::SubAck(_))) => r2.notify_one(),
+                Ok(Event::Incoming(Incoming::Publish(p))) => {
+                    let id = u64::from_le_bytes(p.payload[..8].try_into().unwrap_or([0; 8]));
+                    if let Some(t) = s2.lock().ok().and_then(|mut m| m.remove(&id)) {
+                        if let Ok(mut g) = g2.lock() { g.push(t.elapsed()); }
+                    }
+                }
+                Ok(_) => {}
+                Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+            }
+        }
+    });
+    ready.notified().await;
+    let (publ, mut pub_el) = client(port, "bench-relay-pub");
+    tokio::spawn(async move { loop { if pub_el.poll().await.is_err() { tokio::time::sleep(Duration::from_millis(50)).await; } } });
+    let gap = Duration::from_micros(1_000_000 / rate.max(1));
+    let mut tick = tokio::time::interval(gap);
+    for id in 0..n as u64 {
+        tick.tick().await;
+        let mut body = id.to_le_bytes().to_vec();
+        body.extend_from_slice(&[b'x'; 40]);
+        sent.lock().map_err(|_| anyhow::anyhow!("poisoned"))?.insert(id, Instant::now());
+        publ.publish("bench/relay", QoS::AtLeastOnce, false, body).await?;
+    }
+    for _ in 0..100 {
+        if got.lock().map(|g| g.len() >= n).unwrap_or(true) { break; }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut v = got.lock().map(|g| g.clone()).unwrap_or_default();
+    v.sort();
+    Ok(v)
+}
+
+/// Raw relay throughput: `n` QoS 1 messages as fast as one publisher can, until the subscriber has
+/// them all. Messages per second.
+async fn relay_rate(port: u16, n: usize) -> anyhow::Result<f64> {
+    let count = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let (sub, mut sub_el) = client(port, "bench-rate-sub");
+    let ready = Arc::new(tokio::sync::Notify::new());
+    let done = Arc::new(tokio::sync::Notify::new());
+    let (c2, r2, d2) = (count.clone(), ready.clone(), done.clone());
+    tokio::spawn(async move {
+        loop {
+            match sub_el.poll().await {
+                Ok(Event::Incoming(Incoming::ConnAck(_))) => { let _ = sub.try_subscribe("bench/rate/#", QoS::AtLeastOnce); }
+                Ok(Event::Incoming(Incoming::SubAck(_))) => r2.notify_one(),
+                Ok(Event::Incoming(Incoming::Publish(_))) => {
+                    if c2.fetch_add(1, Ordering::Relaxed) + 1 == n { d2.notify_one(); }
+                }
+                Ok(_) => {}
+                Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+            }
+        }
+    });
+    ready.notified().await;
+    let (publ, mut pub_el) = client(port, "bench-rate-pub");
+    tokio::spawn(async move { loop { if pub_el.poll().await.is_err() { tokio::time::sleep(Duration::from_millis(50)).await; } } });
+    let start = Instant::now();
+    let body = br#"{"v":1,"seq":123456,"action":"press","ts":1763900000000}"#.to_vec();
+    for i in 0..n {
+        publ.publish(format!("bench/rate/btn-{:04}", i % 2000), QoS::AtLeastOnce, false, body.clone()).await?;
+    }
+    tokio::time::timeout(Duration::from_secs(120), done.notified()).await?;
+    Ok(n as f64 / start.elapsed().as_secs_f64())
+}
+
+/// Press → staff "raised" notification latency, one press per fresh device.
+async fn gateway_latency(port: u16, presses: usize, rate: u64) -> anyhow::Result<Vec<Duration>> {
+    let staff = StaffClient::start("127.0.0.1", port, SITE, "bench-staff", None).await?;
+    let mut heard = staff.subscribe();
+    let fleet = Fleet::start(fleet_options(port, "bench-fleet")).await?;
+    let sent: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
+    let lat: Arc<Mutex<Vec<Duration>>> = Arc::default();
+    let (s2, l2) = (sent.clone(), lat.clone());
+    let collector = tokio::spawn(async move {
+        while let Ok(m) = heard.recv().await {
+            if let StaffMessage::Alert(a, at) = m {
+                if a.change == "raised" {
+                    if let Some(t) = s2.lock().ok().and_then(|mut m| m.remove(&a.device_id)) {
+                        if let Ok(mut l) = l2.lock() {
+                            l.push(at.duration_since(t));
+                        }
+                    }
+                }
+            }
+        }
+    });
+    let mut tick = tokio::time::interval(Duration::from_micros(1_000_000 / rate.max(1)));
+    for i in 1..=presses {
+        tick.tick().await;
+        let d = button(i);
+        if let Ok(mut m) = sent.lock() {
+            m.insert(d.clone(), Instant::now());
+        }
+        fleet.send(&d, AlarmAction::Press).await;
+    }
+    fleet.wait_all_acked(Duration::from_secs(60)).await;
+    for _ in 0..100 {
+        if lat.lock().map(|l| l.len() >= presses).unwrap_or(true) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    collector.abort();
+    let mut v = lat.lock().map(|l| l.clone()).unwrap_or_default();
+    v.sort();
+    Ok(v)
+}
+
+/// Durable ingest: `n` presses over `devices` devices as fast as the fleet sends, until all are
+/// acked (each ack follows a committed, fsynced transaction). Presses per second.
+async fn gateway_rate(port: u16, n: usize, devices: usize) -> anyhow::Result<f64> {
+    let fleet = Fleet::start(fleet_options(port, "bench-rate-fleet")).await?;
+    let start = Instant::now();
+    for i in 0..n {
+        fleet.send(&button(1 + i % devices), AlarmAction::Checkin).await;
+    }
+    anyhow::ensure!(fleet.wait_all_acked(Duration::from_secs(300)).await, "not all presses acked");
+    Ok(n as f64 / start.elapsed().as_secs_f64())
+}
+
+/// `psql \copy` of the central store's rows into a fresh table: rows per second.
+fn copy_rate(db: &TestDb, dir: &std::path::Path) -> anyhow::Result<(usize, f64)> {
+    let file = dir.join("events.csv");
+    let run = |sql: &str| -> anyhow::Result<()> {
+        let out = std::process::Command::new("psql").arg(&db.url).args(["-qAt", "-c", sql]).output()?;
+        anyhow::ensure!(out.status.success(), "psql failed: {}", String::from_utf8_lossy(&out.stderr));
+        Ok(())
+    };
+    run(&format!("\\copy (SELECT * FROM events) TO '{}' CSV", file.display()))?;
+    run("CREATE TABLE events_copy (LIKE events INCLUDING ALL)")?;
+    let rows = std::fs::read_to_string(&file)?.lines().count();
+    let start = Instant::now();
+    run(&format!("\\copy events_copy FROM '{}' CSV", file.display()))?;
+    Ok((rows, rows as f64 / start.elapsed().as_secs_f64()))
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let devices = args.latency_presses.max(2000);
+    let broker = Mosquitto::start()?;
+    let db = TestDb::create().await?;
+    let proxy = Proxy::start(pg_host_port()).await?;
+    let gw = Gateway::start(&GatewaySpec {
+        broker_port: broker.port,
+        central_url: db.url_via(&format!("127.0.0.1:{}", proxy.port)),
+        buttons: devices,
+        extra: String::new(),
+    })
+    .await?;
+    let (fsync_p50, fsync_p99) = fsync_cost(&gw.data_dir)?;
+
+    // (a) latency under background heartbeats.
+    let stop = Arc::new(AtomicBool::new(false));
+    background_heartbeats(broker.port, (1..=devices).map(button).collect(), args.heartbeat_rate, stop.clone());
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let relay = relay_latency(broker.port, args.latency_presses, args.latency_rate).await?;
+    let gw_lat = gateway_latency(broker.port, args.latency_presses, args.latency_rate).await?;
+    let heartbeats_seen = gw.metric("eldergate_mqtt_received_total{connection=\"telemetry\"}").await?;
+    stop.store(true, Ordering::Relaxed);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    // (b) durable ingest vs raw relay, central store down so forwarding does not compete.
+    proxy.down();
+    let relay_mps = relay_rate(broker.port, args.throughput_presses).await?;
+    let gw_mps = gateway_rate(broker.port, args.throughput_presses, devices).await?;
+
+    // (c) forwarding the backlog vs psql \copy.
+    let journal = gw.journal().await?;
+    let total: i64 = sqlx::query("SELECT COUNT(*) FROM events").fetch_one(&journal).await?.get(0);
+    let pool = db.pool().await?;
+    let before: i64 = sqlx::query("SELECT COUNT(*) FROM events").fetch_one(&pool).await?.get(0);
+    let start = Instant::now();
+    proxy.up();
+    loop {
+        let n: i64 = sqlx::query("SELECT COUNT(*) FROM events").fetch_one(&pool).await?.get(0);
+        if n >= total {
+            break;
+        }
+        anyhow::ensure!(start.elapsed() < Duration::from_secs(300), "forwarding did not finish");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let fwd_rate = (total - before) as f64 / start.elapsed().as_secs_f64();
+    let dir = tempfile::tempdir()?;
+    let (copy_rows, copy_rps) = copy_rate(&db, dir.path())?;
+
+    let relay_p50 = pct(&relay, 0.5);
+    let relay_p99 = pct(&relay, 0.99);
+    let gw_p50 = pct(&gw_lat, 0.5);
+    let gw_p99 = pct(&gw_lat, 0.99);
+    let bound = relay_p99 + fsync_p99;
+    println!("\n## eldergate bench ({})\n", jiff::Timestamp::now().strftime("%Y-%m-%d %H:%M UTC"));
+    println!("| measure | eldergate | baseline (same run) | ratio | target |");
+    println!("|---|---|---|---|---|");
+    println!("| fsync 4 KiB + fdatasync, p50 / p99 | | {:.3} / {:.3} ms | | |", ms(fsync_p50), ms(fsync_p99));
+    println!(
+        "| (a) press → staff alert p50 ({} presses at {}/s, {} heartbeats/s) | {:.2} ms | relay {:.2} ms | {:.2}× | |",
+        gw_lat.len(), args.latency_rate, args.heartbeat_rate, ms(gw_p50), ms(relay_p50), ms(gw_p50) / ms(relay_p50).max(1e-9)
+    );
+    println!(
+        "| (a) press → staff alert p99 | {:.2} ms | relay p99 + fsync p99 = {:.2} ms | {:.2}× | ≤ 5 ms and ≤ 3× |",
+        ms(gw_p99), ms(bound), ms(gw_p99) / ms(bound).max(1e-9)
+    );
+    println!(
+        "| (b) durable ingest ({} presses, acked after fsync) | {:.0} msg/s | raw QoS 1 relay {:.0} msg/s | {:.2}× | ≥ 0.8× |",
+        args.throughput_presses, gw_mps, relay_mps, gw_mps / relay_mps
+    );
+    println!(
+        "| (c) forwarding to PostgreSQL ({} events) | {:.0} rows/s | psql \\copy {:.0} rows/s ({} rows) | {:.2}× | ≥ 0.5× |",
+        total - before, fwd_rate, copy_rps, copy_rows, fwd_rate / copy_rps
+    );
+    println!("\nlatency samples: gateway {}, relay {}; heartbeats received by the gateway: {heartbeats_seen:.0}", gw_lat.len(), relay.len());
+    pool.close().await;
+    db.drop_db().await;
+    Ok(())
+}
