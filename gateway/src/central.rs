@@ -81,27 +81,20 @@ impl CentralStore {
     ) -> Result<(), sqlx::Error> {
         match self {
             CentralStore::Postgres(pool) => {
-                sqlx::query(
-                    "INSERT INTO events (gateway_id, seq, site_id, kind, device_id, device_seq, alert_id, received_at, device_time, body)
-                     SELECT $1, t.seq, $2, t.kind, t.device_id, t.device_seq, t.alert_id,
-                            t.received_at::timestamptz, t.device_time::timestamptz, t.body::jsonb
-                     FROM UNNEST($3::int8[], $4::text[], $5::text[], $6::int8[], $7::int8[], $8::text[], $9::text[], $10::text[])
-                          AS t(seq, kind, device_id, device_seq, alert_id, received_at, device_time, body)
-                     ON CONFLICT (gateway_id, seq) DO NOTHING",
-                )
-                .bind(gateway_id)
-                .bind(site_id)
-                .bind(rows.iter().map(|r| r.seq).collect::<Vec<_>>())
-                .bind(rows.iter().map(|r| r.kind.clone()).collect::<Vec<_>>())
-                .bind(rows.iter().map(|r| r.device_id.clone()).collect::<Vec<_>>())
-                .bind(rows.iter().map(|r| r.device_seq).collect::<Vec<_>>())
-                .bind(rows.iter().map(|r| r.alert_id).collect::<Vec<_>>())
-                .bind(rows.iter().map(|r| r.received_at.clone()).collect::<Vec<_>>())
-                .bind(rows.iter().map(|r| r.device_time.clone()).collect::<Vec<_>>())
-                .bind(rows.iter().map(|r| r.body.clone()).collect::<Vec<_>>())
-                .execute(pool)
-                .await?;
-                Ok(())
+                let csv = to_csv(gateway_id, site_id, rows).map_err(|e| {
+                    sqlx::Error::Protocol(format!("cannot encode batch as CSV: {e}"))
+                })?;
+                // Fast path: COPY straight into the table. A COPY is all-or-nothing, so a batch
+                // that overlaps rows already stored (a retry after an unclear failure) fails
+                // whole with a unique violation and takes the merge path below.
+                match copy_direct(pool, &csv).await {
+                    Ok(()) => Ok(()),
+                    Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
+                        metrics::counter!("eldergate_forward_merges_total").increment(1);
+                        copy_merge(pool, &csv).await
+                    }
+                    Err(e) => Err(e),
+                }
             }
             CentralStore::Sqlite(pool) => {
                 let mut tx = pool.begin().await?;
@@ -129,4 +122,72 @@ impl CentralStore {
             }
         }
     }
+}
+
+const COPY_COLUMNS: &str =
+    "(gateway_id, seq, site_id, kind, device_id, device_seq, alert_id, received_at, device_time, body)";
+
+async fn copy_direct(pool: &PgPool, csv: &[u8]) -> Result<(), sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    let mut copy = tx
+        .copy_in_raw(&format!(
+            "COPY events {COPY_COLUMNS} FROM STDIN (FORMAT csv)"
+        ))
+        .await?;
+    copy.send(csv).await?;
+    copy.finish().await?;
+    tx.commit().await
+}
+
+/// COPY into a per-connection staging table, then insert what is not there yet.
+async fn copy_merge(pool: &PgPool, csv: &[u8]) -> Result<(), sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    sqlx::query(
+        "CREATE TEMP TABLE IF NOT EXISTS staging_events
+         (LIKE events INCLUDING DEFAULTS) ON COMMIT DELETE ROWS",
+    )
+    .execute(&mut *tx)
+    .await?;
+    let mut copy = tx
+        .copy_in_raw(&format!(
+            "COPY staging_events {COPY_COLUMNS} FROM STDIN (FORMAT csv)"
+        ))
+        .await?;
+    copy.send(csv).await?;
+    copy.finish().await?;
+    sqlx::query(&format!(
+        "INSERT INTO events {COPY_COLUMNS}
+         SELECT gateway_id, seq, site_id, kind, device_id, device_seq, alert_id, received_at, device_time, body
+         FROM staging_events ORDER BY seq
+         ON CONFLICT (gateway_id, seq) DO NOTHING"
+    ))
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await
+}
+
+/// Encodes a batch as PostgreSQL CSV. `None` becomes an unquoted empty field, which COPY reads as
+/// NULL; every text value that could be mistaken for one is quoted by the csv writer.
+fn to_csv(gateway_id: &str, site_id: &str, rows: &[EventRow]) -> Result<Vec<u8>, csv::Error> {
+    let mut w = csv::WriterBuilder::new()
+        .has_headers(false)
+        .from_writer(Vec::with_capacity(rows.len() * 256));
+    for r in rows {
+        let seq = r.seq.to_string();
+        let device_seq = r.device_seq.map(|v| v.to_string()).unwrap_or_default();
+        let alert_id = r.alert_id.map(|v| v.to_string()).unwrap_or_default();
+        w.write_record([
+            gateway_id,
+            seq.as_str(),
+            site_id,
+            r.kind.as_str(),
+            r.device_id.as_deref().unwrap_or(""),
+            device_seq.as_str(),
+            alert_id.as_str(),
+            r.received_at.as_str(),
+            r.device_time.as_deref().unwrap_or(""),
+            r.body.as_str(),
+        ])?;
+    }
+    w.into_inner().map_err(|e| csv::Error::from(e.into_error()))
 }

@@ -143,7 +143,7 @@ pub struct CentralConfig {
 }
 
 fn default_batch() -> u32 {
-    500
+    5000
 }
 fn default_retry_max() -> u64 {
     10

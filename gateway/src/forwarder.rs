@@ -11,10 +11,28 @@
 
 use crate::central::{CentralStore, EventRow};
 use crate::journal::Journal;
-use sqlx::Row;
+use sqlx::{Row, SqlitePool};
 use std::path::PathBuf;
 use std::time::Duration;
 use tokio::sync::watch;
+
+type Prefetch = tokio::task::JoinHandle<Result<Vec<EventRow>, sqlx::Error>>;
+
+/// Up to `size` events above `cursor`, in order.
+async fn read_batch(
+    pool: SqlitePool,
+    cursor: i64,
+    size: u32,
+) -> Result<Vec<EventRow>, sqlx::Error> {
+    sqlx::query_as::<_, EventRow>(
+        "SELECT seq, kind, device_id, device_seq, alert_id, received_at, device_time, body
+         FROM events WHERE seq > ? ORDER BY seq LIMIT ?",
+    )
+    .bind(cursor)
+    .bind(i64::from(size))
+    .fetch_all(&pool)
+    .await
+}
 
 /// What the forwarder needs to know.
 pub struct OutboxForwarder {
@@ -51,13 +69,27 @@ impl OutboxForwarder {
         };
         let mut backoff = Duration::from_millis(200);
         let mut store: Option<CentralStore> = None;
+        let mut prefetched: Option<(i64, Prefetch)> = None;
         loop {
             if *shutdown.borrow() {
                 break;
             }
             metrics::gauge!("eldergate_outbox_backlog")
                 .set((*committed.borrow() - cursor).max(0) as f64);
-            let rows = match self.read_batch(cursor).await {
+            let t_read = std::time::Instant::now();
+            // Reading the next batch overlaps with sending this one.
+            let rows = match prefetched.take() {
+                Some((after, task)) if after == cursor => task
+                    .await
+                    .unwrap_or_else(|e| Err(sqlx::Error::Protocol(e.to_string()))),
+                other => {
+                    if let Some((_, task)) = other {
+                        task.abort();
+                    }
+                    read_batch(self.journal.readers().clone(), cursor, self.batch_size).await
+                }
+            };
+            let rows = match rows {
                 Ok(r) => r,
                 Err(e) => {
                     tracing::error!(error = %e, "cannot read the outbox");
@@ -88,8 +120,18 @@ impl OutboxForwarder {
                 }
             }
             let Some(s) = store.as_ref() else { continue };
+            let pool = self.journal.readers().clone();
+            let size = self.batch_size;
+            prefetched = Some((last, tokio::spawn(read_batch(pool, last, size))));
+            let t_insert = std::time::Instant::now();
             match s.insert(&self.gateway_id, &self.site_id, &rows).await {
                 Ok(()) => {
+                    tracing::debug!(
+                        rows = rows.len(),
+                        read_ms = (t_insert - t_read).as_millis() as u64,
+                        insert_ms = t_insert.elapsed().as_millis() as u64,
+                        "batch forwarded"
+                    );
                     cursor = last;
                     self.journal.forwarded(cursor).await;
                     metrics::counter!("eldergate_forwarded_events_total")
@@ -109,17 +151,6 @@ impl OutboxForwarder {
                 }
             }
         }
-    }
-
-    async fn read_batch(&self, cursor: i64) -> Result<Vec<EventRow>, sqlx::Error> {
-        sqlx::query_as::<_, EventRow>(
-            "SELECT seq, kind, device_id, device_seq, alert_id, received_at, device_time, body
-             FROM events WHERE seq > ? ORDER BY seq LIMIT ?",
-        )
-        .bind(cursor)
-        .bind(i64::from(self.batch_size))
-        .fetch_all(self.journal.readers())
-        .await
     }
 
     async fn pause(&self, backoff: &mut Duration, shutdown: &mut watch::Receiver<bool>) {

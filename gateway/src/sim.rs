@@ -106,7 +106,7 @@ fn drive(
 impl Fleet {
     /// Connects, subscribes to the downlink, and starts the retransmit timer.
     pub async fn start(opts: FleetOptions) -> anyhow::Result<Fleet> {
-        let (client, eventloop) = AsyncClient::new(
+        let (client, eventloop) = crate::mqtt::new_client(
             mqtt_options(&opts.host, opts.port, &opts.client_id, &opts.credentials),
             100_000,
         );
@@ -301,7 +301,7 @@ impl StaffClient {
         credentials: Option<(String, String)>,
     ) -> anyhow::Result<StaffClient> {
         let (client, eventloop) =
-            AsyncClient::new(mqtt_options(host, port, client_id, &credentials), 10_000);
+            crate::mqtt::new_client(mqtt_options(host, port, client_id, &credentials), 10_000);
         let (tx, _) = broadcast::channel(100_000);
         let ready = Arc::new(Notify::new());
         let ready_wait = ready.notified();

@@ -65,7 +65,7 @@ impl Mosquitto {
         let mut f = std::fs::File::create(&conf)?;
         write!(
             f,
-            "listener {port} 127.0.0.1\npersistence false\nmax_queued_messages 0\nmax_inflight_messages 0\nlog_dest stderr\nlog_type error\nlog_type warning\n{extra}"
+            "listener {port} 127.0.0.1\npersistence false\nmax_queued_messages 0\nmax_inflight_messages 0\nset_tcp_nodelay true\nlog_dest stderr\nlog_type error\nlog_type warning\n{extra}"
         )?;
         drop(f);
         let child = Command::new(bin)
@@ -262,7 +262,7 @@ url = "mqtt://127.0.0.1:{broker}"
 anonymous = true
 [central]
 url = "{central}"
-batch_size = 500
+batch_size = 5000
 retry_max_s = 1
 {STAFF}
 {extra}
@@ -439,7 +439,7 @@ pub async fn raw_client(port: u16, id: &str) -> rumqttc::AsyncClient {
     let mut o = rumqttc::MqttOptions::new(id, "127.0.0.1", port);
     o.set_keep_alive(Duration::from_secs(10))
         .set_max_packet_size(1 << 20, 1 << 20);
-    let (client, mut eventloop) = rumqttc::AsyncClient::new(o, 1000);
+    let (client, mut eventloop) = eldergate::mqtt::new_client(o, 1000);
     tokio::spawn(async move {
         loop {
             if eventloop.poll().await.is_err() {

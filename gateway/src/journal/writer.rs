@@ -8,13 +8,14 @@ use super::{
     format_ts, AlarmOutcome, Command, DeadLetter, DeviceStatus, JournalError, StaffRefusal,
     StaffResult, Via,
 };
+use crate::central::EventRow;
 use crate::registry::Registry;
 use eldergate_protocol::payload::{
     AlarmAction, AlarmMessage, AlertState, Priority, StaffAction, StaffAlert, StaffVerb,
 };
 use jiff::Timestamp;
 use sqlx::sqlite::{SqliteConnection, SqliteRow};
-use sqlx::Row;
+use sqlx::{QueryBuilder, Row};
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -51,6 +52,8 @@ pub struct Writer {
     recent: HashMap<(String, u32), i64>,
     recent_order: VecDeque<(Instant, String, u32)>,
     alert_tx: Option<mpsc::UnboundedSender<StaffAlert>>,
+    /// Events of the open transaction, written in one statement before COMMIT.
+    pending: Vec<EventRow>,
 }
 
 impl Writer {
@@ -76,6 +79,7 @@ impl Writer {
             recent: HashMap::new(),
             recent_order: VecDeque::new(),
             alert_tx: None,
+            pending: Vec::new(),
         };
         w.reload().await?;
         Ok(w)
@@ -200,6 +204,7 @@ impl Writer {
                 }
             }
             Err((e, replies)) => {
+                self.pending.clear();
                 metrics::counter!("eldergate_journal_commit_failures_total").increment(1);
                 tracing::error!(error = %e, batch = size, "journal commit failed; nothing in this batch is acknowledged, devices will retransmit");
                 let _ = sqlx::query("ROLLBACK").execute(&mut self.conn).await;
@@ -280,6 +285,7 @@ impl Writer {
                     }
                 }
             }
+            self.flush_events().await?;
             sqlx::query("COMMIT").execute(&mut self.conn).await?;
             Ok(())
         }
@@ -397,22 +403,18 @@ impl Writer {
             "device_ts": msg.ts,
             "alert_state": alert.as_ref().map(|a| a.state),
         });
-        sqlx::query(
-            "INSERT INTO events (seq, kind, device_id, device_seq, alert_id, received_at, device_time, body)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-        )
-        .bind(seq)
-        .bind(kind)
-        .bind(device)
-        .bind(i64::from(msg.seq))
-        .bind(alert.as_ref().map(|a| a.alert_id))
-        .bind(format_ts(received_at))
-        .bind(device_time.map(format_ts))
-        .bind(body.to_string())
-        .execute(&mut self.conn)
-        .await?;
+        self.pending.push(EventRow {
+            seq,
+            kind: kind.to_string(),
+            device_id: Some(device.to_string()),
+            device_seq: Some(i64::from(msg.seq)),
+            alert_id: alert.as_ref().map(|a| a.alert_id),
+            received_at: format_ts(received_at),
+            device_time: device_time.map(format_ts),
+            body: body.to_string(),
+        });
         if let Some(a) = alert.as_ref().filter(|a| a.change == "cancelled") {
-            self.alert_event(a, received_at).await?;
+            self.alert_event(a, received_at)?;
         }
         self.recent.insert((device.to_string(), msg.seq), seq);
         self.recent_order
@@ -462,26 +464,46 @@ impl Writer {
             resolved: None,
         };
         metrics::counter!("eldergate_alerts_raised_total", "kind" => "sos").increment(1);
-        self.alert_event(&alert, at).await?;
+        self.alert_event(&alert, at)?;
         Ok(alert)
     }
 
     /// Journals an alert transition as an event (it is forwarded like any other).
-    async fn alert_event(&mut self, alert: &StaffAlert, at: Timestamp) -> Result<(), JournalError> {
+    fn alert_event(&mut self, alert: &StaffAlert, at: Timestamp) -> Result<(), JournalError> {
         let seq = self.take_seq();
         let body = serde_json::to_string(alert).map_err(|e| JournalError::Write(e.to_string()))?;
-        sqlx::query(
-            "INSERT INTO events (seq, kind, device_id, alert_id, received_at, body)
-             VALUES (?, ?, ?, ?, ?, ?)",
-        )
-        .bind(seq)
-        .bind(format!("alert_{}", alert.change))
-        .bind(&alert.device_id)
-        .bind(alert.alert_id)
-        .bind(format_ts(at))
-        .bind(body)
-        .execute(&mut self.conn)
-        .await?;
+        self.pending.push(EventRow {
+            seq,
+            kind: format!("alert_{}", alert.change),
+            device_id: Some(alert.device_id.clone()),
+            device_seq: None,
+            alert_id: Some(alert.alert_id),
+            received_at: format_ts(at),
+            device_time: None,
+            body,
+        });
+        Ok(())
+    }
+
+    /// Writes the batch's events with as few statements as SQLite's parameter limit allows.
+    async fn flush_events(&mut self) -> Result<(), JournalError> {
+        let pending = std::mem::take(&mut self.pending);
+        for chunk in pending.chunks(4000) {
+            let mut qb = QueryBuilder::new(
+                "INSERT INTO events (seq, kind, device_id, device_seq, alert_id, received_at, device_time, body) ",
+            );
+            qb.push_values(chunk, |mut b, r| {
+                b.push_bind(r.seq)
+                    .push_bind(&r.kind)
+                    .push_bind(&r.device_id)
+                    .push_bind(r.device_seq)
+                    .push_bind(r.alert_id)
+                    .push_bind(&r.received_at)
+                    .push_bind(&r.device_time)
+                    .push_bind(&r.body);
+            });
+            qb.build().execute(&mut self.conn).await?;
+        }
         Ok(())
     }
 
@@ -569,7 +591,7 @@ impl Writer {
             self.open_alerts.remove(&key);
         }
         metrics::counter!("eldergate_staff_actions_total", "action" => alert.change.clone(), "via" => via.as_str()).increment(1);
-        self.alert_event(&alert, now).await?;
+        self.alert_event(&alert, now)?;
         Ok(Ok(alert))
     }
 

@@ -71,7 +71,7 @@ fn fsync_cost(dir: &std::path::Path) -> anyhow::Result<(Duration, Duration)> {
 fn client(port: u16, id: &str) -> (AsyncClient, rumqttc::EventLoop) {
     let mut o = MqttOptions::new(id, "127.0.0.1", port);
     o.set_keep_alive(Duration::from_secs(30)).set_inflight(1000);
-    AsyncClient::new(o, 100_000)
+    eldergate::mqtt::new_client(o, 100_000)
 }
 
 /// Publishes QoS 0 heartbeats for `devices` at `rate` per second until `stop`.
@@ -95,7 +95,12 @@ fn background_heartbeats(port: u16, devices: Vec<String>, rate: u64, stop: Arc<A
             for _ in 0..per_tick {
                 let d = &devices[i % devices.len()];
                 i += 1;
-                let _ = c.try_publish(topic::telemetry(SITE, d, "heartbeat"), QoS::AtMostOnce, false, body.clone());
+                let _ = c.try_publish(
+                    topic::telemetry(SITE, d, "heartbeat"),
+                    QoS::AtMostOnce,
+                    false,
+                    body.clone(),
+                );
             }
         }
     });
@@ -118,7 +123,9 @@ async fn relay_latency(port: u16, n: usize, rate: u64) -> anyhow::Result<Vec<Dur
                 Ok(Event::Incoming(Incoming::Publish(p))) => {
                     let id = u64::from_le_bytes(p.payload[..8].try_into().unwrap_or([0; 8]));
                     if let Some(t) = s2.lock().ok().and_then(|mut m| m.remove(&id)) {
-                        if let Ok(mut g) = g2.lock() { g.push(t.elapsed()); }
+                        if let Ok(mut g) = g2.lock() {
+                            g.push(t.elapsed());
+                        }
                     }
                 }
                 Ok(_) => {}
@@ -128,18 +135,29 @@ async fn relay_latency(port: u16, n: usize, rate: u64) -> anyhow::Result<Vec<Dur
     });
     ready.notified().await;
     let (publ, mut pub_el) = client(port, "bench-relay-pub");
-    tokio::spawn(async move { loop { if pub_el.poll().await.is_err() { tokio::time::sleep(Duration::from_millis(50)).await; } } });
+    tokio::spawn(async move {
+        loop {
+            if pub_el.poll().await.is_err() {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    });
     let gap = Duration::from_micros(1_000_000 / rate.max(1));
     let mut tick = tokio::time::interval(gap);
     for id in 0..n as u64 {
         tick.tick().await;
         let mut body = id.to_le_bytes().to_vec();
         body.extend_from_slice(&[b'x'; 40]);
-        sent.lock().map_err(|_| anyhow::anyhow!("poisoned"))?.insert(id, Instant::now());
-        publ.publish("bench/relay", QoS::AtLeastOnce, false, body).await?;
+        sent.lock()
+            .map_err(|_| anyhow::anyhow!("poisoned"))?
+            .insert(id, Instant::now());
+        publ.publish("bench/relay", QoS::AtLeastOnce, false, body)
+            .await?;
     }
     for _ in 0..100 {
-        if got.lock().map(|g| g.len() >= n).unwrap_or(true) { break; }
+        if got.lock().map(|g| g.len() >= n).unwrap_or(true) {
+            break;
+        }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let mut v = got.lock().map(|g| g.clone()).unwrap_or_default();
@@ -158,10 +176,14 @@ async fn relay_rate(port: u16, n: usize) -> anyhow::Result<f64> {
     tokio::spawn(async move {
         loop {
             match sub_el.poll().await {
-                Ok(Event::Incoming(Incoming::ConnAck(_))) => { let _ = sub.try_subscribe("bench/rate/#", QoS::AtLeastOnce); }
+                Ok(Event::Incoming(Incoming::ConnAck(_))) => {
+                    let _ = sub.try_subscribe("bench/rate/#", QoS::AtLeastOnce);
+                }
                 Ok(Event::Incoming(Incoming::SubAck(_))) => r2.notify_one(),
                 Ok(Event::Incoming(Incoming::Publish(_))) => {
-                    if c2.fetch_add(1, Ordering::Relaxed) + 1 == n { d2.notify_one(); }
+                    if c2.fetch_add(1, Ordering::Relaxed) + 1 == n {
+                        d2.notify_one();
+                    }
                 }
                 Ok(_) => {}
                 Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
@@ -170,11 +192,91 @@ async fn relay_rate(port: u16, n: usize) -> anyhow::Result<f64> {
     });
     ready.notified().await;
     let (publ, mut pub_el) = client(port, "bench-rate-pub");
-    tokio::spawn(async move { loop { if pub_el.poll().await.is_err() { tokio::time::sleep(Duration::from_millis(50)).await; } } });
+    tokio::spawn(async move {
+        loop {
+            if pub_el.poll().await.is_err() {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    });
     let start = Instant::now();
     let body = br#"{"v":1,"seq":123456,"action":"press","ts":1763900000000}"#.to_vec();
     for i in 0..n {
-        publ.publish(format!("bench/rate/btn-{:04}", i % 2000), QoS::AtLeastOnce, false, body.clone()).await?;
+        publ.publish(
+            format!("bench/rate/btn-{:04}", i % 2000),
+            QoS::AtLeastOnce,
+            false,
+            body.clone(),
+        )
+        .await?;
+    }
+    tokio::time::timeout(Duration::from_secs(120), done.notified()).await?;
+    Ok(n as f64 / start.elapsed().as_secs_f64())
+}
+
+/// The gateway's topology without the gateway: a "device" publishes QoS 1, an echo client
+/// subscribed to it publishes a QoS 0 ack back, the device counts acks. Messages per second.
+async fn echo_rate(port: u16, n: usize) -> anyhow::Result<f64> {
+    let (echo, mut echo_el) = client(port, "bench-echo");
+    let ready = Arc::new(tokio::sync::Notify::new());
+    let r2 = ready.clone();
+    tokio::spawn(async move {
+        loop {
+            match echo_el.poll().await {
+                Ok(Event::Incoming(Incoming::ConnAck(_))) => {
+                    let _ = echo.try_subscribe("bench/echo/req/+", QoS::AtLeastOnce);
+                }
+                Ok(Event::Incoming(Incoming::SubAck(_))) => r2.notify_one(),
+                Ok(Event::Incoming(Incoming::Publish(p))) => {
+                    let dev = p.topic.rsplit('/').next().unwrap_or("x").to_string();
+                    let _ = echo
+                        .publish(
+                            format!("bench/echo/ack/{dev}"),
+                            QoS::AtMostOnce,
+                            false,
+                            br#"{"type":"ack","v":1,"seq":1}"#.to_vec(),
+                        )
+                        .await;
+                }
+                Ok(_) => {}
+                Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+            }
+        }
+    });
+    ready.notified().await;
+    let count = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let done = Arc::new(tokio::sync::Notify::new());
+    let (dev, mut dev_el) = client(port, "bench-echo-device");
+    let sub_ready = Arc::new(tokio::sync::Notify::new());
+    let (c2, d2, s2, dev2) = (count.clone(), done.clone(), sub_ready.clone(), dev.clone());
+    tokio::spawn(async move {
+        loop {
+            match dev_el.poll().await {
+                Ok(Event::Incoming(Incoming::ConnAck(_))) => {
+                    let _ = dev2.try_subscribe("bench/echo/ack/+", QoS::AtLeastOnce);
+                }
+                Ok(Event::Incoming(Incoming::SubAck(_))) => s2.notify_one(),
+                Ok(Event::Incoming(Incoming::Publish(_))) => {
+                    if c2.fetch_add(1, Ordering::Relaxed) + 1 == n {
+                        d2.notify_one();
+                    }
+                }
+                Ok(_) => {}
+                Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+            }
+        }
+    });
+    sub_ready.notified().await;
+    let body = br#"{"v":1,"seq":123456,"action":"checkin","ts":1763900000000}"#.to_vec();
+    let start = Instant::now();
+    for i in 0..n {
+        dev.publish(
+            format!("bench/echo/req/btn-{:04}", i % 2000),
+            QoS::AtLeastOnce,
+            false,
+            body.clone(),
+        )
+        .await?;
     }
     tokio::time::timeout(Duration::from_secs(120), done.notified()).await?;
     Ok(n as f64 / start.elapsed().as_secs_f64())
@@ -229,9 +331,14 @@ async fn gateway_rate(port: u16, n: usize, devices: usize) -> anyhow::Result<f64
     let fleet = Fleet::start(fleet_options(port, "bench-rate-fleet")).await?;
     let start = Instant::now();
     for i in 0..n {
-        fleet.send(&button(1 + i % devices), AlarmAction::Checkin).await;
+        fleet
+            .send(&button(1 + i % devices), AlarmAction::Checkin)
+            .await;
     }
-    anyhow::ensure!(fleet.wait_all_acked(Duration::from_secs(300)).await, "not all presses acked");
+    anyhow::ensure!(
+        fleet.wait_all_acked(Duration::from_secs(300)).await,
+        "not all presses acked"
+    );
     Ok(n as f64 / start.elapsed().as_secs_f64())
 }
 
@@ -239,11 +346,21 @@ async fn gateway_rate(port: u16, n: usize, devices: usize) -> anyhow::Result<f64
 fn copy_rate(db: &TestDb, dir: &std::path::Path) -> anyhow::Result<(usize, f64)> {
     let file = dir.join("events.csv");
     let run = |sql: &str| -> anyhow::Result<()> {
-        let out = std::process::Command::new("psql").arg(&db.url).args(["-qAt", "-c", sql]).output()?;
-        anyhow::ensure!(out.status.success(), "psql failed: {}", String::from_utf8_lossy(&out.stderr));
+        let out = std::process::Command::new("psql")
+            .arg(&db.url)
+            .args(["-qAt", "-c", sql])
+            .output()?;
+        anyhow::ensure!(
+            out.status.success(),
+            "psql failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         Ok(())
     };
-    run(&format!("\\copy (SELECT * FROM events) TO '{}' CSV", file.display()))?;
+    run(&format!(
+        "\\copy (SELECT * FROM events) TO '{}' CSV",
+        file.display()
+    ))?;
     run("CREATE TABLE events_copy (LIKE events INCLUDING ALL)")?;
     let rows = std::fs::read_to_string(&file)?.lines().count();
     let start = Instant::now();
@@ -269,35 +386,62 @@ async fn main() -> anyhow::Result<()> {
 
     // (a) latency under background heartbeats.
     let stop = Arc::new(AtomicBool::new(false));
-    background_heartbeats(broker.port, (1..=devices).map(button).collect(), args.heartbeat_rate, stop.clone());
+    background_heartbeats(
+        broker.port,
+        (1..=devices).map(button).collect(),
+        args.heartbeat_rate,
+        stop.clone(),
+    );
     tokio::time::sleep(Duration::from_secs(1)).await;
     let relay = relay_latency(broker.port, args.latency_presses, args.latency_rate).await?;
     let gw_lat = gateway_latency(broker.port, args.latency_presses, args.latency_rate).await?;
-    let heartbeats_seen = gw.metric("eldergate_mqtt_received_total{connection=\"telemetry\"}").await?;
+    let heartbeats_seen = gw
+        .metric("eldergate_mqtt_received_total{connection=\"telemetry\"}")
+        .await?;
     stop.store(true, Ordering::Relaxed);
     tokio::time::sleep(Duration::from_millis(500)).await;
 
     // (b) durable ingest vs raw relay, central store down so forwarding does not compete.
     proxy.down();
     let relay_mps = relay_rate(broker.port, args.throughput_presses).await?;
+    let echo_mps = echo_rate(broker.port, args.throughput_presses).await?;
     let gw_mps = gateway_rate(broker.port, args.throughput_presses, devices).await?;
 
     // (c) forwarding the backlog vs psql \copy.
     let journal = gw.journal().await?;
-    let total: i64 = sqlx::query("SELECT COUNT(*) FROM events").fetch_one(&journal).await?.get(0);
+    let total: i64 = sqlx::query("SELECT COUNT(*) FROM events")
+        .fetch_one(&journal)
+        .await?
+        .get(0);
     let pool = db.pool().await?;
-    let before: i64 = sqlx::query("SELECT COUNT(*) FROM events").fetch_one(&pool).await?.get(0);
-    let start = Instant::now();
+    let before: i64 = sqlx::query("SELECT COUNT(*) FROM events")
+        .fetch_one(&pool)
+        .await?
+        .get(0);
     proxy.up();
+    // Time the drain from the first forwarded row (not from `up`, which includes the
+    // forwarder's reconnect backoff).
+    let mut first: Option<(Instant, i64)> = None;
+    let wait_start = Instant::now();
     loop {
-        let n: i64 = sqlx::query("SELECT COUNT(*) FROM events").fetch_one(&pool).await?.get(0);
+        let n: i64 = sqlx::query("SELECT COUNT(*) FROM events")
+            .fetch_one(&pool)
+            .await?
+            .get(0);
+        if first.is_none() && n > before {
+            first = Some((Instant::now(), n));
+        }
         if n >= total {
             break;
         }
-        anyhow::ensure!(start.elapsed() < Duration::from_secs(300), "forwarding did not finish");
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        anyhow::ensure!(
+            wait_start.elapsed() < Duration::from_secs(300),
+            "forwarding did not finish"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    let fwd_rate = (total - before) as f64 / start.elapsed().as_secs_f64();
+    let (start, first_n) = first.unwrap_or((Instant::now(), before));
+    let fwd_rate = (total - first_n) as f64 / start.elapsed().as_secs_f64().max(1e-6);
     let dir = tempfile::tempdir()?;
     let (copy_rows, copy_rps) = copy_rate(&db, dir.path())?;
 
@@ -306,10 +450,17 @@ async fn main() -> anyhow::Result<()> {
     let gw_p50 = pct(&gw_lat, 0.5);
     let gw_p99 = pct(&gw_lat, 0.99);
     let bound = relay_p99 + fsync_p99;
-    println!("\n## eldergate bench ({})\n", jiff::Timestamp::now().strftime("%Y-%m-%d %H:%M UTC"));
+    println!(
+        "\n## eldergate bench ({})\n",
+        jiff::Timestamp::now().strftime("%Y-%m-%d %H:%M UTC")
+    );
     println!("| measure | eldergate | baseline (same run) | ratio | target |");
     println!("|---|---|---|---|---|");
-    println!("| fsync 4 KiB + fdatasync, p50 / p99 | | {:.3} / {:.3} ms | | |", ms(fsync_p50), ms(fsync_p99));
+    println!(
+        "| fsync 4 KiB + fdatasync, p50 / p99 | | {:.3} / {:.3} ms | | |",
+        ms(fsync_p50),
+        ms(fsync_p99)
+    );
     println!(
         "| (a) press → staff alert p50 ({} presses at {}/s, {} heartbeats/s) | {:.2} ms | relay {:.2} ms | {:.2}× | |",
         gw_lat.len(), args.latency_rate, args.heartbeat_rate, ms(gw_p50), ms(relay_p50), ms(gw_p50) / ms(relay_p50).max(1e-9)
@@ -323,10 +474,21 @@ async fn main() -> anyhow::Result<()> {
         args.throughput_presses, gw_mps, relay_mps, gw_mps / relay_mps
     );
     println!(
+        "| (b) same, against the gateway's topology without the gateway (device → echo → device) | {:.0} msg/s | echo round trip {:.0} msg/s | {:.2}× | |",
+        gw_mps, echo_mps, gw_mps / echo_mps
+    );
+    println!(
         "| (c) forwarding to PostgreSQL ({} events) | {:.0} rows/s | psql \\copy {:.0} rows/s ({} rows) | {:.2}× | ≥ 0.5× |",
         total - before, fwd_rate, copy_rps, copy_rows, fwd_rate / copy_rps
     );
     println!("\nlatency samples: gateway {}, relay {}; heartbeats received by the gateway: {heartbeats_seen:.0}", gw_lat.len(), relay.len());
+    if std::env::var("BENCH_TIMING").is_ok() {
+        if let Ok(log) = std::fs::read_to_string(gw.log_path()) {
+            for l in log.lines().filter(|l| l.contains("TIMING")) {
+                println!("{l}");
+            }
+        }
+    }
     pool.close().await;
     db.drop_db().await;
     Ok(())
