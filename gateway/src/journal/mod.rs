@@ -188,6 +188,14 @@ pub enum Command {
 }
 
 impl Command {
+    /// Rows this command writes, for keeping bulk transactions short.
+    fn cost(&self) -> usize {
+        match self {
+            Command::DeviceStatus(v) => v.len().max(1),
+            _ => 1,
+        }
+    }
+
     fn is_alarm_lane(&self) -> bool {
         matches!(self, Command::Alarm { .. } | Command::Staff { .. })
     }
@@ -336,9 +344,14 @@ impl Journal {
         rx
     }
 
-    /// Stores the latest heartbeats (bulk lane).
-    pub async fn device_status(&self, batch: Vec<DeviceStatus>) {
-        let _ = self.bulk_tx.send(Command::DeviceStatus(batch)).await;
+    /// Stores the latest heartbeats (bulk lane), in small commands so that no single bulk
+    /// transaction holds an alarm up for long.
+    pub async fn device_status(&self, mut batch: Vec<DeviceStatus>) {
+        while !batch.is_empty() {
+            let rest = batch.split_off(batch.len().min(256));
+            let _ = self.bulk_tx.send(Command::DeviceStatus(batch)).await;
+            batch = rest;
+        }
     }
 
     /// Records forwarding progress (bulk lane).

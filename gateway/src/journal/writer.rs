@@ -21,6 +21,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot, watch};
 
+/// Most rows one bulk-lane transaction writes.
+const BULK_BUDGET: usize = 512;
+
 /// Clock skew beyond which a device's clock is reported (never a reason to drop anything).
 const SKEW_WARN_MS: i64 = 60_000;
 
@@ -155,10 +158,16 @@ impl Writer {
             }
             // An alarm never waits behind a bulk batch: take bulk work only when no alarm-lane
             // command is in this batch.
+            // A bulk batch is also kept short (BULK_BUDGET rows), so the alarm that arrives
+            // while it commits waits for little.
             if !batch.iter().any(Command::is_alarm_lane) {
-                while batch.len() < self.max_batch {
+                let mut cost: usize = batch.iter().map(Command::cost).sum();
+                while batch.len() < self.max_batch && cost < BULK_BUDGET {
                     match self.bulk_rx.try_recv() {
-                        Ok(c) => batch.push(c),
+                        Ok(c) => {
+                            cost += c.cost();
+                            batch.push(c);
+                        }
                         Err(_) => break,
                     }
                 }
@@ -612,20 +621,22 @@ impl Writer {
     }
 
     async fn apply_status(&mut self, list: &[DeviceStatus]) -> Result<(), JournalError> {
-        for s in list {
-            sqlx::query(
-                "INSERT INTO device_status (device_id, last_seen, battery_mv, battery_pct, rssi)
-                 VALUES (?, ?, ?, ?, ?)
-                 ON CONFLICT(device_id) DO UPDATE SET last_seen = excluded.last_seen,
-                   battery_mv = excluded.battery_mv, battery_pct = excluded.battery_pct, rssi = excluded.rssi",
-            )
-            .bind(&s.device_id)
-            .bind(format_ts(s.last_seen))
-            .bind(s.battery_mv.map(i64::from))
-            .bind(s.battery_pct.map(i64::from))
-            .bind(s.rssi.map(i64::from))
-            .execute(&mut self.conn)
-            .await?;
+        for chunk in list.chunks(1000) {
+            let mut qb = QueryBuilder::new(
+                "INSERT INTO device_status (device_id, last_seen, battery_mv, battery_pct, rssi) ",
+            );
+            qb.push_values(chunk, |mut b, s| {
+                b.push_bind(&s.device_id)
+                    .push_bind(format_ts(s.last_seen))
+                    .push_bind(s.battery_mv.map(i64::from))
+                    .push_bind(s.battery_pct.map(i64::from))
+                    .push_bind(s.rssi.map(i64::from));
+            });
+            qb.push(
+                " ON CONFLICT(device_id) DO UPDATE SET last_seen = excluded.last_seen,
+                  battery_mv = excluded.battery_mv, battery_pct = excluded.battery_pct, rssi = excluded.rssi",
+            );
+            qb.build().execute(&mut self.conn).await?;
         }
         Ok(())
     }
