@@ -13,11 +13,12 @@
 //! Shutdown (SIGTERM, Ctrl-C): stop taking input, let every queued command commit and be acked,
 //! let the writer drain, publish the last notifications, then disconnect.
 
+use crate::alerting::supervisor::Seen;
 use crate::config::{BrokerMode, Loaded};
 use crate::forwarder::OutboxForwarder;
 use crate::ingest::Ingest;
 use crate::registry::Registry;
-use crate::{broker, http, journal, mqtt, notifier};
+use crate::{alerting, broker, http, journal, mqtt, notifier};
 use eldergate_protocol::topic;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use std::future::Future;
@@ -65,6 +66,14 @@ pub async fn run(loaded: Loaded, stop: impl Future<Output = ()>) -> anyhow::Resu
         open.change = "republished".into();
         let _ = alert_tx.send(open);
     }
+    let open_at_start = writer.open_alerts();
+    let open_of_kind = |kind: &str| -> Vec<String> {
+        open_at_start
+            .iter()
+            .filter(|a| a.kind == kind)
+            .map(|a| a.device_id.clone())
+            .collect()
+    };
     writer.notify_to(alert_tx);
     let writer_task = tokio::spawn(writer.run());
 
@@ -87,10 +96,13 @@ pub async fn run(loaded: Loaded, stop: impl Future<Output = ()>) -> anyhow::Resu
                 format!("eldergate/+/{site}/staff/cmd"),
             ],
             on_connect: Some((status_topic.clone(), b"online".to_vec())),
+            connected: None,
         },
         Some(alarm_in_tx),
         stop_io.clone(),
     );
+    let (seen_tx, seen_rx) = mpsc::unbounded_channel();
+    let reconnect_tx = seen_tx.clone();
     let tele_opts = mqtt::options(&cfg.broker, &addr, format!("{}-tele", cfg.gateway_id))?;
     let (tele_in_tx, tele_in) = mpsc::channel(4096);
     let (tele_client, tele_conn) = mqtt::spawn(
@@ -100,6 +112,9 @@ pub async fn run(loaded: Loaded, stop: impl Future<Output = ()>) -> anyhow::Resu
         mqtt::Session {
             subscriptions: vec![topic::telemetry_filter(&site)],
             on_connect: None,
+            connected: Some(Box::new(move || {
+                let _ = reconnect_tx.send(Seen::Reconnected);
+            })),
         },
         Some(tele_in_tx),
         stop_io.clone(),
@@ -108,6 +123,7 @@ pub async fn run(loaded: Loaded, stop: impl Future<Output = ()>) -> anyhow::Resu
     let ingest = Ingest {
         registry: registry.clone(),
         journal: journal.clone(),
+        seen: seen_tx,
     };
     let alarm_ingest = tokio::spawn(ingest.clone().run_alarm(
         alarm_in,
@@ -117,7 +133,30 @@ pub async fn run(loaded: Loaded, stop: impl Future<Output = ()>) -> anyhow::Resu
     let tele_ingest = tokio::spawn(ingest.run_telemetry(tele_in, tele_client, stop_input.clone()));
 
     let (live_tx, _) = broadcast::channel(1024);
-    let notifier_task = tokio::spawn(notifier::run(site.clone(), alarm_client, alert_rx, live_tx));
+    let (escalate_tx, escalate_rx) = mpsc::unbounded_channel();
+    let notifier_task = tokio::spawn(notifier::run(
+        site.clone(),
+        alarm_client,
+        alert_rx,
+        live_tx.clone(),
+        escalate_tx,
+    ));
+    let background = [
+        tokio::spawn(alerting::escalator::run(
+            registry.clone(),
+            journal.clone(),
+            escalate_rx,
+        )),
+        tokio::spawn(alerting::supervisor::run(
+            registry.clone(),
+            journal.clone(),
+            seen_rx,
+            open_of_kind("device_offline"),
+            open_of_kind("low_battery"),
+        )),
+        tokio::spawn(alerting::checkin::run(registry.clone(), journal.clone())),
+        tokio::spawn(alerting::webhooks::run(journal.clone())),
+    ];
 
     let forwarder = tokio::spawn(
         OutboxForwarder {
@@ -140,6 +179,7 @@ pub async fn run(loaded: Loaded, stop: impl Future<Output = ()>) -> anyhow::Resu
         journal: journal.clone(),
         registry: registry.clone(),
         metrics,
+        live: live_tx,
     });
     let mut http_stop = stop_input.clone();
     let http_task = tokio::spawn(async move {
@@ -158,6 +198,10 @@ pub async fn run(loaded: Loaded, stop: impl Future<Output = ()>) -> anyhow::Resu
     let _ = tele_ingest.await;
     let _ = http_task.await;
     let _ = forwarder.await;
+    for task in background {
+        task.abort();
+        let _ = task.await;
+    }
     drop(journal);
     let _ = writer_task.await;
     let _ = tokio::time::timeout(Duration::from_secs(3), notifier_task).await;

@@ -74,9 +74,10 @@ pub async fn run(
         .map(|d| d.id.clone())
         .collect();
     let duty = loaded
-        .notify
-        .first()
-        .cloned()
+        .staff
+        .values()
+        .find(|s| s.role == "duty")
+        .map(|s| s.id.clone())
         .unwrap_or_else(|| "S009".into());
 
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();

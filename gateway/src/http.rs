@@ -9,12 +9,15 @@ use crate::registry::Registry;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use eldergate_protocol::payload::{StaffAlert, StaffVerb};
+use futures_util::{Stream, StreamExt};
 use metrics_exporter_prometheus::PrometheusHandle;
 use serde::Deserialize;
+use std::convert::Infallible;
 use std::sync::Arc;
 
 /// Shared state of the handlers.
@@ -26,6 +29,8 @@ pub struct Api {
     pub registry: Arc<Registry>,
     /// Metrics renderer.
     pub metrics: PrometheusHandle,
+    /// Committed alert changes, for the SSE stream.
+    pub live: tokio::sync::broadcast::Sender<StaffAlert>,
 }
 
 /// Builds the router.
@@ -34,6 +39,7 @@ pub fn router(api: Api) -> Router {
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics_text))
         .route("/api/alerts", get(list_alerts))
+        .route("/api/alerts/stream", get(stream))
         .route("/api/alerts/{id}", get(get_alert))
         .route("/api/alerts/{id}/ack", post(ack))
         .route("/api/alerts/{id}/resolve", post(resolve))
@@ -76,6 +82,34 @@ async fn healthz(State(api): State<Api>) -> Json<serde_json::Value> {
         "gateway_id": api.registry.gateway_id,
         "committed_seq": *api.journal.committed().borrow(),
     }))
+}
+
+/// Server-sent events: one `alert` event (JSON `StaffAlert`) per committed alert change, open
+/// alerts first so a console that connects late starts complete.
+async fn stream(
+    State(api): State<Api>,
+) -> Result<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>, ApiError> {
+    let rx = api.live.subscribe();
+    let rows =
+        sqlx::query("SELECT * FROM alerts WHERE state IN ('raised','acknowledged') ORDER BY id")
+            .fetch_all(api.journal.readers())
+            .await?;
+    let mut open = Vec::new();
+    for r in &rows {
+        let mut a = alert_from_row(r, &api.registry)?;
+        a.change = "current".into();
+        open.push(a);
+    }
+    let to_event = |a: &StaffAlert| -> Result<SseEvent, Infallible> {
+        Ok(SseEvent::default()
+            .event("alert")
+            .data(serde_json::to_string(a).unwrap_or_default()))
+    };
+    let first = futures_util::stream::iter(open.iter().map(to_event).collect::<Vec<_>>());
+    let live = tokio_stream::wrappers::BroadcastStream::new(rx)
+        .filter_map(|m| async move { m.ok() })
+        .map(move |a| to_event(&a));
+    Ok(Sse::new(first.chain(live)).keep_alive(KeepAlive::default()))
 }
 
 async fn metrics_text(State(api): State<Api>) -> String {

@@ -14,13 +14,14 @@
 //!   (`eldergate_rejected_total{reason}`), one dead-letter row; the PUBACK waits for that row.
 //! - Nothing here panics on input.
 
+use crate::alerting::supervisor::Seen;
 use crate::config::DeviceKind;
 use crate::journal::{
     AlarmOutcome, DeadLetter, DeviceStatus, Journal, JournalError, StaffResult, Via,
 };
 use crate::registry::Registry;
 use eldergate_protocol::payload::{
-    AlarmMessage, Down, Heartbeat, StaffCommand, StaffCommandResult,
+    AlarmMessage, DeviceLink, Down, Heartbeat, StaffCommand, StaffCommandResult,
 };
 use eldergate_protocol::topic::{self, TopicError, UpTopic};
 use eldergate_protocol::{MAX_DEVICE_PAYLOAD, MQTT_VERSION};
@@ -175,6 +176,12 @@ fn check_device(reg: &Registry, device: &str, kind: Option<DeviceKind>) -> Resul
     }
 }
 
+/// An accepted telemetry message.
+enum Telemetry {
+    Heartbeat(DeviceStatus),
+    Link { device: String, online: bool },
+}
+
 /// Work waiting for a commit before it can be acked, in arrival order.
 enum Pending {
     Alarm {
@@ -203,6 +210,8 @@ pub struct Ingest {
     pub registry: Arc<Registry>,
     /// Journal.
     pub journal: Journal,
+    /// Device supervision hears of every accepted device message.
+    pub seen: mpsc::UnboundedSender<Seen>,
 }
 
 impl Ingest {
@@ -247,6 +256,10 @@ impl Ingest {
             let pending = match classify_alarm(&self.registry, &p.topic, &p.payload) {
                 Ok(AlarmInput::Device(device, msg)) => {
                     let device_seq = msg.seq;
+                    let _ = self.seen.send(Seen::Activity {
+                        device: device.clone(),
+                        battery_pct: None,
+                    });
                     let rx = self.journal.alarm(device.clone(), msg, received_at).await;
                     Pending::Alarm {
                         rx,
@@ -299,10 +312,25 @@ impl Ingest {
             metrics::counter!("eldergate_mqtt_received_total", "connection" => "telemetry")
                 .increment(1);
             let pending = match self.classify_telemetry(&p.topic, &p.payload) {
-                Ok(status) => {
+                Ok(Telemetry::Heartbeat(status)) => {
+                    let _ = self.seen.send(Seen::Activity {
+                        device: status.device_id.clone(),
+                        battery_pct: status.battery_pct,
+                    });
                     if let Ok(mut m) = latest.lock() {
                         m.insert(status.device_id.clone(), status);
                     }
+                    Pending::Ack(p)
+                }
+                Ok(Telemetry::Link { device, online }) => {
+                    let _ = self.seen.send(if online {
+                        Seen::Activity {
+                            device,
+                            battery_pct: None,
+                        }
+                    } else {
+                        Seen::Gone { device }
+                    });
                     Pending::Ack(p)
                 }
                 Err(r) => {
@@ -320,15 +348,19 @@ impl Ingest {
         flush_once(&self.journal, &latest).await;
     }
 
-    fn classify_telemetry(
-        &self,
-        topic_str: &str,
-        payload: &[u8],
-    ) -> Result<DeviceStatus, Rejection> {
+    fn classify_telemetry(&self, topic_str: &str, payload: &[u8]) -> Result<Telemetry, Rejection> {
         match topic::parse_up(topic_str).map_err(topic_rejection)? {
             UpTopic::Telemetry { site, device, kind } => {
                 check_site(&self.registry, site)?;
                 check_device(&self.registry, device, None)?;
+                if kind == "status" {
+                    let link: DeviceLink = decode(payload)?;
+                    check_version(link.v)?;
+                    return Ok(Telemetry::Link {
+                        device: device.to_string(),
+                        online: link.online,
+                    });
+                }
                 if kind != "heartbeat" {
                     return Err(reject(
                         "bad_topic",
@@ -340,13 +372,13 @@ impl Ingest {
                 if hb.battery_pct.is_some_and(|p| p > 100) {
                     return Err(reject("malformed_json", "battery_pct is above 100"));
                 }
-                Ok(DeviceStatus {
+                Ok(Telemetry::Heartbeat(DeviceStatus {
                     device_id: device.to_string(),
                     last_seen: Timestamp::now(),
                     battery_mv: hb.battery_mv,
                     battery_pct: hb.battery_pct,
                     rssi: hb.rssi,
-                })
+                }))
             }
             _ => Err(reject("bad_topic", "not a telemetry topic")),
         }

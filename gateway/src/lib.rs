@@ -4,7 +4,9 @@
 //!
 //! - [`ingest`]: MQTT publishes → checked input or a dead letter; acks after commit.
 //! - [`journal`]: the single writer of the SQLite journal (group commit, fsync, dedupe, alerts).
-//! - [`notifier`]: committed alert changes → staff topic and live listeners.
+//! - [`notifier`]: committed alert changes → staff topics (broadcast and per person), live
+//!   listeners (SSE) and the escalator.
+//! - [`alerting`]: escalation ladders, device supervision, daily check-in, webhooks.
 //! - [`forwarder`]: journal events → [`central`] store, exactly once in effect.
 //! - [`http`]: health, metrics, alert API.
 //! - [`config`] / [`registry`]: validated configuration and what it names.
@@ -14,6 +16,7 @@
 //! See ARCHITECTURE.md at the repository root for the invariants of each module.
 #![deny(missing_docs)]
 
+pub mod alerting;
 pub mod app;
 pub mod broker;
 pub mod central;

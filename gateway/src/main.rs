@@ -69,11 +69,11 @@ fn main() -> ExitCode {
         Command::CheckConfig { file } => match eldergate::config::load(&file) {
             Ok(l) => {
                 println!(
-                    "{}: ok ({} devices, {} staff, {} notified about alerts)",
+                    "{}: ok ({} devices, {} residents, {} staff)",
                     file.display(),
                     l.devices.len(),
-                    l.staff.len(),
-                    l.notify.len()
+                    l.residents.len(),
+                    l.staff.len()
                 );
                 ExitCode::SUCCESS
             }

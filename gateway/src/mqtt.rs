@@ -108,6 +108,8 @@ pub struct Session {
     pub subscriptions: Vec<String>,
     /// Retained message to publish on every connect (e.g. gateway status "online").
     pub on_connect: Option<(String, Vec<u8>)>,
+    /// Called on every connect (e.g. to give devices a grace period after a broker outage).
+    pub connected: Option<Box<dyn Fn() + Send + Sync>>,
 }
 
 /// A client with Nagle's algorithm off: alarm traffic is small packets that must not wait for a
@@ -184,6 +186,9 @@ async fn handle_event(
                         tracing::error!(connection = name, filter = %f, error = %e, "subscribe request failed");
                     }
                 }
+            }
+            if let Some(f) = &session.connected {
+                f();
             }
             if let Some((topic, payload)) = &session.on_connect {
                 let _ = client.try_publish(topic.clone(), QoS::AtLeastOnce, true, payload.clone());

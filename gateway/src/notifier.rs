@@ -1,5 +1,7 @@
 //! Tells staff about alerts: every alert change committed by the journal is published, QoS 1, on
-//! `eldergate/v1/{site}/staff/alerts` and broadcast to in-process listeners (the SSE stream).
+//! `eldergate/v1/{site}/staff/alerts` (everyone) and `…/staff/alerts/{staff_id}` (each person the
+//! current escalation step addresses), broadcast to in-process listeners (the SSE stream), and
+//! handed to the escalator.
 //!
 //! Invariants: the notifier only ever sees committed changes (the writer sends after commit); it
 //! never blocks the writer (unbounded queue, fed at the rate alarms are committed); a broker that is
@@ -18,29 +20,47 @@ pub async fn run(
     client: AsyncClient,
     mut rx: mpsc::UnboundedReceiver<StaffAlert>,
     live: broadcast::Sender<StaffAlert>,
+    escalator: mpsc::UnboundedSender<StaffAlert>,
 ) {
-    let topic = topic::staff_alerts(&site);
+    let everyone = topic::staff_alerts(&site);
     while let Some(alert) = rx.recv().await {
         let _ = live.send(alert.clone());
-        match serde_json::to_vec(&alert) {
-            Ok(body) => {
-                if let Err(e) = client
-                    .publish(topic.clone(), QoS::AtLeastOnce, false, body)
-                    .await
-                {
-                    tracing::error!(alert_id = alert.alert_id, error = %e, "staff notification could not be queued");
-                    continue;
-                }
-                metrics::counter!("eldergate_staff_notifications_total", "change" => alert.change.clone()).increment(1);
-                tracing::info!(
-                    alert_id = alert.alert_id,
-                    change = %alert.change,
-                    device = %alert.device_id,
-                    presses = alert.press_count,
-                    "staff notified"
-                );
+        let _ = escalator.send(alert.clone());
+        let body = match serde_json::to_vec(&alert) {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot encode staff alert");
+                continue;
             }
-            Err(e) => tracing::error!(error = %e, "cannot encode staff alert"),
+        };
+        if let Err(e) = client
+            .publish(everyone.clone(), QoS::AtLeastOnce, false, body.clone())
+            .await
+        {
+            tracing::error!(alert_id = alert.alert_id, error = %e, "staff notification could not be queued");
+            continue;
         }
+        for person in &alert.notify {
+            let _ = client
+                .publish(
+                    topic::staff_person(&site, person),
+                    QoS::AtLeastOnce,
+                    false,
+                    body.clone(),
+                )
+                .await;
+        }
+        metrics::counter!("eldergate_staff_notifications_total", "change" => alert.change.clone())
+            .increment(1);
+        tracing::info!(
+            alert_id = alert.alert_id,
+            kind = %alert.kind,
+            change = %alert.change,
+            step = alert.step,
+            device = %alert.device_id,
+            presses = alert.press_count,
+            notify = ?alert.notify,
+            "staff notified"
+        );
     }
 }

@@ -1,7 +1,12 @@
-//! Who and what the gateway knows: devices, staff, and who is told about alerts. Built once from
-//! the validated config and shared read-only (`Arc`), so every reference in it resolves.
+//! Who and what the gateway knows: devices, residents, staff, escalation ladders and webhooks.
+//! Built once from the validated config and shared read-only (`Arc`), so every reference in it
+//! resolves.
 
-use crate::config::{DeviceConfig, Loaded, StaffConfig};
+use crate::config::{
+    CheckinConfig, DeviceConfig, EscalationConfig, Ladder, Loaded, Resident, StaffConfig,
+    SupervisionConfig, WebhookConfig,
+};
+use eldergate_protocol::payload::Priority;
 use std::collections::BTreeMap;
 
 /// The registry of one gateway.
@@ -11,12 +16,24 @@ pub struct Registry {
     pub site_id: String,
     /// Gateway id.
     pub gateway_id: String,
+    /// IANA time zone of the site.
+    pub time_zone: String,
     /// Devices by id.
     pub devices: BTreeMap<String, DeviceConfig>,
+    /// Residents by id.
+    pub residents: BTreeMap<String, Resident>,
     /// Staff by id.
     pub staff: BTreeMap<String, StaffConfig>,
-    /// Staff ids told about every alert.
-    pub notify: Vec<String>,
+    /// Ladders per priority.
+    pub escalation: EscalationConfig,
+    /// Webhooks.
+    pub webhooks: Vec<WebhookConfig>,
+    /// Supervision settings.
+    pub supervision: SupervisionConfig,
+    /// Check-in settings.
+    pub checkin: CheckinConfig,
+    /// The check-in deadline, local time.
+    pub checkin_deadline: jiff::civil::Time,
 }
 
 impl From<&Loaded> for Registry {
@@ -24,9 +41,150 @@ impl From<&Loaded> for Registry {
         Registry {
             site_id: l.config.site_id.clone(),
             gateway_id: l.config.gateway_id.clone(),
+            time_zone: l.config.time_zone.clone(),
             devices: l.devices.clone(),
+            residents: l.residents.clone(),
             staff: l.staff.clone(),
-            notify: l.notify.clone(),
+            escalation: l.config.escalation.clone(),
+            webhooks: l.config.webhooks.clone(),
+            supervision: l.config.supervision.clone(),
+            checkin: l.config.checkin.clone(),
+            checkin_deadline: l.checkin_deadline,
         }
+    }
+}
+
+impl Registry {
+    /// A registry with nothing registered and default ladders (for tests and tools).
+    pub fn empty(site_id: &str) -> Registry {
+        Registry {
+            site_id: site_id.into(),
+            gateway_id: "gw".into(),
+            time_zone: "Asia/Shanghai".into(),
+            devices: BTreeMap::new(),
+            residents: BTreeMap::new(),
+            staff: BTreeMap::new(),
+            escalation: EscalationConfig::default(),
+            webhooks: Vec::new(),
+            supervision: SupervisionConfig::default(),
+            checkin: CheckinConfig::default(),
+            checkin_deadline: jiff::civil::Time::midnight(),
+        }
+    }
+
+    /// The ladder for a priority.
+    pub fn ladder(&self, p: Priority) -> &Ladder {
+        match p {
+            Priority::High => &self.escalation.high,
+            Priority::Medium => &self.escalation.medium,
+            Priority::Low => &self.escalation.low,
+        }
+    }
+
+    /// Staff ids to tell at ladder step `step` (steps past the last repeat the last one).
+    /// `grid_worker` is the resident's grid worker; with no resident or no grid worker it falls
+    /// back to the duty staff, so nobody is ever told "no one".
+    pub fn recipients(&self, p: Priority, step: usize, resident: Option<&str>) -> Vec<String> {
+        let ladder = self.ladder(p);
+        let Some(st) = ladder
+            .steps
+            .get(step.min(ladder.steps.len().saturating_sub(1)))
+        else {
+            return Vec::new();
+        };
+        let grid = resident
+            .and_then(|r| self.residents.get(r))
+            .and_then(|r| r.grid.as_deref());
+        let mut out: Vec<String> = Vec::new();
+        let mut push = |id: &str| {
+            if !out.iter().any(|o| o == id) {
+                out.push(id.to_string());
+            }
+        };
+        for entry in &st.notify {
+            if entry == "grid_worker" {
+                let workers: Vec<&StaffConfig> = self
+                    .staff
+                    .values()
+                    .filter(|s| {
+                        s.role == "grid_worker" && grid.is_some() && s.grid.as_deref() == grid
+                    })
+                    .collect();
+                if workers.is_empty() {
+                    self.staff
+                        .values()
+                        .filter(|s| s.role == "duty")
+                        .for_each(|s| push(&s.id));
+                } else {
+                    workers.iter().for_each(|s| push(&s.id));
+                }
+            } else if let Some(role) = entry.strip_prefix("role:") {
+                self.staff
+                    .values()
+                    .filter(|s| s.role == role)
+                    .for_each(|s| push(&s.id));
+            } else if self.staff.contains_key(entry) {
+                push(entry);
+            }
+        }
+        out
+    }
+
+    /// When (seconds after raising) step `step` is due, or None if the ladder ends before it.
+    pub fn step_due_s(&self, p: Priority, step: usize) -> Option<u64> {
+        let ladder = self.ladder(p);
+        let n = ladder.steps.len();
+        if step < n {
+            return Some(ladder.steps[step].after_s);
+        }
+        let last = ladder.steps.last()?.after_s;
+        ladder.repeat_s.map(|r| last + r * (step - n + 1) as u64)
+    }
+
+    /// Webhook URLs for a staff member (by id or by role).
+    pub fn webhooks_for(&self, staff_id: &str) -> Vec<&str> {
+        let role = self.staff.get(staff_id).map(|s| s.role.as_str());
+        self.webhooks
+            .iter()
+            .filter(|w| {
+                w.target == staff_id
+                    || w.target
+                        .strip_prefix("role:")
+                        .is_some_and(|r| Some(r) == role)
+            })
+            .map(|w| w.url.as_str())
+            .collect()
+    }
+
+    /// The resident a device belongs to.
+    pub fn resident_of(&self, device: &str) -> Option<&str> {
+        self.devices
+            .get(device)
+            .and_then(|d| d.resident_id.as_deref())
+    }
+}
+
+/// A name as it may be shown on a reader display or in a notification: first and last character
+/// kept, the rest masked (张*华, 张*, A***e).
+pub fn mask_name(name: &str) -> String {
+    let chars: Vec<char> = name.chars().collect();
+    match chars.len() {
+        0 => String::new(),
+        1 => "*".into(),
+        2 => format!("{}*", chars[0]),
+        n => format!("{}{}{}", chars[0], "*".repeat(n - 2), chars[n - 1]),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_masked_in_the_middle() {
+        assert_eq!(mask_name("张三华"), "张*华");
+        assert_eq!(mask_name("张三"), "张*");
+        assert_eq!(mask_name("欧阳小明"), "欧**明");
+        assert_eq!(mask_name(""), "");
     }
 }

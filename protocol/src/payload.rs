@@ -98,6 +98,17 @@ pub enum AlertState {
     Cancelled,
 }
 
+/// `eldergate/v1/{site}/tele/{device}/status`: online/offline, typically the device's MQTT last
+/// will (`{"v":1,"online":false}`, retained) and its first message after connecting.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeviceLink {
+    /// Contract version, always 1.
+    pub v: u8,
+    /// True when the device says it is connected.
+    pub online: bool,
+}
+
 impl AlertState {
     /// The lowercase name used in JSON and in the journal.
     pub fn as_str(self) -> &'static str {
@@ -142,8 +153,8 @@ pub struct StaffAlert {
     pub priority: Priority,
     /// Current state.
     pub state: AlertState,
-    /// What changed to cause this message: `raised`, `joined`, `acknowledged`, `resolved`,
-    /// `cancelled`, `republished`.
+    /// What changed to cause this message: `raised`, `joined`, `escalated`, `acknowledged`,
+    /// `resolved`, `cancelled`, `republished`.
     pub change: String,
     /// The device that raised it.
     pub device_id: String,
@@ -151,6 +162,15 @@ pub struct StaffAlert {
     pub resident_id: Option<String>,
     /// Where the device is (building, unit, room).
     pub location: Option<String>,
+    /// The resident's name, masked (张*华), if the roster is configured.
+    #[serde(default)]
+    pub resident_name: Option<String>,
+    /// What the gateway observed, e.g. "no heartbeat for 900 s", "battery 12%".
+    #[serde(default)]
+    pub detail: Option<String>,
+    /// The escalation step this message belongs to (0 = first).
+    #[serde(default)]
+    pub step: u32,
     /// How many presses joined this alert.
     pub press_count: i64,
     /// When the gateway received the first press, RFC 3339 UTC.

@@ -5,6 +5,7 @@
 //! eldergate/v1/{site}/tele/{device}/{kind}        device → gateway  telemetry, e.g. heartbeat (QoS 0 or 1)
 //! eldergate/v1/{site}/down/{device}               gateway → device  acks (QoS 1)
 //! eldergate/v1/{site}/staff/alerts                gateway → staff   alert raised / updated (QoS 1)
+//! eldergate/v1/{site}/staff/alerts/{staff}        gateway → staff   the same, addressed to one person
 //! eldergate/v1/{site}/staff/cmd                   staff → gateway   acknowledge / resolve (QoS 1)
 //! eldergate/v1/{site}/staff/results               gateway → staff   outcome of each staff command
 //! eldergate/v1/{site}/gw/{gateway}/status         gateway           retained "online"/"offline" (last will)
@@ -162,6 +163,10 @@ mod owned {
     /// `eldergate/v1/{site}/staff/alerts`
     pub fn staff_alerts(site: &str) -> String {
         build(site, &["staff", "alerts"])
+    }
+    /// `eldergate/v1/{site}/staff/alerts/{staff_id}`: alerts addressed to one person.
+    pub fn staff_person(site: &str, staff_id: &str) -> String {
+        build(site, &["staff", "alerts", staff_id])
     }
     /// `eldergate/v1/{site}/staff/cmd`
     pub fn staff_cmd(site: &str) -> String {

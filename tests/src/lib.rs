@@ -194,7 +194,7 @@ pub struct GatewaySpec {
 /// The site id every test gateway uses.
 pub const SITE: &str = "test-site";
 
-/// Staff of every test gateway: S001 (grid worker), S009 and S010 (duty).
+/// Staff of every test gateway: S001 (grid worker of G01), S009 and S010 (duty), S012 (manager).
 const STAFF: &str = r#"
 [[staff]]
 id = "S001"
@@ -209,9 +209,10 @@ role = "duty"
 id = "S010"
 name = "Duty Two"
 role = "duty"
-
-[escalation]
-notify = ["role:duty"]
+[[staff]]
+id = "S012"
+name = "Manager"
+role = "manager"
 "#;
 
 /// A running `eldergate run` process with its own data dir and HTTP port.
@@ -316,10 +317,8 @@ retry_max_s = 1
             }
             if let Some(c) = self.child.as_mut() {
                 if let Ok(Some(status)) = c.try_wait() {
-                    bail!(
-                        "gateway exited with {status} during start; see {}",
-                        self.log_path().display()
-                    );
+                    let log = std::fs::read_to_string(self.log_path()).unwrap_or_default();
+                    bail!("gateway exited with {status} during start:\n{log}");
                 }
             }
             tokio::time::sleep(Duration::from_millis(100)).await;

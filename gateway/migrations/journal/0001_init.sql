@@ -18,7 +18,8 @@ CREATE INDEX events_device ON events(device_id, device_seq);
 -- Current state of every alert; the history is in `events`.
 CREATE TABLE alerts (
     id            INTEGER PRIMARY KEY,
-    kind          TEXT    NOT NULL,  -- sos
+    kind          TEXT    NOT NULL,  -- sos | device_offline | low_battery | missed_checkin
+    subject       TEXT    NOT NULL,  -- the resident id, or the device id when no resident
     priority      TEXT    NOT NULL,  -- high | medium | low
     device_id     TEXT    NOT NULL,
     resident_id   TEXT,
@@ -34,11 +35,35 @@ CREATE TABLE alerts (
     resolved_by   TEXT,
     resolved_at   TEXT,
     resolved_via  TEXT,
-    resolve_note  TEXT
+    resolve_note  TEXT,
+    detail        TEXT,              -- e.g. "no heartbeat since …", "battery 12%"
+    escalation_step INTEGER NOT NULL DEFAULT 0  -- last ladder step fired (0 = first)
 );
--- At most one open alert of a kind per device: further presses join it.
-CREATE UNIQUE INDEX alerts_one_open ON alerts(device_id, kind)
+-- At most one open alert of a kind per subject (resident): further presses join it.
+CREATE UNIQUE INDEX alerts_one_open ON alerts(subject, kind)
     WHERE state IN ('raised', 'acknowledged');
+
+-- Webhook deliveries, written in the same transaction as the alert change they announce, sent
+-- and retried by the webhook sender until the target answers 2xx.
+CREATE TABLE webhook_outbox (
+    id           INTEGER PRIMARY KEY,
+    created_at   TEXT    NOT NULL,
+    alert_id     INTEGER NOT NULL,
+    staff_id     TEXT    NOT NULL,
+    url          TEXT    NOT NULL,
+    body         TEXT    NOT NULL,
+    attempts     INTEGER NOT NULL DEFAULT 0,
+    last_error   TEXT,
+    delivered_at TEXT
+);
+CREATE INDEX webhook_pending ON webhook_outbox(id) WHERE delivered_at IS NULL;
+
+-- Local dates on which the daily check-in was evaluated (so a restart neither skips nor repeats it).
+CREATE TABLE checkin_runs (
+    local_date TEXT PRIMARY KEY,
+    ran_at     TEXT NOT NULL,
+    missed     INTEGER NOT NULL
+);
 
 -- Input the gateway could not accept, kept for people to read. Never forwarded, never deleted by
 -- the gateway.

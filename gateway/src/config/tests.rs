@@ -26,8 +26,9 @@ resident_id = "R1"
 id = "S1"
 name = "Duty"
 role = "duty"
-[escalation]
-notify = ["role:duty"]
+[escalation.high]
+steps = [{ after_s = 0, notify = ["grid_worker"] }, { after_s = 60, notify = ["role:duty"] }]
+repeat_s = 60
 "#;
 
 fn no_env() -> Vec<(String, String)> {
@@ -44,7 +45,7 @@ fn a_good_config_loads_with_the_password_from_the_environment() {
     )];
     let l = load_with_env(&f, env).unwrap();
     assert_eq!(l.config.broker.password.as_deref(), Some("123456"));
-    assert_eq!(l.notify, vec!["S1".to_string()]);
+    assert_eq!(l.config.escalation.high.steps.len(), 2);
     assert!(l.devices.contains_key("btn-1"));
 }
 
@@ -79,6 +80,7 @@ fn all_semantic_problems_are_reported_together() {
         .replace("mqtt://127.0.0.1:1883", "ftp://x")
         .replace("postgres://127.0.0.1/central", "mysql://x")
         .replace("role:duty", "S404")
+        .replace("after_s = 60", "after_s = 0")
         .replace("site_id = \"s1\"", "site_id = \"bad site\"");
     let f = write(dir.path(), "c.toml", &text);
     let env = vec![("ELDERGATE__BROKER__PASSWORD".to_string(), "x".to_string())];
@@ -87,7 +89,8 @@ fn all_semantic_problems_are_reported_together() {
     for want in [
         "broker.url",
         "central.url",
-        "escalation.notify[0]",
+        "escalation.high.steps[1].notify[0]",
+        "escalation.high.steps[1].after_s",
         "site_id",
     ] {
         assert!(paths.contains(&want), "{want} missing from {paths:?}");
@@ -141,7 +144,8 @@ fn the_shipped_example_is_valid() {
     let f = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/eldergate.example.toml");
     let l = load_with_env(&f, no_env()).unwrap();
     assert_eq!(l.devices.len(), 579);
-    assert!(!l.notify.is_empty());
+    assert_eq!(l.residents.len(), 1600);
+    assert!(l.residents.values().any(|r| r.lives_alone()));
 }
 
 #[test]

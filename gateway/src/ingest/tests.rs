@@ -20,13 +20,9 @@ fn registry() -> Registry {
             },
         );
     }
-    Registry {
-        site_id: "s".into(),
-        gateway_id: "gw".into(),
-        devices,
-        staff: BTreeMap::new(),
-        notify: vec![],
-    }
+    let mut r = Registry::empty("s");
+    r.devices = devices;
+    r
 }
 
 fn reason(topic: &str, payload: &[u8]) -> &'static str {

@@ -180,6 +180,22 @@ pub enum Command {
     ),
     /// Bulk lane: latest heartbeats.
     DeviceStatus(Vec<DeviceStatus>),
+    /// Alarm lane: fire escalation step `step` of an alert if it is still unacknowledged.
+    Escalate {
+        /// Alert id.
+        alert_id: i64,
+        /// Ladder step (0-based; past the last step = repeats).
+        step: u32,
+    },
+    /// Alarm lane: something supervision or the check-in job observed.
+    Observe(Observation),
+    /// Bulk lane: a webhook delivery attempt ended (`error` None = delivered).
+    WebhookResult {
+        /// webhook_outbox id.
+        id: i64,
+        /// Why it failed.
+        error: Option<String>,
+    },
     /// Bulk lane: the forwarder has delivered everything up to `upto`.
     Forwarded {
         /// Highest forwarded seq.
@@ -197,8 +213,54 @@ impl Command {
     }
 
     fn is_alarm_lane(&self) -> bool {
-        matches!(self, Command::Alarm { .. } | Command::Staff { .. })
+        matches!(
+            self,
+            Command::Alarm { .. }
+                | Command::Staff { .. }
+                | Command::Escalate { .. }
+                | Command::Observe(_)
+        )
     }
+}
+
+/// What the gateway itself observed, raising or resolving alerts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Observation {
+    /// No heartbeat for too long, or the device's last will said offline.
+    DeviceOffline {
+        /// Device id.
+        device: String,
+        /// What was seen.
+        detail: String,
+    },
+    /// A device marked offline spoke again (resolves the offline alert, gap in the note).
+    DeviceOnline {
+        /// Device id.
+        device: String,
+        /// The gap.
+        detail: String,
+    },
+    /// Battery below the threshold (raised once, not every heartbeat).
+    LowBattery {
+        /// Device id.
+        device: String,
+        /// Percent.
+        pct: u8,
+    },
+    /// Battery back above the threshold (resolves the low-battery alert).
+    BatteryOk {
+        /// Device id.
+        device: String,
+        /// Percent.
+        pct: u8,
+    },
+    /// The daily check-in deadline passed: these residents living alone showed no activity.
+    MissedCheckins {
+        /// Local date, `YYYY-MM-DD`.
+        local_date: String,
+        /// Resident ids.
+        residents: Vec<String>,
+    },
 }
 
 /// Cloneable handle to the journal: send commands, read committed state.
@@ -352,6 +414,27 @@ impl Journal {
             let _ = self.bulk_tx.send(Command::DeviceStatus(batch)).await;
             batch = rest;
         }
+    }
+
+    /// Asks for an escalation step (alarm lane).
+    pub async fn escalate(&self, alert_id: i64, step: u32) {
+        let _ = self
+            .alarm_tx
+            .send(Command::Escalate { alert_id, step })
+            .await;
+    }
+
+    /// Reports an observation (alarm lane).
+    pub async fn observe(&self, obs: Observation) {
+        let _ = self.alarm_tx.send(Command::Observe(obs)).await;
+    }
+
+    /// Records a webhook attempt (bulk lane).
+    pub async fn webhook_result(&self, id: i64, error: Option<String>) {
+        let _ = self
+            .bulk_tx
+            .send(Command::WebhookResult { id, error })
+            .await;
     }
 
     /// Records forwarding progress (bulk lane).

@@ -13,7 +13,7 @@
 //! separated by a double underscore and lowercased.
 
 use serde::Deserialize;
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -58,9 +58,22 @@ pub struct Config {
     /// Staff written inline.
     #[serde(default)]
     pub staff: Vec<StaffConfig>,
-    /// Who is told about alerts.
+    /// Optional CSV of residents (the community roster: `resident_id,name,gender,birth_date,
+    /// statuses,building,unit,room,grid,phone,card_id,emergency_contact`), relative to the file.
+    #[serde(default)]
+    pub residents_csv: Option<PathBuf>,
+    /// Who is told about alerts, and when, per priority.
     #[serde(default)]
     pub escalation: EscalationConfig,
+    /// Webhooks (SMS/voice gateway, WeChat work bot) per person or role.
+    #[serde(default)]
+    pub webhooks: Vec<WebhookConfig>,
+    /// Device supervision: heartbeats, last wills, battery.
+    #[serde(default)]
+    pub supervision: SupervisionConfig,
+    /// Daily check-in of residents living alone.
+    #[serde(default)]
+    pub checkin: CheckinConfig,
 }
 
 fn default_time_zone() -> String {
@@ -242,12 +255,191 @@ pub struct StaffConfig {
     pub phone: Option<String>,
 }
 
-/// Who is told about alerts. Entries are staff ids (`S009`) or roles (`role:duty`).
-#[derive(Debug, Clone, Default, Deserialize)]
+/// Escalation ladders per priority. A ladder entry names who to tell: `grid_worker` (the
+/// resident's grid worker, found via resident → grid), `role:NAME`, or a staff id.
+#[derive(Debug, Clone, Deserialize)]
 pub struct EscalationConfig {
-    /// Told about every alert when it is raised.
+    /// SOS presses.
+    #[serde(default = "ladder_high")]
+    pub high: Ladder,
+    /// Device offline, missed check-in.
+    #[serde(default = "ladder_medium")]
+    pub medium: Ladder,
+    /// Low battery.
+    #[serde(default = "ladder_low")]
+    pub low: Ladder,
+}
+
+impl Default for EscalationConfig {
+    fn default() -> Self {
+        Self {
+            high: ladder_high(),
+            medium: ladder_medium(),
+            low: ladder_low(),
+        }
+    }
+}
+
+/// Steps of one ladder, each fired once (in order) while the alert is unacknowledged.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Ladder {
+    /// Steps by `after_s` (seconds after the alert was raised), increasing.
+    pub steps: Vec<LadderStep>,
+    /// After the last step, tell the last step's people again every this many seconds.
     #[serde(default)]
+    pub repeat_s: Option<u64>,
+}
+
+/// One step of a ladder.
+#[derive(Debug, Clone, Deserialize)]
+pub struct LadderStep {
+    /// Seconds after the alert was raised.
+    pub after_s: u64,
+    /// Who: `grid_worker`, `role:NAME`, or staff ids.
     pub notify: Vec<String>,
+}
+
+fn step(after_s: u64, notify: &[&str]) -> LadderStep {
+    LadderStep {
+        after_s,
+        notify: notify.iter().map(|s| s.to_string()).collect(),
+    }
+}
+
+fn ladder_high() -> Ladder {
+    Ladder {
+        steps: vec![
+            step(0, &["grid_worker"]),
+            step(60, &["grid_worker", "role:duty"]),
+            step(180, &["grid_worker", "role:duty", "role:manager"]),
+        ],
+        repeat_s: Some(180),
+    }
+}
+
+fn ladder_medium() -> Ladder {
+    Ladder {
+        steps: vec![
+            step(0, &["grid_worker"]),
+            step(1800, &["grid_worker", "role:duty"]),
+        ],
+        repeat_s: None,
+    }
+}
+
+fn ladder_low() -> Ladder {
+    Ladder {
+        steps: vec![step(0, &["grid_worker"])],
+        repeat_s: None,
+    }
+}
+
+/// A webhook: every notification to `target` is also POSTed to `url` (JSON `StaffAlert`),
+/// retried until it answers 2xx.
+#[derive(Debug, Clone, Deserialize)]
+pub struct WebhookConfig {
+    /// `role:NAME` or a staff id.
+    pub target: String,
+    /// `http://…` or `https://…`.
+    pub url: String,
+}
+
+/// Device supervision settings.
+#[derive(Debug, Clone, Deserialize)]
+pub struct SupervisionConfig {
+    /// A device is offline after this many heartbeat intervals without a message.
+    #[serde(default = "default_missed")]
+    pub missed_heartbeats: u32,
+    /// After a gateway start or a broker reconnect, devices get this long to report in before
+    /// any is declared offline (no flood of offline alerts).
+    #[serde(default = "default_grace")]
+    pub grace_s: u64,
+    /// Battery percentage below which a low-battery alert is raised (once).
+    #[serde(default = "default_low_battery")]
+    pub low_battery_pct: u8,
+}
+
+fn default_missed() -> u32 {
+    3
+}
+fn default_grace() -> u64 {
+    600
+}
+fn default_low_battery() -> u8 {
+    20
+}
+
+impl Default for SupervisionConfig {
+    fn default() -> Self {
+        Self {
+            missed_heartbeats: default_missed(),
+            grace_s: default_grace(),
+            low_battery_pct: default_low_battery(),
+        }
+    }
+}
+
+/// Daily check-in (平安键) of residents living alone (status 独居).
+#[derive(Debug, Clone, Deserialize)]
+pub struct CheckinConfig {
+    /// Off switch.
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// Local time (`time_zone`) by which a resident must have shown activity today, `HH:MM`.
+    #[serde(default = "default_deadline")]
+    pub deadline: String,
+}
+
+fn yes() -> bool {
+    true
+}
+fn default_deadline() -> String {
+    "10:00".into()
+}
+
+impl Default for CheckinConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            deadline: default_deadline(),
+        }
+    }
+}
+
+/// One resident, from the roster.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Resident {
+    /// Resident id, e.g. `R00002`.
+    pub resident_id: String,
+    /// Full name (never logged; masked on displays).
+    pub name: String,
+    /// Birth date, `YYYY-MM-DD`.
+    #[serde(default)]
+    pub birth_date: Option<String>,
+    /// `;`-separated statuses: 低保, 特困, 失能, 独居.
+    #[serde(default)]
+    pub statuses: Option<String>,
+    /// Building.
+    #[serde(default)]
+    pub building: Option<String>,
+    /// Unit.
+    #[serde(default)]
+    pub unit: Option<String>,
+    /// Room.
+    #[serde(default)]
+    pub room: Option<String>,
+    /// Grid (网格), e.g. `G03`.
+    #[serde(default)]
+    pub grid: Option<String>,
+}
+
+impl Resident {
+    /// True when the roster says the resident lives alone (独居).
+    pub fn lives_alone(&self) -> bool {
+        self.statuses
+            .as_deref()
+            .is_some_and(|s| s.split(';').any(|x| x.trim() == "独居"))
+    }
 }
 
 /// One thing wrong with a config, with where it is.
@@ -292,8 +484,10 @@ pub struct Loaded {
     pub devices: BTreeMap<String, DeviceConfig>,
     /// Staff by id.
     pub staff: BTreeMap<String, StaffConfig>,
-    /// `escalation.notify` expanded to staff ids.
-    pub notify: Vec<String>,
+    /// Residents by id.
+    pub residents: BTreeMap<String, Resident>,
+    /// The check-in deadline, parsed.
+    pub checkin_deadline: jiff::civil::Time,
 }
 
 fn problem(path: impl Into<String>, message: impl Into<String>) -> Problem {
@@ -420,291 +614,8 @@ fn set_path(table: &mut toml::Table, parents: &[String], last: &str, raw: String
     table.insert(last.to_string(), value);
 }
 
-fn validate(config: Config, base: &Path, problems: &mut Vec<Problem>) -> Loaded {
-    for (key, v) in [
-        ("site_id", &config.site_id),
-        ("gateway_id", &config.gateway_id),
-    ] {
-        if !is_valid_id(v) {
-            problems.push(problem(
-                key,
-                format!("{v:?} must be 1-64 characters of A-Z a-z 0-9 - _ ."),
-            ));
-        }
-    }
-    if jiff::tz::TimeZone::get(&config.time_zone).is_err() {
-        problems.push(problem(
-            "time_zone",
-            format!("{:?} is not a known IANA time zone", config.time_zone),
-        ));
-    }
-    if !config.http.listen.ip().is_loopback() {
-        problems.push(problem(
-            "http.listen",
-            "the HTTP API has no login yet; listen on 127.0.0.1 only",
-        ));
-    }
-    validate_broker(&config.broker, problems);
-    validate_central(&config.central, problems);
-    if config.journal.max_batch == 0 {
-        problems.push(problem("journal.max_batch", "must be at least 1"));
-    }
-
-    let mut devices = BTreeMap::new();
-    if let Some(csv_path) = &config.device_csv {
-        for (line, d) in read_csv::<DeviceRow>(&base.join(csv_path), "device_csv", problems) {
-            add_device(
-                &mut devices,
-                d.into(),
-                format!("{}:{line}", file_name(csv_path)),
-                problems,
-            );
-        }
-    }
-    for (i, d) in config.devices.iter().enumerate() {
-        add_device(&mut devices, d.clone(), format!("devices[{i}]"), problems);
-    }
-
-    let mut staff = BTreeMap::new();
-    let mut staff_rows: Vec<(String, StaffConfig)> = Vec::new();
-    if let Some(csv_path) = &config.staff_csv {
-        for (line, s) in read_csv::<StaffRow>(&base.join(csv_path), "staff_csv", problems) {
-            staff_rows.push((format!("{}:{line}", file_name(csv_path)), s.into()));
-        }
-    }
-    for (i, s) in config.staff.iter().enumerate() {
-        staff_rows.push((format!("staff[{i}]"), s.clone()));
-    }
-    for (path, s) in staff_rows {
-        if !is_valid_id(&s.id) {
-            problems.push(problem(
-                format!("{path}.id"),
-                format!("{:?} is not a valid id", s.id),
-            ));
-        } else if staff.contains_key(&s.id) {
-            problems.push(problem(
-                format!("{path}.id"),
-                format!("duplicate staff id {}", s.id),
-            ));
-        } else {
-            staff.insert(s.id.clone(), s);
-        }
-    }
-
-    let mut notify = Vec::new();
-    let mut seen = HashSet::new();
-    for (i, entry) in config.escalation.notify.iter().enumerate() {
-        let path = format!("escalation.notify[{i}]");
-        let ids: Vec<String> = match entry.strip_prefix("role:") {
-            Some(role) => staff
-                .values()
-                .filter(|s| s.role == role)
-                .map(|s| s.id.clone())
-                .collect(),
-            None if staff.contains_key(entry) => vec![entry.clone()],
-            None => Vec::new(),
-        };
-        if ids.is_empty() {
-            problems.push(problem(
-                path,
-                format!("{entry:?} names no staff member; use a staff id or role:NAME of someone under [[staff]] or in staff_csv"),
-            ));
-        }
-        for id in ids {
-            if seen.insert(id.clone()) {
-                notify.push(id);
-            }
-        }
-    }
-    Loaded {
-        config,
-        devices,
-        staff,
-        notify,
-    }
-}
-
-fn add_device(
-    devices: &mut BTreeMap<String, DeviceConfig>,
-    d: DeviceConfig,
-    path: String,
-    problems: &mut Vec<Problem>,
-) {
-    if !is_valid_id(&d.id) {
-        problems.push(problem(
-            format!("{path}.id"),
-            format!("{:?} must be 1-64 characters of A-Z a-z 0-9 - _ .", d.id),
-        ));
-    } else if d.heartbeat_s == 0 {
-        problems.push(problem(format!("{path}.heartbeat_s"), "must be at least 1"));
-    } else if devices.contains_key(&d.id) {
-        problems.push(problem(
-            format!("{path}.id"),
-            format!("duplicate device id {}", d.id),
-        ));
-    } else {
-        devices.insert(d.id.clone(), d);
-    }
-}
-
-fn validate_broker(b: &BrokerConfig, problems: &mut Vec<Problem>) {
-    match b.mode {
-        BrokerMode::Embedded => {
-            if b.url.is_some() {
-                problems.push(problem(
-                    "broker.url",
-                    "an embedded broker has no url; set broker.listen, or mode = \"external\"",
-                ));
-            }
-        }
-        BrokerMode::External => {
-            match &b.url {
-                None => problems.push(problem(
-                    "broker.url",
-                    "an external broker needs url = \"mqtt://host:1883\" (or mqtts://)",
-                )),
-                Some(u) => {
-                    if let Err(e) = crate::mqtt::parse_broker_url(u) {
-                        problems.push(problem("broker.url", e));
-                    }
-                }
-            }
-            if b.listen.is_some() {
-                problems.push(problem(
-                    "broker.listen",
-                    "listen is for the embedded broker only",
-                ));
-            }
-            match (&b.username, &b.password, b.anonymous) {
-                (Some(_), Some(_), false) | (None, None, true) => {}
-                (_, _, true) => problems.push(problem(
-                    "broker.anonymous",
-                    "anonymous = true conflicts with username/password; remove one",
-                )),
-                (None, _, false) => problems.push(problem(
-                    "broker.username",
-                    "an external broker needs per-gateway credentials: set broker.username and ELDERGATE__BROKER__PASSWORD (or anonymous = true for a test broker)",
-                )),
-                (Some(_), None, false) => problems.push(problem(
-                    "broker.password",
-                    "not set; export ELDERGATE__BROKER__PASSWORD (there is no default password)",
-                )),
-            }
-        }
-    }
-}
-
-fn validate_central(c: &CentralConfig, problems: &mut Vec<Problem>) {
-    let ok = c.url.starts_with("sqlite:")
-        || c.url.starts_with("postgres://")
-        || c.url.starts_with("postgresql://");
-    if !ok {
-        problems.push(problem(
-            "central.url",
-            format!("{:?} must start with sqlite: or postgres://", c.url),
-        ));
-    }
-    if c.batch_size == 0 {
-        problems.push(problem("central.batch_size", "must be at least 1"));
-    }
-    if c.retry_max_s == 0 {
-        problems.push(problem("central.retry_max_s", "must be at least 1"));
-    }
-}
-
-#[derive(Deserialize)]
-struct DeviceRow {
-    device_id: String,
-    kind: DeviceKind,
-    #[serde(default)]
-    link: Link,
-    #[serde(default)]
-    resident_id: Option<String>,
-    #[serde(default)]
-    location: Option<String>,
-    heartbeat_s: u32,
-}
-
-impl From<DeviceRow> for DeviceConfig {
-    fn from(r: DeviceRow) -> Self {
-        DeviceConfig {
-            id: r.device_id,
-            kind: r.kind,
-            link: r.link,
-            resident_id: r.resident_id.filter(|s| !s.is_empty()),
-            location: r.location.filter(|s| !s.is_empty()),
-            heartbeat_s: r.heartbeat_s,
-        }
-    }
-}
-
-#[derive(Deserialize)]
-struct StaffRow {
-    staff_id: String,
-    name: String,
-    role: String,
-    #[serde(default)]
-    grid: Option<String>,
-    #[serde(default)]
-    phone: Option<String>,
-}
-
-impl From<StaffRow> for StaffConfig {
-    fn from(r: StaffRow) -> Self {
-        StaffConfig {
-            id: r.staff_id,
-            name: r.name,
-            role: r.role,
-            grid: r.grid.filter(|s| !s.is_empty()),
-            phone: r.phone.filter(|s| !s.is_empty()),
-        }
-    }
-}
-
-fn file_name(p: &Path) -> String {
-    p.file_name()
-        .map(|n| n.to_string_lossy().to_string())
-        .unwrap_or_default()
-}
-
-/// Reads every row of a CSV file; bad rows become problems (`file:line`), good rows are returned
-/// with their line numbers.
-fn read_csv<T: serde::de::DeserializeOwned>(
-    path: &Path,
-    key: &str,
-    problems: &mut Vec<Problem>,
-) -> Vec<(u64, T)> {
-    let name = file_name(path);
-    let mut reader = match csv::Reader::from_path(path) {
-        Ok(r) => r,
-        Err(e) => {
-            problems.push(problem(key, format!("cannot read {}: {e}", path.display())));
-            return Vec::new();
-        }
-    };
-    let headers = match reader.headers() {
-        Ok(h) => h.clone(),
-        Err(e) => {
-            problems.push(problem(key, format!("{name}: no header row: {e}")));
-            return Vec::new();
-        }
-    };
-    let mut rows = Vec::new();
-    for record in reader.records() {
-        let parsed = record.and_then(|r| {
-            let line = r.position().map(|p| p.line()).unwrap_or(0);
-            r.deserialize::<T>(Some(&headers)).map(|row| (line, row))
-        });
-        match parsed {
-            Ok(row) => rows.push(row),
-            Err(e) => {
-                let line = e.position().map(|p| p.line()).unwrap_or(0);
-                problems.push(problem(format!("{name}:{line}"), e.to_string()));
-            }
-        }
-    }
-    rows
-}
+mod validate;
+use validate::validate;
 
 #[cfg(test)]
 mod tests;

@@ -4,17 +4,18 @@
 //! from it at start and after any failed transaction: the next `seq`, the open alerts per
 //! (device, kind), and the recent (device, device sequence) pairs for dedupe.
 
+mod alerts;
+pub use alerts::alert_from_row;
+
+use super::StaffRefusal;
 use super::{
-    format_ts, AlarmOutcome, Command, DeadLetter, DeviceStatus, JournalError, StaffRefusal,
-    StaffResult, Via,
+    format_ts, AlarmOutcome, Command, DeadLetter, DeviceStatus, JournalError, StaffResult,
 };
 use crate::central::EventRow;
 use crate::registry::Registry;
-use eldergate_protocol::payload::{
-    AlarmAction, AlarmMessage, AlertState, Priority, StaffAction, StaffAlert, StaffVerb,
-};
+use eldergate_protocol::payload::StaffAlert;
 use jiff::Timestamp;
-use sqlx::sqlite::{SqliteConnection, SqliteRow};
+use sqlx::sqlite::SqliteConnection;
 use sqlx::{QueryBuilder, Row};
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -23,9 +24,6 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 /// Most rows one bulk-lane transaction writes.
 const BULK_BUDGET: usize = 512;
-
-/// Clock skew beyond which a device's clock is reported (never a reason to drop anything).
-const SKEW_WARN_MS: i64 = 60_000;
 
 /// Replies and notices held until the transaction commits.
 enum After {
@@ -38,6 +36,8 @@ enum After {
         Result<StaffAlert, StaffRefusal>,
     ),
     Done(oneshot::Sender<Result<(), JournalError>>),
+    /// Alert changes with nobody waiting (escalations, supervision): notify only.
+    Notify(Vec<StaffAlert>),
 }
 
 /// Owns the write connection. Spawn [`Writer::run`]; it ends when every [`super::Journal`]
@@ -51,7 +51,7 @@ pub struct Writer {
     max_batch: usize,
     dedupe_window: Duration,
     next_seq: i64,
-    open_alerts: HashMap<(String, &'static str), StaffAlert>,
+    open_alerts: HashMap<(String, String), StaffAlert>,
     recent: HashMap<(String, u32), i64>,
     recent_order: VecDeque<(Instant, String, u32)>,
     alert_tx: Option<mpsc::UnboundedSender<StaffAlert>>,
@@ -112,8 +112,9 @@ impl Writer {
             .await?;
         for row in rows {
             let alert = alert_from_row(&row, &self.registry)?;
+            let subject: String = row.try_get("subject")?;
             self.open_alerts
-                .insert((alert.device_id.clone(), "sos"), alert);
+                .insert((subject, alert.kind.clone()), alert);
         }
         self.recent.clear();
         self.recent_order.clear();
@@ -209,6 +210,13 @@ impl Writer {
                         After::Done(reply) => {
                             let _ = reply.send(Ok(()));
                         }
+                        After::Notify(alerts) => {
+                            if let Some(tx) = &self.alert_tx {
+                                for a in alerts {
+                                    let _ = tx.send(a);
+                                }
+                            }
+                        }
                     }
                 }
             }
@@ -228,6 +236,7 @@ impl Writer {
                         Reply::Done(tx) => {
                             let _ = tx.send(Err(e.clone()));
                         }
+                        Reply::None => {}
                     }
                 }
                 if let Err(e) = self.reload().await {
@@ -284,6 +293,29 @@ impl Writer {
                         self.apply_dead_letter(&dl).await?
                     }
                     Command::DeviceStatus(list) => self.apply_status(&list).await?,
+                    Command::Escalate { alert_id, step } => {
+                        if let Some(a) = self.escalate(alert_id, step).await? {
+                            after.push(After::Notify(vec![a]));
+                        }
+                    }
+                    Command::Observe(obs) => {
+                        let changed = self.observe(&obs).await?;
+                        if !changed.is_empty() {
+                            after.push(After::Notify(changed));
+                        }
+                    }
+                    Command::WebhookResult { id, error } => {
+                        sqlx::query(
+                            "UPDATE webhook_outbox SET attempts = attempts + 1, last_error = ?,
+                               delivered_at = CASE WHEN ? IS NULL THEN ? ELSE NULL END WHERE id = ?",
+                        )
+                        .bind(&error)
+                        .bind(&error)
+                        .bind(format_ts(Timestamp::now()))
+                        .bind(id)
+                        .execute(&mut self.conn)
+                        .await?;
+                    }
                     Command::Forwarded { upto } => {
                         sqlx::query(
                             "UPDATE forward_cursor SET forwarded_upto = MAX(forwarded_upto, ?)",
@@ -308,6 +340,7 @@ impl Writer {
                         After::Alarm(r, _) => Reply::Alarm(r),
                         After::Staff(r, _) => Reply::Staff(r),
                         After::Done(r) => Reply::Done(r),
+                        After::Notify(_) => Reply::None,
                     })
                     .collect();
                 for cmd in commands {
@@ -327,171 +360,6 @@ impl Writer {
         let s = self.next_seq;
         self.next_seq += 1;
         s
-    }
-
-    async fn apply_alarm(
-        &mut self,
-        device: &str,
-        msg: &AlarmMessage,
-        received_at: Timestamp,
-    ) -> Result<AlarmOutcome, JournalError> {
-        if let Some(&seq) = self.recent.get(&(device.to_string(), msg.seq)) {
-            metrics::counter!("eldergate_duplicates_total", "source" => "alarm").increment(1);
-            tracing::debug!(
-                device,
-                device_seq = msg.seq,
-                seq,
-                "duplicate alarm event; re-ack only"
-            );
-            return Ok(AlarmOutcome {
-                seq,
-                duplicate: true,
-                alert: None,
-            });
-        }
-        let device_time = msg.ts.and_then(|ms| Timestamp::from_millisecond(ms).ok());
-        if let Some(dt) = device_time {
-            let skew = received_at.as_millisecond() - dt.as_millisecond();
-            if skew.abs() > SKEW_WARN_MS {
-                metrics::counter!("eldergate_device_clock_skew_total").increment(1);
-                tracing::warn!(
-                    device,
-                    skew_ms = skew,
-                    "device clock is off; keeping the event with the gateway's receive time"
-                );
-            }
-        } else if msg.ts.is_some() {
-            tracing::warn!(device, ts = ?msg.ts, "device timestamp out of range; ignored");
-        }
-        let key = (device.to_string(), "sos");
-        let seq = self.take_seq();
-        let (kind, alert) = match msg.action {
-            AlarmAction::Press => {
-                let alert = match self.open_alerts.get_mut(&key) {
-                    Some(open) => {
-                        open.press_count += 1;
-                        open.change = "joined".into();
-                        sqlx::query("UPDATE alerts SET press_count = ? WHERE id = ?")
-                            .bind(open.press_count)
-                            .bind(open.alert_id)
-                            .execute(&mut self.conn)
-                            .await?;
-                        open.clone()
-                    }
-                    None => {
-                        let alert = self.raise(device, seq, received_at).await?;
-                        self.open_alerts.insert(key, alert.clone());
-                        alert
-                    }
-                };
-                ("alarm_press", Some(alert))
-            }
-            AlarmAction::Cancel => {
-                // A senior may cancel a press nobody has taken yet. Once staff acknowledged, the
-                // visit goes ahead: the cancel is recorded but the alert stays open.
-                let cancelled = match self.open_alerts.get(&key) {
-                    Some(open) if open.state == AlertState::Raised => {
-                        let mut a = open.clone();
-                        a.state = AlertState::Cancelled;
-                        a.change = "cancelled".into();
-                        sqlx::query("UPDATE alerts SET state = 'cancelled' WHERE id = ?")
-                            .bind(a.alert_id)
-                            .execute(&mut self.conn)
-                            .await?;
-                        self.open_alerts.remove(&key);
-                        Some(a)
-                    }
-                    _ => None,
-                };
-                ("alarm_cancel", cancelled)
-            }
-            AlarmAction::Checkin => ("checkin", None),
-        };
-        let body = serde_json::json!({
-            "action": msg.action,
-            "device_ts": msg.ts,
-            "alert_state": alert.as_ref().map(|a| a.state),
-        });
-        self.pending.push(EventRow {
-            seq,
-            kind: kind.to_string(),
-            device_id: Some(device.to_string()),
-            device_seq: Some(i64::from(msg.seq)),
-            alert_id: alert.as_ref().map(|a| a.alert_id),
-            received_at: format_ts(received_at),
-            device_time: device_time.map(format_ts),
-            body: body.to_string(),
-        });
-        if let Some(a) = alert.as_ref().filter(|a| a.change == "cancelled") {
-            self.alert_event(a, received_at)?;
-        }
-        self.recent.insert((device.to_string(), msg.seq), seq);
-        self.recent_order
-            .push_back((Instant::now(), device.to_string(), msg.seq));
-        Ok(AlarmOutcome {
-            seq,
-            duplicate: false,
-            alert,
-        })
-    }
-
-    async fn raise(
-        &mut self,
-        device: &str,
-        press_seq: i64,
-        at: Timestamp,
-    ) -> Result<StaffAlert, JournalError> {
-        let dev = self.registry.devices.get(device);
-        let resident_id = dev.and_then(|d| d.resident_id.clone());
-        let location = dev.and_then(|d| d.location.clone());
-        let id: i64 = sqlx::query(
-            "INSERT INTO alerts (kind, priority, device_id, resident_id, location, state, press_count, raised_seq, raised_at)
-             VALUES ('sos', 'high', ?, ?, ?, 'raised', 1, ?, ?) RETURNING id",
-        )
-        .bind(device)
-        .bind(&resident_id)
-        .bind(&location)
-        .bind(press_seq)
-        .bind(format_ts(at))
-        .fetch_one(&mut self.conn)
-        .await?
-        .try_get(0)?;
-        let alert = StaffAlert {
-            v: 1,
-            alert_id: id,
-            kind: "sos".into(),
-            priority: Priority::High,
-            state: AlertState::Raised,
-            change: "raised".into(),
-            device_id: device.to_string(),
-            resident_id,
-            location,
-            press_count: 1,
-            raised_at: format_ts(at),
-            notify: self.registry.notify.clone(),
-            acknowledged: None,
-            resolved: None,
-        };
-        metrics::counter!("eldergate_alerts_raised_total", "kind" => "sos").increment(1);
-        self.alert_event(&alert, at)?;
-        Ok(alert)
-    }
-
-    /// Journals an alert transition as an event (it is forwarded like any other).
-    fn alert_event(&mut self, alert: &StaffAlert, at: Timestamp) -> Result<(), JournalError> {
-        let seq = self.take_seq();
-        let body = serde_json::to_string(alert).map_err(|e| JournalError::Write(e.to_string()))?;
-        self.pending.push(EventRow {
-            seq,
-            kind: format!("alert_{}", alert.change),
-            device_id: Some(alert.device_id.clone()),
-            device_seq: None,
-            alert_id: Some(alert.alert_id),
-            received_at: format_ts(at),
-            device_time: None,
-            body,
-        });
-        Ok(())
     }
 
     /// Writes the batch's events with as few statements as SQLite's parameter limit allows.
@@ -514,94 +382,6 @@ impl Writer {
             qb.build().execute(&mut self.conn).await?;
         }
         Ok(())
-    }
-
-    async fn apply_staff(
-        &mut self,
-        alert_id: i64,
-        verb: StaffVerb,
-        by: &str,
-        note: Option<String>,
-        via: Via,
-    ) -> Result<Result<StaffAlert, StaffRefusal>, JournalError> {
-        if !self.registry.staff.contains_key(by) {
-            return Ok(Err(StaffRefusal::UnknownStaff(by.to_string())));
-        }
-        let row = sqlx::query("SELECT * FROM alerts WHERE id = ?")
-            .bind(alert_id)
-            .fetch_optional(&mut self.conn)
-            .await?;
-        let Some(row) = row else {
-            return Ok(Err(StaffRefusal::UnknownAlert(alert_id)));
-        };
-        let mut alert = alert_from_row(&row, &self.registry)?;
-        let now = Timestamp::now();
-        let action = StaffAction {
-            by: by.to_string(),
-            at: format_ts(now),
-            via: via.as_str().into(),
-            note,
-        };
-        match (verb, alert.state) {
-            (_, AlertState::Resolved | AlertState::Cancelled) => {
-                if verb == StaffVerb::Resolve && alert.state == AlertState::Resolved {
-                    return Ok(Ok(alert)); // resolving twice is harmless
-                }
-                return Ok(Err(StaffRefusal::Closed {
-                    id: alert_id,
-                    state: alert.state.as_str(),
-                }));
-            }
-            (StaffVerb::Ack, AlertState::Acknowledged) => {
-                let first = alert.acknowledged.as_ref().map(|a| a.by.clone());
-                return Ok(match first {
-                    Some(b) if b == by => Ok(alert),
-                    other => Err(StaffRefusal::AlreadyAcknowledged {
-                        id: alert_id,
-                        by: other.unwrap_or_default(),
-                    }),
-                });
-            }
-            (StaffVerb::Ack, _) => {
-                sqlx::query(
-                    "UPDATE alerts SET state = 'acknowledged', acked_by = ?, acked_at = ?, acked_via = ?, ack_note = ? WHERE id = ?",
-                )
-                .bind(&action.by)
-                .bind(&action.at)
-                .bind(&action.via)
-                .bind(&action.note)
-                .bind(alert_id)
-                .execute(&mut self.conn)
-                .await?;
-                alert.state = AlertState::Acknowledged;
-                alert.change = "acknowledged".into();
-                alert.acknowledged = Some(action);
-            }
-            (StaffVerb::Resolve, _) => {
-                sqlx::query(
-                    "UPDATE alerts SET state = 'resolved', resolved_by = ?, resolved_at = ?, resolved_via = ?, resolve_note = ? WHERE id = ?",
-                )
-                .bind(&action.by)
-                .bind(&action.at)
-                .bind(&action.via)
-                .bind(&action.note)
-                .bind(alert_id)
-                .execute(&mut self.conn)
-                .await?;
-                alert.state = AlertState::Resolved;
-                alert.change = "resolved".into();
-                alert.resolved = Some(action);
-            }
-        }
-        let key = (alert.device_id.clone(), "sos");
-        if alert.state.is_open() {
-            self.open_alerts.insert(key, alert.clone());
-        } else {
-            self.open_alerts.remove(&key);
-        }
-        metrics::counter!("eldergate_staff_actions_total", "action" => alert.change.clone(), "via" => via.as_str()).increment(1);
-        self.alert_event(&alert, now)?;
-        Ok(Ok(alert))
     }
 
     async fn apply_dead_letter(&mut self, dl: &DeadLetter) -> Result<(), JournalError> {
@@ -658,6 +438,7 @@ enum Reply {
     Alarm(oneshot::Sender<Result<AlarmOutcome, JournalError>>),
     Staff(oneshot::Sender<StaffResult>),
     Done(oneshot::Sender<Result<(), JournalError>>),
+    None,
 }
 
 fn dummy_outcome() -> AlarmOutcome {
@@ -666,52 +447,4 @@ fn dummy_outcome() -> AlarmOutcome {
         duplicate: false,
         alert: None,
     }
-}
-
-fn action_from(
-    row: &SqliteRow,
-    prefix: &str,
-    note: &str,
-) -> Result<Option<StaffAction>, sqlx::Error> {
-    let by: Option<String> = row.try_get(format!("{prefix}_by").as_str())?;
-    Ok(match by {
-        Some(by) => Some(StaffAction {
-            by,
-            at: row
-                .try_get::<Option<String>, _>(format!("{prefix}_at").as_str())?
-                .unwrap_or_default(),
-            via: row
-                .try_get::<Option<String>, _>(format!("{prefix}_via").as_str())?
-                .unwrap_or_default(),
-            note: row.try_get(note)?,
-        }),
-        None => None,
-    })
-}
-
-/// Reads an alert row as staff see it.
-pub fn alert_from_row(row: &SqliteRow, registry: &Registry) -> Result<StaffAlert, JournalError> {
-    let state: String = row.try_get("state")?;
-    let priority: String = row.try_get("priority")?;
-    Ok(StaffAlert {
-        v: 1,
-        alert_id: row.try_get("id")?,
-        kind: row.try_get("kind")?,
-        priority: match priority.as_str() {
-            "low" => Priority::Low,
-            "medium" => Priority::Medium,
-            _ => Priority::High,
-        },
-        state: AlertState::parse(&state)
-            .ok_or_else(|| JournalError::Write(format!("alert row has unknown state {state:?}")))?,
-        change: "current".into(),
-        device_id: row.try_get("device_id")?,
-        resident_id: row.try_get("resident_id")?,
-        location: row.try_get("location")?,
-        press_count: row.try_get("press_count")?,
-        raised_at: row.try_get("raised_at")?,
-        notify: registry.notify.clone(),
-        acknowledged: action_from(row, "acked", "ack_note")?,
-        resolved: action_from(row, "resolved", "resolve_note")?,
-    })
 }

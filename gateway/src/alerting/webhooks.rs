@@ -1,0 +1,101 @@
+//! Delivers the webhook outbox: POSTs each pending row's JSON body to its URL, retrying with
+//! backoff per row until the target answers 2xx. A slow or dead target never holds up another
+//! target, the MQTT channel or the alarm path (separate task; bounded time per attempt).
+
+use crate::journal::Journal;
+use sqlx::Row;
+use std::collections::{HashMap, HashSet};
+use std::time::{Duration, Instant};
+
+/// Runs forever.
+pub async fn run(journal: Journal) {
+    let client = match reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+    {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(error = %e, "webhooks disabled: cannot build an HTTP client");
+            return;
+        }
+    };
+    // Per row: when to try next and the current backoff. In memory only: after a restart every
+    // pending row is tried at once, which is what we want.
+    let mut next_try: HashMap<i64, (Instant, Duration)> = HashMap::new();
+    let mut busy: HashSet<i64> = HashSet::new();
+    let mut tick = tokio::time::interval(Duration::from_millis(500));
+    let mut in_flight = tokio::task::JoinSet::new();
+    loop {
+        tick.tick().await;
+        while let Some(done) = in_flight.try_join_next() {
+            if let Ok((id, result)) = done {
+                busy.remove(&id);
+                match result {
+                    Ok(()) => {
+                        next_try.remove(&id);
+                        metrics::counter!("eldergate_webhooks_delivered_total").increment(1);
+                        journal.webhook_result(id, None).await;
+                    }
+                    Err(e) => {
+                        let backoff = next_try
+                            .get(&id)
+                            .map(|(_, b)| (*b * 2).min(Duration::from_secs(60)))
+                            .unwrap_or(Duration::from_secs(1));
+                        next_try.insert(id, (Instant::now() + backoff, backoff));
+                        metrics::counter!("eldergate_webhook_failures_total").increment(1);
+                        tracing::warn!(webhook = id, error = %e, retry_in_s = backoff.as_secs(), "webhook delivery failed; will retry");
+                        journal.webhook_result(id, Some(e)).await;
+                    }
+                }
+            }
+        }
+        let rows = match sqlx::query("SELECT id, url, body FROM webhook_outbox WHERE delivered_at IS NULL ORDER BY id LIMIT 200")
+            .fetch_all(journal.readers())
+            .await
+        {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot read the webhook outbox");
+                continue;
+            }
+        };
+        for r in rows {
+            let (Ok(id), Ok(url), Ok(body)) = (
+                r.try_get::<i64, _>(0),
+                r.try_get::<String, _>(1),
+                r.try_get::<String, _>(2),
+            ) else {
+                continue;
+            };
+            if in_flight.len() >= 16 {
+                break;
+            }
+            if busy.contains(&id)
+                || next_try
+                    .get(&id)
+                    .is_some_and(|(at, _)| *at > Instant::now())
+            {
+                continue;
+            }
+            busy.insert(id);
+            let client = client.clone();
+            in_flight.spawn(async move {
+                let result = client
+                    .post(&url)
+                    .header("content-type", "application/json")
+                    .body(body)
+                    .send()
+                    .await
+                    .map_err(|e| e.to_string())
+                    .and_then(|resp| {
+                        if resp.status().is_success() {
+                            Ok(())
+                        } else {
+                            Err(format!("HTTP {}", resp.status()))
+                        }
+                    });
+                (id, result)
+            });
+        }
+    }
+}

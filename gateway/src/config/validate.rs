@@ -1,0 +1,399 @@
+//! Semantic checks of a parsed config: every reference resolves, every value is usable. Each
+//! problem is collected (with its key path) rather than returned at the first.
+
+use super::*;
+
+pub(super) fn validate(config: Config, base: &Path, problems: &mut Vec<Problem>) -> Loaded {
+    for (key, v) in [
+        ("site_id", &config.site_id),
+        ("gateway_id", &config.gateway_id),
+    ] {
+        if !is_valid_id(v) {
+            problems.push(problem(
+                key,
+                format!("{v:?} must be 1-64 characters of A-Z a-z 0-9 - _ ."),
+            ));
+        }
+    }
+    if jiff::tz::TimeZone::get(&config.time_zone).is_err() {
+        problems.push(problem(
+            "time_zone",
+            format!("{:?} is not a known IANA time zone", config.time_zone),
+        ));
+    }
+    if !config.http.listen.ip().is_loopback() {
+        problems.push(problem(
+            "http.listen",
+            "the HTTP API has no login yet; listen on 127.0.0.1 only",
+        ));
+    }
+    validate_broker(&config.broker, problems);
+    validate_central(&config.central, problems);
+    if config.journal.max_batch == 0 {
+        problems.push(problem("journal.max_batch", "must be at least 1"));
+    }
+
+    let mut devices = BTreeMap::new();
+    if let Some(csv_path) = &config.device_csv {
+        for (line, d) in read_csv::<DeviceRow>(&base.join(csv_path), "device_csv", problems) {
+            add_device(
+                &mut devices,
+                d.into(),
+                format!("{}:{line}", file_name(csv_path)),
+                problems,
+            );
+        }
+    }
+    for (i, d) in config.devices.iter().enumerate() {
+        add_device(&mut devices, d.clone(), format!("devices[{i}]"), problems);
+    }
+
+    let mut staff = BTreeMap::new();
+    let mut staff_rows: Vec<(String, StaffConfig)> = Vec::new();
+    if let Some(csv_path) = &config.staff_csv {
+        for (line, s) in read_csv::<StaffRow>(&base.join(csv_path), "staff_csv", problems) {
+            staff_rows.push((format!("{}:{line}", file_name(csv_path)), s.into()));
+        }
+    }
+    for (i, s) in config.staff.iter().enumerate() {
+        staff_rows.push((format!("staff[{i}]"), s.clone()));
+    }
+    for (path, s) in staff_rows {
+        if !is_valid_id(&s.id) {
+            problems.push(problem(
+                format!("{path}.id"),
+                format!("{:?} is not a valid id", s.id),
+            ));
+        } else if staff.contains_key(&s.id) {
+            problems.push(problem(
+                format!("{path}.id"),
+                format!("duplicate staff id {}", s.id),
+            ));
+        } else {
+            staff.insert(s.id.clone(), s);
+        }
+    }
+
+    let mut residents = BTreeMap::new();
+    if let Some(csv_path) = &config.residents_csv {
+        for (line, r) in read_csv::<Resident>(&base.join(csv_path), "residents_csv", problems) {
+            if residents.contains_key(&r.resident_id) {
+                problems.push(problem(
+                    format!("{}:{line}", file_name(csv_path)),
+                    format!("duplicate resident id {}", r.resident_id),
+                ));
+            } else {
+                residents.insert(r.resident_id.clone(), r);
+            }
+        }
+        for d in devices.values() {
+            if let Some(r) = &d.resident_id {
+                if !residents.contains_key(r) {
+                    problems.push(problem(
+                        format!("devices.{}.resident_id", d.id),
+                        format!("resident {r} is not in residents_csv"),
+                    ));
+                }
+            }
+        }
+    }
+    for r in residents.values() {
+        if let Some(g) = &r.grid {
+            let has_worker = staff
+                .values()
+                .any(|s| s.role == "grid_worker" && s.grid.as_deref() == Some(g.as_str()));
+            if !has_worker && !staff.is_empty() {
+                problems.push(problem(
+                    format!("residents.{}.grid", r.resident_id),
+                    format!("grid {g} has no grid_worker in staff; alerts for this resident would skip the grid worker"),
+                ));
+            }
+        }
+    }
+
+    for (name, ladder) in [
+        ("high", &config.escalation.high),
+        ("medium", &config.escalation.medium),
+        ("low", &config.escalation.low),
+    ] {
+        if ladder.steps.is_empty() {
+            problems.push(problem(
+                format!("escalation.{name}.steps"),
+                "needs at least one step",
+            ));
+        }
+        let mut last = None;
+        for (i, st) in ladder.steps.iter().enumerate() {
+            let path = format!("escalation.{name}.steps[{i}]");
+            if last.is_some_and(|l| st.after_s <= l) {
+                problems.push(problem(
+                    format!("{path}.after_s"),
+                    "steps must have increasing after_s",
+                ));
+            }
+            last = Some(st.after_s);
+            if st.notify.is_empty() {
+                problems.push(problem(format!("{path}.notify"), "names nobody"));
+            }
+            for (j, entry) in st.notify.iter().enumerate() {
+                check_target(entry, &staff, true, format!("{path}.notify[{j}]"), problems);
+            }
+        }
+        if ladder.repeat_s == Some(0) {
+            problems.push(problem(
+                format!("escalation.{name}.repeat_s"),
+                "must be at least 1 (or left out)",
+            ));
+        }
+    }
+    for (i, w) in config.webhooks.iter().enumerate() {
+        check_target(
+            &w.target,
+            &staff,
+            false,
+            format!("webhooks[{i}].target"),
+            problems,
+        );
+        if !(w.url.starts_with("http://") || w.url.starts_with("https://")) {
+            problems.push(problem(
+                format!("webhooks[{i}].url"),
+                format!("{:?} must be an http:// or https:// URL", w.url),
+            ));
+        }
+    }
+    if config.supervision.missed_heartbeats == 0 {
+        problems.push(problem(
+            "supervision.missed_heartbeats",
+            "must be at least 1",
+        ));
+    }
+    if config.supervision.low_battery_pct > 100 {
+        problems.push(problem(
+            "supervision.low_battery_pct",
+            "is a percentage (0-100)",
+        ));
+    }
+    let checkin_deadline = match config.checkin.deadline.parse::<jiff::civil::Time>() {
+        Ok(t) => t,
+        Err(_) => {
+            problems.push(problem(
+                "checkin.deadline",
+                format!(
+                    "{:?} is not a local time like \"10:00\"",
+                    config.checkin.deadline
+                ),
+            ));
+            jiff::civil::Time::midnight()
+        }
+    };
+    Loaded {
+        config,
+        devices,
+        staff,
+        residents,
+        checkin_deadline,
+    }
+}
+
+/// `grid_worker` (ladders only), `role:NAME` with at least one member, or a staff id.
+fn check_target(
+    entry: &str,
+    staff: &BTreeMap<String, StaffConfig>,
+    allow_grid_worker: bool,
+    path: String,
+    problems: &mut Vec<Problem>,
+) {
+    let ok = match entry.strip_prefix("role:") {
+        Some(role) => staff.values().any(|s| s.role == role),
+        None if entry == "grid_worker" => allow_grid_worker,
+        None => staff.contains_key(entry),
+    };
+    if !ok {
+        problems.push(problem(
+            path,
+            format!("{entry:?} names no staff member; use grid_worker, role:NAME or a staff id from [[staff]] / staff_csv"),
+        ));
+    }
+}
+
+fn add_device(
+    devices: &mut BTreeMap<String, DeviceConfig>,
+    d: DeviceConfig,
+    path: String,
+    problems: &mut Vec<Problem>,
+) {
+    if !is_valid_id(&d.id) {
+        problems.push(problem(
+            format!("{path}.id"),
+            format!("{:?} must be 1-64 characters of A-Z a-z 0-9 - _ .", d.id),
+        ));
+    } else if d.heartbeat_s == 0 {
+        problems.push(problem(format!("{path}.heartbeat_s"), "must be at least 1"));
+    } else if devices.contains_key(&d.id) {
+        problems.push(problem(
+            format!("{path}.id"),
+            format!("duplicate device id {}", d.id),
+        ));
+    } else {
+        devices.insert(d.id.clone(), d);
+    }
+}
+
+fn validate_broker(b: &BrokerConfig, problems: &mut Vec<Problem>) {
+    match b.mode {
+        BrokerMode::Embedded => {
+            if b.url.is_some() {
+                problems.push(problem(
+                    "broker.url",
+                    "an embedded broker has no url; set broker.listen, or mode = \"external\"",
+                ));
+            }
+        }
+        BrokerMode::External => {
+            match &b.url {
+                None => problems.push(problem(
+                    "broker.url",
+                    "an external broker needs url = \"mqtt://host:1883\" (or mqtts://)",
+                )),
+                Some(u) => {
+                    if let Err(e) = crate::mqtt::parse_broker_url(u) {
+                        problems.push(problem("broker.url", e));
+                    }
+                }
+            }
+            if b.listen.is_some() {
+                problems.push(problem(
+                    "broker.listen",
+                    "listen is for the embedded broker only",
+                ));
+            }
+            match (&b.username, &b.password, b.anonymous) {
+                (Some(_), Some(_), false) | (None, None, true) => {}
+                (_, _, true) => problems.push(problem(
+                    "broker.anonymous",
+                    "anonymous = true conflicts with username/password; remove one",
+                )),
+                (None, _, false) => problems.push(problem(
+                    "broker.username",
+                    "an external broker needs per-gateway credentials: set broker.username and ELDERGATE__BROKER__PASSWORD (or anonymous = true for a test broker)",
+                )),
+                (Some(_), None, false) => problems.push(problem(
+                    "broker.password",
+                    "not set; export ELDERGATE__BROKER__PASSWORD (there is no default password)",
+                )),
+            }
+        }
+    }
+}
+
+fn validate_central(c: &CentralConfig, problems: &mut Vec<Problem>) {
+    let ok = c.url.starts_with("sqlite:")
+        || c.url.starts_with("postgres://")
+        || c.url.starts_with("postgresql://");
+    if !ok {
+        problems.push(problem(
+            "central.url",
+            format!("{:?} must start with sqlite: or postgres://", c.url),
+        ));
+    }
+    if c.batch_size == 0 {
+        problems.push(problem("central.batch_size", "must be at least 1"));
+    }
+    if c.retry_max_s == 0 {
+        problems.push(problem("central.retry_max_s", "must be at least 1"));
+    }
+}
+
+#[derive(Deserialize)]
+struct DeviceRow {
+    device_id: String,
+    kind: DeviceKind,
+    #[serde(default)]
+    link: Link,
+    #[serde(default)]
+    resident_id: Option<String>,
+    #[serde(default)]
+    location: Option<String>,
+    heartbeat_s: u32,
+}
+
+impl From<DeviceRow> for DeviceConfig {
+    fn from(r: DeviceRow) -> Self {
+        DeviceConfig {
+            id: r.device_id,
+            kind: r.kind,
+            link: r.link,
+            resident_id: r.resident_id.filter(|s| !s.is_empty()),
+            location: r.location.filter(|s| !s.is_empty()),
+            heartbeat_s: r.heartbeat_s,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct StaffRow {
+    staff_id: String,
+    name: String,
+    role: String,
+    #[serde(default)]
+    grid: Option<String>,
+    #[serde(default)]
+    phone: Option<String>,
+}
+
+impl From<StaffRow> for StaffConfig {
+    fn from(r: StaffRow) -> Self {
+        StaffConfig {
+            id: r.staff_id,
+            name: r.name,
+            role: r.role,
+            grid: r.grid.filter(|s| !s.is_empty()),
+            phone: r.phone.filter(|s| !s.is_empty()),
+        }
+    }
+}
+
+fn file_name(p: &Path) -> String {
+    p.file_name()
+        .map(|n| n.to_string_lossy().to_string())
+        .unwrap_or_default()
+}
+
+/// Reads every row of a CSV file; bad rows become problems (`file:line`), good rows are returned
+/// with their line numbers.
+fn read_csv<T: serde::de::DeserializeOwned>(
+    path: &Path,
+    key: &str,
+    problems: &mut Vec<Problem>,
+) -> Vec<(u64, T)> {
+    let name = file_name(path);
+    let mut reader = match csv::Reader::from_path(path) {
+        Ok(r) => r,
+        Err(e) => {
+            problems.push(problem(key, format!("cannot read {}: {e}", path.display())));
+            return Vec::new();
+        }
+    };
+    let headers = match reader.headers() {
+        Ok(h) => h.clone(),
+        Err(e) => {
+            problems.push(problem(key, format!("{name}: no header row: {e}")));
+            return Vec::new();
+        }
+    };
+    let mut rows = Vec::new();
+    for record in reader.records() {
+        let parsed = record.and_then(|r| {
+            let line = r.position().map(|p| p.line()).unwrap_or(0);
+            r.deserialize::<T>(Some(&headers)).map(|row| (line, row))
+        });
+        match parsed {
+            Ok(row) => rows.push(row),
+            Err(e) => {
+                let line = e.position().map(|p| p.line()).unwrap_or(0);
+                problems.push(problem(format!("{name}:{line}"), e.to_string()));
+            }
+        }
+    }
+    rows
+}

@@ -1,0 +1,584 @@
+//! Alert state inside the writer's transaction: raising, joining, escalating, acknowledging,
+//! resolving, cancelling — each change journaled as an `alert_*` event (the audit trail: who,
+//! when, via which channel, note) and, for every recipient with a webhook, a webhook_outbox row.
+//!
+//! Invariants: at most one open alert per (subject, kind), where subject is the resident (or the
+//! device when it has none); every transition is a row in `events` in the same transaction as
+//! the state change; nothing here talks to the network.
+
+use super::super::{format_ts, AlarmOutcome, JournalError, Observation, StaffRefusal, Via};
+use super::{EventRow, Writer};
+use crate::registry::{mask_name, Registry};
+use eldergate_protocol::payload::{
+    AlarmAction, AlarmMessage, AlertState, Priority, StaffAction, StaffAlert, StaffVerb,
+};
+use jiff::Timestamp;
+use sqlx::sqlite::SqliteRow;
+use sqlx::Row;
+
+/// Clock skew beyond which a device's clock is reported (never a reason to drop anything).
+const SKEW_WARN_MS: i64 = 60_000;
+
+/// What a new alert is about.
+pub(crate) struct NewAlert<'a> {
+    pub kind: &'static str,
+    pub priority: Priority,
+    pub device: &'a str,
+    pub resident: Option<&'a str>,
+    pub detail: Option<String>,
+}
+
+fn priority_str(p: Priority) -> &'static str {
+    match p {
+        Priority::High => "high",
+        Priority::Medium => "medium",
+        Priority::Low => "low",
+    }
+}
+
+impl Writer {
+    pub(super) async fn apply_alarm(
+        &mut self,
+        device: &str,
+        msg: &AlarmMessage,
+        received_at: Timestamp,
+    ) -> Result<AlarmOutcome, JournalError> {
+        if let Some(&seq) = self.recent.get(&(device.to_string(), msg.seq)) {
+            metrics::counter!("eldergate_duplicates_total", "source" => "alarm").increment(1);
+            tracing::debug!(
+                device,
+                device_seq = msg.seq,
+                seq,
+                "duplicate alarm event; re-ack only"
+            );
+            return Ok(AlarmOutcome {
+                seq,
+                duplicate: true,
+                alert: None,
+            });
+        }
+        let device_time = msg.ts.and_then(|ms| Timestamp::from_millisecond(ms).ok());
+        if let Some(dt) = device_time {
+            let skew = received_at.as_millisecond() - dt.as_millisecond();
+            if skew.abs() > SKEW_WARN_MS {
+                metrics::counter!("eldergate_device_clock_skew_total").increment(1);
+                tracing::warn!(
+                    device,
+                    skew_ms = skew,
+                    "device clock is off; keeping the event with the gateway's receive time"
+                );
+            }
+        } else if msg.ts.is_some() {
+            tracing::warn!(device, ts = ?msg.ts, "device timestamp out of range; ignored");
+        }
+        let registry = self.registry.clone();
+        let resident = registry.resident_of(device);
+        let key = subject_key(device, resident, "sos");
+        let seq = self.take_seq();
+        let (kind, alert) = match msg.action {
+            AlarmAction::Press => {
+                let alert = match self.open_alerts.get_mut(&key) {
+                    Some(open) => {
+                        open.press_count += 1;
+                        open.change = "joined".into();
+                        sqlx::query("UPDATE alerts SET press_count = ? WHERE id = ?")
+                            .bind(open.press_count)
+                            .bind(open.alert_id)
+                            .execute(&mut self.conn)
+                            .await?;
+                        open.clone()
+                    }
+                    None => {
+                        let new = NewAlert {
+                            kind: "sos",
+                            priority: Priority::High,
+                            device,
+                            resident,
+                            detail: None,
+                        };
+                        self.raise(new, seq, received_at).await?
+                    }
+                };
+                ("alarm_press", Some(alert))
+            }
+            AlarmAction::Cancel => {
+                // A senior may cancel a press nobody has taken yet. Once staff acknowledged, the
+                // visit goes ahead: the cancel is recorded but the alert stays open.
+                let cancelled = match self.open_alerts.get(&key) {
+                    Some(open) if open.state == AlertState::Raised => {
+                        let mut a = open.clone();
+                        a.state = AlertState::Cancelled;
+                        a.change = "cancelled".into();
+                        sqlx::query("UPDATE alerts SET state = 'cancelled' WHERE id = ?")
+                            .bind(a.alert_id)
+                            .execute(&mut self.conn)
+                            .await?;
+                        self.open_alerts.remove(&key);
+                        Some(a)
+                    }
+                    _ => None,
+                };
+                ("alarm_cancel", cancelled)
+            }
+            AlarmAction::Checkin => ("checkin", None),
+        };
+        let body = serde_json::json!({
+            "action": msg.action,
+            "device_ts": msg.ts,
+            "resident_id": resident,
+            "alert_state": alert.as_ref().map(|a| a.state),
+        });
+        self.pending.push(EventRow {
+            seq,
+            kind: kind.to_string(),
+            device_id: Some(device.to_string()),
+            device_seq: Some(i64::from(msg.seq)),
+            alert_id: alert.as_ref().map(|a| a.alert_id),
+            received_at: format_ts(received_at),
+            device_time: device_time.map(format_ts),
+            body: body.to_string(),
+        });
+        if let Some(a) = alert.as_ref().filter(|a| a.change == "cancelled") {
+            self.alert_event(a, received_at)?;
+        }
+        self.recent.insert((device.to_string(), msg.seq), seq);
+        self.recent_order
+            .push_back((std::time::Instant::now(), device.to_string(), msg.seq));
+        Ok(AlarmOutcome {
+            seq,
+            duplicate: false,
+            alert,
+        })
+    }
+
+    /// Raises a new alert (the caller has checked none is open for its subject and kind).
+    pub(super) async fn raise(
+        &mut self,
+        new: NewAlert<'_>,
+        cause_seq: i64,
+        at: Timestamp,
+    ) -> Result<StaffAlert, JournalError> {
+        let location = self
+            .registry
+            .devices
+            .get(new.device)
+            .and_then(|d| d.location.clone());
+        let subject = new.resident.unwrap_or(new.device).to_string();
+        let id: i64 = sqlx::query(
+            "INSERT INTO alerts (kind, subject, priority, device_id, resident_id, location, state, press_count, raised_seq, raised_at, detail)
+             VALUES (?, ?, ?, ?, ?, ?, 'raised', ?, ?, ?, ?) RETURNING id",
+        )
+        .bind(new.kind)
+        .bind(&subject)
+        .bind(priority_str(new.priority))
+        .bind(new.device)
+        .bind(new.resident)
+        .bind(&location)
+        .bind(i64::from(new.kind == "sos"))
+        .bind(cause_seq)
+        .bind(format_ts(at))
+        .bind(&new.detail)
+        .fetch_one(&mut self.conn)
+        .await?
+        .try_get(0)?;
+        let alert = StaffAlert {
+            v: 1,
+            alert_id: id,
+            kind: new.kind.into(),
+            priority: new.priority,
+            state: AlertState::Raised,
+            change: "raised".into(),
+            device_id: new.device.to_string(),
+            resident_id: new.resident.map(str::to_string),
+            location,
+            resident_name: masked_name(&self.registry, new.resident),
+            detail: new.detail,
+            step: 0,
+            press_count: i64::from(new.kind == "sos"),
+            raised_at: format_ts(at),
+            notify: self.registry.recipients(new.priority, 0, new.resident),
+            acknowledged: None,
+            resolved: None,
+        };
+        metrics::counter!("eldergate_alerts_raised_total", "kind" => new.kind).increment(1);
+        self.open_alerts
+            .insert((subject, new.kind.to_string()), alert.clone());
+        self.alert_event(&alert, at)?;
+        self.enqueue_webhooks(&alert, at).await?;
+        Ok(alert)
+    }
+
+    /// Journals an alert transition as an event (it is forwarded like any other).
+    pub(super) fn alert_event(
+        &mut self,
+        alert: &StaffAlert,
+        at: Timestamp,
+    ) -> Result<(), JournalError> {
+        let seq = self.take_seq();
+        let body = serde_json::to_string(alert).map_err(|e| JournalError::Write(e.to_string()))?;
+        self.pending.push(EventRow {
+            seq,
+            kind: format!("alert_{}", alert.change),
+            device_id: Some(alert.device_id.clone()),
+            device_seq: None,
+            alert_id: Some(alert.alert_id),
+            received_at: format_ts(at),
+            device_time: None,
+            body,
+        });
+        Ok(())
+    }
+
+    /// One webhook_outbox row per recipient with a webhook, in this transaction.
+    async fn enqueue_webhooks(
+        &mut self,
+        alert: &StaffAlert,
+        at: Timestamp,
+    ) -> Result<(), JournalError> {
+        if self.registry.webhooks.is_empty() {
+            return Ok(());
+        }
+        let body = serde_json::to_string(alert).map_err(|e| JournalError::Write(e.to_string()))?;
+        let registry = self.registry.clone();
+        for staff in &alert.notify {
+            for url in registry.webhooks_for(staff) {
+                sqlx::query("INSERT INTO webhook_outbox (created_at, alert_id, staff_id, url, body) VALUES (?, ?, ?, ?, ?)")
+                    .bind(format_ts(at))
+                    .bind(alert.alert_id)
+                    .bind(staff)
+                    .bind(url)
+                    .bind(&body)
+                    .execute(&mut self.conn)
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Fires escalation step `step` of an alert if it is still unacknowledged and the step is
+    /// later than the last one fired. Returns the alert when a step fired.
+    pub(super) async fn escalate(
+        &mut self,
+        alert_id: i64,
+        step: u32,
+    ) -> Result<Option<StaffAlert>, JournalError> {
+        let Some(key) = self
+            .open_alerts
+            .iter()
+            .find(|(_, a)| a.alert_id == alert_id)
+            .map(|(k, _)| k.clone())
+        else {
+            return Ok(None);
+        };
+        let registry = self.registry.clone();
+        let Some(alert) = self.open_alerts.get_mut(&key) else {
+            return Ok(None);
+        };
+        if alert.state != AlertState::Raised || step <= alert.step {
+            return Ok(None);
+        }
+        alert.step = step;
+        alert.change = "escalated".into();
+        alert.notify =
+            registry.recipients(alert.priority, step as usize, alert.resident_id.as_deref());
+        let alert = alert.clone();
+        sqlx::query("UPDATE alerts SET escalation_step = ? WHERE id = ?")
+            .bind(i64::from(step))
+            .bind(alert_id)
+            .execute(&mut self.conn)
+            .await?;
+        let now = Timestamp::now();
+        metrics::counter!("eldergate_escalations_total").increment(1);
+        self.alert_event(&alert, now)?;
+        self.enqueue_webhooks(&alert, now).await?;
+        Ok(Some(alert))
+    }
+
+    /// Applies what supervision or the check-in job observed. Returns the alerts it changed.
+    pub(super) async fn observe(
+        &mut self,
+        obs: &Observation,
+    ) -> Result<Vec<StaffAlert>, JournalError> {
+        let now = Timestamp::now();
+        let registry = self.registry.clone();
+        let mut changed = Vec::new();
+        match obs {
+            Observation::DeviceOffline { device, detail } => {
+                let new = NewAlert {
+                    kind: "device_offline",
+                    priority: Priority::Medium,
+                    device,
+                    resident: registry.resident_of(device),
+                    detail: Some(detail.clone()),
+                };
+                changed.extend(self.raise_once(new, now).await?);
+            }
+            Observation::LowBattery { device, pct } => {
+                let new = NewAlert {
+                    kind: "low_battery",
+                    priority: Priority::Low,
+                    device,
+                    resident: registry.resident_of(device),
+                    detail: Some(format!("battery {pct}%")),
+                };
+                changed.extend(self.raise_once(new, now).await?);
+            }
+            Observation::DeviceOnline { device, detail } => {
+                changed.extend(
+                    self.auto_resolve(
+                        device,
+                        registry.resident_of(device),
+                        "device_offline",
+                        detail,
+                        now,
+                    )
+                    .await?,
+                );
+            }
+            Observation::BatteryOk { device, pct } => {
+                changed.extend(
+                    self.auto_resolve(
+                        device,
+                        registry.resident_of(device),
+                        "low_battery",
+                        &format!("battery back to {pct}%"),
+                        now,
+                    )
+                    .await?,
+                );
+            }
+            Observation::MissedCheckins {
+                local_date,
+                residents,
+            } => {
+                for r in residents {
+                    let device = registry
+                        .devices
+                        .values()
+                        .find(|d| d.resident_id.as_deref() == Some(r.as_str()))
+                        .map(|d| d.id.clone())
+                        .unwrap_or_else(|| r.clone());
+                    let detail = format!(
+                        "no check-in or activity on {local_date} by {}; please visit",
+                        registry.checkin.deadline
+                    );
+                    let new = NewAlert {
+                        kind: "missed_checkin",
+                        priority: Priority::Medium,
+                        device: &device,
+                        resident: Some(r),
+                        detail: Some(detail),
+                    };
+                    changed.extend(self.raise_once(new, now).await?);
+                }
+                sqlx::query("INSERT OR IGNORE INTO checkin_runs (local_date, ran_at, missed) VALUES (?, ?, ?)")
+                    .bind(local_date)
+                    .bind(format_ts(now))
+                    .bind(residents.len() as i64)
+                    .execute(&mut self.conn)
+                    .await?;
+            }
+        }
+        Ok(changed)
+    }
+
+    /// Raises unless one of the same kind is already open for the subject (dedupe).
+    async fn raise_once(
+        &mut self,
+        new: NewAlert<'_>,
+        at: Timestamp,
+    ) -> Result<Option<StaffAlert>, JournalError> {
+        if self
+            .open_alerts
+            .contains_key(&subject_key(new.device, new.resident, new.kind))
+        {
+            return Ok(None);
+        }
+        let seq = self.next_seq;
+        self.raise(new, seq, at).await.map(Some)
+    }
+
+    /// Resolves an open alert on the gateway's own authority (device back online, battery ok).
+    async fn auto_resolve(
+        &mut self,
+        device: &str,
+        resident: Option<&str>,
+        kind: &str,
+        note: &str,
+        at: Timestamp,
+    ) -> Result<Option<StaffAlert>, JournalError> {
+        let key = subject_key(device, resident, kind);
+        let Some(mut alert) = self.open_alerts.remove(&key) else {
+            return Ok(None);
+        };
+        let action = StaffAction {
+            by: "gateway".into(),
+            at: format_ts(at),
+            via: "supervision".into(),
+            note: Some(note.to_string()),
+        };
+        sqlx::query("UPDATE alerts SET state = 'resolved', resolved_by = ?, resolved_at = ?, resolved_via = ?, resolve_note = ? WHERE id = ?")
+            .bind(&action.by)
+            .bind(&action.at)
+            .bind(&action.via)
+            .bind(&action.note)
+            .bind(alert.alert_id)
+            .execute(&mut self.conn)
+            .await?;
+        alert.state = AlertState::Resolved;
+        alert.change = "resolved".into();
+        alert.resolved = Some(action);
+        self.alert_event(&alert, at)?;
+        Ok(Some(alert))
+    }
+
+    pub(super) async fn apply_staff(
+        &mut self,
+        alert_id: i64,
+        verb: StaffVerb,
+        by: &str,
+        note: Option<String>,
+        via: Via,
+    ) -> Result<Result<StaffAlert, StaffRefusal>, JournalError> {
+        if !self.registry.staff.contains_key(by) {
+            return Ok(Err(StaffRefusal::UnknownStaff(by.to_string())));
+        }
+        let row = sqlx::query("SELECT * FROM alerts WHERE id = ?")
+            .bind(alert_id)
+            .fetch_optional(&mut self.conn)
+            .await?;
+        let Some(row) = row else {
+            return Ok(Err(StaffRefusal::UnknownAlert(alert_id)));
+        };
+        let mut alert = alert_from_row(&row, &self.registry)?;
+        let subject: String = row.try_get("subject")?;
+        let now = Timestamp::now();
+        let action = StaffAction {
+            by: by.to_string(),
+            at: format_ts(now),
+            via: via.as_str().into(),
+            note,
+        };
+        match (verb, alert.state) {
+            (_, AlertState::Resolved | AlertState::Cancelled) => {
+                if verb == StaffVerb::Resolve && alert.state == AlertState::Resolved {
+                    return Ok(Ok(alert)); // resolving twice is harmless
+                }
+                return Ok(Err(StaffRefusal::Closed {
+                    id: alert_id,
+                    state: alert.state.as_str(),
+                }));
+            }
+            (StaffVerb::Ack, AlertState::Acknowledged) => {
+                let first = alert.acknowledged.as_ref().map(|a| a.by.clone());
+                return Ok(match first {
+                    Some(b) if b == by => Ok(alert),
+                    other => Err(StaffRefusal::AlreadyAcknowledged {
+                        id: alert_id,
+                        by: other.unwrap_or_default(),
+                    }),
+                });
+            }
+            (StaffVerb::Ack, _) => {
+                sqlx::query("UPDATE alerts SET state = 'acknowledged', acked_by = ?, acked_at = ?, acked_via = ?, ack_note = ? WHERE id = ?")
+                    .bind(&action.by)
+                    .bind(&action.at)
+                    .bind(&action.via)
+                    .bind(&action.note)
+                    .bind(alert_id)
+                    .execute(&mut self.conn)
+                    .await?;
+                alert.state = AlertState::Acknowledged;
+                alert.change = "acknowledged".into();
+                alert.acknowledged = Some(action);
+            }
+            (StaffVerb::Resolve, _) => {
+                sqlx::query("UPDATE alerts SET state = 'resolved', resolved_by = ?, resolved_at = ?, resolved_via = ?, resolve_note = ? WHERE id = ?")
+                    .bind(&action.by)
+                    .bind(&action.at)
+                    .bind(&action.via)
+                    .bind(&action.note)
+                    .bind(alert_id)
+                    .execute(&mut self.conn)
+                    .await?;
+                alert.state = AlertState::Resolved;
+                alert.change = "resolved".into();
+                alert.resolved = Some(action);
+            }
+        }
+        let key = (subject, alert.kind.clone());
+        if alert.state.is_open() {
+            self.open_alerts.insert(key, alert.clone());
+        } else {
+            self.open_alerts.remove(&key);
+        }
+        metrics::counter!("eldergate_staff_actions_total", "action" => alert.change.clone(), "via" => via.as_str()).increment(1);
+        self.alert_event(&alert, now)?;
+        Ok(Ok(alert))
+    }
+}
+
+/// The dedupe key of an alert: (resident or device, kind).
+pub(super) fn subject_key(device: &str, resident: Option<&str>, kind: &str) -> (String, String) {
+    (resident.unwrap_or(device).to_string(), kind.to_string())
+}
+
+fn masked_name(registry: &Registry, resident: Option<&str>) -> Option<String> {
+    resident
+        .and_then(|r| registry.residents.get(r))
+        .map(|r| mask_name(&r.name))
+}
+
+fn action_from(
+    row: &SqliteRow,
+    prefix: &str,
+    note: &str,
+) -> Result<Option<StaffAction>, sqlx::Error> {
+    let by: Option<String> = row.try_get(format!("{prefix}_by").as_str())?;
+    Ok(match by {
+        Some(by) => Some(StaffAction {
+            by,
+            at: row
+                .try_get::<Option<String>, _>(format!("{prefix}_at").as_str())?
+                .unwrap_or_default(),
+            via: row
+                .try_get::<Option<String>, _>(format!("{prefix}_via").as_str())?
+                .unwrap_or_default(),
+            note: row.try_get(note)?,
+        }),
+        None => None,
+    })
+}
+
+/// Reads an alert row as staff see it.
+pub fn alert_from_row(row: &SqliteRow, registry: &Registry) -> Result<StaffAlert, JournalError> {
+    let state: String = row.try_get("state")?;
+    let priority: String = row.try_get("priority")?;
+    let priority = match priority.as_str() {
+        "low" => Priority::Low,
+        "medium" => Priority::Medium,
+        _ => Priority::High,
+    };
+    let resident_id: Option<String> = row.try_get("resident_id")?;
+    let step: i64 = row.try_get("escalation_step")?;
+    Ok(StaffAlert {
+        v: 1,
+        alert_id: row.try_get("id")?,
+        kind: row.try_get("kind")?,
+        priority,
+        state: AlertState::parse(&state)
+            .ok_or_else(|| JournalError::Write(format!("alert row has unknown state {state:?}")))?,
+        change: "current".into(),
+        device_id: row.try_get("device_id")?,
+        resident_name: masked_name(registry, resident_id.as_deref()),
+        notify: registry.recipients(priority, step.max(0) as usize, resident_id.as_deref()),
+        resident_id,
+        location: row.try_get("location")?,
+        detail: row.try_get("detail")?,
+        step: step.max(0) as u32,
+        press_count: row.try_get("press_count")?,
+        raised_at: row.try_get("raised_at")?,
+        acknowledged: action_from(row, "acked", "ack_note")?,
+        resolved: action_from(row, "resolved", "resolve_note")?,
+    })
+}
