@@ -189,6 +189,24 @@ pub struct GatewaySpec {
     pub buttons: usize,
     /// Extra TOML appended to the config.
     pub extra: String,
+    /// Heartbeat interval of the buttons, seconds.
+    pub heartbeat_s: u32,
+    /// Write a roster: button i belongs to resident R{i:05} in grid G01, living alone (独居).
+    pub residents: bool,
+}
+
+impl GatewaySpec {
+    /// A spec with `buttons` buttons, 300 s heartbeats, no roster, nothing extra.
+    pub fn new(broker_port: u16, central_url: String, buttons: usize) -> GatewaySpec {
+        GatewaySpec {
+            broker_port,
+            central_url,
+            buttons,
+            extra: String::new(),
+            heartbeat_s: 300,
+            residents: false,
+        }
+    }
 }
 
 /// The site id every test gateway uses.
@@ -241,12 +259,25 @@ impl Gateway {
         let mut devices = String::from("device_id,kind,link,resident_id,location,heartbeat_s\n");
         for i in 1..=spec.buttons {
             devices.push_str(&format!(
-                "{},alarm_button,mqtt,R{i:05},楼{i},300\n",
-                button(i)
+                "{},alarm_button,mqtt,R{i:05},楼{i},{}\n",
+                button(i),
+                spec.heartbeat_s
             ));
         }
-        devices.push_str("rdr-01,card_reader,mqtt,,canteen,60\n");
+        // The reader is not simulated: give it a heartbeat long enough never to go offline here.
+        devices.push_str("rdr-01,card_reader,mqtt,,canteen,86400\n");
         std::fs::write(dir.path().join("devices.csv"), devices)?;
+        let mut residents_line = String::new();
+        if spec.residents {
+            let mut roster = String::from("resident_id,name,gender,birth_date,statuses,building,unit,room,grid,phone,card_id,emergency_contact\n");
+            for i in 1..=spec.buttons {
+                roster.push_str(&format!(
+                    "R{i:05},张三{i},女,1940-01-01,独居,1号楼,1单元,{i},G01,,,\n"
+                ));
+            }
+            std::fs::write(dir.path().join("residents.csv"), roster)?;
+            residents_line = "residents_csv = \"residents.csv\"".into();
+        }
         let config = dir.path().join("eldergate.toml");
         std::fs::write(
             &config,
@@ -255,6 +286,7 @@ impl Gateway {
 gateway_id = "gw-test"
 data_dir = "{data}"
 device_csv = "devices.csv"
+{residents_line}
 [http]
 listen = "127.0.0.1:{http_port}"
 [broker]
@@ -447,4 +479,68 @@ pub async fn raw_client(port: u16, id: &str) -> rumqttc::AsyncClient {
         }
     });
     client
+}
+
+/// Connects an MQTT client (optionally with credentials) and, if `filter` is given, subscribes.
+/// Returns the client, the topics and payloads it receives, and whether the broker accepted the
+/// connection (and subscription) within 10 s.
+pub async fn connect_as(
+    port: u16,
+    credentials: Option<(&str, &str)>,
+    id: &str,
+    filter: Option<&str>,
+) -> (
+    rumqttc::AsyncClient,
+    tokio::sync::mpsc::UnboundedReceiver<(String, Vec<u8>)>,
+    bool,
+) {
+    use rumqttc::{Event, Incoming, QoS};
+    let mut o = rumqttc::MqttOptions::new(id, "127.0.0.1", port);
+    o.set_keep_alive(Duration::from_secs(10));
+    if let Some((u, p)) = credentials {
+        o.set_credentials(u, p);
+    }
+    let (client, mut el) = eldergate::mqtt::new_client(o, 100);
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let (ok_tx, ok_rx) = tokio::sync::oneshot::channel();
+    let mut ok_tx = Some(ok_tx);
+    let c = client.clone();
+    let filter = filter.map(str::to_string);
+    tokio::spawn(async move {
+        loop {
+            match el.poll().await {
+                Ok(Event::Incoming(Incoming::ConnAck(_))) => match &filter {
+                    Some(f) => {
+                        let _ = c.try_subscribe(f.clone(), QoS::AtLeastOnce);
+                    }
+                    None => {
+                        if let Some(t) = ok_tx.take() {
+                            let _ = t.send(true);
+                        }
+                    }
+                },
+                Ok(Event::Incoming(Incoming::SubAck(_))) => {
+                    if let Some(t) = ok_tx.take() {
+                        let _ = t.send(true);
+                    }
+                }
+                Ok(Event::Incoming(Incoming::Publish(p))) => {
+                    let _ = tx.send((p.topic.clone(), p.payload.to_vec()));
+                }
+                Ok(_) => {}
+                Err(_) => {
+                    if let Some(t) = ok_tx.take() {
+                        let _ = t.send(false);
+                    }
+                    return;
+                }
+            }
+        }
+    });
+    let ok = tokio::time::timeout(Duration::from_secs(10), ok_rx)
+        .await
+        .ok()
+        .and_then(Result::ok)
+        .unwrap_or(false);
+    (client, rx, ok)
 }

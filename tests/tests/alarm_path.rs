@@ -25,6 +25,8 @@ async fn world(buttons: usize) -> World {
         central_url: db.url.clone(),
         buttons,
         extra: String::new(),
+        heartbeat_s: 300,
+        residents: false,
     })
     .await
     .unwrap();

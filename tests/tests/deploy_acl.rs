@@ -2,7 +2,7 @@
 //! no anonymous clients, a device can write only its own topics, the gateway reads them.
 
 use eldergate_e2e::*;
-use rumqttc::{Event, Incoming, MqttOptions, QoS};
+use rumqttc::QoS;
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
@@ -24,7 +24,6 @@ fn passwd(file: &Path, user: &str, password: &str) {
     assert!(ok, "mosquitto_passwd failed");
 }
 
-/// Connects; returns the client, a receiver of publishes and whether the broker accepted us.
 async fn connect(
     port: u16,
     user: Option<(&str, &str)>,
@@ -35,51 +34,14 @@ async fn connect(
     tokio::sync::mpsc::UnboundedReceiver<String>,
     bool,
 ) {
-    let mut o = MqttOptions::new(id, "127.0.0.1", port);
-    o.set_keep_alive(Duration::from_secs(10));
-    if let Some((u, p)) = user {
-        o.set_credentials(u, p);
-    }
-    let (client, mut el) = eldergate::mqtt::new_client(o, 100);
-    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-    let (acc_tx, acc_rx) = tokio::sync::oneshot::channel();
-    let mut acc_tx = Some(acc_tx);
-    let c = client.clone();
-    let sub = subscribe.map(str::to_string);
+    let (client, mut rx, ok) = connect_as(port, user, id, subscribe).await;
+    let (tx, topics) = tokio::sync::mpsc::unbounded_channel();
     tokio::spawn(async move {
-        loop {
-            match el.poll().await {
-                Ok(Event::Incoming(Incoming::ConnAck(_))) => {
-                    if let Some(f) = &sub {
-                        let _ = c.try_subscribe(f.clone(), QoS::AtLeastOnce);
-                    } else if let Some(t) = acc_tx.take() {
-                        let _ = t.send(true);
-                    }
-                }
-                Ok(Event::Incoming(Incoming::SubAck(_))) => {
-                    if let Some(t) = acc_tx.take() {
-                        let _ = t.send(true);
-                    }
-                }
-                Ok(Event::Incoming(Incoming::Publish(p))) => {
-                    let _ = tx.send(p.topic.clone());
-                }
-                Ok(_) => {}
-                Err(_) => {
-                    if let Some(t) = acc_tx.take() {
-                        let _ = t.send(false);
-                    }
-                    return;
-                }
-            }
+        while let Some((t, _)) = rx.recv().await {
+            let _ = tx.send(t);
         }
     });
-    let accepted = tokio::time::timeout(Duration::from_secs(10), acc_rx)
-        .await
-        .ok()
-        .and_then(Result::ok)
-        .unwrap_or(false);
-    (client, rx, accepted)
+    (client, topics, ok)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

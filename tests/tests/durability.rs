@@ -46,6 +46,8 @@ async fn central_store_down_then_back_every_event_arrives_once() {
         central_url,
         buttons: 10,
         extra: String::new(),
+        heartbeat_s: 300,
+        residents: false,
     })
     .await
     .unwrap();
@@ -119,6 +121,8 @@ async fn kill_9_during_a_burst_loses_no_acked_event_and_duplicates_none() {
         central_url: db.url.clone(),
         buttons: DEVICES,
         extra: String::new(),
+        heartbeat_s: 300,
+        residents: false,
     })
     .await
     .unwrap();
@@ -191,6 +195,8 @@ async fn sigterm_drains_and_exits_cleanly() {
         central_url: db.url.clone(),
         buttons: 10,
         extra: String::new(),
+        heartbeat_s: 300,
+        residents: false,
     })
     .await
     .unwrap();

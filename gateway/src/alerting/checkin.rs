@@ -42,7 +42,7 @@ pub async fn missing(
         .collect())
 }
 
-/// Runs forever, checking every 30 s whether today's deadline has passed without a run.
+/// Runs forever, checking every 5 s whether today's deadline has passed without a run.
 pub async fn run(registry: Arc<Registry>, journal: Journal) {
     if !registry.checkin.enabled {
         return;
@@ -54,7 +54,7 @@ pub async fn run(registry: Arc<Registry>, journal: Journal) {
             return;
         }
     };
-    let mut tick = tokio::time::interval(Duration::from_secs(30));
+    let mut tick = tokio::time::interval(Duration::from_secs(5));
     loop {
         tick.tick().await;
         let now: Zoned = Timestamp::now().to_zoned(tz.clone());

@@ -380,6 +380,8 @@ async fn main() -> anyhow::Result<()> {
         central_url: db.url_via(&format!("127.0.0.1:{}", proxy.port)),
         buttons: devices,
         extra: String::new(),
+        heartbeat_s: 300,
+        residents: false,
     })
     .await?;
     let (fsync_p50, fsync_p99) = fsync_cost(&gw.data_dir)?;
