@@ -136,6 +136,7 @@ pub async fn run(loaded: Loaded, stop: impl Future<Output = ()>) -> anyhow::Resu
     let (escalate_tx, escalate_rx) = mpsc::unbounded_channel();
     let notifier_task = tokio::spawn(notifier::run(
         site.clone(),
+        journal.weak(),
         alarm_client,
         alert_rx,
         live_tx.clone(),

@@ -9,7 +9,7 @@
 //! published again (`change = "republished"`), so a crash between commit and publish cannot
 //! swallow an alarm. Receivers dedupe by `alert_id`.
 
-use eldergate_protocol::payload::StaffAlert;
+use eldergate_protocol::payload::{AlertState, StaffAlert};
 use eldergate_protocol::topic;
 use rumqttc::{AsyncClient, QoS};
 use tokio::sync::{broadcast, mpsc};
@@ -17,6 +17,7 @@ use tokio::sync::{broadcast, mpsc};
 /// Runs until the writer drops its sender.
 pub async fn run(
     site: String,
+    journal: crate::journal::WeakJournal,
     client: AsyncClient,
     mut rx: mpsc::UnboundedReceiver<StaffAlert>,
     live: broadcast::Sender<StaffAlert>,
@@ -48,6 +49,13 @@ pub async fn run(
                     false,
                     body.clone(),
                 )
+                .await;
+        }
+        // The "notified" stage of the lifecycle: a raise, an escalation or a republication
+        // told these people (joins and closing changes are not new notifications).
+        if alert.state == AlertState::Raised && alert.change != "joined" {
+            journal
+                .notified(alert.alert_id, alert.step, alert.notify.clone())
                 .await;
         }
         metrics::counter!("eldergate_staff_notifications_total", "change" => alert.change.clone())

@@ -140,6 +140,26 @@ async fn ladder_steps_fire_in_order_to_the_right_people_and_stop_on_ack() {
         after_ack, 0,
         "no escalation after the acknowledgement (steps fired: {steps:?})"
     );
+    let (notified, first_at): (i64, Option<String>) = (
+        sqlx::query("SELECT COUNT(*) FROM events WHERE kind = 'alert_notified'")
+            .fetch_one(&journal)
+            .await
+            .unwrap()
+            .get(0),
+        sqlx::query("SELECT notified_at FROM alerts")
+            .fetch_one(&journal)
+            .await
+            .unwrap()
+            .get(0),
+    );
+    assert!(
+        notified >= 4,
+        "raise + 3 steps are recorded as notifications, got {notified}"
+    );
+    assert!(
+        first_at.is_some(),
+        "the notified stage is recorded on the alert"
+    );
     assert!(
         steps.windows(2).all(|p| p[1] == p[0] + 1),
         "steps in order, none twice: {steps:?}"

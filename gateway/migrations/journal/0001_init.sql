@@ -37,6 +37,7 @@ CREATE TABLE alerts (
     resolved_via  TEXT,
     resolve_note  TEXT,
     detail        TEXT,              -- e.g. "no heartbeat since …", "battery 12%"
+    notified_at   TEXT,              -- first time staff were told (the "notified" stage)
     escalation_step INTEGER NOT NULL DEFAULT 0  -- last ladder step fired (0 = first)
 );
 -- At most one open alert of a kind per subject (resident): further presses join it.

@@ -196,6 +196,17 @@ pub enum Command {
         /// Why it failed.
         error: Option<String>,
     },
+    /// Bulk lane: the notifier handed an alert change to the broker for these people (audit).
+    Notified {
+        /// Alert id.
+        alert_id: i64,
+        /// Ladder step.
+        step: u32,
+        /// Staff ids addressed.
+        to: Vec<String>,
+        /// When.
+        at: Timestamp,
+    },
     /// Bulk lane: the forwarder has delivered everything up to `upto`.
     Forwarded {
         /// Highest forwarded seq.
@@ -270,6 +281,29 @@ pub struct Journal {
     bulk_tx: mpsc::Sender<Command>,
     committed: watch::Receiver<i64>,
     readers: SqlitePool,
+}
+
+/// See [`Journal::weak`].
+#[derive(Clone)]
+pub struct WeakJournal {
+    bulk_tx: mpsc::WeakSender<Command>,
+}
+
+impl WeakJournal {
+    /// Records that staff were notified (bulk lane); a no-op once the writer is shutting down.
+    pub async fn notified(&self, alert_id: i64, step: u32, to: Vec<String>) {
+        if let Some(tx) = self.bulk_tx.upgrade() {
+            let at = Timestamp::now();
+            let _ = tx
+                .send(Command::Notified {
+                    alert_id,
+                    step,
+                    to,
+                    at,
+                })
+                .await;
+        }
+    }
 }
 
 /// Capacity of each lane's queue: enough for a burst, small enough to push back on a flood.
@@ -427,6 +461,14 @@ impl Journal {
     /// Reports an observation (alarm lane).
     pub async fn observe(&self, obs: Observation) {
         let _ = self.alarm_tx.send(Command::Observe(obs)).await;
+    }
+
+    /// A handle that does not keep the writer alive (for tasks that are themselves fed by the
+    /// writer, like the notifier: a strong handle there would make shutdown wait forever).
+    pub fn weak(&self) -> WeakJournal {
+        WeakJournal {
+            bulk_tx: self.bulk_tx.downgrade(),
+        }
     }
 
     /// Records a webhook attempt (bulk lane).

@@ -432,6 +432,34 @@ impl Writer {
         Ok(Some(alert))
     }
 
+    /// The audit record of a notification: an `alert_notified` event, and the alert's
+    /// `notified_at` the first time.
+    pub(super) async fn apply_notified(
+        &mut self,
+        alert_id: i64,
+        step: u32,
+        to: &[String],
+        at: Timestamp,
+    ) -> Result<(), JournalError> {
+        sqlx::query("UPDATE alerts SET notified_at = COALESCE(notified_at, ?) WHERE id = ?")
+            .bind(format_ts(at))
+            .bind(alert_id)
+            .execute(&mut self.conn)
+            .await?;
+        let seq = self.take_seq();
+        self.pending.push(EventRow {
+            seq,
+            kind: "alert_notified".into(),
+            device_id: None,
+            device_seq: None,
+            alert_id: Some(alert_id),
+            received_at: format_ts(at),
+            device_time: None,
+            body: serde_json::json!({ "step": step, "to": to, "via": "mqtt" }).to_string(),
+        });
+        Ok(())
+    }
+
     pub(super) async fn apply_staff(
         &mut self,
         alert_id: i64,

@@ -316,6 +316,9 @@ impl Writer {
                         .execute(&mut self.conn)
                         .await?;
                     }
+                    Command::Notified { alert_id, step, to, at } => {
+                        self.apply_notified(alert_id, step, &to, at).await?;
+                    }
                     Command::Forwarded { upto } => {
                         sqlx::query(
                             "UPDATE forward_cursor SET forwarded_upto = MAX(forwarded_upto, ?)",
