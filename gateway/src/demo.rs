@@ -27,7 +27,8 @@ pub struct DemoArgs {
     /// Mean seconds between button events across the fleet.
     #[arg(long, default_value_t = 6.0)]
     pub press_every: f64,
-    /// Seconds before the simulated duty worker acknowledges an alert (0 = never).
+    /// Seconds before the simulated duty worker acknowledges an alert (0 = never: watch the
+    /// escalation ladder widen the audience at 60 s and 180 s).
     #[arg(long, default_value_t = 15)]
     pub ack_after: u64,
 }
@@ -138,15 +139,17 @@ async fn duty_worker(staff: StaffClient, duty: String, ack_after: u64) {
         match msg {
             StaffMessage::Alert(a, _) => {
                 println!(
-                    "[alert {:>3}] {:<13} {} {} resident={} at {} presses={} state={}",
+                    "[alert {:>3}] {:<13} {:<14} {} {} {} at {} presses={} state={} -> {}",
                     a.alert_id,
                     a.change.to_uppercase(),
                     a.kind,
                     a.device_id,
                     a.resident_id.as_deref().unwrap_or("-"),
+                    a.resident_name.as_deref().unwrap_or(""),
                     a.location.as_deref().unwrap_or("-"),
                     a.press_count,
                     a.state.as_str(),
+                    a.notify.join(","),
                 );
                 if ack_after > 0 && a.change == "raised" {
                     let (s, d, id) = (staff.clone(), duty.clone(), a.alert_id);
