@@ -12,7 +12,10 @@
 
 #[cfg(feature = "alloc")]
 extern crate alloc;
+#[cfg(test)]
+extern crate std;
 
+pub mod serial;
 pub mod topic;
 
 #[cfg(feature = "alloc")]
