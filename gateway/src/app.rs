@@ -120,6 +120,19 @@ pub async fn run(loaded: Loaded, stop: impl Future<Output = ()>) -> anyhow::Resu
         stop_io.clone(),
     );
 
+    let serial_ports: Vec<_> = cfg
+        .serial
+        .iter()
+        .map(|port| {
+            let s = crate::serial::SerialIngest {
+                registry: registry.clone(),
+                journal: journal.clone(),
+                seen: seen_tx.clone(),
+                port: port.clone(),
+            };
+            tokio::spawn(s.run(stop_input.clone()))
+        })
+        .collect();
     let ingest = Ingest {
         registry: registry.clone(),
         journal: journal.clone(),
@@ -197,6 +210,9 @@ pub async fn run(loaded: Loaded, stop: impl Future<Output = ()>) -> anyhow::Resu
     let _ = stop_input_tx.send(true);
     let _ = alarm_ingest.await;
     let _ = tele_ingest.await;
+    for port in serial_ports {
+        let _ = port.await;
+    }
     let _ = http_task.await;
     let _ = forwarder.await;
     for task in background {

@@ -3,6 +3,7 @@
 //! A set of actors wired by bounded channels (see `app`):
 //!
 //! - [`ingest`]: MQTT publishes → checked input or a dead letter; acks after commit.
+//! - [`serial`]: the same for frames from serial ports (protocol/SPEC.md).
 //! - [`journal`]: the single writer of the SQLite journal (group commit, fsync, dedupe, alerts).
 //! - [`notifier`]: committed alert changes → staff topics (broadcast and per person), live
 //!   listeners (SSE) and the escalator.
@@ -29,4 +30,5 @@ pub mod journal;
 pub mod mqtt;
 pub mod notifier;
 pub mod registry;
+pub mod serial;
 pub mod sim;

@@ -74,6 +74,23 @@ pub struct Config {
     /// Daily check-in of residents living alone.
     #[serde(default)]
     pub checkin: CheckinConfig,
+    /// Serial ports (receiver dongles, RS-485 buses), each carrying many devices.
+    #[serde(default)]
+    pub serial: Vec<SerialPortConfig>,
+}
+
+/// One serial port.
+#[derive(Debug, Clone, Deserialize)]
+pub struct SerialPortConfig {
+    /// Device path, e.g. `/dev/serial/by-id/usb-…` (a stable name survives unplug/replug).
+    pub port: String,
+    /// Baud rate (8N1).
+    #[serde(default = "default_baud")]
+    pub baud: u32,
+}
+
+fn default_baud() -> u32 {
+    115_200
 }
 
 fn default_time_zone() -> String {

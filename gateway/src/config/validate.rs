@@ -173,6 +173,21 @@ pub(super) fn validate(config: Config, base: &Path, problems: &mut Vec<Problem>)
             "is a percentage (0-100)",
         ));
     }
+    let mut ports = std::collections::HashSet::new();
+    for (i, p) in config.serial.iter().enumerate() {
+        if p.baud == 0 {
+            problems.push(problem(
+                format!("serial[{i}].baud"),
+                "must be a baud rate like 115200",
+            ));
+        }
+        if !ports.insert(p.port.clone()) {
+            problems.push(problem(
+                format!("serial[{i}].port"),
+                format!("{} is listed twice", p.port),
+            ));
+        }
+    }
     let checkin_deadline = match config.checkin.deadline.parse::<jiff::civil::Time>() {
         Ok(t) => t,
         Err(_) => {
