@@ -1,0 +1,187 @@
+//! The one-touch alarm button: debounce, classify, feed back.
+//!
+//! Classification (times configurable in [`Timing`]): a press held ≥ 3 s is a **cancel** (sent
+//! while still held); two short presses within 400 ms are a **check-in**; a single short press is
+//! an **SOS**, sent as soon as the double-press window has passed. The LED shows the link state:
+//! blinking while an event waits for its ACK, steady for 2 s once acknowledged, fast blinking when
+//! the link is failing.
+
+use crate::link::Outbox;
+use eldergate_protocol::serial::MAX_WIRE;
+use embedded_hal::digital::{InputPin, OutputPin};
+
+/// What the senior did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    /// Short press.
+    Sos,
+    /// Long press.
+    Cancel,
+    /// Double press.
+    Checkin,
+}
+
+impl Action {
+    /// The ALARM action code of SPEC.md §4.
+    pub fn code(self) -> u8 {
+        match self {
+            Action::Sos => 1,
+            Action::Cancel => 2,
+            Action::Checkin => 3,
+        }
+    }
+}
+
+/// Timing of the classifier, milliseconds.
+#[derive(Debug, Clone, Copy)]
+pub struct Timing {
+    /// The input must be stable this long to count.
+    pub debounce: u64,
+    /// A second press within this long after the first release makes a check-in.
+    pub double_window: u64,
+    /// Held this long: cancel.
+    pub long_press: u64,
+}
+
+impl Default for Timing {
+    fn default() -> Self {
+        Timing {
+            debounce: 20,
+            double_window: 400,
+            long_press: 3_000,
+        }
+    }
+}
+
+/// Turns raw samples of the button into actions.
+pub struct PressDetector {
+    timing: Timing,
+    raw: bool,
+    raw_since: u64,
+    stable: bool,
+    pressed_at: u64,
+    long_sent: bool,
+    short_presses: u8,
+    released_at: u64,
+}
+
+impl PressDetector {
+    /// A detector with the button released.
+    pub fn new(timing: Timing) -> Self {
+        PressDetector {
+            timing,
+            raw: false,
+            raw_since: 0,
+            stable: false,
+            pressed_at: 0,
+            long_sent: false,
+            short_presses: 0,
+            released_at: 0,
+        }
+    }
+
+    /// Feeds one sample (true = pressed) taken at `now_ms`; returns an action when one is decided.
+    pub fn sample(&mut self, pressed: bool, now_ms: u64) -> Option<Action> {
+        if pressed != self.raw {
+            self.raw = pressed;
+            self.raw_since = now_ms;
+        }
+        if self.raw != self.stable && now_ms.saturating_sub(self.raw_since) >= self.timing.debounce
+        {
+            self.stable = self.raw;
+            if self.stable {
+                self.pressed_at = now_ms;
+                self.long_sent = false;
+            } else if !self.long_sent {
+                self.short_presses = self.short_presses.saturating_add(1);
+                self.released_at = now_ms;
+                if self.short_presses >= 2 {
+                    self.short_presses = 0;
+                    return Some(Action::Checkin);
+                }
+            }
+        }
+        if self.stable
+            && !self.long_sent
+            && now_ms.saturating_sub(self.pressed_at) >= self.timing.long_press
+        {
+            self.long_sent = true;
+            self.short_presses = 0;
+            return Some(Action::Cancel);
+        }
+        if !self.stable
+            && self.short_presses == 1
+            && now_ms.saturating_sub(self.released_at) > self.timing.double_window
+        {
+            self.short_presses = 0;
+            return Some(Action::Sos);
+        }
+        None
+    }
+}
+
+/// How long the LED stays on after an ACK.
+pub const ACKED_LED_MS: u64 = 2_000;
+
+/// The alarm-button device: a button on an input pin (active low), an LED, and the outbox.
+pub struct AlarmButton<B, L, const N: usize> {
+    button: B,
+    led: L,
+    detector: PressDetector,
+    /// Unacknowledged events.
+    pub outbox: Outbox<N>,
+    acked_until: u64,
+}
+
+impl<B: InputPin, L: OutputPin, const N: usize> AlarmButton<B, L, N> {
+    /// A button whose next event gets `first_seq`.
+    pub fn new(button: B, led: L, timing: Timing, first_seq: u32) -> Self {
+        AlarmButton {
+            button,
+            led,
+            detector: PressDetector::new(timing),
+            outbox: Outbox::new(first_seq),
+            acked_until: 0,
+        }
+    }
+
+    /// Call every few milliseconds: samples the button, queues actions, drives the LED, and
+    /// writes a frame to send into `out` (returning its length) when one is due.
+    pub fn poll(
+        &mut self,
+        device: &str,
+        now_ms: u64,
+        out: &mut [u8; MAX_WIRE],
+    ) -> Result<Option<usize>, B::Error> {
+        let pressed = self.button.is_low()?;
+        if let Some(action) = self.detector.sample(pressed, now_ms) {
+            // A full outbox keeps the oldest events: they are retransmitted until acked.
+            let _ = self.outbox.push(action.code(), now_ms);
+        }
+        let on = if self.outbox.failing() {
+            (now_ms / 100) % 2 == 0
+        } else if !self.outbox.is_idle() {
+            (now_ms / 500) % 2 == 0
+        } else {
+            now_ms < self.acked_until
+        };
+        let _ = if on {
+            self.led.set_high()
+        } else {
+            self.led.set_low()
+        };
+        Ok(self.outbox.poll(device, now_ms, out))
+    }
+
+    /// The gateway acknowledged `seq`.
+    pub fn on_ack(&mut self, seq: u32, now_ms: u64) {
+        if self.outbox.ack(seq) && self.outbox.is_idle() {
+            self.acked_until = now_ms + ACKED_LED_MS;
+        }
+    }
+
+    /// Gives back the pins.
+    pub fn release(self) -> (B, L) {
+        (self.button, self.led)
+    }
+}

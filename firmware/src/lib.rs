@@ -1,0 +1,17 @@
+//! Reference firmware logic for eldergate devices, on embedded-hal 1.0 traits.
+//!
+//! `#![no_std]`, no allocator, no panics on input. Time is passed in as milliseconds since boot
+//! (`now_ms`), so the logic runs the same on a microcontroller, in the host simulator and in tests.
+//!
+//! - [`button`]: debounced press classification (short = SOS, double = check-in, long = cancel)
+//!   and the alarm-button driver with LED feedback.
+//! - [`link`]: the retransmitting outbox: an event is resent with backoff until the gateway's ACK
+//!   for its sequence number arrives (protocol/SPEC.md §5).
+//! - [`reader`]: the card-reader terminal: a tap is sent, the gateway's DISPLAY answer is shown,
+//!   a timeout message if none comes.
+#![no_std]
+#![deny(missing_docs)]
+
+pub mod button;
+pub mod link;
+pub mod reader;

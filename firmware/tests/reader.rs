@@ -1,0 +1,89 @@
+//! The card-reader terminal: tap → CARD_TAP frame; DISPLAY with the same seq is shown; a
+//! timeout message when no answer comes.
+
+use eldergate_firmware::reader::{CardSource, Display, Message, Terminal, ANSWER_TIMEOUT_MS};
+use eldergate_protocol::serial::{decode, Body, Frame, MAX_WIRE};
+
+#[derive(Default)]
+struct Screen {
+    shown: Vec<String>,
+}
+
+impl Display for Screen {
+    fn show_answer(
+        &mut self,
+        result: u8,
+        name: &str,
+        price: i32,
+        subsidy: i32,
+        payable: i32,
+        balance: i32,
+    ) {
+        self.shown.push(format!(
+            "{result} {name} {price} {subsidy} {payable} {balance}"
+        ));
+    }
+    fn show_message(&mut self, m: Message) {
+        self.shown.push(format!("{m:?}"));
+    }
+}
+
+struct OneCard(Option<[u8; 4]>);
+
+impl CardSource for OneCard {
+    type Error = ();
+    fn read_uid(&mut self, uid: &mut [u8; 10]) -> Result<Option<usize>, ()> {
+        Ok(self.0.take().map(|c| {
+            uid[..4].copy_from_slice(&c);
+            4
+        }))
+    }
+}
+
+#[test]
+fn a_tap_is_sent_and_the_matching_answer_is_shown() {
+    let mut t = Terminal::new(Screen::default(), 7);
+    let mut cards = OneCard(Some([0x1d, 0xdc, 0xcf, 0x2d]));
+    let mut out = [0u8; MAX_WIRE];
+    let n = t.poll(&mut cards, "rdr-01", 0, &mut out).unwrap().unwrap();
+    let mut w = out;
+    let f = decode(&mut w[..n - 1]).unwrap();
+    assert_eq!(f.seq, 7);
+    assert_eq!(
+        f.body,
+        Body::CardTap {
+            uid: &[0x1d, 0xdc, 0xcf, 0x2d],
+            mac: &[]
+        }
+    );
+    // An answer for another tap is ignored; the matching one is shown.
+    let answer = |seq| Frame {
+        device: "rdr-01",
+        seq,
+        body: Body::Display {
+            result: 0,
+            name: "张*华",
+            price: 1500,
+            subsidy: 150,
+            payable: 1350,
+            balance: 8650,
+        },
+    };
+    t.on_frame(&answer(6));
+    t.on_frame(&answer(7));
+    assert_eq!(
+        t.display().shown,
+        ["Processing", "0 张*华 1500 150 1350 8650"]
+    );
+}
+
+#[test]
+fn no_answer_in_time_shows_a_timeout() {
+    let mut t = Terminal::new(Screen::default(), 1);
+    let mut cards = OneCard(Some([1, 2, 3, 4]));
+    let mut out = [0u8; MAX_WIRE];
+    t.poll(&mut cards, "rdr-01", 0, &mut out).unwrap();
+    t.poll(&mut cards, "rdr-01", ANSWER_TIMEOUT_MS, &mut out)
+        .unwrap();
+    assert_eq!(t.display().shown, ["Processing", "Timeout"]);
+}
