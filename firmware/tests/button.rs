@@ -98,9 +98,7 @@ fn the_button_retransmits_with_backoff_until_acked_and_then_shows_it() {
     b.done();
     // Blinking while unacknowledged, steady on for 2 s after the ACK at 6 s, then off.
     let at = |ms: u64| led.0[(ms / 10) as usize];
-    assert!(
-        (500..6_000).step_by(10).any(at) && (500..6_000).step_by(10).any(|ms| !at(ms))
-    );
+    assert!((500..6_000).step_by(10).any(at) && (500..6_000).step_by(10).any(|ms| !at(ms)));
     assert!((6_000..8_000).step_by(10).all(at));
     assert!((8_000..9_000).step_by(10).all(|ms| !at(ms)));
 }

@@ -32,3 +32,4 @@ pub mod notifier;
 pub mod registry;
 pub mod serial;
 pub mod sim;
+pub mod sim_serial;

@@ -384,10 +384,17 @@ pub struct SimArgs {
     /// Broker username (password from ELDERGATE_SIM_PASSWORD).
     #[arg(long)]
     pub username: Option<String>,
+    /// Instead of MQTT: run the buttons' firmware logic over this serial port (or pty), e.g.
+    /// the other end of a dongle's line. Baud 115200.
+    #[arg(long)]
+    pub serial: Option<String>,
 }
 
 /// Runs `eldergate sim` until `stop`.
 pub async fn run_cli(args: SimArgs, stop: impl Future<Output = ()>) -> anyhow::Result<()> {
+    if let Some(path) = &args.serial {
+        return run_serial_cli(path, &args.devices, args.press_every, stop).await;
+    }
     let addr = crate::mqtt::parse_broker_url(&args.broker).map_err(anyhow::Error::msg)?;
     let credentials = match args.username {
         Some(u) => Some((
@@ -447,4 +454,47 @@ pub async fn press_randomly(fleet: Fleet, devices: Vec<String>, mean_s: f64) {
         let seq = fleet.send(device, action).await;
         tracing::info!(device = %device, seq, ?action, "simulated button event");
     }
+}
+
+/// `eldergate sim --serial PATH`: the firmware logic of each button on the host, pressed at random
+/// (mean gap `mean_s` across the fleet), over a real serial port.
+async fn run_serial_cli(
+    path: &str,
+    devices: &[String],
+    mean_s: f64,
+    stop: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
+    use crate::sim_serial::{run_on_port, SimButton};
+    use rand::Rng;
+    let port = tokio_serial::SerialStream::open(&tokio_serial::new(path, 115_200))
+        .with_context(|| format!("cannot open serial port {path}"))?;
+    let buttons: Vec<SimButton> = devices
+        .iter()
+        .map(|d| SimButton::new(d, rand::rng().random_range(1..1_000_000)))
+        .collect();
+    // Each tick (10 ms) a button is pressed with probability 10 ms / mean gap, for 150 ms.
+    let mut held: Vec<Option<Duration>> = vec![None; buttons.len()];
+    let p = (0.01 / mean_s.max(0.05)).min(1.0);
+    let press = move |bs: &[SimButton], now: Duration| {
+        let mut rng = rand::rng();
+        for (i, b) in bs.iter().enumerate() {
+            match held[i] {
+                Some(until) if now >= until => {
+                    b.pin.set_pressed(false);
+                    held[i] = None;
+                }
+                None if rng.random_bool(p / bs.len().max(1) as f64) => {
+                    b.pin.set_pressed(true);
+                    held[i] = Some(now + Duration::from_millis(150));
+                    tracing::info!(device = %b.id, "simulated press (serial)");
+                }
+                _ => {}
+            }
+        }
+    };
+    let buttons = run_on_port(port, buttons, press, stop).await;
+    for b in &buttons {
+        tracing::info!(device = %b.id, next_seq = b.firmware.outbox.next_seq(), idle = b.firmware.outbox.is_idle(), "simulated serial button stopped");
+    }
+    Ok(())
 }

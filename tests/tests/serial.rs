@@ -228,3 +228,58 @@ async fn a_retransmitting_button_survives_a_gateway_kill() {
     );
     db.drop_db().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_firmware_button_on_the_host_survives_a_gateway_restart() {
+    use eldergate::sim_serial::{run_on_port, SimButton};
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    let dir = tempfile::tempdir().unwrap();
+    let (_broker, db, mut gw, link) = gateway(dir.path(), 3).await;
+    let master = plug(&link);
+    gw.kill9();
+    let restart = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        gw.spawn().await.unwrap();
+        gw
+    });
+    // A senior presses btn-0003 once (150 ms) while the gateway is down; the firmware
+    // retransmits with backoff until the restarted gateway acknowledges.
+    let done = Arc::new(AtomicBool::new(false));
+    let d2 = done.clone();
+    let press = move |buttons: &[SimButton], now: Duration| {
+        let b = &buttons[0];
+        b.pin
+            .set_pressed(now >= Duration::from_millis(100) && now < Duration::from_millis(250));
+        if now > Duration::from_secs(1) && b.firmware.outbox.is_idle() {
+            d2.store(true, Ordering::Relaxed);
+        }
+    };
+    let stop = {
+        let done = done.clone();
+        async move {
+            let deadline = tokio::time::Instant::now() + WAIT;
+            while !done.load(Ordering::Relaxed) && tokio::time::Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    };
+    let buttons = run_on_port(master, vec![SimButton::new("btn-0003", 500)], press, stop).await;
+    assert!(
+        done.load(Ordering::Relaxed),
+        "the press was never acknowledged"
+    );
+    assert_eq!(buttons[0].firmware.outbox.next_seq(), 501);
+    let gw = restart.await.unwrap();
+    let journal = gw.journal().await.unwrap();
+    let rows = sqlx::query("SELECT device_id, device_seq FROM events WHERE kind = 'alarm_press'")
+        .fetch_all(&journal)
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 1, "one press, however many retransmissions");
+    assert_eq!(
+        (rows[0].get::<String, _>(0), rows[0].get::<i64, _>(1)),
+        ("btn-0003".to_string(), 500)
+    );
+    db.drop_db().await;
+}
