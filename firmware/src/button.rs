@@ -120,6 +120,45 @@ impl PressDetector {
     }
 }
 
+/// Reads the battery through whatever ADC the board has (embedded-hal 1.0 has no ADC trait).
+pub trait BatterySensor {
+    /// Sensor error.
+    type Error;
+    /// Battery voltage in millivolts.
+    fn millivolts(&mut self) -> Result<u16, Self::Error>;
+}
+
+/// Charge estimate for a 3 V lithium coin cell: linear from 2.0 V (0%) to 3.0 V (100%).
+pub fn coin_cell_percent(mv: u16) -> u8 {
+    (u32::from(mv.clamp(2_000, 3_000) - 2_000) / 10) as u8
+}
+
+/// Writes a HEARTBEAT frame (never acknowledged, never retransmitted; SPEC.md §5).
+pub fn heartbeat_frame<S: BatterySensor>(
+    device: &str,
+    seq: u32,
+    sensor: &mut S,
+    out: &mut [u8; MAX_WIRE],
+) -> Option<usize> {
+    use eldergate_protocol::serial::{encode, Body, Frame};
+    let (battery_mv, battery_pct) = match sensor.millivolts() {
+        Ok(mv) => (mv, coin_cell_percent(mv)),
+        Err(_) => (0, 255),
+    };
+    encode(
+        &Frame {
+            device,
+            seq,
+            body: Body::Heartbeat {
+                battery_mv,
+                battery_pct,
+            },
+        },
+        out,
+    )
+    .ok()
+}
+
 /// How long the LED stays on after an ACK.
 pub const ACKED_LED_MS: u64 = 2_000;
 

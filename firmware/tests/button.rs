@@ -121,3 +121,36 @@ impl embedded_hal::digital::OutputPin for Led {
         Ok(())
     }
 }
+
+struct Cell(Result<u16, ()>);
+
+impl eldergate_firmware::button::BatterySensor for Cell {
+    type Error = ();
+    fn millivolts(&mut self) -> Result<u16, ()> {
+        self.0
+    }
+}
+
+#[test]
+fn heartbeats_carry_the_battery_or_say_it_is_unknown() {
+    use eldergate_firmware::button::heartbeat_frame;
+    let mut out = [0u8; MAX_WIRE];
+    let n = heartbeat_frame("btn-0003", 9, &mut Cell(Ok(2_810)), &mut out).unwrap();
+    let mut w = out;
+    assert_eq!(
+        decode(&mut w[..n - 1]).unwrap().body,
+        Body::Heartbeat {
+            battery_mv: 2_810,
+            battery_pct: 81
+        }
+    );
+    let n = heartbeat_frame("btn-0003", 10, &mut Cell(Err(())), &mut out).unwrap();
+    let mut w = out;
+    assert_eq!(
+        decode(&mut w[..n - 1]).unwrap().body,
+        Body::Heartbeat {
+            battery_mv: 0,
+            battery_pct: 255
+        }
+    );
+}
