@@ -417,13 +417,7 @@ impl Writer {
             via: "supervision".into(),
             note: Some(note.to_string()),
         };
-        sqlx::query("UPDATE alerts SET state = 'resolved', resolved_by = ?, resolved_at = ?, resolved_via = ?, resolve_note = ? WHERE id = ?")
-            .bind(&action.by)
-            .bind(&action.at)
-            .bind(&action.via)
-            .bind(&action.note)
-            .bind(alert.alert_id)
-            .execute(&mut self.conn)
+        self.record_action(alert.alert_id, AlertState::Resolved, &action)
             .await?;
         alert.state = AlertState::Resolved;
         alert.change = "resolved".into();
@@ -457,6 +451,29 @@ impl Writer {
             device_time: None,
             body: serde_json::json!({ "step": step, "to": to, "via": "mqtt" }).to_string(),
         });
+        Ok(())
+    }
+
+    /// Writes who acknowledged or resolved an alert, when, via which channel, with what note.
+    async fn record_action(
+        &mut self,
+        alert_id: i64,
+        state: AlertState,
+        action: &StaffAction,
+    ) -> Result<(), JournalError> {
+        let sql = if state == AlertState::Acknowledged {
+            "UPDATE alerts SET state = 'acknowledged', acked_by = ?, acked_at = ?, acked_via = ?, ack_note = ? WHERE id = ?"
+        } else {
+            "UPDATE alerts SET state = 'resolved', resolved_by = ?, resolved_at = ?, resolved_via = ?, resolve_note = ? WHERE id = ?"
+        };
+        sqlx::query(sql)
+            .bind(&action.by)
+            .bind(&action.at)
+            .bind(&action.via)
+            .bind(&action.note)
+            .bind(alert_id)
+            .execute(&mut self.conn)
+            .await?;
         Ok(())
     }
 
@@ -508,26 +525,14 @@ impl Writer {
                 });
             }
             (StaffVerb::Ack, _) => {
-                sqlx::query("UPDATE alerts SET state = 'acknowledged', acked_by = ?, acked_at = ?, acked_via = ?, ack_note = ? WHERE id = ?")
-                    .bind(&action.by)
-                    .bind(&action.at)
-                    .bind(&action.via)
-                    .bind(&action.note)
-                    .bind(alert_id)
-                    .execute(&mut self.conn)
+                self.record_action(alert_id, AlertState::Acknowledged, &action)
                     .await?;
                 alert.state = AlertState::Acknowledged;
                 alert.change = "acknowledged".into();
                 alert.acknowledged = Some(action);
             }
             (StaffVerb::Resolve, _) => {
-                sqlx::query("UPDATE alerts SET state = 'resolved', resolved_by = ?, resolved_at = ?, resolved_via = ?, resolve_note = ? WHERE id = ?")
-                    .bind(&action.by)
-                    .bind(&action.at)
-                    .bind(&action.via)
-                    .bind(&action.note)
-                    .bind(alert_id)
-                    .execute(&mut self.conn)
+                self.record_action(alert_id, AlertState::Resolved, &action)
                     .await?;
                 alert.state = AlertState::Resolved;
                 alert.change = "resolved".into();
