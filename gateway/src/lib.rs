@@ -20,6 +20,7 @@
 pub mod alerting;
 pub mod app;
 pub mod broker;
+pub mod canteen;
 pub mod central;
 pub mod config;
 pub mod demo;

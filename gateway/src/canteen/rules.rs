@@ -1,0 +1,338 @@
+//! Tariff and subsidy rules as data: meal periods in local time, menu prices, and subsidies by age
+//! band and status, fixed or percentage, with caps and date ranges. Money is integer fen.
+//!
+//! Invariants: [`RuleSet::load`] accepts only a file whose every field is known and consistent
+//! (periods well-formed and not overlapping, percentages 0–100, dates ordered), or says exactly
+//! what is wrong; [`RuleSet::quote`] never returns a subsidy above the price or a negative payable,
+//! and computes age on the meal's local date.
+//!
+//! Subsidies that match combine by `combine`: `max` (the single best, the usual reading of
+//! "the discount is deducted at checkout") or `sum`; then the per-meal cap, then the daily cap.
+
+use jiff::civil::{Date, Time};
+use serde::Deserialize;
+use std::path::Path;
+
+/// A rule file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuleSet {
+    /// Name shown in reports, e.g. "上海普陀 2024".
+    pub name: String,
+    /// Meal periods, local time.
+    pub periods: Vec<Period>,
+    /// How matching subsidies combine.
+    #[serde(default)]
+    pub combine: Combine,
+    /// At most this many subsidized meals per resident per period and day.
+    #[serde(default = "one")]
+    pub subsidized_meals_per_period: u32,
+    /// At most this much subsidy per resident per day, fen.
+    #[serde(default)]
+    pub daily_cap_fen: Option<i64>,
+    /// The subsidies.
+    #[serde(default)]
+    pub subsidies: Vec<Subsidy>,
+}
+
+fn one() -> u32 {
+    1
+}
+
+/// How matching subsidies combine.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Combine {
+    /// The largest single subsidy.
+    #[default]
+    Max,
+    /// All of them added.
+    Sum,
+}
+
+/// A meal period.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Period {
+    /// `breakfast`, `lunch`, `dinner`, …
+    pub name: String,
+    /// Local start, `HH:MM`.
+    pub start: Time,
+    /// Local end (exclusive), `HH:MM`.
+    pub end: Time,
+    /// Menu price, fen; absent = the price is entered at the counter.
+    #[serde(default)]
+    pub price_fen: Option<i64>,
+}
+
+/// One subsidy rule.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Subsidy {
+    /// Shown on receipts and in the claim report.
+    pub name: String,
+    /// Minimum age on the meal's date.
+    #[serde(default)]
+    pub min_age: Option<u32>,
+    /// Maximum age on the meal's date (inclusive).
+    #[serde(default)]
+    pub max_age: Option<u32>,
+    /// The resident must have at least one of these statuses (低保, 特困, 失能, …).
+    #[serde(default)]
+    pub statuses: Vec<String>,
+    /// Only in these periods (all when empty).
+    #[serde(default)]
+    pub periods: Vec<String>,
+    /// Only when the meal costs at least this much, fen.
+    #[serde(default)]
+    pub min_price_fen: Option<i64>,
+    /// The amount.
+    pub amount: Amount,
+    /// Added to the amount, fen (e.g. Putuo's extra ¥2 when a meal costs ¥15 or more).
+    #[serde(default)]
+    pub extra_fen: Option<i64>,
+    /// At most this much per meal, fen.
+    #[serde(default)]
+    pub cap_fen: Option<i64>,
+    /// First valid date (inclusive).
+    #[serde(default)]
+    pub valid_from: Option<Date>,
+    /// Last valid date (inclusive).
+    #[serde(default)]
+    pub valid_to: Option<Date>,
+}
+
+/// How much a subsidy is worth.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum Amount {
+    /// A fixed amount, fen.
+    FixedFen(i64),
+    /// A percentage of the price, rounded down to the fen.
+    Percent(u8),
+    /// The resident pays at most this much, fen (the rest is subsidy).
+    PayAtMostFen(i64),
+}
+
+/// What the rules know of a resident.
+#[derive(Debug, Clone)]
+pub struct ResidentFacts {
+    /// Birth date.
+    pub birth_date: Date,
+    /// Statuses from the roster.
+    pub statuses: Vec<String>,
+}
+
+/// What has happened today for this resident (from the ledger).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Today {
+    /// Subsidy already granted today, fen.
+    pub subsidy_fen: i64,
+    /// Subsidized meals already taken in this period today.
+    pub subsidized_in_period: u32,
+}
+
+/// The price of one meal.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Quote {
+    /// The period the meal falls in.
+    pub period: String,
+    /// Price, fen.
+    pub price_fen: i64,
+    /// Subsidy, fen (0 ≤ subsidy ≤ price).
+    pub subsidy_fen: i64,
+    /// What the resident pays, fen.
+    pub payable_fen: i64,
+    /// The subsidies applied, by name.
+    pub applied: Vec<String>,
+}
+
+/// Why no quote.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum QuoteError {
+    /// The time is in no meal period.
+    #[error("outside meal periods")]
+    OutsideMealPeriod,
+    /// The period has no menu price and none was entered.
+    #[error("no price: period {0} has no menu price; enter one at the counter")]
+    NoPrice(String),
+    /// A negative price was entered.
+    #[error("price must not be negative")]
+    NegativePrice,
+}
+
+/// Why a rule file was rejected.
+#[derive(Debug, thiserror::Error)]
+#[error("rule file {file}: {problems}")]
+pub struct RuleError {
+    /// The file.
+    pub file: String,
+    /// What is wrong, `; `-separated.
+    pub problems: String,
+}
+
+/// Age in whole years on `on`.
+pub fn age_on(birth: Date, on: Date) -> u32 {
+    let mut years = i32::from(on.year()) - i32::from(birth.year());
+    if (on.month(), on.day()) < (birth.month(), birth.day()) {
+        years -= 1;
+    }
+    years.max(0) as u32
+}
+
+impl RuleSet {
+    /// Reads and checks a rule file.
+    pub fn load(path: &Path) -> Result<RuleSet, RuleError> {
+        let file = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| RuleError {
+            file: file.clone(),
+            problems: format!("cannot read: {e}"),
+        })?;
+        Self::parse(&text).map_err(|problems| RuleError { file, problems })
+    }
+
+    /// Parses and checks rule text.
+    pub fn parse(text: &str) -> Result<RuleSet, String> {
+        let rules: RuleSet = toml::from_str(text).map_err(|e| e.to_string())?;
+        let mut problems = Vec::new();
+        if rules.periods.is_empty() {
+            problems.push("periods: at least one meal period is needed".to_string());
+        }
+        for (i, p) in rules.periods.iter().enumerate() {
+            if p.end <= p.start {
+                problems.push(format!(
+                    "periods[{i}] ({}): end {} is not after start {}",
+                    p.name, p.end, p.start
+                ));
+            }
+            if p.price_fen.is_some_and(|v| v < 0) {
+                problems.push(format!("periods[{i}].price_fen: must not be negative"));
+            }
+            for (j, q) in rules.periods.iter().enumerate().skip(i + 1) {
+                if p.start < q.end && q.start < p.end {
+                    problems.push(format!(
+                        "periods[{i}] ({}) and periods[{j}] ({}) overlap",
+                        p.name, q.name
+                    ));
+                }
+            }
+        }
+        for (i, s) in rules.subsidies.iter().enumerate() {
+            let at = format!("subsidies[{i}] ({})", s.name);
+            match s.amount {
+                Amount::Percent(p) if p > 100 => {
+                    problems.push(format!("{at}.amount: percent {p} is above 100"))
+                }
+                Amount::FixedFen(v) | Amount::PayAtMostFen(v) if v < 0 => {
+                    problems.push(format!("{at}.amount: must not be negative"))
+                }
+                _ => {}
+            }
+            if s.extra_fen.is_some_and(|v| v < 0) {
+                problems.push(format!("{at}.extra_fen: must not be negative"));
+            }
+            if let (Some(a), Some(b)) = (s.min_age, s.max_age) {
+                if a > b {
+                    problems.push(format!("{at}: min_age {a} is above max_age {b}"));
+                }
+            }
+            if let (Some(a), Some(b)) = (s.valid_from, s.valid_to) {
+                if a > b {
+                    problems.push(format!("{at}: valid_from {a} is after valid_to {b}"));
+                }
+            }
+            for p in &s.periods {
+                if !rules.periods.iter().any(|x| &x.name == p) {
+                    problems.push(format!("{at}.periods: no meal period named {p:?}"));
+                }
+            }
+        }
+        if problems.is_empty() {
+            Ok(rules)
+        } else {
+            Err(problems.join("; "))
+        }
+    }
+
+    /// The period containing local time `t`.
+    pub fn period_at(&self, t: Time) -> Option<&Period> {
+        self.periods.iter().find(|p| p.start <= t && t < p.end)
+    }
+
+    /// Prices a meal at local date and time `date`/`time` for `who`. `entered_fen` is the price
+    /// typed at the counter (used when the period has no menu price, or to override it).
+    pub fn quote(
+        &self,
+        date: Date,
+        time: Time,
+        who: &ResidentFacts,
+        entered_fen: Option<i64>,
+        today: Today,
+    ) -> Result<Quote, QuoteError> {
+        let period = self.period_at(time).ok_or(QuoteError::OutsideMealPeriod)?;
+        let price = entered_fen
+            .or(period.price_fen)
+            .ok_or_else(|| QuoteError::NoPrice(period.name.clone()))?;
+        if price < 0 {
+            return Err(QuoteError::NegativePrice);
+        }
+        let age = age_on(who.birth_date, date);
+        let mut applied = Vec::new();
+        let mut subsidy = 0i64;
+        if today.subsidized_in_period < self.subsidized_meals_per_period {
+            for s in &self.subsidies {
+                let matches = s.min_age.is_none_or(|a| age >= a)
+                    && s.max_age.is_none_or(|a| age <= a)
+                    && (s.statuses.is_empty()
+                        || s.statuses.iter().any(|x| who.statuses.contains(x)))
+                    && (s.periods.is_empty() || s.periods.contains(&period.name))
+                    && s.min_price_fen.is_none_or(|m| price >= m)
+                    && s.valid_from.is_none_or(|d| date >= d)
+                    && s.valid_to.is_none_or(|d| date <= d);
+                if !matches {
+                    continue;
+                }
+                let mut amount = match s.amount {
+                    Amount::FixedFen(v) => v,
+                    Amount::Percent(p) => price * i64::from(p) / 100,
+                    Amount::PayAtMostFen(v) => (price - v).max(0),
+                } + s.extra_fen.unwrap_or(0);
+                if let Some(cap) = s.cap_fen {
+                    amount = amount.min(cap);
+                }
+                let amount = amount.clamp(0, price);
+                if amount == 0 {
+                    continue;
+                }
+                match self.combine {
+                    Combine::Sum => {
+                        subsidy += amount;
+                        applied.push(s.name.clone());
+                    }
+                    Combine::Max if amount > subsidy => {
+                        subsidy = amount;
+                        applied = vec![s.name.clone()];
+                    }
+                    Combine::Max => {}
+                }
+            }
+        }
+        subsidy = subsidy.min(price);
+        if let Some(cap) = self.daily_cap_fen {
+            subsidy = subsidy.min((cap - today.subsidy_fen).max(0));
+        }
+        if subsidy == 0 {
+            applied.clear();
+        }
+        Ok(Quote {
+            period: period.name.clone(),
+            price_fen: price,
+            subsidy_fen: subsidy,
+            payable_fen: price - subsidy,
+            applied,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,192 @@
+use super::*;
+use jiff::civil::{date, time};
+
+fn load(name: &str) -> RuleSet {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../deploy/canteen")
+        .join(name);
+    RuleSet::load(&p).unwrap()
+}
+
+fn who(birth: Date, statuses: &[&str]) -> ResidentFacts {
+    ResidentFacts {
+        birth_date: birth,
+        statuses: statuses.iter().map(|s| s.to_string()).collect(),
+    }
+}
+
+const MEAL_DAY: Date = date(2026, 11, 23);
+
+fn q(r: &RuleSet, t: Time, w: &ResidentFacts, price: Option<i64>) -> (i64, i64) {
+    let q = r.quote(MEAL_DAY, t, w, price, Today::default()).unwrap();
+    assert_eq!(q.price_fen, q.subsidy_fen + q.payable_fen);
+    (q.subsidy_fen, q.payable_fen)
+}
+
+#[test]
+fn putuo_age_bands_low_income_and_the_extra_over_15_yuan() {
+    let r = load("shanghai-putuo.toml");
+    let noon = time(12, 0, 0, 0);
+    let seventy = who(date(1956, 1, 1), &[]);
+    let eighty_five = who(date(1941, 1, 1), &[]);
+    assert_eq!(q(&r, noon, &seventy, Some(1200)), (120, 1080), "10% of ¥12");
+    assert_eq!(
+        q(&r, noon, &eighty_five, Some(1200)),
+        (180, 1020),
+        "15% of ¥12"
+    );
+    assert_eq!(
+        q(&r, noon, &seventy, Some(1500)),
+        (350, 1150),
+        "10% + ¥2 at ¥15"
+    );
+    assert_eq!(
+        q(&r, noon, &eighty_five, Some(2000)),
+        (600, 1400),
+        "15% + ¥3 at ¥20"
+    );
+    let dibao = who(date(1956, 1, 1), &["低保"]);
+    assert_eq!(
+        q(&r, noon, &dibao, Some(1000)),
+        (500, 500),
+        "低保 pays ¥5 at ¥10"
+    );
+    assert_eq!(
+        q(&r, noon, &dibao, Some(700)),
+        (70, 630),
+        "under ¥8 only the age discount"
+    );
+    let fifty_nine = who(date(1967, 6, 1), &[]);
+    assert_eq!(q(&r, noon, &fifty_nine, Some(1200)), (0, 1200));
+}
+
+#[test]
+fn age_is_counted_on_the_meal_date() {
+    let r = load("shanghai-putuo.toml");
+    let turns_80_tomorrow = who(date(1946, 11, 24), &[]);
+    let turns_80_today = who(date(1946, 11, 23), &[]);
+    assert_eq!(
+        q(&r, time(12, 0, 0, 0), &turns_80_tomorrow, Some(1000)),
+        (100, 900)
+    );
+    assert_eq!(
+        q(&r, time(12, 0, 0, 0), &turns_80_today, Some(1000)),
+        (150, 850)
+    );
+}
+
+#[test]
+fn futian_category_one_fixed_and_daily_cap() {
+    let r = load("shenzhen-futian.toml");
+    let lunch = time(12, 0, 0, 0);
+    let tekun = who(date(1950, 1, 1), &["特困"]);
+    assert_eq!(
+        q(&r, lunch, &tekun, None),
+        (1500, 500),
+        "menu price ¥20, ¥15 subsidy"
+    );
+    assert_eq!(
+        q(&r, lunch, &who(date(1954, 1, 1), &[]), None),
+        (500, 1500),
+        "70+: ¥5"
+    );
+    assert_eq!(
+        q(&r, lunch, &who(date(1960, 1, 1), &[]), None),
+        (0, 2000),
+        "66: nothing"
+    );
+    // Second meal of the day: the daily cap of ¥30 leaves ¥15.
+    let today = Today {
+        subsidy_fen: 2000,
+        subsidized_in_period: 0,
+    };
+    let dinner = r
+        .quote(MEAL_DAY, time(18, 0, 0, 0), &tekun, None, today)
+        .unwrap();
+    assert_eq!(dinner.subsidy_fen, 1000);
+}
+
+#[test]
+fn xuyi_one_yuan_off_in_each_period_and_nothing_outside() {
+    let r = load("xuyi.toml");
+    let w = who(date(1950, 1, 1), &[]);
+    assert_eq!(q(&r, time(7, 0, 0, 0), &w, None), (100, 300));
+    assert_eq!(q(&r, time(13, 29, 0, 0), &w, None), (100, 900));
+    assert_eq!(q(&r, time(19, 0, 0, 0), &w, None), (100, 900));
+    assert_eq!(
+        r.quote(MEAL_DAY, time(10, 0, 0, 0), &w, None, Today::default()),
+        Err(QuoteError::OutsideMealPeriod)
+    );
+    assert_eq!(
+        r.quote(MEAL_DAY, time(13, 30, 0, 0), &w, None, Today::default()),
+        Err(QuoteError::OutsideMealPeriod),
+        "end is exclusive"
+    );
+}
+
+#[test]
+fn one_subsidized_meal_per_period() {
+    let r = load("xuyi.toml");
+    let w = who(date(1950, 1, 1), &[]);
+    let second = r
+        .quote(
+            MEAL_DAY,
+            time(12, 0, 0, 0),
+            &w,
+            None,
+            Today {
+                subsidy_fen: 100,
+                subsidized_in_period: 1,
+            },
+        )
+        .unwrap();
+    assert_eq!((second.subsidy_fen, second.payable_fen), (0, 1000));
+}
+
+#[test]
+fn bad_rule_files_are_rejected_with_a_clear_message() {
+    let base = r#"
+name = "x"
+[[periods]]
+name = "lunch"
+start = "11:00"
+end = "13:00"
+"#;
+    let cases = [
+        (format!("{base}colour = 1"), "unknown field `colour`"),
+        (base.replace("13:00", "10:00"), "is not after start"),
+        (format!("{base}[[periods]]\nname = \"late\"\nstart = \"12:00\"\nend = \"14:00\"\n"), "overlap"),
+        (format!("{base}[[subsidies]]\nname = \"s\"\namount = {{ percent = 120 }}\n"), "above 100"),
+        (format!("{base}[[subsidies]]\nname = \"s\"\nperiods = [\"brunch\"]\namount = {{ fixed_fen = 1 }}\n"), "no meal period named \"brunch\""),
+        (format!("{base}[[subsidies]]\nname = \"s\"\nmin_age = 80\nmax_age = 60\namount = {{ fixed_fen = 1 }}\n"), "min_age 80 is above max_age 60"),
+        (format!("{base}[[subsidies]]\nname = \"s\"\namount = {{ fixed_fen = 1.5 }}\n"), "invalid type"),
+    ];
+    for (text, want) in cases {
+        let err = RuleSet::parse(&text).unwrap_err();
+        assert!(err.contains(want), "{want:?} not in {err:?}");
+    }
+}
+
+proptest::proptest! {
+    #[test]
+    fn a_quote_never_subsidizes_more_than_the_price(price in 0i64..100_000, pct in 0u8..=100, fixed in 0i64..100_000, year in 1920i16..1970) {
+        let text = format!(r#"
+name = "p"
+combine = "sum"
+[[periods]]
+name = "lunch"
+start = "11:00"
+end = "13:00"
+[[subsidies]]
+name = "a"
+amount = {{ percent = {pct} }}
+[[subsidies]]
+name = "b"
+amount = {{ fixed_fen = {fixed} }}
+"#);
+        let r = RuleSet::parse(&text).unwrap();
+        let q = r.quote(MEAL_DAY, time(12, 0, 0, 0), &who(date(year, 1, 1), &[]), Some(price), Today::default()).unwrap();
+        proptest::prop_assert!(q.subsidy_fen >= 0 && q.subsidy_fen <= price);
+        proptest::prop_assert_eq!(q.subsidy_fen + q.payable_fen, price);
+    }
+}
