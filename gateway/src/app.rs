@@ -110,7 +110,7 @@ pub async fn run(loaded: Loaded, stop: impl Future<Output = ()>) -> anyhow::Resu
         tele_opts,
         65_536,
         mqtt::Session {
-            subscriptions: vec![topic::telemetry_filter(&site)],
+            subscriptions: vec![topic::telemetry_filter(&site), topic::tap_filter(&site)],
             on_connect: None,
             connected: Some(Box::new(move || {
                 let _ = reconnect_tx.send(Seen::Reconnected);

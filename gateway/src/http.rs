@@ -17,6 +17,7 @@ use eldergate_protocol::payload::{StaffAlert, StaffVerb};
 use futures_util::{Stream, StreamExt};
 use metrics_exporter_prometheus::PrometheusHandle;
 use serde::Deserialize;
+use sqlx::Row;
 use std::convert::Infallible;
 use std::sync::Arc;
 
@@ -43,6 +44,8 @@ pub fn router(api: Api) -> Router {
         .route("/api/alerts/{id}", get(get_alert))
         .route("/api/alerts/{id}/ack", post(ack))
         .route("/api/alerts/{id}/resolve", post(resolve))
+        .route("/api/residents/{id}/balance", get(balance))
+        .route("/api/residents/{id}/topup", post(topup))
         .with_state(api)
 }
 
@@ -221,4 +224,58 @@ async fn act(
             Err(ApiError(status, refusal.to_string()))
         }
     }
+}
+
+/// Body of a top-up.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TopUpBody {
+    /// Fen, positive (10000 = ¥100).
+    pub amount_fen: i64,
+    /// Staff id.
+    pub by: String,
+    /// Why (receipt number, cash, transfer…).
+    #[serde(default)]
+    pub reason: Option<String>,
+}
+
+async fn topup(
+    State(api): State<Api>,
+    Path(id): Path<String>,
+    body: Result<Json<TopUpBody>, JsonRejection>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let Json(body) = body.map_err(|e| {
+        bad_request(
+            "bad_body",
+            format!("{e}; send JSON like {{\"amount_fen\": 10000, \"by\": \"S013\"}}"),
+        )
+    })?;
+    match api
+        .journal
+        .topup(id.clone(), body.amount_fen, body.by, body.reason)
+        .await?
+    {
+        Ok(balance) => Ok(Json(
+            serde_json::json!({ "resident_id": id, "balance_fen": balance }),
+        )),
+        Err(why) => Err(bad_request("refused", why)),
+    }
+}
+
+/// A balance is derived from the append-only ledger; the response carries both the sum and the
+/// number of ledger rows it is the sum of.
+async fn balance(
+    State(api): State<Api>,
+    Path(id): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let row = sqlx::query(
+        "SELECT COALESCE(SUM(amount_fen), 0), COUNT(*) FROM ledger WHERE resident_id = ?",
+    )
+    .bind(&id)
+    .fetch_one(api.journal.readers())
+    .await?;
+    let (sum, rows): (i64, i64) = (row.try_get(0)?, row.try_get(1)?);
+    Ok(Json(
+        serde_json::json!({ "resident_id": id, "balance_fen": sum, "ledger_rows": rows }),
+    ))
 }

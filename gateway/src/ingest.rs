@@ -21,7 +21,7 @@ use crate::journal::{
 };
 use crate::registry::Registry;
 use eldergate_protocol::payload::{
-    AlarmMessage, DeviceLink, Down, Heartbeat, StaffCommand, StaffCommandResult,
+    AlarmMessage, DeviceLink, Down, Heartbeat, StaffCommand, StaffCommandResult, Tap,
 };
 use eldergate_protocol::topic::{self, TopicError, UpTopic};
 use eldergate_protocol::{MAX_DEVICE_PAYLOAD, MQTT_VERSION};
@@ -147,6 +147,7 @@ pub fn classify_alarm(
             check_version(cmd.v)?;
             Ok(AlarmInput::Staff(cmd))
         }
+        UpTopic::Tap { .. } => Err(reject("bad_topic", "card tap on the alarm connection")),
         UpTopic::Telemetry { .. } => Err(reject("bad_topic", "telemetry on the alarm connection")),
     }
 }
@@ -180,6 +181,7 @@ fn check_device(reg: &Registry, device: &str, kind: Option<DeviceKind>) -> Resul
 enum Telemetry {
     Heartbeat(DeviceStatus),
     Link { device: String, online: bool },
+    Tap { reader: String, tap: Tap },
 }
 
 /// Work waiting for a commit before it can be acked, in arrival order.
@@ -201,6 +203,11 @@ enum Pending {
         publish: Publish,
     },
     Ack(Publish),
+    Tap {
+        rx: oneshot::Receiver<Result<Down, JournalError>>,
+        publish: Publish,
+        reader: String,
+    },
 }
 
 /// Shared context of the ingest tasks.
@@ -322,6 +329,21 @@ impl Ingest {
                     }
                     Pending::Ack(p)
                 }
+                Ok(Telemetry::Tap { reader, tap }) => {
+                    let _ = self.seen.send(Seen::Activity {
+                        device: reader.clone(),
+                        battery_pct: None,
+                    });
+                    let rx = self
+                        .journal
+                        .tap(reader.clone(), tap, Timestamp::now())
+                        .await;
+                    Pending::Tap {
+                        rx,
+                        publish: p,
+                        reader,
+                    }
+                }
                 Ok(Telemetry::Link { device, online }) => {
                     let _ = self.seen.send(if online {
                         Seen::Activity {
@@ -379,6 +401,22 @@ impl Ingest {
                     battery_pct: hb.battery_pct,
                     rssi: hb.rssi,
                 }))
+            }
+            UpTopic::Tap { site, reader } => {
+                check_site(&self.registry, site)?;
+                check_device(&self.registry, reader, Some(DeviceKind::CardReader))?;
+                if self.registry.canteen.is_none() {
+                    return Err(reject(
+                        "unsupported_type",
+                        "no [canteen] is configured on this gateway",
+                    ));
+                }
+                let tap: Tap = decode(payload)?;
+                check_version(tap.v)?;
+                Ok(Telemetry::Tap {
+                    reader: reader.to_string(),
+                    tap,
+                })
             }
             _ => Err(reject("bad_topic", "not a telemetry topic")),
         }
@@ -470,6 +508,24 @@ async fn ack_in_order(site: String, client: AsyncClient, mut rx: mpsc::Receiver<
             Pending::Ack(publish) => {
                 let _ = client.ack(&publish).await;
             }
+            Pending::Tap {
+                rx,
+                publish,
+                reader,
+            } => match rx.await {
+                Ok(Ok(down)) => {
+                    // QoS 0 like device acks: the reader retransmits the tap until it sees this.
+                    if let Ok(body) = serde_json::to_vec(&down) {
+                        let _ = client
+                            .publish(topic::down(&site, &reader), QoS::AtMostOnce, false, body)
+                            .await;
+                    }
+                    let _ = client.ack(&publish).await;
+                }
+                _ => {
+                    tracing::error!(reader = %reader, "tap not committed; no answer (the reader retransmits)")
+                }
+            },
         }
     }
 }

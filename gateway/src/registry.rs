@@ -34,6 +34,8 @@ pub struct Registry {
     pub checkin: CheckinConfig,
     /// The check-in deadline, local time.
     pub checkin_deadline: jiff::civil::Time,
+    /// Canteen rules and the double-tap window (seconds), when a canteen is configured.
+    pub canteen: Option<(crate::canteen::rules::RuleSet, u64)>,
 }
 
 impl From<&Loaded> for Registry {
@@ -50,6 +52,10 @@ impl From<&Loaded> for Registry {
             supervision: l.config.supervision.clone(),
             checkin: l.config.checkin.clone(),
             checkin_deadline: l.checkin_deadline,
+            canteen: l
+                .canteen_rules
+                .clone()
+                .zip(l.config.canteen.as_ref().map(|c| c.double_tap_s)),
         }
     }
 }
@@ -69,6 +75,7 @@ impl Registry {
             supervision: SupervisionConfig::default(),
             checkin: CheckinConfig::default(),
             checkin_deadline: jiff::civil::Time::midnight(),
+            canteen: None,
         }
     }
 

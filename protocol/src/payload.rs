@@ -70,6 +70,79 @@ pub enum Down {
         /// The acknowledged sequence number.
         seq: u32,
     },
+    /// A card reader's answer to a tap (after the settlement is committed): what to show.
+    Display {
+        /// Contract version, always 1.
+        v: u8,
+        /// The tap's sequence number.
+        seq: u32,
+        /// Outcome.
+        result: TapResult,
+        /// The resident's name, masked (张*华), when the card is known.
+        name: Option<String>,
+        /// Price, fen.
+        price_fen: i64,
+        /// Subsidy, fen.
+        subsidy_fen: i64,
+        /// Paid by the resident, fen.
+        payable_fen: i64,
+        /// Balance after the meal, fen.
+        balance_fen: i64,
+    },
+}
+
+/// The outcome of a card tap.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TapResult {
+    /// Settled and paid.
+    Paid,
+    /// The card is not bound to any resident.
+    UnknownCard,
+    /// The card was reported lost.
+    LostCard,
+    /// No meal period now.
+    OutsideMealPeriod,
+    /// The balance does not cover what the resident must pay.
+    InsufficientBalance,
+    /// The period has no menu price and the reader sent none.
+    NoPrice,
+}
+
+impl TapResult {
+    /// The DISPLAY result code of the serial protocol (SPEC.md §4).
+    pub fn code(self) -> u8 {
+        match self {
+            TapResult::Paid => 0,
+            TapResult::UnknownCard => 1,
+            TapResult::LostCard => 2,
+            TapResult::OutsideMealPeriod => 3,
+            TapResult::InsufficientBalance => 4,
+            TapResult::NoPrice => 5,
+        }
+    }
+}
+
+/// `eldergate/v1/{site}/tap/{reader}`: a resident card tapped at a canteen or delivery reader.
+/// The reader retransmits (same `seq`) until it gets a `Down::Display` with that `seq`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Tap {
+    /// Contract version, always 1.
+    pub v: u8,
+    /// Per-reader sequence number.
+    pub seq: u32,
+    /// Card UID, hex, as printed in the roster (e.g. `1DDCCF2D`).
+    pub card: String,
+    /// Price entered at the counter, fen; the period's menu price when absent.
+    #[serde(default)]
+    pub price_fen: Option<i64>,
+    /// Staff id of the delivery worker, for meals delivered to the door (上门送餐).
+    #[serde(default)]
+    pub delivered_by: Option<String>,
+    /// The reader's clock, Unix ms.
+    #[serde(default)]
+    pub ts: Option<i64>,
 }
 
 /// How urgent an alert is (IEC 60601-1-8 style: three levels).

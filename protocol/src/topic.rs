@@ -3,7 +3,8 @@
 //! ```text
 //! eldergate/v1/{site}/alarm/{device}              device → gateway  alarm press / cancel / check-in (QoS 1)
 //! eldergate/v1/{site}/tele/{device}/{kind}        device → gateway  telemetry, e.g. heartbeat (QoS 0 or 1)
-//! eldergate/v1/{site}/down/{device}               gateway → device  acks (QoS 1)
+//! eldergate/v1/{site}/tap/{reader}               reader → gateway  card tap (QoS 1)
+//! eldergate/v1/{site}/down/{device}               gateway → device  acks, reader displays
 //! eldergate/v1/{site}/staff/alerts                gateway → staff   alert raised / updated (QoS 1)
 //! eldergate/v1/{site}/staff/alerts/{staff}        gateway → staff   the same, addressed to one person
 //! eldergate/v1/{site}/staff/cmd                   staff → gateway   acknowledge / resolve (QoS 1)
@@ -42,6 +43,13 @@ pub enum UpTopic<'a> {
         device: &'a str,
         /// Telemetry kind, e.g. `heartbeat`.
         kind: &'a str,
+    },
+    /// `eldergate/v1/{site}/tap/{reader}`
+    Tap {
+        /// Site (community) id.
+        site: &'a str,
+        /// Reader (device) id.
+        reader: &'a str,
     },
     /// `eldergate/v1/{site}/staff/cmd`
     StaffCommand {
@@ -122,6 +130,10 @@ pub fn parse_up(topic: &str) -> Result<UpTopic<'_>, TopicError> {
             kind: id(kind)?,
         }),
         ("staff", Some("cmd"), None) => Ok(UpTopic::StaffCommand { site }),
+        ("tap", Some(reader), None) => Ok(UpTopic::Tap {
+            site,
+            reader: id(reader)?,
+        }),
         _ => Err(TopicError::UnknownShape),
     }
 }
@@ -155,6 +167,14 @@ mod owned {
     /// `eldergate/v1/{site}/tele/{device}/{kind}`
     pub fn telemetry(site: &str, device: &str, kind: &str) -> String {
         build(site, &["tele", device, kind])
+    }
+    /// `eldergate/v1/{site}/tap/{reader}`
+    pub fn tap(site: &str, reader: &str) -> String {
+        build(site, &["tap", reader])
+    }
+    /// Subscription filter for every card tap of a site, any version.
+    pub fn tap_filter(site: &str) -> String {
+        alloc::format!("eldergate/+/{site}/tap/#")
     }
     /// `eldergate/v1/{site}/down/{device}`
     pub fn down(site: &str, device: &str) -> String {

@@ -271,8 +271,10 @@ impl Gateway {
         if spec.residents {
             let mut roster = String::from("resident_id,name,gender,birth_date,statuses,building,unit,room,grid,phone,card_id,emergency_contact\n");
             for i in 1..=spec.buttons {
+                // Card ids CA000001, CA000002, … (hex, as readers report UIDs).
                 roster.push_str(&format!(
-                    "R{i:05},张三{i},女,1940-01-01,独居,1号楼,1单元,{i},G01,,,\n"
+                    "R{i:05},张三{i},女,1940-01-01,独居,1号楼,1单元,{i},G01,,{:08X},\n",
+                    0xCA00_0000u32 + i as u32
                 ));
             }
             std::fs::write(dir.path().join("residents.csv"), roster)?;

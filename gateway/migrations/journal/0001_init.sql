@@ -94,3 +94,56 @@ CREATE TABLE forward_cursor (
     forwarded_upto INTEGER NOT NULL
 );
 INSERT INTO forward_cursor (id, forwarded_upto) VALUES (1, 0);
+
+-- Canteen. Cards bind to residents (lost cards stay, marked lost).
+CREATE TABLE cards (
+    card_id     TEXT PRIMARY KEY,  -- UID hex, upper case
+    resident_id TEXT NOT NULL,
+    state       TEXT NOT NULL,     -- active | lost
+    changed_at  TEXT NOT NULL,
+    changed_by  TEXT
+);
+
+-- Every tap and the answer the reader got (re-sent as is for a retransmission).
+CREATE TABLE taps (
+    id          INTEGER PRIMARY KEY,
+    reader      TEXT    NOT NULL,
+    reader_seq  INTEGER NOT NULL,
+    card_id     TEXT    NOT NULL,
+    received_at TEXT    NOT NULL,
+    meal_id     INTEGER,
+    answer      TEXT    NOT NULL,  -- JSON Down::Display
+    UNIQUE (reader, reader_seq)
+);
+CREATE INDEX taps_card ON taps(card_id, id);
+
+CREATE TABLE meals (
+    id           INTEGER PRIMARY KEY,
+    resident_id  TEXT    NOT NULL,
+    card_id      TEXT    NOT NULL,
+    reader       TEXT    NOT NULL,
+    local_date   TEXT    NOT NULL,
+    period       TEXT    NOT NULL,
+    price_fen    INTEGER NOT NULL,
+    subsidy_fen  INTEGER NOT NULL,
+    payable_fen  INTEGER NOT NULL,
+    applied      TEXT    NOT NULL,  -- JSON list of subsidy names
+    at           TEXT    NOT NULL,
+    delivered_by TEXT               -- staff id for meals delivered to the door
+);
+CREATE INDEX meals_resident_day ON meals(resident_id, local_date);
+
+-- Money, in fen, append-only: top-ups positive, charges negative. A balance is SUM(amount_fen).
+CREATE TABLE ledger (
+    id          INTEGER PRIMARY KEY,
+    resident_id TEXT    NOT NULL,
+    kind        TEXT    NOT NULL,  -- topup | charge | refund
+    amount_fen  INTEGER NOT NULL,
+    meal_id     INTEGER,
+    staff_id    TEXT,
+    reason      TEXT,
+    at          TEXT    NOT NULL
+);
+CREATE INDEX ledger_resident ON ledger(resident_id);
+CREATE TRIGGER ledger_no_update BEFORE UPDATE ON ledger BEGIN SELECT RAISE(ABORT, 'the ledger is append-only'); END;
+CREATE TRIGGER ledger_no_delete BEFORE DELETE ON ledger BEGIN SELECT RAISE(ABORT, 'the ledger is append-only'); END;

@@ -77,6 +77,23 @@ pub struct Config {
     /// Serial ports (receiver dongles, RS-485 buses), each carrying many devices.
     #[serde(default)]
     pub serial: Vec<SerialPortConfig>,
+    /// The canteen (meal settlement by resident card).
+    #[serde(default)]
+    pub canteen: Option<CanteenConfig>,
+}
+
+/// Canteen settings.
+#[derive(Debug, Clone, Deserialize)]
+pub struct CanteenConfig {
+    /// Tariff and subsidy rule file, relative to the config file (see deploy/canteen/).
+    pub rules: PathBuf,
+    /// A second tap of the same card within this many seconds is the same meal.
+    #[serde(default = "default_double_tap")]
+    pub double_tap_s: u64,
+}
+
+fn default_double_tap() -> u64 {
+    60
 }
 
 /// One serial port.
@@ -448,6 +465,9 @@ pub struct Resident {
     /// Grid (网格), e.g. `G03`.
     #[serde(default)]
     pub grid: Option<String>,
+    /// Resident card UID (hex).
+    #[serde(default)]
+    pub card_id: Option<String>,
 }
 
 impl Resident {
@@ -505,6 +525,8 @@ pub struct Loaded {
     pub residents: BTreeMap<String, Resident>,
     /// The check-in deadline, parsed.
     pub checkin_deadline: jiff::civil::Time,
+    /// The canteen's rules, when a canteen is configured.
+    pub canteen_rules: Option<crate::canteen::rules::RuleSet>,
 }
 
 fn problem(path: impl Into<String>, message: impl Into<String>) -> Problem {

@@ -201,12 +201,22 @@ pub(super) fn validate(config: Config, base: &Path, problems: &mut Vec<Problem>)
             jiff::civil::Time::midnight()
         }
     };
+    let canteen_rules = config.canteen.as_ref().and_then(|c| {
+        match crate::canteen::rules::RuleSet::load(&base.join(&c.rules)) {
+            Ok(r) => Some(r),
+            Err(e) => {
+                problems.push(problem("canteen.rules", e.to_string()));
+                None
+            }
+        }
+    });
     Loaded {
         config,
         devices,
         staff,
         residents,
         checkin_deadline,
+        canteen_rules,
     }
 }
 

@@ -18,7 +18,7 @@ mod writer;
 
 pub use writer::{alert_from_row, Writer};
 
-use eldergate_protocol::payload::{AlarmMessage, StaffAlert, StaffVerb};
+use eldergate_protocol::payload::{AlarmMessage, Down, StaffAlert, StaffVerb, Tap};
 use jiff::Timestamp;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
@@ -141,6 +141,9 @@ pub enum StaffRefusal {
     },
 }
 
+/// Result of a top-up: the new balance (fen) or why it was refused.
+pub type TopUpResult = Result<Result<i64, String>, JournalError>;
+
 /// Result of a staff action: the alert as it now is, or why not.
 pub type StaffResult = Result<Result<StaffAlert, StaffRefusal>, JournalError>;
 
@@ -189,6 +192,30 @@ pub enum Command {
     },
     /// Alarm lane: something supervision or the check-in job observed.
     Observe(Observation),
+    /// Bulk lane: a card tap at a reader; answered after commit with what the reader shows.
+    Tap {
+        /// Reader id.
+        reader: String,
+        /// The tap.
+        tap: Tap,
+        /// Gateway receive time.
+        received_at: Timestamp,
+        /// Answered after commit.
+        reply: oneshot::Sender<Result<Down, JournalError>>,
+    },
+    /// Bulk lane: staff top up a resident's balance.
+    TopUp {
+        /// Resident id.
+        resident: String,
+        /// Fen, positive.
+        amount_fen: i64,
+        /// Staff id.
+        by: String,
+        /// Why.
+        reason: Option<String>,
+        /// Answered after commit: the new balance, or why not.
+        reply: oneshot::Sender<TopUpResult>,
+    },
     /// Bulk lane: a webhook delivery attempt ended (`error` None = delivered).
     WebhookResult {
         /// webhook_outbox id.
@@ -469,6 +496,48 @@ impl Journal {
         WeakJournal {
             bulk_tx: self.bulk_tx.downgrade(),
         }
+    }
+
+    /// Settles a card tap (bulk lane); the receiver resolves after commit with the answer.
+    pub async fn tap(
+        &self,
+        reader: String,
+        tap: Tap,
+        received_at: Timestamp,
+    ) -> oneshot::Receiver<Result<Down, JournalError>> {
+        let (reply, rx) = oneshot::channel();
+        let _ = self
+            .bulk_tx
+            .send(Command::Tap {
+                reader,
+                tap,
+                received_at,
+                reply,
+            })
+            .await;
+        rx
+    }
+
+    /// Tops up a balance and waits for the commit.
+    pub async fn topup(
+        &self,
+        resident: String,
+        amount_fen: i64,
+        by: String,
+        reason: Option<String>,
+    ) -> TopUpResult {
+        let (reply, rx) = oneshot::channel();
+        self.bulk_tx
+            .send(Command::TopUp {
+                resident,
+                amount_fen,
+                by,
+                reason,
+                reply,
+            })
+            .await
+            .map_err(|_| JournalError::Stopped)?;
+        rx.await.map_err(|_| JournalError::Stopped)?
     }
 
     /// Records a webhook attempt (bulk lane).

@@ -5,14 +5,16 @@
 //! (device, kind), and the recent (device, device sequence) pairs for dedupe.
 
 mod alerts;
+mod canteen;
 pub use alerts::alert_from_row;
 
-use super::StaffRefusal;
 use super::{
     format_ts, AlarmOutcome, Command, DeadLetter, DeviceStatus, JournalError, StaffResult,
 };
+use super::{StaffRefusal, TopUpResult};
 use crate::central::EventRow;
 use crate::registry::Registry;
+use eldergate_protocol::payload::Down;
 use eldergate_protocol::payload::StaffAlert;
 use jiff::Timestamp;
 use sqlx::sqlite::SqliteConnection;
@@ -36,6 +38,10 @@ enum After {
         Result<StaffAlert, StaffRefusal>,
     ),
     Done(oneshot::Sender<Result<(), JournalError>>),
+    /// A reader's answer.
+    Tap(oneshot::Sender<Result<Down, JournalError>>, Down),
+    /// A top-up's outcome.
+    TopUp(oneshot::Sender<TopUpResult>, Result<i64, String>),
     /// Alert changes with nobody waiting (escalations, supervision): notify only.
     Notify(Vec<StaffAlert>),
 }
@@ -85,6 +91,7 @@ impl Writer {
             pending: Vec::new(),
         };
         w.reload().await?;
+        w.seed_cards().await?;
         Ok(w)
     }
 
@@ -210,6 +217,12 @@ impl Writer {
                         After::Done(reply) => {
                             let _ = reply.send(Ok(()));
                         }
+                        After::Tap(reply, down) => {
+                            let _ = reply.send(Ok(down));
+                        }
+                        After::TopUp(reply, r) => {
+                            let _ = reply.send(Ok(r));
+                        }
                         After::Notify(alerts) => {
                             if let Some(tx) = &self.alert_tx {
                                 for a in alerts {
@@ -234,6 +247,12 @@ impl Writer {
                             let _ = tx.send(Err(e.clone()));
                         }
                         Reply::Done(tx) => {
+                            let _ = tx.send(Err(e.clone()));
+                        }
+                        Reply::Tap(tx) => {
+                            let _ = tx.send(Err(e.clone()));
+                        }
+                        Reply::TopUp(tx) => {
                             let _ = tx.send(Err(e.clone()));
                         }
                         Reply::None => {}
@@ -293,6 +312,24 @@ impl Writer {
                         self.apply_dead_letter(&dl).await?
                     }
                     Command::DeviceStatus(list) => self.apply_status(&list).await?,
+                    Command::Tap { reader, tap, received_at, reply } => {
+                        match self.apply_tap(&reader, &tap, received_at).await {
+                            Ok(d) => after.push(After::Tap(reply, d)),
+                            Err(e) => {
+                                let _ = reply.send(Err(e.clone()));
+                                return Err(e);
+                            }
+                        }
+                    }
+                    Command::TopUp { resident, amount_fen, by, reason, reply } => {
+                        match self.apply_topup(&resident, amount_fen, &by, reason.as_deref()).await {
+                            Ok(r) => after.push(After::TopUp(reply, r)),
+                            Err(e) => {
+                                let _ = reply.send(Err(e.clone()));
+                                return Err(e);
+                            }
+                        }
+                    }
                     Command::Escalate { alert_id, step } => {
                         if let Some(a) = self.escalate(alert_id, step).await? {
                             after.push(After::Notify(vec![a]));
@@ -344,6 +381,8 @@ impl Writer {
                         After::Staff(r, _) => Reply::Staff(r),
                         After::Done(r) => Reply::Done(r),
                         After::Notify(_) => Reply::None,
+                        After::Tap(r, _) => Reply::Tap(r),
+                        After::TopUp(r, _) => Reply::TopUp(r),
                     })
                     .collect();
                 for cmd in commands {
@@ -351,6 +390,8 @@ impl Writer {
                         Command::Alarm { reply, .. } => replies.push(Reply::Alarm(reply)),
                         Command::Staff { reply, .. } => replies.push(Reply::Staff(reply)),
                         Command::DeadLetter(_, Some(reply)) => replies.push(Reply::Done(reply)),
+                        Command::Tap { reply, .. } => replies.push(Reply::Tap(reply)),
+                        Command::TopUp { reply, .. } => replies.push(Reply::TopUp(reply)),
                         _ => {}
                     }
                 }
@@ -441,6 +482,8 @@ enum Reply {
     Alarm(oneshot::Sender<Result<AlarmOutcome, JournalError>>),
     Staff(oneshot::Sender<StaffResult>),
     Done(oneshot::Sender<Result<(), JournalError>>),
+    Tap(oneshot::Sender<Result<Down, JournalError>>),
+    TopUp(oneshot::Sender<TopUpResult>),
     None,
 }
 

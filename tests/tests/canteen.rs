@@ -1,0 +1,160 @@
+//! Meal settlement by resident card over MQTT: top-up, tap, answer after commit, retransmission
+//! answered again without a second charge, double tap is the same meal, refusals.
+
+use eldergate_e2e::*;
+use eldergate_protocol::payload::{Down, TapResult};
+use rumqttc::QoS;
+use sqlx::Row;
+use std::time::Duration;
+
+const WAIT: Duration = Duration::from_secs(60);
+
+const RULES: &str = r#"
+name = "test canteen"
+[[periods]]
+name = "all_day"
+start = "00:00"
+end = "23:59:59"
+price_fen = 1500
+[[subsidies]]
+name = "60+ 10%"
+min_age = 60
+amount = { percent = 10 }
+"#;
+
+async fn next_answer(rx: &mut tokio::sync::mpsc::UnboundedReceiver<(String, Vec<u8>)>) -> Down {
+    let (_, body) = tokio::time::timeout(WAIT, rx.recv())
+        .await
+        .expect("an answer")
+        .unwrap();
+    serde_json::from_slice::<Down>(&body).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tap_is_settled_once_and_answered_after_commit() {
+    let dir = tempfile::tempdir().unwrap();
+    let rules = dir.path().join("rules.toml");
+    std::fs::write(&rules, RULES).unwrap();
+    let broker = Mosquitto::start().unwrap();
+    let db = TestDb::create().await.unwrap();
+    let mut spec = GatewaySpec::new(broker.port, db.url.clone(), 3);
+    spec.residents = true;
+    spec.extra = format!(
+        "[canteen]\nrules = \"{}\"\ndouble_tap_s = 60\n",
+        rules.display()
+    );
+    let gw = Gateway::start(&spec).await.unwrap();
+
+    let http = reqwest::Client::new();
+    let r = http
+        .post(gw.url("/api/residents/R00001/topup"))
+        .json(&serde_json::json!({"amount_fen": 2000, "by": "S009", "reason": "cash"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+
+    let down_topic = format!("eldergate/v1/{SITE}/down/rdr-01");
+    let (_c, mut answers, ok) =
+        connect_as(broker.port, None, "t-reader-down", Some(&down_topic)).await;
+    assert!(ok);
+    let reader = raw_client(broker.port, "t-reader").await;
+    let tap_topic = format!("eldergate/v1/{SITE}/tap/rdr-01");
+    let tap = |seq: u32, card: &str| {
+        let (reader, t) = (reader.clone(), tap_topic.clone());
+        let body = serde_json::json!({"v": 1, "seq": seq, "card": card}).to_string();
+        async move {
+            reader
+                .publish(t, QoS::AtLeastOnce, false, body.into_bytes())
+                .await
+                .unwrap()
+        }
+    };
+
+    tap(1, "ca000001").await;
+    let first = next_answer(&mut answers).await;
+    assert_eq!(
+        first,
+        Down::Display {
+            v: 1,
+            seq: 1,
+            result: TapResult::Paid,
+            name: Some("张*1".into()),
+            price_fen: 1500,
+            subsidy_fen: 150,
+            payable_fen: 1350,
+            balance_fen: 650
+        }
+    );
+    // The reader did not see the answer and retransmits: same answer, no second charge.
+    tap(1, "ca000001").await;
+    assert_eq!(next_answer(&mut answers).await, first);
+    // A second tap within the window is the same meal.
+    tap(2, "CA000001").await;
+    let again = next_answer(&mut answers).await;
+    assert!(
+        matches!(
+            again,
+            Down::Display {
+                seq: 2,
+                result: TapResult::Paid,
+                balance_fen: 650,
+                ..
+            }
+        ),
+        "{again:?}"
+    );
+    // Refusals: an unknown card, and a resident without enough balance.
+    tap(3, "DEADBEEF").await;
+    assert!(matches!(
+        next_answer(&mut answers).await,
+        Down::Display {
+            seq: 3,
+            result: TapResult::UnknownCard,
+            ..
+        }
+    ));
+    tap(4, "CA000002").await;
+    assert!(matches!(
+        next_answer(&mut answers).await,
+        Down::Display {
+            seq: 4,
+            result: TapResult::InsufficientBalance,
+            payable_fen: 1350,
+            balance_fen: 0,
+            ..
+        }
+    ));
+
+    let balance: serde_json::Value = http
+        .get(gw.url("/api/residents/R00001/balance"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(balance["balance_fen"], 650);
+    assert_eq!(balance["ledger_rows"], 2, "one top-up, one charge");
+    let journal = gw.journal().await.unwrap();
+    let meals: i64 = sqlx::query("SELECT COUNT(*) FROM meals")
+        .fetch_one(&journal)
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(meals, 1);
+    // Everything that happened reaches the central store.
+    let pool = db.pool().await.unwrap();
+    eventually(WAIT, "the settlement at the central store", || async {
+        let n: i64 = sqlx::query("SELECT COUNT(*) FROM events WHERE kind = 'meal_settled'")
+            .fetch_one(&pool)
+            .await
+            .map(|r| r.get(0))
+            .unwrap_or(0);
+        Ok((n == 1).then_some(()))
+    })
+    .await
+    .unwrap();
+    pool.close().await;
+    db.drop_db().await;
+}
