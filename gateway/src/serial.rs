@@ -12,7 +12,7 @@ use crate::alerting::supervisor::Seen;
 use crate::config::SerialPortConfig;
 use crate::journal::{AlarmOutcome, DeadLetter, DeviceStatus, Journal, JournalError};
 use crate::registry::Registry;
-use eldergate_protocol::payload::{AlarmAction, AlarmMessage};
+use eldergate_protocol::payload::{AlarmAction, AlarmMessage, Down, Tap};
 use eldergate_protocol::serial::{
     decode, encode, Body, DecodeError, Frame, FrameReader, Push, MAX_WIRE,
 };
@@ -37,11 +37,52 @@ pub struct SerialIngest {
     pub port: SerialPortConfig,
 }
 
-/// An ACK owed once its commit is answered.
-struct PendingAck {
-    rx: oneshot::Receiver<Result<AlarmOutcome, JournalError>>,
-    device: String,
-    seq: u32,
+/// An answer owed once its commit is answered: an ACK for an alarm, a DISPLAY for a tap.
+enum PendingAck {
+    Alarm {
+        rx: oneshot::Receiver<Result<AlarmOutcome, JournalError>>,
+        device: String,
+        seq: u32,
+    },
+    Tap {
+        rx: oneshot::Receiver<Result<Down, JournalError>>,
+        device: String,
+        seq: u32,
+    },
+}
+
+/// The DISPLAY frame for a settlement answer; the masked name is cut to fit the frame.
+fn display_frame(device: &str, down: &Down) -> Option<Vec<u8>> {
+    let Down::Display {
+        seq,
+        result,
+        name,
+        price_fen,
+        subsidy_fen,
+        payable_fen,
+        balance_fen,
+        ..
+    } = down
+    else {
+        return None;
+    };
+    let mut name = name.clone().unwrap_or_default();
+    while name.len() > eldergate_protocol::serial::MAX_NAME {
+        name.pop();
+    }
+    let fen = |v: i64| v.clamp(i64::from(i32::MIN), i64::from(i32::MAX)) as i32;
+    frame_bytes(&Frame {
+        device,
+        seq: *seq,
+        body: Body::Display {
+            result: result.code(),
+            name: &name,
+            price: fen(*price_fen),
+            subsidy: fen(*subsidy_fen),
+            payable: fen(*payable_fen),
+            balance: fen(*balance_fen),
+        },
+    })
 }
 
 fn frame_bytes(f: &Frame<'_>) -> Option<Vec<u8>> {
@@ -98,16 +139,28 @@ impl SerialIngest {
         let acks_out = out_tx.clone();
         let acker = tokio::spawn(async move {
             while let Some(p) = ack_rx.recv().await {
-                if let Ok(Ok(_)) = p.rx.await {
-                    if let Some(b) = frame_bytes(&Frame {
-                        device: &p.device,
-                        seq: p.seq,
-                        body: Body::Ack,
-                    }) {
-                        let _ = acks_out.send(b).await;
-                    }
-                } else {
-                    tracing::error!(device = %p.device, seq = p.seq, "serial alarm not committed; not acknowledged (the device retransmits)");
+                let bytes = match p {
+                    PendingAck::Alarm { rx, device, seq } => match rx.await {
+                        Ok(Ok(_)) => frame_bytes(&Frame {
+                            device: &device,
+                            seq,
+                            body: Body::Ack,
+                        }),
+                        _ => {
+                            tracing::error!(device = %device, seq, "serial alarm not committed; not acknowledged (the device retransmits)");
+                            None
+                        }
+                    },
+                    PendingAck::Tap { rx, device, seq } => match rx.await {
+                        Ok(Ok(down)) => display_frame(&device, &down),
+                        _ => {
+                            tracing::error!(device = %device, seq, "serial tap not committed; no answer (the reader retries)");
+                            None
+                        }
+                    },
+                };
+                if let Some(b) = bytes {
+                    let _ = acks_out.send(b).await;
                 }
             }
         });
@@ -209,7 +262,7 @@ impl SerialIngest {
                     .alarm(frame.device.to_string(), msg, Timestamp::now())
                     .await;
                 let _ = acks
-                    .send(PendingAck {
+                    .send(PendingAck::Alarm {
                         rx,
                         device: frame.device.to_string(),
                         seq: frame.seq,
@@ -235,12 +288,37 @@ impl SerialIngest {
                     }])
                     .await;
             }
+            Body::CardTap { uid, .. } if self.registry.canteen.is_some() => {
+                let _ = self.seen.send(Seen::Activity {
+                    device: frame.device.to_string(),
+                    battery_pct: None,
+                });
+                let card: String = uid.iter().map(|b| format!("{b:02X}")).collect();
+                let tap = Tap {
+                    v: 1,
+                    seq: frame.seq,
+                    card,
+                    price_fen: None,
+                    delivered_by: None,
+                    ts: None,
+                };
+                let rx = self
+                    .journal
+                    .tap(frame.device.to_string(), tap, Timestamp::now())
+                    .await;
+                let _ = acks
+                    .send(PendingAck::Tap {
+                        rx,
+                        device: frame.device.to_string(),
+                        seq: frame.seq,
+                    })
+                    .await;
+            }
             Body::CardTap { .. } | Body::Health { .. } => {
-                // Settlement and health readings come with the canteen and health issues.
+                // Health readings come with the health issue; taps need a [canteen].
                 self.dead_letter(
                     "unsupported_type",
-                    "card taps and health readings are not handled by this gateway version yet"
-                        .into(),
+                    "health readings, or card taps without a [canteen], are not handled".into(),
                     raw,
                 )
                 .await;

@@ -158,3 +158,89 @@ async fn a_tap_is_settled_once_and_answered_after_commit() {
     pool.close().await;
     db.drop_db().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_serial_reader_gets_its_display_answer_after_commit() {
+    use eldergate_protocol::serial::{decode, encode, Body, Frame, FrameReader, Push, MAX_WIRE};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio_serial::SerialPort;
+    let dir = tempfile::tempdir().unwrap();
+    let rules = dir.path().join("rules.toml");
+    std::fs::write(&rules, RULES).unwrap();
+    let link = dir.path().join("ttyREADER");
+    let broker = Mosquitto::start().unwrap();
+    let db = TestDb::create().await.unwrap();
+    let mut spec = GatewaySpec::new(broker.port, db.url.clone(), 3);
+    spec.residents = true;
+    spec.extra = format!(
+        "[[serial]]\nport = \"{}\"\n[canteen]\nrules = \"{}\"\n",
+        link.display(),
+        rules.display()
+    );
+    let gw = Gateway::start(&spec).await.unwrap();
+    let r = reqwest::Client::new()
+        .post(gw.url("/api/residents/R00003/topup"))
+        .json(&serde_json::json!({"amount_fen": 5000, "by": "S009"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    // Plugged in after the gateway started (see tests/serial.rs).
+    let (mut master, slave) = tokio_serial::SerialStream::pair().unwrap();
+    std::os::unix::fs::symlink(slave.name().unwrap(), &link).unwrap();
+    drop(slave);
+    let mut out = [0u8; MAX_WIRE];
+    let uid = [0xCA, 0x00, 0x00, 0x03];
+    let n = encode(
+        &Frame {
+            device: "rdr-01",
+            seq: 77,
+            body: Body::CardTap {
+                uid: &uid,
+                mac: &[],
+            },
+        },
+        &mut out,
+    )
+    .unwrap();
+    let mut reader = FrameReader::new();
+    let mut buf = [0u8; 256];
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let shown = 'outer: loop {
+        assert!(tokio::time::Instant::now() < deadline, "no DISPLAY answer");
+        // The reader resends until answered (the gateway may still be opening the port).
+        master.write_all(&out[..n]).await.unwrap();
+        let until = tokio::time::Instant::now() + Duration::from_millis(500);
+        while let Ok(Ok(k)) = tokio::time::timeout_at(until, master.read(&mut buf)).await {
+            for &b in &buf[..k] {
+                if let Push::Frame(w) = reader.push(b) {
+                    if let Ok(Frame {
+                        seq: 77,
+                        body:
+                            Body::Display {
+                                result,
+                                name,
+                                price,
+                                subsidy,
+                                payable,
+                                balance,
+                            },
+                        ..
+                    }) = decode(w)
+                    {
+                        break 'outer (result, name.to_string(), price, subsidy, payable, balance);
+                    }
+                }
+            }
+        }
+    };
+    assert_eq!(shown, (0, "张*3".to_string(), 1500, 150, 1350, 3650));
+    let journal = gw.journal().await.unwrap();
+    let meals: i64 = sqlx::query("SELECT COUNT(*) FROM meals")
+        .fetch_one(&journal)
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(meals, 1, "resent taps are one meal");
+    db.drop_db().await;
+}
