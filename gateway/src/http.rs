@@ -4,7 +4,7 @@
 //! it); a staff action answers 200 only after the journal committed it; every bad request gets a
 //! JSON error with a message, a log line and `eldergate_http_rejected_total`.
 
-use crate::journal::{alert_from_row, Journal, JournalError, StaffRefusal, Via};
+use crate::journal::{alert_from_row, CanteenOp, Journal, JournalError, StaffRefusal, Via};
 use crate::registry::Registry;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, Query, State};
@@ -46,6 +46,9 @@ pub fn router(api: Api) -> Router {
         .route("/api/alerts/{id}/resolve", post(resolve))
         .route("/api/residents/{id}/balance", get(balance))
         .route("/api/residents/{id}/topup", post(topup))
+        .route("/api/cards/{card}/lost", post(card_lost))
+        .route("/api/cards/{card}/bind", post(card_bind))
+        .route("/api/meals/{id}/void", post(meal_void))
         .with_state(api)
 }
 
@@ -278,4 +281,72 @@ async fn balance(
     Ok(Json(
         serde_json::json!({ "resident_id": id, "balance_fen": sum, "ledger_rows": rows }),
     ))
+}
+
+/// Body of card and meal operations.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminBody {
+    /// Staff id.
+    pub by: String,
+    /// Resident id (bind).
+    #[serde(default)]
+    pub resident_id: Option<String>,
+    /// Why (void).
+    #[serde(default)]
+    pub reason: Option<String>,
+}
+
+async fn admin(api: &Api, op: CanteenOp, by: String) -> Result<Json<serde_json::Value>, ApiError> {
+    match api.journal.canteen(op, by).await? {
+        Ok(v) => Ok(Json(v)),
+        Err(why) => Err(bad_request("refused", why)),
+    }
+}
+
+fn admin_body(body: Result<Json<AdminBody>, JsonRejection>) -> Result<AdminBody, ApiError> {
+    body.map(|Json(b)| b).map_err(|e| {
+        bad_request(
+            "bad_body",
+            format!("{e}; send JSON like {{\"by\": \"S013\"}}"),
+        )
+    })
+}
+
+async fn card_lost(
+    State(api): State<Api>,
+    Path(card): Path<String>,
+    body: Result<Json<AdminBody>, JsonRejection>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let b = admin_body(body)?;
+    admin(&api, CanteenOp::CardLost { card }, b.by).await
+}
+
+async fn card_bind(
+    State(api): State<Api>,
+    Path(card): Path<String>,
+    body: Result<Json<AdminBody>, JsonRejection>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let b = admin_body(body)?;
+    let resident = b
+        .resident_id
+        .ok_or_else(|| bad_request("bad_body", "resident_id is required".into()))?;
+    admin(&api, CanteenOp::BindCard { card, resident }, b.by).await
+}
+
+async fn meal_void(
+    State(api): State<Api>,
+    Path(meal): Path<i64>,
+    body: Result<Json<AdminBody>, JsonRejection>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let b = admin_body(body)?;
+    admin(
+        &api,
+        CanteenOp::VoidMeal {
+            meal,
+            reason: b.reason.unwrap_or_default(),
+        },
+        b.by,
+    )
+    .await
 }

@@ -136,25 +136,108 @@ async fn a_tap_is_settled_once_and_answered_after_commit() {
         .unwrap();
     assert_eq!(balance["balance_fen"], 650);
     assert_eq!(balance["ledger_rows"], 2, "one top-up, one charge");
+
+    // The card is reported lost: refused. A new card is bound and works; the second meal of the
+    // period gets no subsidy.
+    let post = |path: String, body: serde_json::Value| {
+        let (http, url) = (http.clone(), gw.url(&path));
+        async move { http.post(url).json(&body).send().await.unwrap() }
+    };
+    assert_eq!(
+        post(
+            "/api/cards/CA000001/lost".into(),
+            serde_json::json!({"by": "S009"})
+        )
+        .await
+        .status(),
+        200
+    );
+    tap(5, "CA000001").await;
+    assert!(matches!(
+        next_answer(&mut answers).await,
+        Down::Display {
+            seq: 5,
+            result: TapResult::LostCard,
+            ..
+        }
+    ));
+    let bind = post(
+        "/api/cards/0B0B0B0B/bind".into(),
+        serde_json::json!({"by": "S009", "resident_id": "R00001"}),
+    )
+    .await;
+    assert_eq!(bind.status(), 200);
+    let again = post(
+        "/api/cards/0B0B0B0B/bind".into(),
+        serde_json::json!({"by": "S009", "resident_id": "R00002"}),
+    )
+    .await;
+    assert_eq!(again.status(), 400, "a card binds once");
+    let topup = post(
+        "/api/residents/R00001/topup".into(),
+        serde_json::json!({"amount_fen": 2000, "by": "S009"}),
+    )
+    .await;
+    assert_eq!(topup.status(), 200);
+    tap(6, "0b0b0b0b").await;
+    let second = next_answer(&mut answers).await;
+    assert!(
+        matches!(
+            second,
+            Down::Display {
+                seq: 6,
+                result: TapResult::Paid,
+                subsidy_fen: 0,
+                payable_fen: 1500,
+                balance_fen: 1150,
+                ..
+            }
+        ),
+        "{second:?}"
+    );
+    // Staff void the first meal: its charge comes back as a refund row; nothing is rewritten.
+    let void = post(
+        "/api/meals/1/void".into(),
+        serde_json::json!({"by": "S009", "reason": "wrong dish"}),
+    )
+    .await;
+    assert_eq!(void.status(), 200);
+    let twice = post(
+        "/api/meals/1/void".into(),
+        serde_json::json!({"by": "S009", "reason": "again"}),
+    )
+    .await;
+    assert_eq!(twice.status(), 400);
+    let balance: serde_json::Value = http
+        .get(gw.url("/api/residents/R00001/balance"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(balance["balance_fen"], 2000 - 1350 + 2000 - 1500 + 1350);
+    assert_eq!(balance["ledger_rows"], 5);
     let journal = gw.journal().await.unwrap();
     let meals: i64 = sqlx::query("SELECT COUNT(*) FROM meals")
         .fetch_one(&journal)
         .await
         .unwrap()
         .get(0);
-    assert_eq!(meals, 1);
+    assert_eq!(meals, 2);
     // Everything that happened reaches the central store.
     let pool = db.pool().await.unwrap();
-    eventually(WAIT, "the settlement at the central store", || async {
+    let settled = eventually(WAIT, "the settlements at the central store", || async {
         let n: i64 = sqlx::query("SELECT COUNT(*) FROM events WHERE kind = 'meal_settled'")
             .fetch_one(&pool)
             .await
             .map(|r| r.get(0))
             .unwrap_or(0);
-        Ok((n == 1).then_some(()))
+        Ok((n >= 2).then_some(n))
     })
     .await
     .unwrap();
+    assert_eq!(settled, 2, "each paid meal once");
     pool.close().await;
     db.drop_db().await;
 }

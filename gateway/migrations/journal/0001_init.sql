@@ -129,7 +129,10 @@ CREATE TABLE meals (
     payable_fen  INTEGER NOT NULL,
     applied      TEXT    NOT NULL,  -- JSON list of subsidy names
     at           TEXT    NOT NULL,
-    delivered_by TEXT               -- staff id for meals delivered to the door
+    delivered_by TEXT,              -- staff id for meals delivered to the door
+    voided_by    TEXT,              -- staff void: the charge is refunded in the ledger
+    voided_at    TEXT,
+    void_reason  TEXT
 );
 CREATE INDEX meals_resident_day ON meals(resident_id, local_date);
 

@@ -141,6 +141,33 @@ pub enum StaffRefusal {
     },
 }
 
+/// A staff operation on cards or meals.
+#[derive(Debug, Clone)]
+pub enum CanteenOp {
+    /// Report a card lost: further taps are refused.
+    CardLost {
+        /// Card UID.
+        card: String,
+    },
+    /// Bind a (new) card to a resident.
+    BindCard {
+        /// Card UID.
+        card: String,
+        /// Resident id.
+        resident: String,
+    },
+    /// Void a meal: the charge is refunded through a ledger row; the meal stays, marked.
+    VoidMeal {
+        /// Meal id.
+        meal: i64,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// Result of a staff operation: a JSON summary or why it was refused.
+pub type AdminResult = Result<Result<serde_json::Value, String>, JournalError>;
+
 /// Result of a top-up: the new balance (fen) or why it was refused.
 pub type TopUpResult = Result<Result<i64, String>, JournalError>;
 
@@ -215,6 +242,15 @@ pub enum Command {
         reason: Option<String>,
         /// Answered after commit: the new balance, or why not.
         reply: oneshot::Sender<TopUpResult>,
+    },
+    /// Bulk lane: a staff operation on cards or meals.
+    Canteen {
+        /// What to do.
+        op: CanteenOp,
+        /// Staff id.
+        by: String,
+        /// Answered after commit: a JSON summary, or why not.
+        reply: oneshot::Sender<AdminResult>,
     },
     /// Bulk lane: a webhook delivery attempt ended (`error` None = delivered).
     WebhookResult {
@@ -535,6 +571,16 @@ impl Journal {
                 reason,
                 reply,
             })
+            .await
+            .map_err(|_| JournalError::Stopped)?;
+        rx.await.map_err(|_| JournalError::Stopped)?
+    }
+
+    /// Applies a staff operation on cards or meals and waits for the commit.
+    pub async fn canteen(&self, op: CanteenOp, by: String) -> AdminResult {
+        let (reply, rx) = oneshot::channel();
+        self.bulk_tx
+            .send(Command::Canteen { op, by, reply })
             .await
             .map_err(|_| JournalError::Stopped)?;
         rx.await.map_err(|_| JournalError::Stopped)?

@@ -2,7 +2,7 @@
 //! retransmitted tap gets the stored answer again. A second tap of the same card within the
 //! double-tap window is the same meal. Money moves only through ledger rows (append-only, fen).
 
-use super::super::{format_ts, JournalError};
+use super::super::{format_ts, CanteenOp, JournalError};
 use super::{EventRow, Writer};
 use crate::canteen::rules::{ResidentFacts, Today};
 use crate::registry::mask_name;
@@ -173,7 +173,7 @@ impl Writer {
         let date = local.date().to_string();
         let row = sqlx::query(
             "SELECT COALESCE(SUM(subsidy_fen), 0), COALESCE(SUM(CASE WHEN period = ? AND subsidy_fen > 0 THEN 1 ELSE 0 END), 0)
-             FROM meals WHERE resident_id = ? AND local_date = ?",
+             FROM meals WHERE resident_id = ? AND local_date = ? AND voided_by IS NULL",
         )
         .bind(&period_name)
         .bind(resident)
@@ -304,6 +304,124 @@ impl Writer {
             body: serde_json::json!({ "resident_id": resident, "amount_fen": amount_fen, "by": by, "reason": reason }).to_string(),
         });
         Ok(Ok(self.balance(resident).await?))
+    }
+
+    /// Cards lost / bound, meals voided (refund through the ledger). Every operation is an event.
+    pub(super) async fn apply_canteen_op(
+        &mut self,
+        op: &CanteenOp,
+        by: &str,
+    ) -> Result<Result<serde_json::Value, String>, JournalError> {
+        if !self.registry.staff.contains_key(by) {
+            return Ok(Err(format!("{by:?} is not a registered staff id")));
+        }
+        let at = Timestamp::now();
+        let (kind, summary) = match op {
+            CanteenOp::CardLost { card } => {
+                let card = card_key(card);
+                let r = sqlx::query("UPDATE cards SET state = 'lost', changed_at = ?, changed_by = ? WHERE card_id = ? AND state = 'active'")
+                    .bind(format_ts(at))
+                    .bind(by)
+                    .bind(&card)
+                    .execute(&mut self.conn)
+                    .await?;
+                if r.rows_affected() == 0 {
+                    return Ok(Err(format!("card {card} is not an active card")));
+                }
+                (
+                    "card_lost",
+                    serde_json::json!({ "card_id": card, "by": by }),
+                )
+            }
+            CanteenOp::BindCard { card, resident } => {
+                let card = card_key(card);
+                if card.len() < 8 {
+                    return Ok(Err(
+                        "card id must be at least 4 bytes of hex (8 digits)".into()
+                    ));
+                }
+                if !self.registry.residents.contains_key(resident) {
+                    return Ok(Err(format!("resident {resident} is not in the roster")));
+                }
+                let known = sqlx::query("SELECT resident_id, state FROM cards WHERE card_id = ?")
+                    .bind(&card)
+                    .fetch_optional(&mut self.conn)
+                    .await?;
+                if let Some(row) = known {
+                    let (holder, state): (String, String) = (row.try_get(0)?, row.try_get(1)?);
+                    return Ok(Err(format!(
+                        "card {card} is already {state} for resident {holder}"
+                    )));
+                }
+                sqlx::query("INSERT INTO cards (card_id, resident_id, state, changed_at, changed_by) VALUES (?, ?, 'active', ?, ?)")
+                    .bind(&card)
+                    .bind(resident)
+                    .bind(format_ts(at))
+                    .bind(by)
+                    .execute(&mut self.conn)
+                    .await?;
+                (
+                    "card_bound",
+                    serde_json::json!({ "card_id": card, "resident_id": resident, "by": by }),
+                )
+            }
+            CanteenOp::VoidMeal { meal, reason } => {
+                if reason.trim().is_empty() {
+                    return Ok(Err("a void needs a reason".into()));
+                }
+                let row = sqlx::query(
+                    "SELECT resident_id, payable_fen, voided_by FROM meals WHERE id = ?",
+                )
+                .bind(meal)
+                .fetch_optional(&mut self.conn)
+                .await?;
+                let Some(row) = row else {
+                    return Ok(Err(format!("meal {meal} does not exist")));
+                };
+                let (resident, payable, voided): (String, i64, Option<String>) =
+                    (row.try_get(0)?, row.try_get(1)?, row.try_get(2)?);
+                if let Some(v) = voided {
+                    return Ok(Err(format!("meal {meal} was already voided by {v}")));
+                }
+                sqlx::query(
+                    "UPDATE meals SET voided_by = ?, voided_at = ?, void_reason = ? WHERE id = ?",
+                )
+                .bind(by)
+                .bind(format_ts(at))
+                .bind(reason)
+                .bind(meal)
+                .execute(&mut self.conn)
+                .await?;
+                if payable > 0 {
+                    sqlx::query("INSERT INTO ledger (resident_id, kind, amount_fen, meal_id, staff_id, reason, at) VALUES (?, 'refund', ?, ?, ?, ?, ?)")
+                        .bind(&resident)
+                        .bind(payable)
+                        .bind(meal)
+                        .bind(by)
+                        .bind(reason)
+                        .bind(format_ts(at))
+                        .execute(&mut self.conn)
+                        .await?;
+                }
+                let balance = self.balance(&resident).await?;
+                (
+                    "meal_voided",
+                    serde_json::json!({ "meal_id": meal, "resident_id": resident, "refund_fen": payable, "balance_fen": balance, "by": by, "reason": reason }),
+                )
+            }
+        };
+        let seq = self.take_seq();
+        self.pending.push(EventRow {
+            seq,
+            kind: kind.into(),
+            device_id: None,
+            device_seq: None,
+            alert_id: None,
+            received_at: format_ts(at),
+            device_time: None,
+            body: summary.to_string(),
+        });
+        Ok(Ok(summary))
     }
 
     /// Binds the roster's cards that the journal does not know yet (a card already known keeps

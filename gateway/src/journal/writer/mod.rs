@@ -11,7 +11,7 @@ pub use alerts::alert_from_row;
 use super::{
     format_ts, AlarmOutcome, Command, DeadLetter, DeviceStatus, JournalError, StaffResult,
 };
-use super::{StaffRefusal, TopUpResult};
+use super::{AdminResult, StaffRefusal, TopUpResult};
 use crate::central::EventRow;
 use crate::registry::Registry;
 use eldergate_protocol::payload::Down;
@@ -42,6 +42,11 @@ enum After {
     Tap(oneshot::Sender<Result<Down, JournalError>>, Down),
     /// A top-up's outcome.
     TopUp(oneshot::Sender<TopUpResult>, Result<i64, String>),
+    /// A staff operation's outcome.
+    Admin(
+        oneshot::Sender<AdminResult>,
+        Result<serde_json::Value, String>,
+    ),
     /// Alert changes with nobody waiting (escalations, supervision): notify only.
     Notify(Vec<StaffAlert>),
 }
@@ -223,6 +228,9 @@ impl Writer {
                         After::TopUp(reply, r) => {
                             let _ = reply.send(Ok(r));
                         }
+                        After::Admin(reply, r) => {
+                            let _ = reply.send(Ok(r));
+                        }
                         After::Notify(alerts) => {
                             if let Some(tx) = &self.alert_tx {
                                 for a in alerts {
@@ -253,6 +261,9 @@ impl Writer {
                             let _ = tx.send(Err(e.clone()));
                         }
                         Reply::TopUp(tx) => {
+                            let _ = tx.send(Err(e.clone()));
+                        }
+                        Reply::Admin(tx) => {
                             let _ = tx.send(Err(e.clone()));
                         }
                         Reply::None => {}
@@ -330,6 +341,13 @@ impl Writer {
                             }
                         }
                     }
+                    Command::Canteen { op, by, reply } => match self.apply_canteen_op(&op, &by).await {
+                        Ok(r) => after.push(After::Admin(reply, r)),
+                        Err(e) => {
+                            let _ = reply.send(Err(e.clone()));
+                            return Err(e);
+                        }
+                    },
                     Command::Escalate { alert_id, step } => {
                         if let Some(a) = self.escalate(alert_id, step).await? {
                             after.push(After::Notify(vec![a]));
@@ -383,6 +401,7 @@ impl Writer {
                         After::Notify(_) => Reply::None,
                         After::Tap(r, _) => Reply::Tap(r),
                         After::TopUp(r, _) => Reply::TopUp(r),
+                        After::Admin(r, _) => Reply::Admin(r),
                     })
                     .collect();
                 for cmd in commands {
@@ -392,6 +411,7 @@ impl Writer {
                         Command::DeadLetter(_, Some(reply)) => replies.push(Reply::Done(reply)),
                         Command::Tap { reply, .. } => replies.push(Reply::Tap(reply)),
                         Command::TopUp { reply, .. } => replies.push(Reply::TopUp(reply)),
+                        Command::Canteen { reply, .. } => replies.push(Reply::Admin(reply)),
                         _ => {}
                     }
                 }
@@ -484,6 +504,7 @@ enum Reply {
     Done(oneshot::Sender<Result<(), JournalError>>),
     Tap(oneshot::Sender<Result<Down, JournalError>>),
     TopUp(oneshot::Sender<TopUpResult>),
+    Admin(oneshot::Sender<AdminResult>),
     None,
 }
 
