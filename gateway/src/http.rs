@@ -49,6 +49,8 @@ pub fn router(api: Api) -> Router {
         .route("/api/cards/{card}/lost", post(card_lost))
         .route("/api/cards/{card}/bind", post(card_bind))
         .route("/api/meals/{id}/void", post(meal_void))
+        .route("/api/reports/daily", get(report_daily))
+        .route("/api/reports/claim", get(report_claim))
         .with_state(api)
 }
 
@@ -349,4 +351,48 @@ async fn meal_void(
         b.by,
     )
     .await
+}
+
+#[derive(Deserialize)]
+struct ReportQuery {
+    date: Option<String>,
+    month: Option<String>,
+}
+
+/// `GET /api/reports/daily?date=YYYY-MM-DD`
+async fn report_daily(
+    State(api): State<Api>,
+    Query(q): Query<ReportQuery>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let date = q
+        .date
+        .filter(|d| d.parse::<jiff::civil::Date>().is_ok())
+        .ok_or_else(|| bad_request("bad_query", "date=YYYY-MM-DD is required".into()))?;
+    let lines = crate::canteen::reports::daily(api.journal.readers(), &date).await?;
+    Ok(Json(serde_json::json!({ "date": date, "periods": lines })))
+}
+
+/// `GET /api/reports/claim?month=YYYY-MM`: CSV (UTF-8 with BOM).
+async fn report_claim(
+    State(api): State<Api>,
+    Query(q): Query<ReportQuery>,
+) -> Result<Response, ApiError> {
+    let month = q
+        .month
+        .filter(|m| format!("{m}-01").parse::<jiff::civil::Date>().is_ok() && m.len() == 7)
+        .ok_or_else(|| bad_request("bad_query", "month=YYYY-MM is required".into()))?;
+    let csv =
+        crate::canteen::reports::claim_csv(api.journal.readers(), &api.registry, &month).await?;
+    let disposition = format!("attachment; filename=\"subsidy-claim-{month}.csv\"");
+    Ok((
+        [
+            (
+                axum::http::header::CONTENT_TYPE,
+                "text/csv; charset=utf-8".to_string(),
+            ),
+            (axum::http::header::CONTENT_DISPOSITION, disposition),
+        ],
+        csv,
+    )
+        .into_response())
 }

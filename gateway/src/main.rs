@@ -29,6 +29,64 @@ enum Command {
     Demo(eldergate::demo::DemoArgs),
     /// Simulated alarm buttons against a broker (for load and manual testing).
     Sim(eldergate::sim::SimArgs),
+    /// Canteen reports from a gateway's journal (read-only; the gateway may be running).
+    Report {
+        /// The gateway's config (for data_dir and the roster).
+        #[arg(long, short, env = "ELDERGATE_CONFIG")]
+        config: PathBuf,
+        #[command(subcommand)]
+        which: Report,
+    },
+}
+
+#[derive(Subcommand)]
+enum Report {
+    /// Daily summary (JSON): meals, gross, subsidy, paid by residents, by period.
+    Daily {
+        /// Local date, YYYY-MM-DD.
+        #[arg(long)]
+        date: String,
+    },
+    /// Monthly subsidy claim per resident, CSV with UTF-8 BOM (to stdout or --out).
+    Claim {
+        /// Month, YYYY-MM.
+        #[arg(long)]
+        month: String,
+        /// Write to this file instead of stdout.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+}
+
+async fn report(config: PathBuf, which: Report) -> anyhow::Result<()> {
+    let loaded = eldergate::config::load(&config)?;
+    let registry = eldergate::registry::Registry::from(&loaded);
+    let opts = sqlx::sqlite::SqliteConnectOptions::new()
+        .filename(loaded.config.data_dir.join("journal.db"))
+        .read_only(true);
+    let pool = sqlx::sqlite::SqlitePoolOptions::new()
+        .max_connections(1)
+        .connect_with(opts)
+        .await
+        .context("cannot open the journal (is data_dir right?)")?;
+    match which {
+        Report::Daily { date } => {
+            let lines = eldergate::canteen::reports::daily(&pool, &date).await?;
+            println!("{}", serde_json::to_string_pretty(&lines)?);
+        }
+        Report::Claim { month, out } => {
+            let csv = eldergate::canteen::reports::claim_csv(&pool, &registry, &month).await?;
+            match out {
+                Some(path) => std::fs::write(&path, csv)
+                    .with_context(|| format!("cannot write {}", path.display()))?,
+                None => {
+                    use std::io::Write;
+                    std::io::stdout().write_all(&csv)?;
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 fn init_logs(default: &str) {
@@ -103,6 +161,7 @@ fn main() -> ExitCode {
                     }
                     Command::Demo(args) => eldergate::demo::run(args, stop_signal()).await,
                     Command::Sim(args) => eldergate::sim::run_cli(args, stop_signal()).await,
+                    Command::Report { config, which } => report(config, which).await,
                     Command::CheckConfig { .. } => Ok(()),
                 }
                 .context("eldergate stopped with an error")

@@ -325,5 +325,49 @@ async fn a_serial_reader_gets_its_display_answer_after_commit() {
         .unwrap()
         .get(0);
     assert_eq!(meals, 1, "resent taps are one meal");
+    // Reports: the daily summary and the monthly claim (CSV with a BOM, full names, yuan).
+    let today = jiff::Timestamp::now()
+        .to_zoned(jiff::tz::TimeZone::get("Asia/Shanghai").unwrap())
+        .date();
+    let daily: serde_json::Value =
+        reqwest::get(gw.url(&format!("/api/reports/daily?date={today}")))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+    let all = daily["periods"].as_array().unwrap().last().unwrap().clone();
+    assert_eq!(
+        (
+            all["meals"].as_i64(),
+            all["gross_fen"].as_i64(),
+            all["subsidy_fen"].as_i64(),
+            all["paid_fen"].as_i64()
+        ),
+        (Some(1), Some(1500), Some(150), Some(1350))
+    );
+    let month = &today.to_string()[..7];
+    let claim = reqwest::get(gw.url(&format!("/api/reports/claim?month={month}")))
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    assert!(
+        claim.starts_with("\u{feff}".as_bytes()),
+        "UTF-8 BOM for Excel"
+    );
+    let text = String::from_utf8(claim.to_vec()).unwrap();
+    assert!(
+        text.contains("R00003,张三3,CA000003,15.00,1.50,13.50"),
+        "{text}"
+    );
+    assert_eq!(
+        reqwest::get(gw.url("/api/reports/claim?month=2026-13"))
+            .await
+            .unwrap()
+            .status(),
+        400
+    );
     db.drop_db().await;
 }

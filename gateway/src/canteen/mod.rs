@@ -1,4 +1,5 @@
-//! The community canteen (幸福食堂). So far: tariff and subsidy rules as data ([`rules`]); meal
-//! settlement, the ledger and reports build on them (issue 6, in progress).
+//! The community canteen (幸福食堂): tariff and subsidy rules as data ([`rules`]) and reports
+//! ([`reports`]). Settlement and the ledger live in the journal writer (`journal/writer/canteen.rs`).
 
+pub mod reports;
 pub mod rules;
