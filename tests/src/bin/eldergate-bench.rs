@@ -441,7 +441,13 @@ async fn serial_rate(
 
 /// (e) Canteen: card tap → reader answer (published after the settlement commits), paced at
 /// `rate` taps/s over `residents` residents with ample balance.
-async fn tap_latency(port: u16, gw: &Gateway, taps: usize, rate: u64, residents: usize) -> anyhow::Result<Vec<Duration>> {
+async fn tap_latency(
+    port: u16,
+    gw: &Gateway,
+    taps: usize,
+    rate: u64,
+    residents: usize,
+) -> anyhow::Result<Vec<Duration>> {
     let http = reqwest::Client::new();
     for i in 1..=residents {
         http.post(gw.url(&format!("/api/residents/R{i:05}/topup")))
@@ -458,7 +464,9 @@ async fn tap_latency(port: u16, gw: &Gateway, taps: usize, rate: u64, residents:
     let collector = tokio::spawn(async move {
         let mut lat = Vec::new();
         while let Some((_, body)) = answers.recv().await {
-            if let Ok(eldergate_protocol::payload::Down::Display { seq, .. }) = serde_json::from_slice(&body) {
+            if let Ok(eldergate_protocol::payload::Down::Display { seq, .. }) =
+                serde_json::from_slice(&body)
+            {
                 if let Some(t) = s2.lock().ok().and_then(|mut m| m.remove(&seq)) {
                     lat.push(t.elapsed());
                 }
@@ -478,7 +486,14 @@ async fn tap_latency(port: u16, gw: &Gateway, taps: usize, rate: u64, residents:
         if let Ok(mut m) = sent.lock() {
             m.insert(seq, Instant::now());
         }
-        reader.publish(topic::tap(SITE, "rdr-01"), QoS::AtLeastOnce, false, body.into_bytes()).await?;
+        reader
+            .publish(
+                topic::tap(SITE, "rdr-01"),
+                QoS::AtLeastOnce,
+                false,
+                body.into_bytes(),
+            )
+            .await?;
     }
     let mut lat = tokio::time::timeout(Duration::from_secs(60), collector).await??;
     lat.sort();

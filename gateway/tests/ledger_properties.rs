@@ -1,0 +1,224 @@
+//! Property test of the canteen ledger, driving the real journal writer on a temporary SQLite
+//! file: no sequence of taps, retransmissions, double taps, top-ups and voids breaks the balance
+//! invariant or charges a meal twice.
+
+use eldergate::canteen::rules::RuleSet;
+use eldergate::config::{Resident, StaffConfig};
+use eldergate::journal::{self, CanteenOp};
+use eldergate::registry::Registry;
+use eldergate_protocol::payload::{Down, Tap, TapResult};
+use proptest::prelude::*;
+use sqlx::Row;
+use std::sync::Arc;
+use std::time::Duration;
+
+const RULES: &str = r#"
+name = "p"
+[[periods]]
+name = "all_day"
+start = "00:00"
+end = "23:59:59"
+price_fen = 1500
+[[subsidies]]
+name = "60+ 10%"
+min_age = 60
+amount = { percent = 10 }
+"#;
+
+#[derive(Debug, Clone)]
+enum Op {
+    /// A new tap of resident i's card.
+    Tap(usize),
+    /// The reader retransmits its k-th most recent tap.
+    Retransmit(usize),
+    /// Top up resident i.
+    TopUp(usize, i64),
+    /// Void the k-th meal.
+    Void(usize),
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        4 => (0usize..3).prop_map(Op::Tap),
+        2 => (0usize..5).prop_map(Op::Retransmit),
+        2 => ((0usize..3), 1i64..5000).prop_map(|(i, a)| Op::TopUp(i, a)),
+        1 => (0usize..5).prop_map(Op::Void),
+    ]
+}
+
+fn registry(double_tap_s: u64) -> Registry {
+    let mut r = Registry::empty("s");
+    for i in 0..3 {
+        let id = format!("R{i}");
+        r.residents.insert(
+            id.clone(),
+            Resident {
+                resident_id: id,
+                name: format!("张三{i}"),
+                birth_date: Some("1940-01-01".into()),
+                statuses: None,
+                building: None,
+                unit: None,
+                room: None,
+                grid: None,
+                card_id: Some(format!("C000000{i}")),
+            },
+        );
+    }
+    r.staff.insert(
+        "S1".into(),
+        StaffConfig {
+            id: "S1".into(),
+            name: "op".into(),
+            role: "canteen_operator".into(),
+            grid: None,
+            phone: None,
+        },
+    );
+    r.canteen = Some((RuleSet::parse(RULES).unwrap(), double_tap_s));
+    r
+}
+
+async fn run(ops: Vec<Op>, double_tap_s: u64) {
+    let dir = tempfile::tempdir().unwrap();
+    let (journal, writer) = journal::open(
+        dir.path(),
+        Arc::new(registry(double_tap_s)),
+        256,
+        Duration::from_secs(3600),
+    )
+    .await
+    .unwrap();
+    let writer = tokio::spawn(writer.run());
+    let mut seq = 0u32;
+    let mut sent: Vec<(u32, usize)> = Vec::new();
+    let mut answers: std::collections::HashMap<u32, Down> = Default::default();
+    for op in ops {
+        match op {
+            Op::Tap(i) | Op::Retransmit(i) if matches!(op, Op::Tap(_)) || sent.is_empty() => {
+                seq += 1;
+                sent.push((seq, i));
+                let tap = Tap {
+                    v: 1,
+                    seq,
+                    card: format!("c000000{i}"),
+                    price_fen: None,
+                    delivered_by: None,
+                    ts: None,
+                };
+                let d = journal
+                    .tap("rdr".into(), tap, jiff::Timestamp::now())
+                    .await
+                    .await
+                    .unwrap()
+                    .unwrap();
+                answers.insert(seq, d);
+            }
+            Op::Retransmit(k) => {
+                let (s, i) = sent[sent.len() - 1 - (k % sent.len())];
+                let tap = Tap {
+                    v: 1,
+                    seq: s,
+                    card: format!("C000000{i}"),
+                    price_fen: None,
+                    delivered_by: None,
+                    ts: None,
+                };
+                let d = journal
+                    .tap("rdr".into(), tap, jiff::Timestamp::now())
+                    .await
+                    .await
+                    .unwrap()
+                    .unwrap();
+                assert_eq!(
+                    Some(&d),
+                    answers.get(&s),
+                    "a retransmission gets the same answer"
+                );
+            }
+            Op::TopUp(i, a) => {
+                journal
+                    .topup(format!("R{i}"), a, "S1".into(), None)
+                    .await
+                    .unwrap()
+                    .unwrap();
+            }
+            Op::Void(k) => {
+                let _ = journal
+                    .canteen(
+                        CanteenOp::VoidMeal {
+                            meal: k as i64 + 1,
+                            reason: "test".into(),
+                        },
+                        "S1".into(),
+                    )
+                    .await
+                    .unwrap();
+            }
+            Op::Tap(_) => unreachable!(),
+        }
+    }
+    let db = journal.readers().clone();
+    // Every meal is charged at most once and refunded at most once.
+    let bad: i64 = sqlx::query(
+        "SELECT COUNT(*) FROM (SELECT meal_id, kind, COUNT(*) n FROM ledger WHERE meal_id IS NOT NULL GROUP BY 1, 2 HAVING n > 1)",
+    )
+    .fetch_one(&db)
+    .await
+    .unwrap()
+    .get(0);
+    assert_eq!(bad, 0, "a meal was charged or refunded twice");
+    for i in 0..3 {
+        let r = format!("R{i}");
+        let (balance, topups, charges, refunds): (i64, i64, i64, i64) = {
+            let row = sqlx::query(
+                "SELECT COALESCE(SUM(amount_fen),0),
+                        COALESCE(SUM(CASE WHEN kind='topup' THEN amount_fen END),0),
+                        COALESCE(SUM(CASE WHEN kind='charge' THEN amount_fen END),0),
+                        COALESCE(SUM(CASE WHEN kind='refund' THEN amount_fen END),0)
+                 FROM ledger WHERE resident_id = ?",
+            )
+            .bind(&r)
+            .fetch_one(&db)
+            .await
+            .unwrap();
+            (row.get(0), row.get(1), row.get(2), row.get(3))
+        };
+        assert!(balance >= 0, "{r}: balance went negative: {balance}");
+        assert_eq!(balance, topups + charges + refunds);
+        // Charges equal the payable of the resident's meals; refunds those of voided meals.
+        let (payable, voided): (i64, i64) = {
+            let row = sqlx::query(
+                "SELECT COALESCE(SUM(payable_fen),0), COALESCE(SUM(CASE WHEN voided_by IS NOT NULL THEN payable_fen END),0) FROM meals WHERE resident_id = ?",
+            )
+            .bind(&r)
+            .fetch_one(&db)
+            .await
+            .unwrap();
+            (row.get(0), row.get(1))
+        };
+        assert_eq!(-charges, payable, "{r}: charges match meals");
+        assert_eq!(refunds, voided, "{r}: refunds match voided meals");
+        // The last paid answer shows the balance the ledger had at that moment (never more).
+        for d in answers.values() {
+            if let Down::Display {
+                result: TapResult::Paid,
+                balance_fen,
+                ..
+            } = d
+            {
+                assert!(*balance_fen >= 0);
+            }
+        }
+    }
+    drop(journal);
+    let _ = writer.await;
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+    #[test]
+    fn no_sequence_breaks_the_balance_or_charges_twice(ops in proptest::collection::vec(op(), 1..40), window in prop_oneof![Just(0u64), Just(3600u64)]) {
+        tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(run(ops, window));
+    }
+}
