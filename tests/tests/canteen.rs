@@ -371,3 +371,83 @@ async fn a_serial_reader_gets_its_display_answer_after_commit() {
     );
     db.drop_db().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reader_retransmitting_across_a_gateway_kill_is_charged_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let rules = dir.path().join("rules.toml");
+    std::fs::write(&rules, RULES).unwrap();
+    let broker = Mosquitto::start().unwrap();
+    let db = TestDb::create().await.unwrap();
+    let mut spec = GatewaySpec::new(broker.port, db.url.clone(), 2);
+    spec.residents = true;
+    spec.extra = format!(
+        "[canteen]\nrules = \"{}\"\ndouble_tap_s = 0\n",
+        rules.display()
+    );
+    let mut gw = Gateway::start(&spec).await.unwrap();
+    let r = reqwest::Client::new()
+        .post(gw.url("/api/residents/R00002/topup"))
+        .json(&serde_json::json!({"amount_fen": 5000, "by": "S009"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let down_topic = format!("eldergate/v1/{SITE}/down/rdr-01");
+    let (_c, mut answers, ok) =
+        connect_as(broker.port, None, "t-reader-down", Some(&down_topic)).await;
+    assert!(ok);
+    let reader = raw_client(broker.port, "t-reader").await;
+    let body = serde_json::json!({"v": 1, "seq": 9, "card": "CA000002"}).to_string();
+    // The tap is sent while the gateway is dead, and again after it is back: one meal, one charge.
+    gw.kill9();
+    reader
+        .publish(
+            format!("eldergate/v1/{SITE}/tap/rdr-01"),
+            QoS::AtLeastOnce,
+            false,
+            body.clone().into_bytes(),
+        )
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    gw.spawn().await.unwrap();
+    reader
+        .publish(
+            format!("eldergate/v1/{SITE}/tap/rdr-01"),
+            QoS::AtLeastOnce,
+            false,
+            body.into_bytes(),
+        )
+        .await
+        .unwrap();
+    let first = next_answer(&mut answers).await;
+    assert!(
+        matches!(
+            first,
+            Down::Display {
+                seq: 9,
+                result: TapResult::Paid,
+                balance_fen: 3650,
+                ..
+            }
+        ),
+        "{first:?}"
+    );
+    let second = next_answer(&mut answers).await;
+    assert_eq!(first, second, "the retransmission gets the same answer");
+    let balance: serde_json::Value = reqwest::get(gw.url("/api/residents/R00002/balance"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        (
+            balance["balance_fen"].as_i64(),
+            balance["ledger_rows"].as_i64()
+        ),
+        (Some(3650), Some(2))
+    );
+    db.drop_db().await;
+}
