@@ -413,6 +413,14 @@ impl Ingest {
                 }
                 let tap: Tap = decode(payload)?;
                 check_version(tap.v)?;
+                if let Some(worker) = tap.delivered_by.as_deref() {
+                    if !self.registry.staff.contains_key(worker) {
+                        return Err(reject(
+                            "unknown_staff",
+                            format!("delivered_by {worker:?} is not a registered staff id"),
+                        ));
+                    }
+                }
                 Ok(Telemetry::Tap {
                     reader: reader.to_string(),
                     tap,

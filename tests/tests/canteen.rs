@@ -451,3 +451,112 @@ async fn a_reader_retransmitting_across_a_gateway_kill_is_charged_once() {
     );
     db.drop_db().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delivered_meals_settle_offline_and_reach_the_central_store_once_it_is_back() {
+    use eldergate_e2e::proxy::Proxy;
+    let dir = tempfile::tempdir().unwrap();
+    let rules = dir.path().join("rules.toml");
+    std::fs::write(&rules, RULES).unwrap();
+    let broker = Mosquitto::start().unwrap();
+    let db = TestDb::create().await.unwrap();
+    let proxy = Proxy::start(pg_host_port()).await.unwrap();
+    proxy.down();
+    let mut spec = GatewaySpec::new(
+        broker.port,
+        db.url_via(&format!("127.0.0.1:{}", proxy.port)),
+        3,
+    );
+    spec.residents = true;
+    spec.extra = format!(
+        "[canteen]\nrules = \"{}\"\ndouble_tap_s = 0\n",
+        rules.display()
+    );
+    let gw = Gateway::start(&spec).await.unwrap();
+    let http = reqwest::Client::new();
+    for r in ["R00001", "R00002", "R00003"] {
+        let resp = http
+            .post(gw.url(&format!("/api/residents/{r}/topup")))
+            .json(&serde_json::json!({"amount_fen": 3000, "by": "S009"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+    }
+    let down_topic = format!("eldergate/v1/{SITE}/down/rdr-01");
+    let (_c, mut answers, ok) =
+        connect_as(broker.port, None, "t-reader-down", Some(&down_topic)).await;
+    assert!(ok);
+    let reader = raw_client(broker.port, "t-handheld").await;
+    // The delivery worker S001 taps three residents' cards at their doors, central store down.
+    for (seq, card) in [(1u32, "CA000001"), (2, "CA000002"), (3, "CA000003")] {
+        let body = serde_json::json!({"v": 1, "seq": seq, "card": card, "delivered_by": "S001"})
+            .to_string();
+        reader
+            .publish(
+                format!("eldergate/v1/{SITE}/tap/rdr-01"),
+                QoS::AtLeastOnce,
+                false,
+                body.into_bytes(),
+            )
+            .await
+            .unwrap();
+        let a = next_answer(&mut answers).await;
+        assert!(
+            matches!(
+                a,
+                Down::Display {
+                    result: TapResult::Paid,
+                    ..
+                }
+            ),
+            "{a:?}"
+        );
+    }
+    // An unknown delivery worker is bad input, not a meal.
+    let bad = serde_json::json!({"v": 1, "seq": 4, "card": "CA000001", "delivered_by": "S999"})
+        .to_string();
+    reader
+        .publish(
+            format!("eldergate/v1/{SITE}/tap/rdr-01"),
+            QoS::AtLeastOnce,
+            false,
+            bad.into_bytes(),
+        )
+        .await
+        .unwrap();
+    let journal = gw.journal().await.unwrap();
+    eventually(WAIT, "a dead letter for the unknown worker", || async {
+        let n: i64 =
+            sqlx::query("SELECT COUNT(*) FROM dead_letters WHERE reason = 'unknown_staff'")
+                .fetch_one(&journal)
+                .await?
+                .get(0);
+        Ok((n == 1).then_some(()))
+    })
+    .await
+    .unwrap();
+    let delivered: i64 = sqlx::query("SELECT COUNT(*) FROM meals WHERE delivered_by = 'S001'")
+        .fetch_one(&journal)
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(delivered, 3);
+    // The central store comes back: every settlement arrives, once.
+    proxy.up();
+    let pool = db.pool().await.unwrap();
+    eventually(WAIT, "three settlements at the central store", || async {
+        let n: i64 = sqlx::query("SELECT COUNT(*) FROM events WHERE kind = 'meal_settled'")
+            .fetch_one(&pool)
+            .await
+            .map(|r| r.get(0))
+            .unwrap_or(0);
+        Ok((n == 3).then_some(()))
+    })
+    .await
+    .unwrap();
+    let workers: i64 = sqlx::query("SELECT COUNT(*) FROM events WHERE kind = 'meal_settled' AND body->>'delivered_by' = 'S001'").fetch_one(&pool).await.unwrap().get(0);
+    assert_eq!(workers, 3, "who delivered travels with the settlement");
+    pool.close().await;
+    db.drop_db().await;
+}
