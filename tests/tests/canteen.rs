@@ -22,6 +22,27 @@ min_age = 60
 amount = { percent = 10 }
 "#;
 
+/// A gateway with the test roster (cards CA000001…) and a canteen on [`RULES`], written into
+/// `dir`; `extra` is more TOML (e.g. a `[[serial]]` port).
+fn canteen_spec(
+    dir: &std::path::Path,
+    broker_port: u16,
+    central_url: String,
+    buttons: usize,
+    double_tap_s: u64,
+    extra: &str,
+) -> GatewaySpec {
+    let rules = dir.join("rules.toml");
+    std::fs::write(&rules, RULES).unwrap();
+    let mut spec = GatewaySpec::new(broker_port, central_url, buttons);
+    spec.residents = true;
+    spec.extra = format!(
+        "{extra}[canteen]\nrules = \"{}\"\ndouble_tap_s = {double_tap_s}\n",
+        rules.display()
+    );
+    spec
+}
+
 async fn next_answer(rx: &mut tokio::sync::mpsc::UnboundedReceiver<(String, Vec<u8>)>) -> Down {
     let (_, body) = tokio::time::timeout(WAIT, rx.recv())
         .await
@@ -33,16 +54,9 @@ async fn next_answer(rx: &mut tokio::sync::mpsc::UnboundedReceiver<(String, Vec<
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tap_is_settled_once_and_answered_after_commit() {
     let dir = tempfile::tempdir().unwrap();
-    let rules = dir.path().join("rules.toml");
-    std::fs::write(&rules, RULES).unwrap();
     let broker = Mosquitto::start().unwrap();
     let db = TestDb::create().await.unwrap();
-    let mut spec = GatewaySpec::new(broker.port, db.url.clone(), 3);
-    spec.residents = true;
-    spec.extra = format!(
-        "[canteen]\nrules = \"{}\"\ndouble_tap_s = 60\n",
-        rules.display()
-    );
+    let spec = canteen_spec(dir.path(), broker.port, db.url.clone(), 3, 60, "");
     let gw = Gateway::start(&spec).await.unwrap();
 
     let http = reqwest::Client::new();
@@ -248,18 +262,11 @@ async fn a_serial_reader_gets_its_display_answer_after_commit() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio_serial::SerialPort;
     let dir = tempfile::tempdir().unwrap();
-    let rules = dir.path().join("rules.toml");
-    std::fs::write(&rules, RULES).unwrap();
     let link = dir.path().join("ttyREADER");
     let broker = Mosquitto::start().unwrap();
     let db = TestDb::create().await.unwrap();
-    let mut spec = GatewaySpec::new(broker.port, db.url.clone(), 3);
-    spec.residents = true;
-    spec.extra = format!(
-        "[[serial]]\nport = \"{}\"\n[canteen]\nrules = \"{}\"\n",
-        link.display(),
-        rules.display()
-    );
+    let serial = format!("[[serial]]\nport = \"{}\"\n", link.display());
+    let spec = canteen_spec(dir.path(), broker.port, db.url.clone(), 3, 60, &serial);
     let gw = Gateway::start(&spec).await.unwrap();
     let r = reqwest::Client::new()
         .post(gw.url("/api/residents/R00003/topup"))
@@ -375,16 +382,9 @@ async fn a_serial_reader_gets_its_display_answer_after_commit() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reader_retransmitting_across_a_gateway_kill_is_charged_once() {
     let dir = tempfile::tempdir().unwrap();
-    let rules = dir.path().join("rules.toml");
-    std::fs::write(&rules, RULES).unwrap();
     let broker = Mosquitto::start().unwrap();
     let db = TestDb::create().await.unwrap();
-    let mut spec = GatewaySpec::new(broker.port, db.url.clone(), 2);
-    spec.residents = true;
-    spec.extra = format!(
-        "[canteen]\nrules = \"{}\"\ndouble_tap_s = 0\n",
-        rules.display()
-    );
+    let spec = canteen_spec(dir.path(), broker.port, db.url.clone(), 2, 0, "");
     let mut gw = Gateway::start(&spec).await.unwrap();
     let r = reqwest::Client::new()
         .post(gw.url("/api/residents/R00002/topup"))
@@ -456,22 +456,12 @@ async fn a_reader_retransmitting_across_a_gateway_kill_is_charged_once() {
 async fn delivered_meals_settle_offline_and_reach_the_central_store_once_it_is_back() {
     use eldergate_e2e::proxy::Proxy;
     let dir = tempfile::tempdir().unwrap();
-    let rules = dir.path().join("rules.toml");
-    std::fs::write(&rules, RULES).unwrap();
     let broker = Mosquitto::start().unwrap();
     let db = TestDb::create().await.unwrap();
     let proxy = Proxy::start(pg_host_port()).await.unwrap();
     proxy.down();
-    let mut spec = GatewaySpec::new(
-        broker.port,
-        db.url_via(&format!("127.0.0.1:{}", proxy.port)),
-        3,
-    );
-    spec.residents = true;
-    spec.extra = format!(
-        "[canteen]\nrules = \"{}\"\ndouble_tap_s = 0\n",
-        rules.display()
-    );
+    let central = db.url_via(&format!("127.0.0.1:{}", proxy.port));
+    let spec = canteen_spec(dir.path(), broker.port, central, 3, 0, "");
     let gw = Gateway::start(&spec).await.unwrap();
     let http = reqwest::Client::new();
     for r in ["R00001", "R00002", "R00003"] {
