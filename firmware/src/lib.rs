@@ -9,9 +9,12 @@
 //!   for its sequence number arrives (protocol/SPEC.md §5).
 //! - [`reader`]: the card-reader terminal: a tap is sent, the gateway's DISPLAY answer is shown,
 //!   a timeout message if none comes.
+//! - [`mfrc522`]: the NXP MFRC522 card-reader driver (SPI), the terminal's [`reader::CardSource`]:
+//!   REQA, anticollision/SELECT over cascade levels 1–3, HLTA; every wait bounded.
 #![no_std]
 #![deny(missing_docs)]
 
 pub mod button;
 pub mod link;
+pub mod mfrc522;
 pub mod reader;
