@@ -7,6 +7,7 @@
 //! the link is failing.
 
 use crate::link::Outbox;
+use crate::seq::{PersistedPollError, SeqAllocator, SeqStore};
 use eldergate_protocol::serial::MAX_WIRE;
 use embedded_hal::digital::{InputPin, OutputPin};
 
@@ -170,6 +171,8 @@ pub struct AlarmButton<B, L, const N: usize> {
     /// Unacknowledged events.
     pub outbox: Outbox<N>,
     acked_until: u64,
+    /// An action waiting for its sequence number to be persisted ([`AlarmButton::poll_persisted`]).
+    held: Option<Action>,
 }
 
 impl<B: InputPin, L: OutputPin, const N: usize> AlarmButton<B, L, N> {
@@ -181,6 +184,7 @@ impl<B: InputPin, L: OutputPin, const N: usize> AlarmButton<B, L, N> {
             detector: PressDetector::new(timing),
             outbox: Outbox::new(first_seq),
             acked_until: 0,
+            held: None,
         }
     }
 
@@ -197,7 +201,59 @@ impl<B: InputPin, L: OutputPin, const N: usize> AlarmButton<B, L, N> {
             // A full outbox keeps the oldest events: they are retransmitted until acked.
             let _ = self.outbox.push(action.code(), now_ms);
         }
-        let on = if self.outbox.failing() {
+        self.drive_led(now_ms);
+        Ok(self.outbox.poll(device, now_ms, out))
+    }
+
+    /// [`AlarmButton::poll`] for a device that keeps its sequence numbers across resets: a new
+    /// action is queued only once `seqs` has persisted its number (SPEC.md §5).
+    ///
+    /// If the store fails, the action is held (the LED blinks fast) and its store is retried on
+    /// every poll; retransmissions of already queued events go on meanwhile. The store error is
+    /// returned from every poll that has no frame to send; a poll that writes a frame returns it
+    /// and leaves the error to the next poll. While an action is held, a further action is
+    /// dropped (as with a full outbox, the oldest event wins).
+    pub fn poll_persisted<S: SeqStore>(
+        &mut self,
+        seqs: &mut SeqAllocator<S>,
+        device: &str,
+        now_ms: u64,
+        out: &mut [u8; MAX_WIRE],
+    ) -> Result<Option<usize>, PersistedPollError<B::Error, S::Error>> {
+        let pressed = self.button.is_low().map_err(PersistedPollError::Device)?;
+        if let Some(action) = self.detector.sample(pressed, now_ms) {
+            self.held.get_or_insert(action);
+        }
+        let mut store_error = None;
+        if let Some(action) = self.held {
+            if self.outbox.is_full() {
+                // Same policy as `poll`: a full outbox keeps the oldest events.
+                self.held = None;
+            } else {
+                match seqs.reserve(self.outbox.next_seq()) {
+                    Ok(()) => {
+                        self.held = None;
+                        let _ = self.outbox.push(action.code(), now_ms);
+                    }
+                    Err(e) => store_error = Some(e),
+                }
+            }
+        }
+        self.drive_led(now_ms);
+        match (self.outbox.poll(device, now_ms, out), store_error) {
+            (Some(len), _) => Ok(Some(len)),
+            (None, Some(e)) => Err(PersistedPollError::SeqStore(e)),
+            (None, None) => Ok(None),
+        }
+    }
+
+    /// True while an action waits for its sequence number to be persisted.
+    pub fn is_holding(&self) -> bool {
+        self.held.is_some()
+    }
+
+    fn drive_led(&mut self, now_ms: u64) {
+        let on = if self.outbox.failing() || self.held.is_some() {
             (now_ms / 100) % 2 == 0
         } else if !self.outbox.is_idle() {
             (now_ms / 500) % 2 == 0
@@ -209,7 +265,6 @@ impl<B: InputPin, L: OutputPin, const N: usize> AlarmButton<B, L, N> {
         } else {
             self.led.set_low()
         };
-        Ok(self.outbox.poll(device, now_ms, out))
     }
 
     /// The gateway acknowledged `seq`.

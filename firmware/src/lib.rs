@@ -11,6 +11,10 @@
 //!   a timeout message if none comes.
 //! - [`mfrc522`]: the NXP MFRC522 card-reader driver (SPI), the terminal's [`reader::CardSource`]:
 //!   REQA, anticollision/SELECT over cascade levels 1–3, HLTA; every wait bounded.
+//! - [`seq`]: sequence numbers kept across resets: a high-water mark persisted a block ahead
+//!   through a [`seq::SeqStore`], so no number is reused after a reset and flash is written once
+//!   per block. The `*_persisted` methods of the button, outbox and terminal use it; the plain
+//!   constructors take [`seq::SeqAllocator::first_seq`].
 #![no_std]
 #![deny(missing_docs)]
 
@@ -18,3 +22,4 @@ pub mod button;
 pub mod link;
 pub mod mfrc522;
 pub mod reader;
+pub mod seq;

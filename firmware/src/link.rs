@@ -2,6 +2,7 @@
 //! sequence number, is sent at once, and is resent after 1 s, 2 s, 4 s … (capped at 30 s) until
 //! the gateway ACKs that sequence number. An ACK for an unknown sequence number is ignored.
 
+use crate::seq::{PersistedPollError, SeqAllocator, SeqStore};
 use eldergate_protocol::serial::{encode, Body, Frame, MAX_WIRE};
 
 /// First retransmission delay.
@@ -65,6 +66,28 @@ impl<const N: usize> Outbox<N> {
             sends: 0,
         });
         Ok(seq)
+    }
+
+    /// Like [`Outbox::push`], but only with a sequence number persisted by `seqs` (SPEC.md §5):
+    /// if the store fails, nothing is queued and the error is returned; push again later.
+    pub fn push_persisted<S: SeqStore>(
+        &mut self,
+        action: u8,
+        now_ms: u64,
+        seqs: &mut SeqAllocator<S>,
+    ) -> Result<u32, PersistedPollError<OutboxError, S::Error>> {
+        if self.is_full() {
+            return Err(PersistedPollError::Device(OutboxError::Full));
+        }
+        seqs.reserve(self.next_seq)
+            .map_err(PersistedPollError::SeqStore)?;
+        self.push(action, now_ms)
+            .map_err(PersistedPollError::Device)
+    }
+
+    /// True when all `N` slots hold unacknowledged events.
+    pub fn is_full(&self) -> bool {
+        self.pending.iter().all(Option::is_some)
     }
 
     /// The gateway acknowledged `seq`. Returns true if it was pending.

@@ -3,12 +3,13 @@
 //! the tap is not retried by the terminal (the resident taps again: a second tap within the
 //! gateway's window is the same meal).
 
+use crate::seq::{PersistedPollError, SeqAllocator, SeqStore};
 use eldergate_protocol::serial::{encode, Body, Frame, MAX_WIRE};
 
 /// How long the terminal waits for the gateway's answer.
 pub const ANSWER_TIMEOUT_MS: u64 = 3_000;
 
-/// A card UID source (an MFRC522-style driver implements it).
+/// A card UID source ([`crate::mfrc522::Mfrc522`] implements it).
 pub trait CardSource {
     /// Driver error.
     type Error;
@@ -67,13 +68,57 @@ impl<D: Display> Terminal<D> {
         now_ms: u64,
         out: &mut [u8; MAX_WIRE],
     ) -> Result<Option<usize>, C::Error> {
+        if self.is_waiting(now_ms) {
+            return Ok(None);
+        }
+        self.read_and_send(cards, device, now_ms, out)
+    }
+
+    /// [`Terminal::poll`] for a terminal that keeps its sequence numbers across resets: the card
+    /// is read only once `seqs` has persisted the number its tap will get (SPEC.md §5). If the
+    /// store fails, the error is returned and no card is read (a card in the field stays unread
+    /// and un-halted, so it is read as soon as a store succeeds).
+    pub fn poll_persisted<C: CardSource, S: SeqStore>(
+        &mut self,
+        cards: &mut C,
+        seqs: &mut SeqAllocator<S>,
+        device: &str,
+        now_ms: u64,
+        out: &mut [u8; MAX_WIRE],
+    ) -> Result<Option<usize>, PersistedPollError<C::Error, S::Error>> {
+        if self.is_waiting(now_ms) {
+            return Ok(None);
+        }
+        seqs.reserve(self.next_seq)
+            .map_err(PersistedPollError::SeqStore)?;
+        self.read_and_send(cards, device, now_ms, out)
+            .map_err(PersistedPollError::Device)
+    }
+
+    /// The sequence number the next tap will get.
+    pub fn next_seq(&self) -> u32 {
+        self.next_seq
+    }
+
+    /// True while an answer is awaited; shows the timeout message when the wait ends unanswered.
+    fn is_waiting(&mut self, now_ms: u64) -> bool {
         if let Some((_, since)) = self.waiting {
             if now_ms.saturating_sub(since) >= ANSWER_TIMEOUT_MS {
                 self.waiting = None;
                 self.display.show_message(Message::Timeout);
             }
-            return Ok(None);
+            return true;
         }
+        false
+    }
+
+    fn read_and_send<C: CardSource>(
+        &mut self,
+        cards: &mut C,
+        device: &str,
+        now_ms: u64,
+        out: &mut [u8; MAX_WIRE],
+    ) -> Result<Option<usize>, C::Error> {
         let mut uid = [0u8; 10];
         let Some(n) = cards.read_uid(&mut uid)? else {
             return Ok(None);

@@ -12,13 +12,11 @@ use eldergate_firmware::mfrc522::{crc_a, ChipVersion, Error, Mfrc522};
 use eldergate_firmware::reader::{CardSource, Display, Message, Terminal};
 use eldergate_protocol::serial::{decode, Body, MAX_WIRE};
 
+type SpiTransactions = Vec<embedded_hal_mock::eh1::spi::Transaction<u8>>;
+type ReadResult = Result<Option<Vec<u8>>, Error<embedded_hal::spi::ErrorKind>>;
+
 /// Reads one UID; hands back the SPI mock so the test can call `done()`.
-fn read_one(
-    expected: &[Vec<embedded_hal_mock::eh1::spi::Transaction<u8>>],
-) -> (
-    Result<Option<Vec<u8>>, Error<embedded_hal::spi::ErrorKind>>,
-    embedded_hal_mock::eh1::spi::Mock<u8>,
-) {
+fn read_one(expected: &[SpiTransactions]) -> (ReadResult, embedded_hal_mock::eh1::spi::Mock<u8>) {
     let mut reader = Mfrc522::new(spi(expected));
     let mut uid = [0u8; 10];
     let got = reader
@@ -131,7 +129,7 @@ fn a_wrong_bcc_is_reported_not_panicked() {
 
 #[test]
 fn a_sak_with_a_wrong_crc_is_reported() {
-    let uid_bcc = [1, 2, 3, 4, 1 ^ 2 ^ 3 ^ 4];
+    let uid_bcc = [0x1d, 0xdc, 0xcf, 0x2d, 0x23]; // last: BCC, the XOR of the UID bytes
     let mut select = vec![0x93, 0x70];
     select.extend_from_slice(&uid_bcc);
     let (got, mut mock) = read_one(&[

@@ -170,3 +170,43 @@ pub fn hlta() -> Vec<T<u8>> {
 pub fn spi(parts: &[Vec<T<u8>>]) -> Mock<u8> {
     Mock::new(&parts.concat())
 }
+
+/// A button input (active low) the test presses and releases; clones share the state.
+#[derive(Clone, Default)]
+pub struct ScriptedPin(std::rc::Rc<std::cell::Cell<bool>>);
+
+impl ScriptedPin {
+    /// Presses (`true`) or releases the button.
+    pub fn set_pressed(&self, pressed: bool) {
+        self.0.set(pressed);
+    }
+}
+
+impl embedded_hal::digital::ErrorType for ScriptedPin {
+    type Error = core::convert::Infallible;
+}
+
+impl embedded_hal::digital::InputPin for ScriptedPin {
+    fn is_high(&mut self) -> Result<bool, Self::Error> {
+        Ok(!self.0.get())
+    }
+    fn is_low(&mut self) -> Result<bool, Self::Error> {
+        Ok(self.0.get())
+    }
+}
+
+/// An LED nobody looks at.
+pub struct NoLed;
+
+impl embedded_hal::digital::ErrorType for NoLed {
+    type Error = core::convert::Infallible;
+}
+
+impl embedded_hal::digital::OutputPin for NoLed {
+    fn set_low(&mut self) -> Result<(), Self::Error> {
+        Ok(())
+    }
+    fn set_high(&mut self) -> Result<(), Self::Error> {
+        Ok(())
+    }
+}
