@@ -11,8 +11,9 @@
 //! Guarantees of [`SeqAllocator`]:
 //! - **Never reuses a number across resets**: [`SeqAllocator::reserve`] succeeds for a number
 //!   only once a mark above it is persisted; callers send only reserved numbers.
-//! - **One store per block** (default [`DEFAULT_SEQ_BLOCK`] = 64 events), not one per event, and
-//!   none at boot: the first store happens at the first event.
+//! - **One store per block** (default [`DEFAULT_SEQ_BLOCK`] = 64 events), not one per event,
+//!   and none in [`SeqAllocator::start`]: the outbox and button store at their first event; the
+//!   terminal, which reserves before it reads a card, at its first poll.
 //! - **A failed store is reported** ([`SeqAllocator::reserve`] returns the store's error) and the
 //!   number is not reserved; it is retried on the next call. The mark never moves backwards.
 //!
