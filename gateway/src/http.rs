@@ -1,4 +1,5 @@
-//! HTTP API: health, Prometheus metrics, and alerts (list, acknowledge, resolve).
+//! HTTP API: health, Prometheus metrics, alerts (list, acknowledge, resolve), the canteen's staff
+//! operations and reports, and roster imports.
 //!
 //! Invariants: listens on loopback only until the console adds login (config validation enforces
 //! it); a staff action answers 200 only after the journal committed it; every bad request gets a
@@ -7,6 +8,7 @@
 use crate::journal::{alert_from_row, CanteenOp, Journal, JournalError, StaffRefusal, Via};
 use crate::registry::Registry;
 use axum::extract::rejection::JsonRejection;
+use axum::extract::DefaultBodyLimit;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
@@ -20,6 +22,8 @@ use serde::Deserialize;
 use sqlx::Row;
 use std::convert::Infallible;
 use std::sync::Arc;
+
+mod roster;
 
 /// Shared state of the handlers.
 #[derive(Clone)]
@@ -51,6 +55,10 @@ pub fn router(api: Api) -> Router {
         .route("/api/meals/{id}/void", post(meal_void))
         .route("/api/reports/daily", get(report_daily))
         .route("/api/reports/claim", get(report_claim))
+        .route(
+            "/api/roster",
+            post(roster::import).layer(DefaultBodyLimit::max(roster::MAX_ROSTER_BYTES)),
+        )
         .with_state(api)
 }
 

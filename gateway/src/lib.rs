@@ -31,6 +31,7 @@ pub mod journal;
 pub mod mqtt;
 pub mod notifier;
 pub mod registry;
+pub mod roster;
 pub mod serial;
 pub mod sim;
 pub mod sim_serial;

@@ -1,4 +1,5 @@
-//! The `eldergate` command: run the gateway, check a config, run the demo, simulate devices.
+//! The `eldergate` command: run the gateway, check a config, run the demo, simulate devices,
+//! import a roster, print canteen reports.
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -29,6 +30,14 @@ enum Command {
     Demo(eldergate::demo::DemoArgs),
     /// Simulated alarm buttons against a broker (for load and manual testing).
     Sim(eldergate::sim::SimArgs),
+    /// The community roster (residents and their cards) of a running gateway.
+    Roster {
+        /// The gateway's config (for its HTTP address).
+        #[arg(long, short, env = "ELDERGATE_CONFIG")]
+        config: PathBuf,
+        #[command(subcommand)]
+        which: RosterCommand,
+    },
     /// Canteen reports from a gateway's journal (read-only; the gateway may be running).
     Report {
         /// The gateway's config (for data_dir and the roster).
@@ -36,6 +45,22 @@ enum Command {
         config: PathBuf,
         #[command(subcommand)]
         which: Report,
+    },
+}
+
+#[derive(Subcommand)]
+enum RosterCommand {
+    /// Replace the roster with a new export (CSV with a header row, as residents_csv). Every row
+    /// is checked first; nothing is imported if any row or reference is wrong.
+    Import {
+        /// The roster CSV.
+        file: PathBuf,
+        /// Staff id of who imports (recorded with the import).
+        #[arg(long)]
+        by: String,
+        /// Only show what would change.
+        #[arg(long)]
+        dry_run: bool,
     },
 }
 
@@ -85,6 +110,38 @@ async fn report(config: PathBuf, which: Report) -> anyhow::Result<()> {
                 }
             }
         }
+    }
+    Ok(())
+}
+
+/// Sends a roster to the running gateway named by `config` and prints its answer.
+async fn roster(config: PathBuf, which: RosterCommand) -> anyhow::Result<()> {
+    let RosterCommand::Import { file, by, dry_run } = which;
+    let loaded = eldergate::config::load(&config)?;
+    let csv = std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
+    let url = format!("http://{}/api/roster", loaded.config.http.listen);
+    let response = reqwest::Client::new()
+        .post(&url)
+        .query(&[
+            ("by", by.as_str()),
+            ("dry_run", if dry_run { "true" } else { "false" }),
+        ])
+        .header("content-type", "text/csv; charset=utf-8")
+        .body(csv)
+        .send()
+        .await
+        .with_context(|| format!("cannot reach the gateway at {url} (is it running?)"))?;
+    let status = response.status();
+    let body: serde_json::Value = response
+        .json()
+        .await
+        .with_context(|| format!("the gateway at {url} answered {status} with no JSON"))?;
+    println!("{}", serde_json::to_string_pretty(&body)?);
+    if !status.is_success() {
+        anyhow::bail!(
+            "the roster was not imported: {}",
+            body["error"].as_str().unwrap_or("see above")
+        );
     }
     Ok(())
 }
@@ -162,6 +219,7 @@ fn main() -> ExitCode {
                     Command::Demo(args) => eldergate::demo::run(args, stop_signal()).await,
                     Command::Sim(args) => eldergate::sim::run_cli(args, stop_signal()).await,
                     Command::Report { config, which } => report(config, which).await,
+                    Command::Roster { config, which } => roster(config, which).await,
                     Command::CheckConfig { .. } => Ok(()),
                 }
                 .context("eldergate stopped with an error")

@@ -1,11 +1,13 @@
 //! Who and what the gateway knows: devices, residents, staff, escalation ladders and webhooks.
 //! Built once from the validated config and shared read-only (`Arc`), so every reference in it
-//! resolves.
+//! resolves. The one part that changes while the gateway runs is the roster ([`Roster`]), which a
+//! roster import replaces as a whole (the import checks that devices still resolve).
 
 use crate::config::{
-    CheckinConfig, DeviceConfig, EscalationConfig, Ladder, Loaded, Resident, StaffConfig,
-    SupervisionConfig, WebhookConfig,
+    CheckinConfig, DeviceConfig, EscalationConfig, Ladder, Loaded, StaffConfig, SupervisionConfig,
+    WebhookConfig,
 };
+pub use crate::roster::Roster;
 use eldergate_protocol::payload::Priority;
 use std::collections::BTreeMap;
 
@@ -20,8 +22,10 @@ pub struct Registry {
     pub time_zone: String,
     /// Devices by id.
     pub devices: BTreeMap<String, DeviceConfig>,
-    /// Residents by id.
-    pub residents: BTreeMap<String, Resident>,
+    /// Residents by id: the live roster (replaced by a roster import; every clone sees it).
+    pub residents: Roster,
+    /// Where the roster is kept (`residents_csv`, resolved); an import is saved there.
+    pub roster_path: Option<std::path::PathBuf>,
     /// Staff by id.
     pub staff: BTreeMap<String, StaffConfig>,
     /// Ladders per priority.
@@ -45,7 +49,8 @@ impl From<&Loaded> for Registry {
             gateway_id: l.config.gateway_id.clone(),
             time_zone: l.config.time_zone.clone(),
             devices: l.devices.clone(),
-            residents: l.residents.clone(),
+            residents: Roster::new(l.residents.clone()),
+            roster_path: l.roster_path.clone(),
             staff: l.staff.clone(),
             escalation: l.config.escalation.clone(),
             webhooks: l.config.webhooks.clone(),
@@ -68,7 +73,8 @@ impl Registry {
             gateway_id: "gw".into(),
             time_zone: "Asia/Shanghai".into(),
             devices: BTreeMap::new(),
-            residents: BTreeMap::new(),
+            residents: Roster::default(),
+            roster_path: None,
             staff: BTreeMap::new(),
             escalation: EscalationConfig::default(),
             webhooks: Vec::new(),
@@ -101,7 +107,8 @@ impl Registry {
         };
         let grid = resident
             .and_then(|r| self.residents.get(r))
-            .and_then(|r| r.grid.as_deref());
+            .and_then(|r| r.grid);
+        let grid = grid.as_deref();
         let mut out: Vec<String> = Vec::new();
         let mut push = |id: &str| {
             if !out.iter().any(|o| o == id) {

@@ -48,9 +48,10 @@ fn op() -> impl Strategy<Value = Op> {
 
 fn registry(double_tap_s: u64) -> Registry {
     let mut r = Registry::empty("s");
+    let mut residents = std::collections::BTreeMap::new();
     for i in 0..3 {
         let id = format!("R{i}");
-        r.residents.insert(
+        residents.insert(
             id.clone(),
             Resident {
                 resident_id: id,
@@ -65,6 +66,7 @@ fn registry(double_tap_s: u64) -> Registry {
             },
         );
     }
+    r.residents = eldergate::roster::Roster::new(residents);
     r.staff.insert(
         "S1".into(),
         StaffConfig {

@@ -7,49 +7,8 @@ use rumqttc::QoS;
 use sqlx::Row;
 use std::time::Duration;
 
-const WAIT: Duration = Duration::from_secs(60);
-
-const RULES: &str = r#"
-name = "test canteen"
-[[periods]]
-name = "all_day"
-start = "00:00"
-end = "23:59:59"
-price_fen = 1500
-[[subsidies]]
-name = "60+ 10%"
-min_age = 60
-amount = { percent = 10 }
-"#;
-
-/// A gateway with the test roster (cards CA000001…) and a canteen on [`RULES`], written into
-/// `dir`; `extra` is more TOML (e.g. a `[[serial]]` port).
-fn canteen_spec(
-    dir: &std::path::Path,
-    broker_port: u16,
-    central_url: String,
-    buttons: usize,
-    double_tap_s: u64,
-    extra: &str,
-) -> GatewaySpec {
-    let rules = dir.join("rules.toml");
-    std::fs::write(&rules, RULES).unwrap();
-    let mut spec = GatewaySpec::new(broker_port, central_url, buttons);
-    spec.residents = true;
-    spec.extra = format!(
-        "{extra}[canteen]\nrules = \"{}\"\ndouble_tap_s = {double_tap_s}\n",
-        rules.display()
-    );
-    spec
-}
-
-async fn next_answer(rx: &mut tokio::sync::mpsc::UnboundedReceiver<(String, Vec<u8>)>) -> Down {
-    let (_, body) = tokio::time::timeout(WAIT, rx.recv())
-        .await
-        .expect("an answer")
-        .unwrap();
-    serde_json::from_slice::<Down>(&body).unwrap()
-}
+mod common;
+use common::{canteen_spec, next_answer, WAIT};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tap_is_settled_once_and_answered_after_commit() {

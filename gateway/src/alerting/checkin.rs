@@ -36,6 +36,7 @@ pub async fn missing(
     }
     Ok(registry
         .residents
+        .current()
         .values()
         .filter(|r| r.lives_alone() && !active.contains(&r.resident_id))
         .map(|r| r.resident_id.clone())

@@ -101,7 +101,7 @@ pub async fn claim_csv(
         let name = registry
             .residents
             .get(&resident)
-            .map(|x| x.name.clone())
+            .map(|x| x.name)
             .unwrap_or_default();
         let subsidy: i64 = r.try_get(5)?;
         let applied: String = r.try_get(7)?;

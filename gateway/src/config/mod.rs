@@ -441,7 +441,7 @@ impl Default for CheckinConfig {
 }
 
 /// One resident, from the roster.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 pub struct Resident {
     /// Resident id, e.g. `R00002`.
     pub resident_id: String,
@@ -523,6 +523,8 @@ pub struct Loaded {
     pub staff: BTreeMap<String, StaffConfig>,
     /// Residents by id.
     pub residents: BTreeMap<String, Resident>,
+    /// `residents_csv` resolved against the config file's directory.
+    pub roster_path: Option<PathBuf>,
     /// The check-in deadline, parsed.
     pub checkin_deadline: jiff::civil::Time,
     /// The canteen's rules, when a canteen is configured.

@@ -74,41 +74,15 @@ pub(super) fn validate(config: Config, base: &Path, problems: &mut Vec<Problem>)
         }
     }
 
+    let roster_path = config.residents_csv.as_ref().map(|p| base.join(p));
     let mut residents = BTreeMap::new();
-    if let Some(csv_path) = &config.residents_csv {
-        for (line, r) in read_csv::<Resident>(&base.join(csv_path), "residents_csv", problems) {
-            if residents.contains_key(&r.resident_id) {
-                problems.push(problem(
-                    format!("{}:{line}", file_name(csv_path)),
-                    format!("duplicate resident id {}", r.resident_id),
-                ));
-            } else {
-                residents.insert(r.resident_id.clone(), r);
-            }
-        }
-        for d in devices.values() {
-            if let Some(r) = &d.resident_id {
-                if !residents.contains_key(r) {
-                    problems.push(problem(
-                        format!("devices.{}.resident_id", d.id),
-                        format!("resident {r} is not in residents_csv"),
-                    ));
-                }
-            }
-        }
-    }
-    for r in residents.values() {
-        if let Some(g) = &r.grid {
-            let has_worker = staff
-                .values()
-                .any(|s| s.role == "grid_worker" && s.grid.as_deref() == Some(g.as_str()));
-            if !has_worker && !staff.is_empty() {
-                problems.push(problem(
-                    format!("residents.{}.grid", r.resident_id),
-                    format!("grid {g} has no grid_worker in staff; alerts for this resident would skip the grid worker"),
-                ));
-            }
-        }
+    if let Some(path) = &roster_path {
+        let (read, bad) = crate::roster::read(path);
+        problems.extend(bad);
+        residents = read;
+        problems.extend(crate::roster::check_references(
+            &residents, &devices, &staff,
+        ));
     }
 
     for (name, ladder) in [
@@ -215,6 +189,7 @@ pub(super) fn validate(config: Config, base: &Path, problems: &mut Vec<Problem>)
         devices,
         staff,
         residents,
+        roster_path,
         checkin_deadline,
         canteen_rules,
     }

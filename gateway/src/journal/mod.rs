@@ -165,6 +165,19 @@ pub enum CanteenOp {
     },
 }
 
+/// A checked roster to import (see `crate::roster`).
+#[derive(Debug, Clone)]
+pub struct RosterImport {
+    /// The residents, every row checked and every device reference resolved.
+    pub residents: std::sync::Arc<crate::roster::Residents>,
+    /// The CSV as uploaded, saved over `residents_csv` once the import committed.
+    pub csv: std::sync::Arc<[u8]>,
+    /// Staff id of who imports.
+    pub by: String,
+    /// Only say what would change.
+    pub dry_run: bool,
+}
+
 /// Result of a staff operation: a JSON summary or why it was refused.
 pub type AdminResult = Result<Result<serde_json::Value, String>, JournalError>;
 
@@ -252,6 +265,13 @@ pub enum Command {
         /// Answered after commit: a JSON summary, or why not.
         reply: oneshot::Sender<AdminResult>,
     },
+    /// Bulk lane, last of its batch: replace the roster (or, dry run, say what would change).
+    ImportRoster {
+        /// The roster.
+        import: RosterImport,
+        /// Answered after commit: a JSON summary of the changes, or why not.
+        reply: oneshot::Sender<AdminResult>,
+    },
     /// Bulk lane: a webhook delivery attempt ended (`error` None = delivered).
     WebhookResult {
         /// webhook_outbox id.
@@ -282,6 +302,9 @@ impl Command {
     fn cost(&self) -> usize {
         match self {
             Command::DeviceStatus(v) => v.len().max(1),
+            // Takes a whole bulk budget: nothing queued after an import shares its transaction,
+            // so every later command sees the new roster.
+            Command::ImportRoster { .. } => writer::BULK_BUDGET,
             _ => 1,
         }
     }
@@ -571,6 +594,16 @@ impl Journal {
                 reason,
                 reply,
             })
+            .await
+            .map_err(|_| JournalError::Stopped)?;
+        rx.await.map_err(|_| JournalError::Stopped)?
+    }
+
+    /// Imports a roster (or, dry run, says what it would change) and waits for the commit.
+    pub async fn import_roster(&self, import: RosterImport) -> AdminResult {
+        let (reply, rx) = oneshot::channel();
+        self.bulk_tx
+            .send(Command::ImportRoster { import, reply })
             .await
             .map_err(|_| JournalError::Stopped)?;
         rx.await.map_err(|_| JournalError::Stopped)?

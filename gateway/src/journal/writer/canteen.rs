@@ -10,13 +10,7 @@ use eldergate_protocol::payload::{Down, Tap, TapResult};
 use jiff::Timestamp;
 use sqlx::Row;
 
-/// Normalizes a card UID as stored (hex, upper case, no separators).
-pub fn card_key(card: &str) -> String {
-    card.chars()
-        .filter(|c| c.is_ascii_hexdigit())
-        .map(|c| c.to_ascii_uppercase())
-        .collect()
-}
+pub use crate::roster::card_key;
 
 impl Writer {
     /// The balance of a resident, derived from the ledger.
@@ -72,9 +66,13 @@ impl Writer {
                 let resident: String = row.try_get(0)?;
                 let state: String = row.try_get(1)?;
                 let facts = registry.residents.get(&resident);
-                let name = facts.map(|r| mask_name(&r.name));
-                if state != "active" {
+                let name = facts.as_ref().map(|r| mask_name(&r.name));
+                if state == "lost" {
                     (answer(TapResult::LostCard, name, 0, 0, 0), None)
+                } else if state != "active" || facts.is_none() {
+                    // Retired with a roster import (the resident left the roster): the card
+                    // belongs to nobody on the roster now.
+                    (answer(TapResult::UnknownCard, None, 0, 0, 0), None)
                 } else {
                     self.settle(reader, tap, &card, &resident, name, at).await?
                 }
@@ -145,14 +143,13 @@ impl Writer {
             .map_err(|e| JournalError::Write(e.to_string()))?;
         let local = at.to_zoned(tz);
         let balance = self.balance(resident).await?;
-        let birth = registry
-            .residents
-            .get(resident)
+        let facts = registry.residents.get(resident);
+        let birth = facts
+            .as_ref()
             .and_then(|r| r.birth_date.as_deref())
             .and_then(|d| d.parse::<jiff::civil::Date>().ok());
-        let statuses: Vec<String> = registry
-            .residents
-            .get(resident)
+        let statuses: Vec<String> = facts
+            .as_ref()
             .and_then(|r| r.statuses.clone())
             .map(|s| {
                 s.split(';')
@@ -277,7 +274,7 @@ impl Writer {
                 "amount_fen must be positive (fen, e.g. 10000 for ¥100)".into(),
             ));
         }
-        if !self.registry.residents.contains_key(resident) {
+        if !self.registry.residents.contains(resident) {
             return Ok(Err(format!("resident {resident} is not in the roster")));
         }
         if !self.registry.staff.contains_key(by) {
@@ -340,7 +337,7 @@ impl Writer {
                         "card id must be at least 4 bytes of hex (8 digits)".into()
                     ));
                 }
-                if !self.registry.residents.contains_key(resident) {
+                if !self.registry.residents.contains(resident) {
                     return Ok(Err(format!("resident {resident} is not in the roster")));
                 }
                 let known = sqlx::query("SELECT resident_id, state FROM cards WHERE card_id = ?")
@@ -432,7 +429,7 @@ impl Writer {
         sqlx::query("BEGIN IMMEDIATE")
             .execute(&mut self.conn)
             .await?;
-        for r in registry.residents.values() {
+        for r in registry.residents.current().values() {
             if let Some(card) = r.card_id.as_deref().map(card_key).filter(|c| !c.is_empty()) {
                 sqlx::query("INSERT OR IGNORE INTO cards (card_id, resident_id, state, changed_at, changed_by) VALUES (?, ?, 'active', ?, 'roster')")
                     .bind(card)

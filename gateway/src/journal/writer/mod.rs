@@ -6,6 +6,7 @@
 
 mod alerts;
 mod canteen;
+mod roster;
 pub use alerts::alert_from_row;
 
 use super::{
@@ -25,7 +26,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot, watch};
 
 /// Most rows one bulk-lane transaction writes.
-const BULK_BUDGET: usize = 512;
+pub(super) const BULK_BUDGET: usize = 512;
 
 /// Replies and notices held until the transaction commits.
 enum After {
@@ -47,6 +48,8 @@ enum After {
         oneshot::Sender<AdminResult>,
         Result<serde_json::Value, String>,
     ),
+    /// A roster import's outcome, and the roster to switch to once committed.
+    Roster(oneshot::Sender<AdminResult>, roster::RosterOutcome),
     /// Alert changes with nobody waiting (escalations, supervision): notify only.
     Notify(Vec<StaffAlert>),
 }
@@ -231,6 +234,15 @@ impl Writer {
                         After::Admin(reply, r) => {
                             let _ = reply.send(Ok(r));
                         }
+                        After::Roster(reply, (r, apply)) => {
+                            let r = match apply {
+                                Some((residents, staged)) => {
+                                    self.switch_roster(r, residents, staged).await
+                                }
+                                None => r,
+                            };
+                            let _ = reply.send(Ok(r));
+                        }
                         After::Notify(alerts) => {
                             if let Some(tx) = &self.alert_tx {
                                 for a in alerts {
@@ -348,6 +360,13 @@ impl Writer {
                             return Err(e);
                         }
                     },
+                    Command::ImportRoster { import, reply } => match self.apply_roster(&import).await {
+                        Ok(r) => after.push(After::Roster(reply, r)),
+                        Err(e) => {
+                            let _ = reply.send(Err(e.clone()));
+                            return Err(e);
+                        }
+                    },
                     Command::Escalate { alert_id, step } => {
                         if let Some(a) = self.escalate(alert_id, step).await? {
                             after.push(After::Notify(vec![a]));
@@ -402,6 +421,12 @@ impl Writer {
                         After::Tap(r, _) => Reply::Tap(r),
                         After::TopUp(r, _) => Reply::TopUp(r),
                         After::Admin(r, _) => Reply::Admin(r),
+                        After::Roster(r, (_, staged)) => {
+                            if let Some((_, f)) = staged {
+                                f.discard();
+                            }
+                            Reply::Admin(r)
+                        }
                     })
                     .collect();
                 for cmd in commands {
@@ -412,6 +437,7 @@ impl Writer {
                         Command::Tap { reply, .. } => replies.push(Reply::Tap(reply)),
                         Command::TopUp { reply, .. } => replies.push(Reply::TopUp(reply)),
                         Command::Canteen { reply, .. } => replies.push(Reply::Admin(reply)),
+                        Command::ImportRoster { reply, .. } => replies.push(Reply::Admin(reply)),
                         _ => {}
                     }
                 }

@@ -1,0 +1,93 @@
+//! `POST /api/roster?by=STAFF[&dry_run=true]` with the roster CSV as the body: every row and
+//! every reference is checked here (all problems at once, 422), then the journal writer applies
+//! it (cards bound and retired, one `roster_imported` event) and the gateway switches to it. A dry
+//! run says what would change and changes nothing.
+
+use super::{bad_request, Api, ApiError};
+use crate::journal::RosterImport;
+use axum::body::Bytes;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::Deserialize;
+use std::sync::Arc;
+
+/// Query of an import.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ImportQuery {
+    /// Staff id of who imports.
+    pub by: String,
+    /// Only say what would change.
+    #[serde(default)]
+    pub dry_run: bool,
+}
+
+/// Largest roster accepted (a community of tens of thousands of residents fits).
+pub const MAX_ROSTER_BYTES: usize = 32 << 20;
+
+pub(super) async fn import(
+    State(api): State<Api>,
+    query: Result<Query<ImportQuery>, QueryRejection>,
+    body: Bytes,
+) -> Result<Json<serde_json::Value>, Response> {
+    let Query(q) = query.map_err(|e| {
+        bad_request(
+            "bad_query",
+            format!(
+                "{e}; use POST /api/roster?by=S013 (add &dry_run=true to only see the changes)"
+            ),
+        )
+        .into_response()
+    })?;
+    let (residents, mut problems) = crate::roster::parse(&body, "roster");
+    if problems.is_empty() {
+        problems =
+            crate::roster::check_references(&residents, &api.registry.devices, &api.registry.staff);
+    }
+    if !problems.is_empty() {
+        metrics::counter!("eldergate_http_rejected_total", "reason" => "roster_invalid")
+            .increment(1);
+        tracing::warn!(
+            problems = problems.len(),
+            "roster import refused: the roster has problems"
+        );
+        let list: Vec<_> = problems
+            .iter()
+            .map(|p| serde_json::json!({ "at": p.path, "problem": p.message }))
+            .collect();
+        return Err((
+            StatusCode::UNPROCESSABLE_ENTITY,
+            Json(serde_json::json!({
+                "error": format!("the roster has {} problem(s); nothing was imported", problems.len()),
+                "problems": list,
+            })),
+        )
+            .into_response());
+    }
+    let import = RosterImport {
+        residents: Arc::new(residents),
+        csv: Arc::from(body.as_ref()),
+        by: q.by,
+        dry_run: q.dry_run,
+    };
+    match api
+        .journal
+        .import_roster(import)
+        .await
+        .map_err(|e| ApiError::from(e).into_response())?
+    {
+        Ok(summary) => {
+            tracing::info!(
+                dry_run = q.dry_run,
+                residents = summary["residents"].as_u64().unwrap_or(0),
+                "roster import {}",
+                if q.dry_run { "checked" } else { "applied" }
+            );
+            Ok(Json(summary))
+        }
+        Err(why) => Err(bad_request("refused", why).into_response()),
+    }
+}
