@@ -12,6 +12,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+mod common;
+
 const WAIT: Duration = Duration::from_secs(60);
 
 struct World {
@@ -389,13 +391,17 @@ async fn a_missed_check_in_becomes_a_visit_task_for_the_grid_worker() {
     }
     let deadline = now
         .time()
-        .checked_add(jiff::SignedDuration::from_secs(8))
+        .checked_add(jiff::SignedDuration::from_secs(15))
         .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let rules = dir.path().join("rules.toml");
+    std::fs::write(&rules, common::RULES).unwrap();
     let extra = format!(
-        "[checkin]\nenabled = true\ndeadline = \"{}\"\n",
-        deadline.strftime("%H:%M:%S")
+        "[checkin]\nenabled = true\ndeadline = \"{}\"\n[canteen]\nrules = \"{}\"\ndouble_tap_s = 0\n",
+        deadline.strftime("%H:%M:%S"),
+        rules.display()
     );
-    let w = world(2, 300, &extra).await;
+    let w = world(3, 300, &extra).await;
     let staff = StaffClient::start("127.0.0.1", w.port, SITE, "t-staff", None)
         .await
         .unwrap();
@@ -406,6 +412,29 @@ async fn a_missed_check_in_becomes_a_visit_task_for_the_grid_worker() {
         .unwrap();
     fleet.send("btn-0002", AlarmAction::Checkin).await;
     assert!(fleet.wait_all_acked(WAIT).await);
+    // R00003 taps their card at the canteen reader (no balance: refused, but they were seen).
+    let (_reader, mut answers, ok) = connect_as(
+        w.port,
+        None,
+        "t-reader-down",
+        Some(&format!("eldergate/v1/{SITE}/down/rdr-01")),
+    )
+    .await;
+    assert!(ok);
+    raw_client(w.port, "t-reader")
+        .await
+        .publish(
+            format!("eldergate/v1/{SITE}/tap/rdr-01"),
+            QoS::AtLeastOnce,
+            false,
+            br#"{"v":1,"seq":1,"card":"CA000003"}"#.to_vec(),
+        )
+        .await
+        .unwrap();
+    tokio::time::timeout(WAIT, answers.recv())
+        .await
+        .expect("the reader's answer")
+        .unwrap();
     let task = next(&mut heard, "a missed check-in", |a| {
         a.kind == "missed_checkin"
     })

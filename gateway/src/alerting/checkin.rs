@@ -1,6 +1,7 @@
 //! The daily check-in (平安键, the digital 敲门行动): every resident living alone (roster status
 //! 独居) should show some activity each day by the deadline (local time): a check-in double press,
-//! an alarm press, or any other event from a device of theirs. At the deadline the gateway raises
+//! an alarm press, any other event from a device of theirs, or their resident card tapped at a
+//! canteen counter or by a meal-delivery worker at their door. At the deadline the gateway raises
 //! one `missed_checkin` welfare-visit task per resident without activity, addressed to their grid
 //! worker, who closes it (resolve) with a visit note.
 //!
@@ -33,6 +34,16 @@ pub async fn missing(
         if let Some(res) = device.as_deref().and_then(|d| registry.resident_of(d)) {
             active.insert(res.to_string());
         }
+    }
+    // A card tap (a meal at the canteen, a meal delivered to the door, even a refused tap) shows
+    // the resident was up and about.
+    let rows = sqlx::query("SELECT DISTINCT c.resident_id FROM taps t JOIN cards c ON c.card_id = t.card_id WHERE t.received_at >= ? AND t.received_at < ?")
+        .bind(from)
+        .bind(to)
+        .fetch_all(journal.readers())
+        .await?;
+    for r in rows {
+        active.insert(r.try_get(0)?);
     }
     Ok(registry
         .residents
