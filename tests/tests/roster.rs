@@ -140,6 +140,15 @@ async fn a_new_roster_is_checked_applied_live_and_kept_across_a_restart() {
         result(&next_answer(&mut answers).await),
         (TapResult::InsufficientBalance, Some("王*".into()))
     );
+    let ok = http
+        .post(gw.url("/api/residents/R00010/topup"))
+        .json(&serde_json::json!({"amount_fen": 5000, "by": "S009"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ok.status(), 200);
+    tap("CC000010").await;
+    assert_eq!(result(&next_answer(&mut answers).await).0, TapResult::Paid);
     tap("CA000002").await;
     assert_eq!(
         result(&next_answer(&mut answers).await),
@@ -161,6 +170,20 @@ async fn a_new_roster_is_checked_applied_live_and_kept_across_a_restart() {
         result(&next_answer(&mut answers).await).0,
         TapResult::UnknownCard
     );
+    // Their subsidized meal is still claimed this month, under their name.
+    let month = jiff::Timestamp::now()
+        .to_zoned(jiff::tz::TimeZone::get("Asia/Shanghai").unwrap())
+        .strftime("%Y-%m")
+        .to_string();
+    let claim = http
+        .get(gw.url(&format!("/api/reports/claim?month={month}")))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(claim.contains("R00010,王五"), "{claim}");
 
     // Saved over residents_csv: a restart loads the imported roster.
     let saved = std::fs::read_to_string(gw.config.parent().unwrap().join("residents.csv")).unwrap();

@@ -75,8 +75,8 @@ pub async fn claim_csv(
     month: &str,
 ) -> Result<Vec<u8>, sqlx::Error> {
     let rows = sqlx::query(
-        "SELECT local_date, period, resident_id, card_id, price_fen, subsidy_fen, payable_fen, applied, delivered_by
-         FROM meals WHERE local_date LIKE ? AND subsidy_fen > 0 AND voided_by IS NULL ORDER BY resident_id, local_date, at",
+        "SELECT local_date, period, meals.resident_id, card_id, price_fen, subsidy_fen, payable_fen, applied, delivered_by, d.name
+         FROM meals LEFT JOIN departed_residents d ON d.resident_id = meals.resident_id WHERE local_date LIKE ? AND subsidy_fen > 0 AND voided_by IS NULL ORDER BY meals.resident_id, local_date, at",
     )
     .bind(format!("{month}-%"))
     .fetch_all(pool)
@@ -98,11 +98,11 @@ pub async fn claim_csv(
     let (mut count, mut total) = (0i64, 0i64);
     for r in rows {
         let resident: String = r.try_get(2)?;
-        let name = registry
-            .residents
-            .get(&resident)
-            .map(|x| x.name)
-            .unwrap_or_default();
+        // A resident who has left the roster since is claimed under the name they had.
+        let name = match registry.residents.get(&resident) {
+            Some(r) => r.name,
+            None => r.try_get::<Option<String>, _>(9)?.unwrap_or_default(),
+        };
         let subsidy: i64 = r.try_get(5)?;
         let applied: String = r.try_get(7)?;
         let applied: Vec<String> = serde_json::from_str(&applied).unwrap_or_default();

@@ -142,6 +142,23 @@ impl Writer {
                 .await?;
             }
         }
+        let old = self.registry.residents.current();
+        for id in &changes.removed {
+            let name = old.get(id).map(|r| r.name.as_str()).unwrap_or_default();
+            sqlx::query("INSERT OR REPLACE INTO departed_residents (resident_id, name, departed_at, departed_by) VALUES (?, ?, ?, ?)")
+                .bind(id)
+                .bind(name)
+                .bind(&at)
+                .bind(&import.by)
+                .execute(&mut self.conn)
+                .await?;
+        }
+        for id in &changes.added {
+            sqlx::query("DELETE FROM departed_residents WHERE resident_id = ?")
+                .bind(id)
+                .execute(&mut self.conn)
+                .await?;
+        }
         let seq = self.take_seq();
         self.pending.push(EventRow {
             seq,
