@@ -546,3 +546,45 @@ pub async fn connect_as(
         .unwrap_or(false);
     (client, rx, ok)
 }
+
+/// A pty pair whose slave is reachable through `link` (a stable symlink, like
+/// /dev/serial/by-id/…); returns the master, the device side. Plug it in after the gateway
+/// started: a child process inherits open descriptors, and a gateway holding the master would
+/// never see it go away.
+pub fn plug_pty(link: &Path) -> anyhow::Result<tokio_serial::SerialStream> {
+    use tokio_serial::SerialPort;
+    let (master, slave) = tokio_serial::SerialStream::pair().context("cannot make a pty pair")?;
+    let name = slave.name().context("the pty slave has no path")?;
+    drop(slave);
+    let _ = std::fs::remove_file(link);
+    std::os::unix::fs::symlink(name, link)?;
+    Ok(master)
+}
+
+/// Canteen rules for tests: one all-day period at ¥15.00, 10% off for 60+ (the test roster's
+/// residents are born in 1940). Written into `dir`; returns the path.
+pub fn all_day_canteen_rules(dir: &Path) -> anyhow::Result<PathBuf> {
+    let path = dir.join("rules.toml");
+    std::fs::write(
+        &path,
+        "name = \"test canteen\"\n[[periods]]\nname = \"all_day\"\nstart = \"00:00\"\nend = \"23:59:59\"\nprice_fen = 1500\n[[subsidies]]\nname = \"60+ 10%\"\nmin_age = 60\namount = { percent = 10 }\n",
+    )?;
+    Ok(path)
+}
+
+/// The firmware simulator's MQTT link to a test broker (site [`SITE`]).
+pub async fn firmware_mqtt_link(
+    port: u16,
+    client_id: &str,
+) -> anyhow::Result<eldergate::sim::SimLink> {
+    let (link, _stats) = eldergate::sim::mqtt_link::connect(eldergate::sim::MqttLinkOptions {
+        host: "127.0.0.1".into(),
+        port,
+        site: SITE.into(),
+        client_id: client_id.into(),
+        credentials: None,
+        tap_price_fen: None,
+    })
+    .await?;
+    Ok(link)
+}

@@ -231,7 +231,8 @@ async fn a_retransmitting_button_survives_a_gateway_kill() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_firmware_button_on_the_host_survives_a_gateway_restart() {
-    use eldergate::sim_serial::{run_on_port, SimButton};
+    use eldergate::sim::{run, DisplayLog, FirmwareFleet, SimButton};
+    use eldergate::sim_serial::serial_link;
     use std::sync::atomic::{AtomicBool, Ordering};
     use std::sync::Arc;
     let dir = tempfile::tempdir().unwrap();
@@ -247,8 +248,8 @@ async fn the_firmware_button_on_the_host_survives_a_gateway_restart() {
     // retransmits with backoff until the restarted gateway acknowledges.
     let done = Arc::new(AtomicBool::new(false));
     let d2 = done.clone();
-    let press = move |buttons: &[SimButton], now: Duration| {
-        let b = &buttons[0];
+    let press = move |fleet: &FirmwareFleet, now: Duration| {
+        let b = &fleet.buttons[0];
         b.pin
             .set_pressed(now >= Duration::from_millis(100) && now < Duration::from_millis(250));
         if now > Duration::from_secs(1) && b.firmware.outbox.is_idle() {
@@ -266,14 +267,19 @@ async fn the_firmware_button_on_the_host_survives_a_gateway_restart() {
             }
         }
     };
-    let buttons = run_on_port(master, vec![SimButton::new("btn-0003", 500)], press, stop).await;
+    let fleet = FirmwareFleet::new(
+        vec![SimButton::new("btn-0003", 500)],
+        vec![],
+        DisplayLog::default(),
+    );
+    let fleet = run(fleet, serial_link(master), press, stop).await;
     // A failed restart is reported as such, not as a missing ACK.
     let gw = restart.await.expect("the gateway restarted");
     assert!(
         done.load(Ordering::Relaxed),
         "the press was never acknowledged"
     );
-    assert_eq!(buttons[0].firmware.outbox.next_seq(), 501);
+    assert_eq!(fleet.buttons[0].firmware.outbox.next_seq(), 501);
     let journal = gw.journal().await.unwrap();
     let rows = sqlx::query("SELECT device_id, device_seq FROM events WHERE kind = 'alarm_press'")
         .fetch_all(&journal)
