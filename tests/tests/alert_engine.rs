@@ -421,16 +421,12 @@ async fn a_missed_check_in_becomes_a_visit_task_for_the_grid_worker() {
     )
     .await;
     assert!(ok);
-    raw_client(w.port, "t-reader")
-        .await
-        .publish(
-            format!("eldergate/v1/{SITE}/tap/rdr-01"),
-            QoS::AtLeastOnce,
-            false,
-            br#"{"v":1,"seq":1,"card":"CA000003"}"#.to_vec(),
-        )
-        .await
-        .unwrap();
+    let reader = raw_client(w.port, "t-reader").await;
+    common::publish_tap(
+        &reader,
+        serde_json::json!({"v": 1, "seq": 1, "card": "CA000003"}),
+    )
+    .await;
     tokio::time::timeout(WAIT, answers.recv())
         .await
         .expect("the reader's answer")

@@ -3,12 +3,11 @@
 
 use eldergate_e2e::*;
 use eldergate_protocol::payload::{Down, TapResult};
-use rumqttc::QoS;
 use sqlx::Row;
 use std::time::Duration;
 
 mod common;
-use common::{canteen_spec, next_answer, WAIT};
+use common::{canteen_spec, next_answer, publish_tap, WAIT};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tap_is_settled_once_and_answered_after_commit() {
@@ -32,16 +31,10 @@ async fn a_tap_is_settled_once_and_answered_after_commit() {
         connect_as(broker.port, None, "t-reader-down", Some(&down_topic)).await;
     assert!(ok);
     let reader = raw_client(broker.port, "t-reader").await;
-    let tap_topic = format!("eldergate/v1/{SITE}/tap/rdr-01");
     let tap = |seq: u32, card: &str| {
-        let (reader, t) = (reader.clone(), tap_topic.clone());
-        let body = serde_json::json!({"v": 1, "seq": seq, "card": card}).to_string();
-        async move {
-            reader
-                .publish(t, QoS::AtLeastOnce, false, body.into_bytes())
-                .await
-                .unwrap()
-        }
+        let reader = reader.clone();
+        let body = serde_json::json!({"v": 1, "seq": seq, "card": card});
+        async move { publish_tap(&reader, body).await }
     };
 
     tap(1, "ca000001").await;
@@ -357,29 +350,13 @@ async fn a_reader_retransmitting_across_a_gateway_kill_is_charged_once() {
         connect_as(broker.port, None, "t-reader-down", Some(&down_topic)).await;
     assert!(ok);
     let reader = raw_client(broker.port, "t-reader").await;
-    let body = serde_json::json!({"v": 1, "seq": 9, "card": "CA000002"}).to_string();
+    let body = serde_json::json!({"v": 1, "seq": 9, "card": "CA000002"});
     // The tap is sent while the gateway is dead, and again after it is back: one meal, one charge.
     gw.kill9();
-    reader
-        .publish(
-            format!("eldergate/v1/{SITE}/tap/rdr-01"),
-            QoS::AtLeastOnce,
-            false,
-            body.clone().into_bytes(),
-        )
-        .await
-        .unwrap();
+    publish_tap(&reader, body.clone()).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     gw.spawn().await.unwrap();
-    reader
-        .publish(
-            format!("eldergate/v1/{SITE}/tap/rdr-01"),
-            QoS::AtLeastOnce,
-            false,
-            body.into_bytes(),
-        )
-        .await
-        .unwrap();
+    publish_tap(&reader, body.clone()).await;
     let first = next_answer(&mut answers).await;
     assert!(
         matches!(
@@ -439,17 +416,8 @@ async fn delivered_meals_settle_offline_and_reach_the_central_store_once_it_is_b
     let reader = raw_client(broker.port, "t-handheld").await;
     // The delivery worker S001 taps three residents' cards at their doors, central store down.
     for (seq, card) in [(1u32, "CA000001"), (2, "CA000002"), (3, "CA000003")] {
-        let body = serde_json::json!({"v": 1, "seq": seq, "card": card, "delivered_by": "S001"})
-            .to_string();
-        reader
-            .publish(
-                format!("eldergate/v1/{SITE}/tap/rdr-01"),
-                QoS::AtLeastOnce,
-                false,
-                body.into_bytes(),
-            )
-            .await
-            .unwrap();
+        let body = serde_json::json!({"v": 1, "seq": seq, "card": card, "delivered_by": "S001"});
+        publish_tap(&reader, body.clone()).await;
         let a = next_answer(&mut answers).await;
         assert!(
             matches!(
@@ -463,17 +431,8 @@ async fn delivered_meals_settle_offline_and_reach_the_central_store_once_it_is_b
         );
     }
     // An unknown delivery worker is bad input, not a meal.
-    let bad = serde_json::json!({"v": 1, "seq": 4, "card": "CA000001", "delivered_by": "S999"})
-        .to_string();
-    reader
-        .publish(
-            format!("eldergate/v1/{SITE}/tap/rdr-01"),
-            QoS::AtLeastOnce,
-            false,
-            bad.into_bytes(),
-        )
-        .await
-        .unwrap();
+    let bad = serde_json::json!({"v": 1, "seq": 4, "card": "CA000001", "delivered_by": "S999"});
+    publish_tap(&reader, bad).await;
     let journal = gw.journal().await.unwrap();
     eventually(WAIT, "a dead letter for the unknown worker", || async {
         let n: i64 =

@@ -5,11 +5,10 @@
 
 use eldergate_e2e::*;
 use eldergate_protocol::payload::{Down, TapResult};
-use rumqttc::QoS;
 use sqlx::Row;
 
 mod common;
-use common::{canteen_spec, next_answer, WAIT};
+use common::{canteen_spec, next_answer, publish_tap, WAIT};
 
 const HEADER: &str =
     "resident_id,name,gender,birth_date,statuses,building,unit,room,grid,phone,card_id,emergency_contact\n";
@@ -74,19 +73,9 @@ async fn a_new_roster_is_checked_applied_live_and_kept_across_a_restart() {
     let mut seq = 0u32;
     let mut tap = |card: &'static str| {
         seq += 1;
-        let body = serde_json::json!({"v": 1, "seq": seq, "card": card}).to_string();
+        let body = serde_json::json!({"v": 1, "seq": seq, "card": card});
         let reader = reader.clone();
-        async move {
-            reader
-                .publish(
-                    format!("eldergate/v1/{SITE}/tap/rdr-01"),
-                    QoS::AtLeastOnce,
-                    false,
-                    body.into_bytes(),
-                )
-                .await
-                .unwrap();
-        }
+        async move { publish_tap(&reader, body).await }
     };
 
     // A roster with problems: every one is named, nothing changes.

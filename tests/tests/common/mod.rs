@@ -2,7 +2,7 @@
 
 #![allow(dead_code)]
 
-use eldergate_e2e::GatewaySpec;
+use eldergate_e2e::{GatewaySpec, SITE};
 use eldergate_protocol::payload::Down;
 use std::time::Duration;
 
@@ -48,4 +48,17 @@ pub async fn next_answer(rx: &mut tokio::sync::mpsc::UnboundedReceiver<(String, 
         .expect("an answer")
         .unwrap();
     serde_json::from_slice::<Down>(&body).unwrap()
+}
+
+/// Publishes a tap (`body` as the reader would send it) from reader rdr-01, QoS 1.
+pub async fn publish_tap(reader: &rumqttc::AsyncClient, body: serde_json::Value) {
+    reader
+        .publish(
+            format!("eldergate/v1/{SITE}/tap/rdr-01"),
+            rumqttc::QoS::AtLeastOnce,
+            false,
+            body.to_string().into_bytes(),
+        )
+        .await
+        .unwrap();
 }
