@@ -4,10 +4,19 @@
 //! while still held); two short presses within 400 ms are a **check-in**; a single short press is
 //! an **SOS**, sent as soon as the double-press window has passed. The LED shows the link state:
 //! blinking while an event waits for its ACK, steady for 2 s once acknowledged, fast blinking when
-//! the link is failing.
+//! the link is failing or the sequence-number store is failing.
+//!
+//! **Alarms first: an alarm never waits.** [`AlarmButton::poll_persisted`] queues and sends every
+//! action at once, even when the [`SeqStore`] cannot persist the high-water mark (SPEC.md §5):
+//! the store error is reported ([`ButtonPoll::seq_store_error`]), the LED blinks fast
+//! ([`AlarmButton::seq_store_failing`]) and the store is retried until it works. The cost: a
+//! reset *before* a store succeeds restarts at the old mark, so the numbers sent above it since
+//! the fault may be reused, and the gateway takes a reused number as a duplicate for 24 h. A held
+//! SOS is a certain loss; a reuse needs a reset during a storage fault — so the alarm wins. (The
+//! card-reader terminal and [`Outbox::push_persisted`] keep the strict rule: their event waits.)
 
 use crate::link::Outbox;
-use crate::seq::{PersistedPollError, SeqAllocator, SeqStore};
+use crate::seq::{SeqAllocator, SeqStore};
 use eldergate_protocol::serial::MAX_WIRE;
 use embedded_hal::digital::{InputPin, OutputPin};
 
@@ -163,6 +172,23 @@ pub fn heartbeat_frame<S: BatterySensor>(
 /// How long the LED stays on after an ACK.
 pub const ACKED_LED_MS: u64 = 2_000;
 
+/// While the sequence-number store is failing, [`AlarmButton::poll_persisted`] retries it at the
+/// next action and otherwise at most this often (at most one store attempt per poll), so a broken
+/// flash is not hammered with a write every few milliseconds.
+pub const SEQ_STORE_RETRY_MS: u64 = 1_000;
+
+/// What one [`AlarmButton::poll_persisted`] did. Both fields can be set at once: a store error
+/// never keeps a frame from being sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[must_use = "a frame to send may be in `out`"]
+pub struct ButtonPoll<E> {
+    /// The length of the frame written into `out`, to send now.
+    pub frame: Option<usize>,
+    /// The store attempt of this poll failed (the action, if any, was queued and sent anyway).
+    /// [`AlarmButton::seq_store_failing`] stays true until a later attempt succeeds.
+    pub seq_store_error: Option<E>,
+}
+
 /// The alarm-button device: a button on an input pin (active low), an LED, and the outbox.
 pub struct AlarmButton<B, L, const N: usize> {
     button: B,
@@ -171,8 +197,11 @@ pub struct AlarmButton<B, L, const N: usize> {
     /// Unacknowledged events.
     pub outbox: Outbox<N>,
     acked_until: u64,
-    /// An action waiting for its sequence number to be persisted ([`AlarmButton::poll_persisted`]).
-    held: Option<Action>,
+    /// A store failed and none has succeeded since: numbers above the persisted mark may be in
+    /// use ([`AlarmButton::poll_persisted`]).
+    seq_store_failing: bool,
+    /// While `seq_store_failing`: when the store is tried again without a new action.
+    seq_store_retry_at: u64,
 }
 
 impl<B: InputPin, L: OutputPin, const N: usize> AlarmButton<B, L, N> {
@@ -184,7 +213,8 @@ impl<B: InputPin, L: OutputPin, const N: usize> AlarmButton<B, L, N> {
             detector: PressDetector::new(timing),
             outbox: Outbox::new(first_seq),
             acked_until: 0,
-            held: None,
+            seq_store_failing: false,
+            seq_store_retry_at: 0,
         }
     }
 
@@ -205,55 +235,63 @@ impl<B: InputPin, L: OutputPin, const N: usize> AlarmButton<B, L, N> {
         Ok(self.outbox.poll(device, now_ms, out))
     }
 
-    /// [`AlarmButton::poll`] for a device that keeps its sequence numbers across resets: a new
-    /// action is queued only once `seqs` has persisted its number (SPEC.md §5).
+    /// [`AlarmButton::poll`] for a device that keeps its sequence numbers across resets
+    /// (SPEC.md §5). **An action is never held**: before it is queued, `seqs` is asked to
+    /// persist its number; if that store fails, the action is queued and sent all the same with
+    /// the outbox's next number (see the module docs for the trade-off).
     ///
-    /// If the store fails, the action is held (the LED blinks fast) and its store is retried on
-    /// every poll; retransmissions of already queued events go on meanwhile. The store error is
-    /// returned from every poll that has no frame to send; a poll that writes a frame returns it
-    /// and leaves the error to the next poll. While an action is held, a further action is
-    /// dropped (as with a full outbox, the oldest event wins).
+    /// After a failed store, [`AlarmButton::seq_store_failing`] is true and the LED blinks fast
+    /// until a store succeeds; the store is retried at the next action and otherwise every
+    /// [`SEQ_STORE_RETRY_MS`] — never more than one store attempt per poll. A successful retry
+    /// stores a mark above every number sent meanwhile. Every failed attempt is returned in
+    /// [`ButtonPoll::seq_store_error`] of the poll that made it, beside the frame of that poll,
+    /// so the caller sends `frame` first and then reports the error; `Err` is only a pin error.
+    /// A full outbox drops the new action (the oldest events win, as in `poll`).
     pub fn poll_persisted<S: SeqStore>(
         &mut self,
         seqs: &mut SeqAllocator<S>,
         device: &str,
         now_ms: u64,
         out: &mut [u8; MAX_WIRE],
-    ) -> Result<Option<usize>, PersistedPollError<B::Error, S::Error>> {
-        let pressed = self.button.is_low().map_err(PersistedPollError::Device)?;
-        if let Some(action) = self.detector.sample(pressed, now_ms) {
-            self.held.get_or_insert(action);
-        }
-        let mut store_error = None;
-        if let Some(action) = self.held {
-            if self.outbox.is_full() {
-                // Same policy as `poll`: a full outbox keeps the oldest events.
-                self.held = None;
-            } else {
-                match seqs.reserve(self.outbox.next_seq()) {
-                    Ok(()) => {
-                        self.held = None;
-                        let _ = self.outbox.push(action.code(), now_ms);
-                    }
-                    Err(e) => store_error = Some(e),
+    ) -> Result<ButtonPoll<S::Error>, B::Error> {
+        let pressed = self.button.is_low()?;
+        let action = self
+            .detector
+            .sample(pressed, now_ms)
+            .filter(|_| !self.outbox.is_full());
+        let retry_due = self.seq_store_failing && now_ms >= self.seq_store_retry_at;
+        let mut seq_store_error = None;
+        if action.is_some() || retry_due {
+            // While failing, the next number is above the mark, so this is a real store, and its
+            // mark (next + block) covers every number already sent above the old one.
+            match seqs.reserve(self.outbox.next_seq()) {
+                Ok(()) => self.seq_store_failing = false,
+                Err(e) => {
+                    self.seq_store_failing = true;
+                    self.seq_store_retry_at = now_ms.saturating_add(SEQ_STORE_RETRY_MS);
+                    seq_store_error = Some(e);
                 }
             }
         }
-        self.drive_led(now_ms);
-        match (self.outbox.poll(device, now_ms, out), store_error) {
-            (Some(len), _) => Ok(Some(len)),
-            (None, Some(e)) => Err(PersistedPollError::SeqStore(e)),
-            (None, None) => Ok(None),
+        if let Some(action) = action {
+            // Alarms first: queued whether or not its number was persisted.
+            let _ = self.outbox.push(action.code(), now_ms);
         }
+        self.drive_led(now_ms);
+        Ok(ButtonPoll {
+            frame: self.outbox.poll(device, now_ms, out),
+            seq_store_error,
+        })
     }
 
-    /// True while an action waits for its sequence number to be persisted.
-    pub fn is_holding(&self) -> bool {
-        self.held.is_some()
+    /// True from a failed store of [`AlarmButton::poll_persisted`] until a later one succeeds:
+    /// numbers above the persisted mark are in use, and a reset now may reuse them.
+    pub fn seq_store_failing(&self) -> bool {
+        self.seq_store_failing
     }
 
     fn drive_led(&mut self, now_ms: u64) {
-        let on = if self.outbox.failing() || self.held.is_some() {
+        let on = if self.outbox.failing() || self.seq_store_failing {
             (now_ms / 100) % 2 == 0
         } else if !self.outbox.is_idle() {
             (now_ms / 500) % 2 == 0

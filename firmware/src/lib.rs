@@ -14,7 +14,8 @@
 //! - [`seq`]: sequence numbers kept across resets: a high-water mark persisted a block ahead
 //!   through a [`seq::SeqStore`], so no number is reused after a reset and flash is written once
 //!   per block. The `*_persisted` methods of the button, outbox and terminal use it; the plain
-//!   constructors take [`seq::SeqAllocator::first_seq`].
+//!   constructors take [`seq::SeqAllocator::first_seq`]. While the store fails, the outbox and
+//!   terminal hold their event; the alarm button sends it anyway (an alarm never waits).
 #![no_std]
 #![deny(missing_docs)]
 

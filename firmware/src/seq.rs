@@ -9,19 +9,31 @@
 //! used are skipped (gaps are legal; the gateway only dedupes).
 //!
 //! Guarantees of [`SeqAllocator`]:
-//! - **Never reuses a number across resets**: [`SeqAllocator::reserve`] succeeds for a number
-//!   only once a mark above it is persisted; callers send only reserved numbers.
+//! - **A number is reserved only once a mark above it is persisted**:
+//!   [`SeqAllocator::reserve`] succeeds for a number only then; a device that sends only
+//!   reserved numbers never reuses one across resets.
 //! - **One store per block** (default [`DEFAULT_SEQ_BLOCK`] = 64 events), not one per event,
 //!   and none in [`SeqAllocator::start`]: the outbox and button store at their first event; the
 //!   terminal, which reserves before it reads a card, at its first poll.
 //! - **A failed store is reported** ([`SeqAllocator::reserve`] returns the store's error) and the
 //!   number is not reserved; it is retried on the next call. The mark never moves backwards.
 //!
+//! What a device does when the store fails is its own policy:
+//! - **Strict — the event waits** until its number is persisted:
+//!   [`crate::link::Outbox::push_persisted`] queues nothing, and
+//!   [`crate::reader::Terminal::poll_persisted`] reads no card (a meal tap may wait). These never
+//!   reuse a number.
+//! - **Alarms first — the alarm never waits**: [`crate::button::AlarmButton::poll_persisted`]
+//!   sends the action anyway with the outbox's next number, reports the error, blinks the LED
+//!   fast and retries the store (at the next action, else once per
+//!   [`crate::button::SEQ_STORE_RETRY_MS`]) until it works. The accepted cost: a reset *before*
+//!   a store succeeds starts again at the old mark, so numbers sent above it during the fault
+//!   may be reused, and the gateway takes a reused number as a duplicate for 24 h. A held SOS
+//!   is a certain loss; a reuse needs a reset during a storage fault — so the alarm wins.
+//!
 //! Comparisons use serial-number arithmetic (RFC 1982) on `u32`, so counting across 2³² wraps.
 //!
-//! [`crate::link::Outbox::push_persisted`], [`crate::button::AlarmButton::poll_persisted`] and
-//! [`crate::reader::Terminal::poll_persisted`] wire it into the devices; their plain
-//! constructors take [`SeqAllocator::first_seq`].
+//! The plain constructors of the outbox, button and terminal take [`SeqAllocator::first_seq`].
 
 use core::convert::Infallible;
 use core::fmt;
@@ -72,6 +84,7 @@ impl SeqStore for NoSeqStore {
 pub struct MemorySeqStore {
     mark: Option<u32>,
     writes: u32,
+    attempts: u32,
     failing: bool,
 }
 
@@ -91,6 +104,7 @@ impl MemorySeqStore {
         MemorySeqStore {
             mark: None,
             writes: 0,
+            attempts: 0,
             failing: false,
         }
     }
@@ -105,6 +119,11 @@ impl MemorySeqStore {
         self.writes
     }
 
+    /// How many stores were attempted, failed ones included.
+    pub fn attempts(&self) -> u32 {
+        self.attempts
+    }
+
     /// From now on, stores fail (`true`) or succeed again (`false`).
     pub fn set_failing(&mut self, failing: bool) {
         self.failing = failing;
@@ -117,6 +136,7 @@ impl SeqStore for MemorySeqStore {
         Ok(self.mark)
     }
     fn store(&mut self, mark: u32) -> Result<(), SimulatedWriteFailure> {
+        self.attempts = self.attempts.saturating_add(1);
         if self.failing {
             return Err(SimulatedWriteFailure);
         }
@@ -166,8 +186,9 @@ impl<S: SeqStore> SeqAllocator<S> {
     }
 
     /// Makes sure `seq` may be sent: if it is not below the persisted mark, stores
-    /// `seq + block` first. On a store error `seq` stays unreserved and must not be sent; call
-    /// again later (the device keeps the event until then).
+    /// `seq + block` first. On a store error `seq` stays unreserved; call again later. Whether
+    /// the device may send it meanwhile is its policy (see the module docs: the terminal and
+    /// the strict outbox keep the event; the alarm button sends it).
     pub fn reserve(&mut self, seq: u32) -> Result<(), S::Error> {
         if self.is_reserved(seq) {
             return Ok(());
@@ -205,7 +226,9 @@ fn serial_before(a: u32, b: u32) -> bool {
     d != 0 && d < (1 << 31)
 }
 
-/// A device poll that also reserves sequence numbers failed.
+/// A device poll that also reserves sequence numbers failed ([`crate::link::Outbox::push_persisted`],
+/// [`crate::reader::Terminal::poll_persisted`]; the alarm button reports a store error in
+/// [`crate::button::ButtonPoll`] instead, as its alarm is sent anyway).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PersistedPollError<D, S> {
     /// The device itself (pin, card reader, outbox) failed.

@@ -1,10 +1,11 @@
 //! Sequence numbers across resets (protocol/SPEC.md §5): a device with storage never reuses a
-//! number after a reset — even one right before a store — writes its store once per block, and
-//! does not send a number beyond the persisted block when the store fails.
+//! number after a reset — even one right before a store — and writes its store once per block.
+//! When the store fails, the outbox's strict push and the terminal send nothing beyond the
+//! persisted block, while the alarm button sends its alarm anyway (an alarm never waits).
 
 mod common;
 
-use common::{NoLed, ScriptedPin};
+use common::{ScriptedPin, SharedLed};
 use eldergate_firmware::button::{AlarmButton, Timing};
 use eldergate_firmware::link::{Outbox, OutboxError};
 use eldergate_firmware::reader::{CardSource, Display, Message, Terminal};
@@ -118,61 +119,201 @@ fn a_failing_store_is_reported_and_the_outbox_queues_nothing_beyond_the_block() 
     assert_eq!(seqs.store().writes(), writes);
 }
 
-/// Polls the button every 10 ms over `from..to`, pressing it during `pressed`; returns the seqs
-/// of the frames written and how many polls reported a store error.
+/// What the button did over a run of polls.
+#[derive(Debug, Default)]
+struct ButtonRun {
+    /// (poll time, seq) of every frame written.
+    sent: Vec<(u64, u32)>,
+    /// Times of the polls that reported a store error.
+    store_errors: Vec<u64>,
+    /// How often the LED changed between consecutive polls.
+    led_toggles: usize,
+}
+
+impl ButtonRun {
+    fn seqs(&self) -> Vec<u32> {
+        self.sent.iter().map(|&(_, seq)| seq).collect()
+    }
+}
+
+/// A button on a fresh boot from `store` (block 2, so the store is needed every second event).
+fn boot_button(
+    store: MemorySeqStore,
+) -> (
+    AlarmButton<ScriptedPin, SharedLed, 4>,
+    ScriptedPin,
+    SharedLed,
+    SeqAllocator<MemorySeqStore>,
+) {
+    let pin = ScriptedPin::default();
+    let led = SharedLed::default();
+    let seqs = SeqAllocator::start(store, 0, 2).unwrap();
+    let dev = AlarmButton::new(
+        pin.clone(),
+        led.clone(),
+        Timing::default(),
+        seqs.first_seq(),
+    );
+    (dev, pin, led, seqs)
+}
+
+/// Polls the button every 10 ms over `from..to`, pressing it during `pressed`. Checks on every
+/// poll that it made at most one store attempt.
 fn run_button(
-    dev: &mut AlarmButton<ScriptedPin, NoLed, 4>,
-    pin: &ScriptedPin,
+    dev: &mut AlarmButton<ScriptedPin, SharedLed, 4>,
+    (pin, led): (&ScriptedPin, &SharedLed),
     seqs: &mut SeqAllocator<MemorySeqStore>,
     from: u64,
     to: u64,
     pressed: std::ops::Range<u64>,
-) -> (Vec<u32>, usize) {
-    let mut sent = Vec::new();
-    let mut errors = 0;
+) -> ButtonRun {
+    let mut run = ButtonRun::default();
     let mut out = [0u8; MAX_WIRE];
+    let mut lit = None;
     for now in (from..to).step_by(10) {
         pin.set_pressed(pressed.contains(&now));
-        match dev.poll_persisted(seqs, "btn-0003", now, &mut out) {
-            Ok(Some(n)) => sent.push(decode(&mut out[..n - 1]).unwrap().seq),
-            Ok(None) => {}
-            Err(PersistedPollError::SeqStore(SimulatedWriteFailure)) => errors += 1,
-            Err(PersistedPollError::Device(e)) => match e {},
+        let attempts = seqs.store().attempts();
+        let polled = match dev.poll_persisted(seqs, "btn-0003", now, &mut out) {
+            Ok(polled) => polled,
+            Err(e) => match e {},
+        };
+        assert!(
+            seqs.store().attempts() - attempts <= 1,
+            "more than one store attempt in the poll at {now} ms"
+        );
+        if let Some(n) = polled.frame {
+            run.sent.push((now, decode(&mut out[..n - 1]).unwrap().seq));
         }
+        if let Some(SimulatedWriteFailure) = polled.seq_store_error {
+            run.store_errors.push(now);
+        }
+        if lit.is_some_and(|l| l != led.is_on()) {
+            run.led_toggles += 1;
+        }
+        lit = Some(led.is_on());
     }
-    (sent, errors)
+    run
 }
 
 #[test]
-fn a_button_holds_its_sos_while_the_store_fails_and_sends_it_once_the_store_works() {
-    let pin = ScriptedPin::default();
-    let mut seqs = SeqAllocator::start(MemorySeqStore::new(), 0, 2).unwrap();
-    let mut dev: AlarmButton<_, _, 4> =
-        AlarmButton::new(pin.clone(), NoLed, Timing::default(), seqs.first_seq());
-
-    let (sent, errors) = run_button(&mut dev, &pin, &mut seqs, 0, 1_000, 0..100);
-    assert_eq!((sent, errors), (vec![0], 0));
+fn a_failing_store_never_holds_back_an_sos() {
+    let (mut dev, pin, led, mut seqs) = boot_button(MemorySeqStore::new());
+    let io = (&pin, &led);
+    assert_eq!(
+        run_button(&mut dev, io, &mut seqs, 0, 1_000, 0..100).seqs(),
+        [0]
+    );
     dev.on_ack(0, 1_000);
-    // Seq 1 is still inside the first block; it stays unacknowledged and is retransmitted.
-    let (sent, _) = run_button(&mut dev, &pin, &mut seqs, 1_000, 2_000, 1_000..1_100);
-    assert_eq!(sent, [1]);
+    // Seq 1 is still inside the first block: no store.
+    assert_eq!(
+        run_button(&mut dev, io, &mut seqs, 1_000, 2_000, 1_000..1_100).seqs(),
+        [1]
+    );
+    dev.on_ack(1, 2_000);
     assert_eq!(seqs.store().writes(), 1);
 
-    // Seq 2 needs a store, which fails: the SOS is held, 1 is still retransmitted.
+    // Seq 2 needs a store, which fails: the SOS goes out in that very poll, with the error.
     seqs.store_mut().set_failing(true);
-    let (sent, errors) = run_button(&mut dev, &pin, &mut seqs, 2_000, 6_000, 2_000..2_100);
-    assert!(dev.is_holding());
-    assert!(
-        errors > 300,
-        "the failure is reported on every poll without a frame"
+    let run = run_button(&mut dev, io, &mut seqs, 2_000, 2_540, 2_000..2_100);
+    assert_eq!(
+        run.sent,
+        [(2_530, 2)],
+        "sent once the double-press window passed"
     );
-    assert!(!sent.is_empty() && sent.iter().all(|&s| s == 1), "{sent:?}");
+    assert_eq!(run.store_errors, [2_530]);
+    assert!(dev.seq_store_failing());
+    dev.on_ack(2, 2_540);
 
+    // The link is fine (all acked), but the LED blinks fast while the store keeps failing; the
+    // store is retried once a second and each failure is reported.
+    let run = run_button(&mut dev, io, &mut seqs, 2_540, 4_540, 0..0);
+    assert!(run.sent.is_empty() && !dev.outbox.failing());
+    assert_eq!(run.store_errors, [3_530, 4_530]);
+    assert!(
+        run.led_toggles >= 15,
+        "fast blink: {} toggles in 2 s",
+        run.led_toggles
+    );
+    assert_eq!(seqs.store().mark(), Some(2), "nothing stored yet");
+
+    // The store works again: the next retry stores a mark above every number sent meanwhile.
     seqs.store_mut().set_failing(false);
-    let (sent, errors) = run_button(&mut dev, &pin, &mut seqs, 6_000, 6_020, 0..0);
-    assert_eq!((sent, errors), (vec![2], 0));
-    assert!(!dev.is_holding());
-    assert_eq!(seqs.store().mark(), Some(4));
+    let run = run_button(&mut dev, io, &mut seqs, 4_540, 5_540, 0..0);
+    assert!(run.store_errors.is_empty());
+    assert!(!dev.seq_store_failing());
+    assert_eq!(seqs.store().mark(), Some(5));
+    assert_eq!(seqs.store().writes(), 2);
+    let run = run_button(&mut dev, io, &mut seqs, 5_540, 6_540, 0..0);
+    assert_eq!(run.led_toggles, 0, "the fault has cleared");
+    assert!(!led.is_on());
+}
+
+#[test]
+fn a_failing_store_is_retried_once_a_second_not_on_every_poll() {
+    let (mut dev, pin, led, mut seqs) = boot_button(MemorySeqStore::new());
+    seqs.store_mut().set_failing(true);
+    // Two SOS 5 s apart over 10 s of polls every 10 ms (1000 polls).
+    let run = (0..2)
+        .map(|i| {
+            let from = i * 5_000;
+            let run = run_button(
+                &mut dev,
+                (&pin, &led),
+                &mut seqs,
+                from,
+                from + 5_000,
+                from..from + 100,
+            );
+            dev.on_ack(i as u32, from + 5_000);
+            run
+        })
+        .collect::<Vec<_>>();
+    assert_eq!(run[0].sent.first(), Some(&(530, 0)));
+    assert_eq!(run[1].sent.first(), Some(&(5_530, 1)));
+    let attempts = seqs.store().attempts();
+    assert!((9..=11).contains(&attempts), "{attempts} store attempts");
+    assert_eq!(
+        run[0].store_errors.len() + run[1].store_errors.len(),
+        attempts as usize,
+        "every failed attempt is reported"
+    );
+    assert_eq!(seqs.store().writes(), 0);
+}
+
+#[test]
+fn a_reset_during_a_store_fault_may_reuse_a_number_a_reset_after_it_clears_does_not() {
+    // The accepted cost of "an alarm never waits". Both boots send 0 and 1 (mark 2), then 2
+    // while the store fails.
+    let fault_then_reset = |recover: bool| {
+        let (mut dev, pin, led, mut seqs) = boot_button(MemorySeqStore::new());
+        let io = (&pin, &led);
+        assert_eq!(
+            run_button(&mut dev, io, &mut seqs, 0, 1_000, 0..100).seqs(),
+            [0]
+        );
+        assert_eq!(
+            run_button(&mut dev, io, &mut seqs, 1_000, 2_000, 1_000..1_100).seqs(),
+            [0, 1]
+        );
+        seqs.store_mut().set_failing(true);
+        let run = run_button(&mut dev, io, &mut seqs, 2_000, 2_540, 2_000..2_100);
+        assert_eq!(run.sent.last(), Some(&(2_530, 2)));
+        if recover {
+            seqs.store_mut().set_failing(false);
+            run_button(&mut dev, io, &mut seqs, 2_540, 3_540, 0..0);
+            assert!(!dev.seq_store_failing());
+        }
+        // Reset: only the store survives.
+        drop(dev);
+        let store = seqs.release();
+        boot_button(store).3.first_seq()
+    };
+    assert_eq!(fault_then_reset(true), 5, "above every number sent");
+    assert_eq!(
+        fault_then_reset(false),
+        2,
+        "2 is reused: the gateway would drop it as a duplicate for 24 h"
+    );
 }
 
 #[derive(Default)]

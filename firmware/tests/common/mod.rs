@@ -210,3 +210,29 @@ impl embedded_hal::digital::OutputPin for NoLed {
         Ok(())
     }
 }
+
+/// An LED the test can look at; clones share the state.
+#[derive(Clone, Default)]
+pub struct SharedLed(std::rc::Rc<std::cell::Cell<bool>>);
+
+impl SharedLed {
+    /// True while the LED is lit.
+    pub fn is_on(&self) -> bool {
+        self.0.get()
+    }
+}
+
+impl embedded_hal::digital::ErrorType for SharedLed {
+    type Error = core::convert::Infallible;
+}
+
+impl embedded_hal::digital::OutputPin for SharedLed {
+    fn set_low(&mut self) -> Result<(), Self::Error> {
+        self.0.set(false);
+        Ok(())
+    }
+    fn set_high(&mut self) -> Result<(), Self::Error> {
+        self.0.set(true);
+        Ok(())
+    }
+}
