@@ -1,11 +1,18 @@
-//! `eldergate demo`: the whole alarm path on one machine, nothing to install.
+//! `eldergate demo`: the whole system on one machine, nothing to install.
 //!
 //! Runs the gateway from `deploy/eldergate.example.toml` (embedded broker, embedded SQLite central
-//! store) on free ports, a fleet of simulated buttons that press now and then, and a simulated
-//! duty worker who acknowledges and resolves alerts over MQTT, and prints what to watch.
+//! store) on free ports, and around it the firmware simulator: alarm buttons running the
+//! firmware's own logic over MQTT and — through a pty pair the demo makes, registered as a
+//! `[[serial]]` port — over the serial link protocol, all sending heartbeats (one with a nearly
+//! flat coin cell); a firmware card-reader terminal tapping residents' cards and printing what its
+//! display shows; and a simulated duty worker who acknowledges and resolves alerts over MQTT.
+//! It prints what to watch.
 
 use crate::config;
-use crate::sim::{Fleet, FleetOptions, StaffClient, StaffMessage};
+use crate::sim::{
+    mqtt_link, registered, DrainingCoinCell, FirmwareDevices, MqttLinkOptions, RandomSeniors,
+    StaffClient, StaffMessage,
+};
 use eldergate_protocol::payload::{AlertState, StaffVerb};
 use std::future::Future;
 use std::net::TcpListener;
@@ -21,23 +28,74 @@ pub struct DemoArgs {
     /// Where the journal and central store go (wiped at start).
     #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/../target/eldergate-demo"))]
     pub data_dir: PathBuf,
-    /// How many MQTT alarm buttons from the registry to simulate.
+    /// How many firmware alarm buttons to simulate over MQTT (registered with link = mqtt).
     #[arg(long, default_value_t = 20)]
     pub buttons: usize,
-    /// Mean seconds between button events across the fleet.
+    /// How many firmware alarm buttons to simulate over a pty serial link (link = serial).
+    #[arg(long, default_value_t = 2)]
+    pub serial_buttons: usize,
+    /// Mean seconds between button gestures across all buttons.
     #[arg(long, default_value_t = 6.0)]
     pub press_every: f64,
+    /// Mean seconds between card taps at the simulated reader (0 = no reader).
+    #[arg(long, default_value_t = 8.0)]
+    pub tap_every: f64,
     /// Seconds before the simulated duty worker acknowledges an alert (0 = never: watch the
     /// escalation ladder widen the audience at 60 s and 180 s).
     #[arg(long, default_value_t = 15)]
     pub ack_after: u64,
 }
 
+/// The reader the demo's firmware terminal plays: a registered MQTT reader other than rdr-02,
+/// which the printed instructions leave to the person watching.
+const DEMO_READER: &str = "rdr-04";
+/// What a meal costs at the simulated reader (the example rules have no menu prices).
+const DEMO_MEAL_FEN: i64 = 1_500;
+/// Residents whose cards the reader taps, each topped up with ¥30.00 first.
+const DEMO_DINERS: usize = 6;
+/// Heartbeat interval of the simulated devices.
+const DEMO_HEARTBEAT: Duration = Duration::from_secs(60);
+
 /// `preferred` if it is free on loopback, else any free port.
 fn free_port(preferred: u16) -> std::io::Result<u16> {
     match TcpListener::bind(("127.0.0.1", preferred)) {
         Ok(_) => Ok(preferred),
         Err(_) => Ok(TcpListener::bind(("127.0.0.1", 0))?.local_addr()?.port()),
+    }
+}
+
+/// A pty pair: the device end (master) for the simulator, and the path of the gateway's end.
+fn serial_pair() -> Option<(tokio_serial::SerialStream, String)> {
+    use tokio_serial::SerialPort;
+    match tokio_serial::SerialStream::pair() {
+        Ok((master, slave)) => {
+            let path = slave.name()?;
+            // The gateway opens the port by its path, as it would a USB dongle.
+            drop(slave);
+            Some((master, path))
+        }
+        Err(e) => {
+            println!("(no pty available here — {e}; the demo runs without serial buttons)");
+            None
+        }
+    }
+}
+
+/// Tops up each resident with ¥30.00 through the gateway's HTTP API (retried while it starts).
+async fn top_up(web: &str, residents: &[String], by: &str) {
+    let http = reqwest::Client::new();
+    for id in residents {
+        for _ in 0..50 {
+            let r = http
+                .post(format!("{web}/api/residents/{id}/topup"))
+                .json(&serde_json::json!({"amount_fen": 3000, "by": by, "reason": "demo"}))
+                .send()
+                .await;
+            if r.is_ok_and(|r| r.status().is_success()) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
     }
 }
 
@@ -65,14 +123,44 @@ pub async fn run(
             data_dir.display().to_string(),
         ),
     ]);
-    let loaded = config::load_with_env(&args.config, env)?;
+    let mut loaded = config::load_with_env(&args.config, env)?;
     let site = loaded.config.site_id.clone();
-    let buttons: Vec<String> = loaded
-        .devices
+    let mqtt_buttons: Vec<String> =
+        registered(&loaded, config::DeviceKind::AlarmButton, config::Link::Mqtt)
+            .into_iter()
+            .take(args.buttons)
+            .collect();
+    // Environment overrides cannot add to an array of tables, so the demo's serial port is
+    // added to the loaded config: the gateway serves it like any configured [[serial]] port.
+    let serial = if args.serial_buttons > 0 {
+        serial_pair()
+    } else {
+        None
+    };
+    let serial_buttons: Vec<String> = match &serial {
+        Some((_, path)) => {
+            loaded.config.serial.push(config::SerialPortConfig {
+                port: path.clone(),
+                baud: 115_200,
+            });
+            registered(
+                &loaded,
+                config::DeviceKind::AlarmButton,
+                config::Link::Serial,
+            )
+            .into_iter()
+            .take(args.serial_buttons)
+            .collect()
+        }
+        None => Vec::new(),
+    };
+    let reader_known = loaded.devices.contains_key(DEMO_READER) && args.tap_every > 0.0;
+    let diners: Vec<(String, String)> = loaded
+        .residents
         .values()
-        .filter(|d| d.kind == config::DeviceKind::AlarmButton && d.link == config::Link::Mqtt)
-        .take(args.buttons)
-        .map(|d| d.id.clone())
+        .filter(|r| r.resident_id != "R00001")
+        .filter_map(|r| Some((r.resident_id.clone(), r.card_id.clone()?)))
+        .take(DEMO_DINERS)
         .collect();
     let duty = loaded
         .staff
@@ -80,26 +168,104 @@ pub async fn run(
         .find(|s| s.role == "duty")
         .map(|s| s.id.clone())
         .unwrap_or_else(|| "S009".into());
+    let cashier = loaded
+        .staff
+        .values()
+        .find(|s| s.role == "canteen_operator")
+        .map(|s| s.id.clone())
+        .unwrap_or_else(|| "S013".into());
 
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let gateway = tokio::spawn(crate::app::run(loaded, async move {
         let _ = stop_rx.await;
     }));
     let staff = StaffClient::start("127.0.0.1", mqtt_port, &site, "demo-duty-staff", None).await?;
-    let fleet = Fleet::start(FleetOptions {
+    let web = format!("http://127.0.0.1:{http_port}");
+    if reader_known {
+        let ids: Vec<String> = diners.iter().map(|(id, _)| id.clone()).collect();
+        top_up(&web, &ids, &cashier).await;
+    }
+
+    // Firmware devices over MQTT: the buttons and the reader. The last button's coin cell is
+    // nearly flat (21 %, 10 mV a heartbeat): its third heartbeat reports 19 % < 20 %.
+    let mut mqtt_fleet = FirmwareDevices {
+        buttons: mqtt_buttons.clone(),
+        readers: if reader_known {
+            vec![DEMO_READER.to_string()]
+        } else {
+            Vec::new()
+        },
+        heartbeat_every: Some(DEMO_HEARTBEAT),
+        print_displays: true,
+    }
+    .build();
+    let flat = mqtt_fleet.buttons.last_mut().map(|b| {
+        b.battery = DrainingCoinCell {
+            millivolts: 2_215,
+            drain_mv: 10,
+        };
+        b.id.clone()
+    });
+    let serial_fleet = FirmwareDevices {
+        buttons: serial_buttons.clone(),
+        readers: Vec::new(),
+        heartbeat_every: Some(DEMO_HEARTBEAT),
+        print_displays: true,
+    }
+    .build();
+    // The fleet-wide press rate is shared between the two links in proportion to their buttons.
+    let all = (mqtt_buttons.len() + serial_buttons.len()).max(1) as f64;
+    let gap = |n: usize| {
+        (n > 0).then(|| {
+            Duration::from_secs_f64((args.press_every.max(0.05) * all / n as f64).min(3_600.0))
+        })
+    };
+    let cards: Vec<String> = diners.iter().map(|(_, c)| c.clone()).collect();
+    let tap_gap = (args.tap_every > 0.0).then(|| Duration::from_secs_f64(args.tap_every.max(0.5)));
+    let (link, _) = mqtt_link::connect(MqttLinkOptions {
         host: "127.0.0.1".into(),
         port: mqtt_port,
         site: site.clone(),
-        client_id: "demo-buttons".into(),
-        retransmit_after: Duration::from_secs(2),
+        client_id: "demo-devices".into(),
         credentials: None,
+        tap_price_fen: Some(DEMO_MEAL_FEN),
     })
     .await?;
+    let (devices_stop, devices_stopped) = tokio::sync::watch::channel(false);
+    let until_stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|stopped| *stopped).await;
+    };
+    let mqtt_devices = tokio::spawn(crate::sim::run(
+        mqtt_fleet,
+        link,
+        RandomSeniors::new(gap(mqtt_buttons.len()), tap_gap, &cards),
+        until_stopped(devices_stopped.clone()),
+    ));
+    let serial_devices = serial.map(|(master, _)| {
+        tokio::spawn(crate::sim::run(
+            serial_fleet,
+            crate::sim_serial::serial_link(master),
+            RandomSeniors::new(gap(serial_buttons.len()), None, &[]),
+            until_stopped(devices_stopped.clone()),
+        ))
+    });
 
-    let web = format!("http://127.0.0.1:{http_port}");
+    let reader_line = if reader_known {
+        format!(
+            "A firmware card-reader terminal ({DEMO_READER}, ¥{} meals) taps the cards of {} residents (topped up with ¥30.00 each by {cashier}) every ~{}s, now and then an unregistered card, and prints what its display shows as [display {DEMO_READER}] lines; outside the meal periods of deploy/canteen/shanghai-putuo.toml it says so.\n",
+            crate::sim::yuan(DEMO_MEAL_FEN),
+            diners.len(),
+            args.tap_every,
+        )
+    } else {
+        String::new()
+    };
     println!(
         "\n=== eldergate demo is running (Ctrl-C stops it) ===\n\
-         {n} simulated alarm buttons press every ~{every}s; a simulated duty worker ({duty}) acknowledges after {ack}s.\n\n\
+         {n} alarm buttons run the firmware's own logic on this machine — {n_mqtt} over MQTT and {n_serial} over a serial pty ({serial_ids}) — and are pressed every ~{every}s across them (mostly SOS; now and then a double press = check-in or a long press = cancel); every button sends a heartbeat every {hb}s.\n\
+         {flat_line}\
+         {reader_line}\
+         A simulated duty worker ({duty}) acknowledges after {ack}s.\n\n\
          Watch staff alerts (MQTT, embedded broker):\n  mosquitto_sub -h 127.0.0.1 -p {mqtt_port} -t 'eldergate/v1/{site}/staff/#' -v\n\
          Open alerts:\n  curl -s {web}/api/alerts\n\
          Acknowledge alert 1 yourself (HTTP):\n  curl -s -X POST {web}/api/alerts/1/ack -H 'content-type: application/json' -d '{{\"by\":\"S010\",\"note\":\"on my way\"}}'\n\
@@ -107,21 +273,27 @@ pub async fn run(
          Canteen: top up a resident, then tap their card (R00001's card is 1DDCCF2D) at reader rdr-02:\n  curl -s -X POST {web}/api/residents/R00001/topup -H 'content-type: application/json' -d '{{\"amount_fen\":5000,\"by\":\"S013\"}}'\n  mosquitto_pub -h 127.0.0.1 -p {mqtt_port} -t 'eldergate/v1/{site}/tap/rdr-02' -q 1 -m '{{\"v\":1,\"seq\":1,\"card\":\"1DDCCF2D\"}}'\n  (the answer, after commit, appears on eldergate/v1/{site}/down/rdr-02 — outside the meal periods of deploy/canteen/shanghai-putuo.toml it says so; daily report: {web}/api/reports/daily?date=YYYY-MM-DD)\n\
          Metrics: {web}/metrics   Health: {web}/healthz\n\
          Journal: {journal}   Central store: {central}\n",
-        n = buttons.len(),
+        n = mqtt_buttons.len() + serial_buttons.len(),
+        n_mqtt = mqtt_buttons.len(),
+        n_serial = serial_buttons.len(),
+        serial_ids = if serial_buttons.is_empty() { "none".to_string() } else { serial_buttons.join(", ") },
         every = args.press_every,
+        hb = DEMO_HEARTBEAT.as_secs(),
+        flat_line = flat
+            .map(|id| format!("{id}'s coin cell is nearly flat: watch its LOW_BATTERY alert (low priority) come with its third heartbeat, about two minutes in.\n"))
+            .unwrap_or_default(),
         ack = args.ack_after,
         journal = data_dir.join("journal.db").display(),
         central = data_dir.join("central.db").display(),
     );
 
-    let presses = tokio::spawn(crate::sim::press_randomly(
-        fleet.clone(),
-        buttons,
-        args.press_every,
-    ));
     let worker = tokio::spawn(duty_worker(staff, duty, args.ack_after));
     stop.await;
-    presses.abort();
+    let _ = devices_stop.send(true);
+    let _ = mqtt_devices.await;
+    if let Some(s) = serial_devices {
+        let _ = s.await;
+    }
     worker.abort();
     let _ = stop_tx.send(());
     gateway.await??;
