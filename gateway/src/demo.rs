@@ -122,8 +122,22 @@ pub async fn run(
             "ELDERGATE__DATA_DIR".to_string(),
             data_dir.display().to_string(),
         ),
+        // Only a few of the community's devices are simulated: the daily check-in would raise a
+        // visit task for nearly every resident living alone.
+        (
+            "ELDERGATE__CHECKIN__ENABLED".to_string(),
+            "false".to_string(),
+        ),
     ]);
     let mut loaded = config::load_with_env(&args.config, env)?;
+    // A roster import saves over residents_csv: the demo works on a copy in its data dir, so it
+    // never rewrites the repository's synthetic roster.
+    let roster = data_dir.join("residents.csv");
+    if let Some(shipped) = loaded.roster_path.take() {
+        std::fs::copy(&shipped, &roster)?;
+        loaded.config.residents_csv = Some(roster.clone());
+        loaded.roster_path = Some(roster.clone());
+    }
     let site = loaded.config.site_id.clone();
     let mqtt_buttons: Vec<String> =
         registered(&loaded, config::DeviceKind::AlarmButton, config::Link::Mqtt)
@@ -271,6 +285,7 @@ pub async fn run(
          Acknowledge alert 1 yourself (HTTP):\n  curl -s -X POST {web}/api/alerts/1/ack -H 'content-type: application/json' -d '{{\"by\":\"S010\",\"note\":\"on my way\"}}'\n\
          ... or over MQTT:\n  mosquitto_pub -h 127.0.0.1 -p {mqtt_port} -t 'eldergate/v1/{site}/staff/cmd' -m '{{\"v\":1,\"cmd\":\"ack\",\"alert_id\":1,\"by\":\"S010\"}}'\n\
          Canteen: top up a resident, then tap their card (R00001's card is 1DDCCF2D) at reader rdr-02:\n  curl -s -X POST {web}/api/residents/R00001/topup -H 'content-type: application/json' -d '{{\"amount_fen\":5000,\"by\":\"S013\"}}'\n  mosquitto_pub -h 127.0.0.1 -p {mqtt_port} -t 'eldergate/v1/{site}/tap/rdr-02' -q 1 -m '{{\"v\":1,\"seq\":1,\"card\":\"1DDCCF2D\"}}'\n  (the answer, after commit, appears on eldergate/v1/{site}/down/rdr-02 — outside the meal periods of deploy/canteen/shanghai-putuo.toml it says so; daily report: {web}/api/reports/daily?date=YYYY-MM-DD)\n\
+         Roster: the demo's roster is {roster}; import a changed copy while it runs (a dry run shows what would change; drop dry_run=true to apply):\n  curl -s -X POST '{web}/api/roster?by=S013&dry_run=true' -H 'content-type: text/csv' --data-binary @{roster}\n\
          Metrics: {web}/metrics   Health: {web}/healthz\n\
          Journal: {journal}   Central store: {central}\n",
         n = mqtt_buttons.len() + serial_buttons.len(),
@@ -285,6 +300,7 @@ pub async fn run(
         ack = args.ack_after,
         journal = data_dir.join("journal.db").display(),
         central = data_dir.join("central.db").display(),
+        roster = roster.display(),
     );
 
     let worker = tokio::spawn(duty_worker(staff, duty, args.ack_after));
