@@ -193,6 +193,11 @@ pub fn decode(wire: &mut [u8]) -> Result<Frame<'_>, DecodeError> {
     if wire.len() > MAX_WIRE {
         return Err(DecodeError::TooLong);
     }
+    // 0x00 only ends a frame (SPEC.md §2). `cobs::decode_in_place` stops at the first one and
+    // ignores what follows, which would accept a frame with a delimiter and trailing bytes.
+    if wire.contains(&0) {
+        return Err(DecodeError::Cobs);
+    }
     let n = cobs::decode_in_place(wire).map_err(|_| DecodeError::Cobs)?;
     let frame: &[u8] = wire.get(..n).ok_or(DecodeError::Cobs)?;
     if frame.len() < 3 + 1 + 4 + 2 {

@@ -197,3 +197,24 @@ proptest! {
         }
     }
 }
+
+/// Found by `cargo fuzz run decode_frame` (minimized): `cobs::decode_in_place` stops at the first
+/// 0x00, so a frame followed by its delimiter and anything else decoded as that frame, silently
+/// dropping the rest. A 0x00 only ends a frame (SPEC.md §2): `decode` rejects any inside.
+#[test]
+fn a_delimiter_inside_the_input_is_rejected_not_cut_at() {
+    let text = include_str!("../../vectors/serial-v1.json");
+    let doc: serde_json::Value = serde_json::from_str(text).unwrap();
+    let with_delimiter = hex(doc["vectors"][6]["hex"].as_str().unwrap()); // blood pressure
+    assert_eq!(
+        with_delimiter,
+        hex("0d0104086b696f736b2d303109010103018701010255010103298900")
+    );
+    let end = with_delimiter.len() - 1;
+    assert!(decode(&mut with_delimiter.clone()[..end]).is_ok());
+    for tail in [&[][..], &[0][..], &[0x42, 0x99][..], &with_delimiter[..]] {
+        let mut wire = with_delimiter.clone();
+        wire.extend_from_slice(tail);
+        assert_eq!(decode(&mut wire), Err(DecodeError::Cobs), "tail {tail:?}");
+    }
+}
