@@ -55,6 +55,7 @@ pub struct SimStats {
     /// Frames lost because the link was full or gone.
     pub link_drops: AtomicU64,
     acked: Mutex<Vec<AckedEvent>>,
+    answer_latencies: Mutex<Vec<Duration>>,
 }
 
 /// An alarm event the gateway acknowledged.
@@ -78,6 +79,14 @@ impl SimStats {
         counter.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// For every answered tap: from the CARD_TAP's send to its DISPLAY reaching the terminal.
+    pub fn answer_latencies(&self) -> Vec<Duration> {
+        self.answer_latencies
+            .lock()
+            .map(|v| v.clone())
+            .unwrap_or_default()
+    }
+
     /// A counter's value.
     pub fn get(counter: &AtomicU64) -> u64 {
         counter.load(Ordering::Relaxed)
@@ -95,6 +104,8 @@ pub struct FirmwareFleet {
     stats: Arc<SimStats>,
     /// First send of each pending alarm event, for the ACK latency.
     first_sent: HashMap<(usize, u32), Instant>,
+    /// The tap each reader waits on, and when it was sent, for the answer latency.
+    tap_sent: HashMap<usize, (u32, Instant)>,
 }
 
 impl FirmwareFleet {
@@ -106,6 +117,7 @@ impl FirmwareFleet {
             displays,
             stats: Arc::default(),
             first_sent: HashMap::new(),
+            tap_sent: HashMap::new(),
         }
     }
 
@@ -131,11 +143,12 @@ impl FirmwareFleet {
                 frames.push(wire);
             }
         }
-        for r in self.readers.iter_mut() {
+        for (i, r) in self.readers.iter_mut().enumerate() {
             if let Some(n) = r.poll(now_ms, &mut out) {
                 let wire = out[..n].to_vec();
-                if frame_kind(&wire) == Some(Kind::Tap) {
+                if let Some(Kind::Tap(seq)) = frame_kind(&wire) {
                     SimStats::count(&self.stats.taps_sent);
+                    self.tap_sent.insert(i, (seq, Instant::now()));
                 } else {
                     SimStats::count(&self.stats.heartbeats_sent);
                 }
@@ -182,12 +195,22 @@ impl FirmwareFleet {
                 }
             }
             Body::Display { .. } => {
-                let Some(r) = self.readers.iter_mut().find(|r| r.id == frame.device) else {
+                let Some(i) = self.readers.iter().position(|r| r.id == frame.device) else {
                     SimStats::count(&self.stats.unexpected_frames);
                     return;
                 };
                 SimStats::count(&self.stats.displays);
-                r.terminal.on_frame(&frame);
+                // Only the answer to the tap being waited on counts (a late answer to an
+                // earlier tap is ignored by the terminal too).
+                if let Some(&(seq, sent)) = self.tap_sent.get(&i) {
+                    if seq == frame.seq {
+                        self.tap_sent.remove(&i);
+                        if let Ok(mut l) = self.stats.answer_latencies.lock() {
+                            l.push(sent.elapsed());
+                        }
+                    }
+                }
+                self.readers[i].terminal.on_frame(&frame);
             }
             Body::Nak { reason } => {
                 SimStats::count(&self.stats.naks);
@@ -205,7 +228,7 @@ impl FirmwareFleet {
 enum Kind {
     Alarm(u32),
     Heartbeat,
-    Tap,
+    Tap(u32),
     Other,
 }
 
@@ -218,7 +241,7 @@ fn frame_kind(wire: &[u8]) -> Option<Kind> {
     Some(match f.body {
         Body::Alarm { .. } => Kind::Alarm(f.seq),
         Body::Heartbeat { .. } => Kind::Heartbeat,
-        Body::CardTap { .. } => Kind::Tap,
+        Body::CardTap { .. } => Kind::Tap(f.seq),
         _ => Kind::Other,
     })
 }

@@ -7,7 +7,10 @@
 //!     raw QoS 1 pub→sub relay through the same Mosquitto under the same load, plus one fsync;
 //! (b) durable ingest throughput (presses acked per second), against the raw relay rate;
 //! (c) forwarding throughput (events per second into central PostgreSQL after an outage),
-//!     against `psql \copy` of the same rows.
+//!     against `psql \copy` of the same rows;
+//! (d) serial capacity, (e) card tap → reader answer;
+//! (f, g) the same paths through the firmware simulator (the firmware's own button and terminal
+//!     logic over MQTT), against the stand-in load generator and (e).
 
 use clap::Parser;
 use eldergate::sim::{Fleet, StaffClient, StaffMessage};
@@ -23,6 +26,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+#[path = "eldergate-bench/firmware.rs"]
+mod firmware;
+use firmware::{firmware_press_latency, firmware_tap_latency, FIRMWARE_READERS};
+
 #[derive(Parser)]
 struct Args {
     /// Presses measured for latency (one per fresh device).
@@ -37,6 +44,10 @@ struct Args {
     /// Presses for the throughput run.
     #[arg(long, default_value_t = 30_000)]
     throughput_presses: usize,
+    /// Presses of firmware buttons (one per button) for (f), and of stand-in buttons for its
+    /// baseline, at 50/s.
+    #[arg(long, default_value_t = 500)]
+    firmware_presses: usize,
 }
 
 fn pct(sorted: &[Duration], p: f64) -> Duration {
@@ -514,12 +525,20 @@ async fn main() -> anyhow::Result<()> {
         &rules_path,
         "name = \"bench\"\n[[periods]]\nname = \"all_day\"\nstart = \"00:00\"\nend = \"23:59:59\"\nprice_fen = 1500\n[[subsidies]]\nname = \"60+\"\nmin_age = 60\namount = { percent = 10 }\n",
     )?;
+    let firmware_readers: String = (1..=FIRMWARE_READERS)
+        .map(|i| {
+            format!(
+                "[[devices]]\nid = \"rdr-b{i:02}\"\nkind = \"card_reader\"\nheartbeat_s = 86400\n"
+            )
+        })
+        .collect();
     let gw = Gateway::start(&GatewaySpec {
         broker_port: broker.port,
         central_url: db.url_via(&format!("127.0.0.1:{}", proxy.port)),
-        buttons: devices,
+        // (f) gets 2 × firmware_presses buttons of its own after the others.
+        buttons: devices + 2 * args.firmware_presses,
         extra: format!(
-            "[[serial]]\nport = \"{}\"\n[canteen]\nrules = \"{}\"\ndouble_tap_s = 0\n",
+            "[[serial]]\nport = \"{}\"\n[canteen]\nrules = \"{}\"\ndouble_tap_s = 0\n{firmware_readers}",
             serial_link.display(),
             rules_path.display()
         ),
@@ -592,6 +611,9 @@ async fn main() -> anyhow::Result<()> {
 
     let (serial_fps, ceiling_fps, frame_len) = serial_rate(&serial_link, 5000, devices).await?;
     let taps = tap_latency(broker.port, &gw, 2000, 200, 200).await?;
+    let (fw_presses, standin_presses) =
+        firmware_press_latency(broker.port, devices + 1, args.firmware_presses, 50).await?;
+    let fw_taps = firmware_tap_latency(broker.port, 2000, 200, 200).await?;
 
     let relay_p50 = pct(&relay, 0.5);
     let relay_p99 = pct(&relay, 0.99);
@@ -638,6 +660,24 @@ async fn main() -> anyhow::Result<()> {
         taps.len(),
         ms(pct(&taps, 0.5)),
         ms(pct(&taps, 0.99))
+    );
+    println!(
+        "| (f) firmware buttons over MQTT (the firmware's own logic): SOS frame → ACK in the firmware, p50 / p99 ({} presses at 50/s) | {:.2} / {:.2} ms | stand-in load generator press → ack {:.2} / {:.2} ms | {:.2}× (p99) | |",
+        fw_presses.len(),
+        ms(pct(&fw_presses, 0.5)),
+        ms(pct(&fw_presses, 0.99)),
+        ms(pct(&standin_presses, 0.5)),
+        ms(pct(&standin_presses, 0.99)),
+        ms(pct(&fw_presses, 0.99)) / ms(pct(&standin_presses, 0.99)).max(1e-9)
+    );
+    println!(
+        "| (g) firmware card-reader terminals over MQTT: CARD_TAP → DISPLAY at the terminal, p50 / p99 ({} taps at 200/s, {FIRMWARE_READERS} readers) | {:.2} / {:.2} ms | raw tap → answer (e) {:.2} / {:.2} ms | {:.2}× (p99) | |",
+        fw_taps.len(),
+        ms(pct(&fw_taps, 0.5)),
+        ms(pct(&fw_taps, 0.99)),
+        ms(pct(&taps, 0.5)),
+        ms(pct(&taps, 0.99)),
+        ms(pct(&fw_taps, 0.99)) / ms(pct(&taps, 0.99)).max(1e-9)
     );
     println!("\nlatency samples: gateway {}, relay {}; heartbeats received by the gateway: {heartbeats_seen:.0}", gw_lat.len(), relay.len());
     if std::env::var("BENCH_TIMING").is_ok() {
