@@ -268,10 +268,10 @@ pub async fn run_cli(args: SimArgs, stop: impl Future<Output = ()>) -> anyhow::R
     .build();
     let stats = fleet.stats();
     println!(
-        "simulating {} firmware buttons and {} card readers over {}",
+        "simulating firmware devices over {}: {} alarm button(s), {} card reader(s)",
+        args.serial.as_deref().unwrap_or(&args.broker),
         fleet.buttons.len(),
         fleet.readers.len(),
-        args.serial.as_deref().unwrap_or(&args.broker)
     );
     let link = match &args.serial {
         Some(path) => crate::sim_serial::open_serial_link(path, args.baud)
