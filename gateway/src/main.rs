@@ -28,7 +28,7 @@ enum Command {
     },
     /// The demo: embedded broker, embedded central store, simulated buttons and staff.
     Demo(eldergate::demo::DemoArgs),
-    /// Simulated alarm buttons against a broker (for load and manual testing).
+    /// Firmware devices (alarm buttons, card readers) on the host, over MQTT or a serial port.
     Sim(eldergate::sim::SimArgs),
     /// The community roster (residents and their cards) of a running gateway.
     Roster {

@@ -86,7 +86,8 @@ pub enum Body<'a> {
         reason: u8,
     },
     /// What a card reader shows: result 0 ok, 1 unknown card, 2 lost card, 3 outside meal period,
-    /// 4 insufficient balance, 5 try again; amounts in fen.
+    /// 4 insufficient balance, 5 no price (the period has no menu price and the reader sent
+    /// none); amounts in fen.
     Display {
         /// Result code.
         result: u8,
