@@ -108,7 +108,12 @@ pub fn parse(csv_bytes: &[u8], name: &str) -> (Residents, Vec<Problem>) {
             Ok(row) => row,
             Err(e) => {
                 let line = e.position().map(|p| p.line()).unwrap_or(0);
-                problems.push(problem(format!("{name}:{line}"), e.to_string()));
+                let hint = if matches!(e.kind(), csv::ErrorKind::Utf8 { .. }) {
+                    "; the file is not UTF-8: in Excel, save as \"CSV UTF-8\""
+                } else {
+                    ""
+                };
+                problems.push(problem(format!("{name}:{line}"), format!("{e}{hint}")));
                 continue;
             }
         };

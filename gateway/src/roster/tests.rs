@@ -99,3 +99,25 @@ fn a_staged_file_replaces_its_destination_only_when_installed() {
     StagedFile::write(&dest, b"newer").expect("stage").discard();
     assert_eq!(std::fs::read_to_string(&dest).expect("read"), "new");
 }
+
+#[test]
+fn an_excel_export_with_a_bom_and_crlf_line_ends_parses() {
+    let text = format!(
+        "\u{feff}{}R1,张三,女,1950-01-02,,,,,,,AABBCCDD,\r\n",
+        HEADER.replace('\n', "\r\n")
+    );
+    let (r, p) = parse(text.as_bytes(), "roster.csv");
+    assert!(p.is_empty(), "{p:?}");
+    assert_eq!(r["R1"].card_id.as_deref(), Some("AABBCCDD"));
+}
+
+#[test]
+fn a_roster_not_in_utf8_is_refused_with_a_hint() {
+    // "张三" in GBK, as an older Excel on a Chinese Windows saves it.
+    let mut bytes = HEADER.as_bytes().to_vec();
+    bytes.extend_from_slice(b"R1,\xd5\xc5\xc8\xfd,F,,,,,,,,,\n");
+    let (r, p) = parse(&bytes, "roster.csv");
+    assert!(r.is_empty());
+    assert_eq!(p.len(), 1, "{p:?}");
+    assert!(p[0].message.contains("CSV UTF-8"), "{p:?}");
+}
