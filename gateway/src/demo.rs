@@ -123,10 +123,15 @@ pub async fn run(
             data_dir.display().to_string(),
         ),
         // Only a few of the community's devices are simulated: the daily check-in would raise a
-        // visit task for nearly every resident living alone.
+        // visit task for nearly every resident living alone ...
         (
             "ELDERGATE__CHECKIN__ENABLED".to_string(),
             "false".to_string(),
+        ),
+        // ... and supervision would declare the ~550 silent ones offline after ten minutes.
+        (
+            "ELDERGATE__SUPERVISION__GRACE_S".to_string(),
+            "86400".to_string(),
         ),
     ]);
     let mut loaded = config::load_with_env(&args.config, env)?;
