@@ -2,6 +2,9 @@
 //! answer (same sequence number) is shown; with no answer in time, a timeout message is shown and
 //! the tap is not retried by the terminal (the resident taps again: a second tap within the
 //! gateway's window is the same meal).
+//!
+//! A price typed at the counter ([`Terminal::enter_price`]) goes with the next tap only, then is
+//! cleared: a price left over from one resident is never charged to the next.
 
 use crate::seq::{PersistedPollError, SeqAllocator, SeqStore};
 use eldergate_protocol::serial::{encode, Body, Frame, MAX_WIRE};
@@ -47,6 +50,7 @@ pub struct Terminal<D> {
     display: D,
     next_seq: u32,
     waiting: Option<(u32, u64)>,
+    price: Option<i32>,
 }
 
 impl<D: Display> Terminal<D> {
@@ -56,7 +60,19 @@ impl<D: Display> Terminal<D> {
             display,
             next_seq: first_seq,
             waiting: None,
+            price: None,
         }
+    }
+
+    /// The counter staff typed a price (fen) for the next tap; None clears it (the meal period's
+    /// menu price applies).
+    pub fn enter_price(&mut self, price_fen: Option<i32>) {
+        self.price = price_fen;
+    }
+
+    /// The price the next tap will carry.
+    pub fn entered_price(&self) -> Option<i32> {
+        self.price
     }
 
     /// Reads the card source; on a new card writes a CARD_TAP frame into `out` and returns its
@@ -132,12 +148,17 @@ impl<D: Display> Terminal<D> {
             &Frame {
                 device,
                 seq,
-                body: Body::CardTap { uid, mac: &[] },
+                body: Body::CardTap {
+                    uid,
+                    mac: &[],
+                    price: self.price,
+                },
             },
             out,
         )
         .ok();
         if len.is_some() {
+            self.price = None;
             self.waiting = Some((seq, now_ms));
             self.display.show_message(Message::Processing);
         }

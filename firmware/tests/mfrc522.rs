@@ -243,7 +243,8 @@ fn the_terminal_sends_the_uid_the_mfrc522_read() {
         frame.body,
         Body::CardTap {
             uid: &[0x1d, 0xdc, 0xcf, 0x2d],
-            mac: &[]
+            mac: &[],
+            price: None
         }
     );
     reader.release().done();

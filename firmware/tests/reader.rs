@@ -53,7 +53,8 @@ fn a_tap_is_sent_and_the_matching_answer_is_shown() {
         f.body,
         Body::CardTap {
             uid: &[0x1d, 0xdc, 0xcf, 0x2d],
-            mac: &[]
+            mac: &[],
+            price: None
         }
     );
     // An answer for another tap is ignored; the matching one is shown.
@@ -86,4 +87,45 @@ fn no_answer_in_time_shows_a_timeout() {
     t.poll(&mut cards, "rdr-01", ANSWER_TIMEOUT_MS, &mut out)
         .unwrap();
     assert_eq!(t.display().shown, ["Processing", "Timeout"]);
+}
+
+#[test]
+fn a_price_typed_at_the_counter_goes_with_the_next_tap_only() {
+    let mut t = Terminal::new(Screen::default(), 1);
+    let mut out = [0u8; MAX_WIRE];
+    t.enter_price(Some(1580));
+    let n = t
+        .poll(&mut OneCard(Some([1, 2, 3, 4])), "rdr-01", 0, &mut out)
+        .unwrap()
+        .unwrap();
+    let mut w = out;
+    let f = decode(&mut w[..n - 1]).unwrap();
+    assert!(
+        matches!(
+            f.body,
+            Body::CardTap {
+                price: Some(1580),
+                ..
+            }
+        ),
+        "{f:?}"
+    );
+    assert_eq!(t.entered_price(), None, "cleared once sent");
+    // The next resident's tap (after the answer timed out) carries no price of its own.
+    let n = t
+        .poll(&mut OneCard(None), "rdr-01", ANSWER_TIMEOUT_MS, &mut out)
+        .unwrap();
+    assert_eq!(n, None);
+    let n = t
+        .poll(
+            &mut OneCard(Some([5, 6, 7, 8])),
+            "rdr-01",
+            ANSWER_TIMEOUT_MS + 10,
+            &mut out,
+        )
+        .unwrap()
+        .unwrap();
+    let mut w = out;
+    let f = decode(&mut w[..n - 1]).unwrap();
+    assert!(matches!(f.body, Body::CardTap { price: None, .. }), "{f:?}");
 }

@@ -50,7 +50,7 @@ pub struct DemoArgs {
 /// which the printed instructions leave to the person watching.
 const DEMO_READER: &str = "rdr-04";
 /// What a meal costs at the simulated reader (the example rules have no menu prices).
-const DEMO_MEAL_FEN: i64 = 1_500;
+const DEMO_MEAL_FEN: i32 = 1_500;
 /// Residents whose cards the reader taps, each topped up with ¥30.00 first.
 const DEMO_DINERS: usize = 6;
 /// Heartbeat interval of the simulated devices.
@@ -216,6 +216,7 @@ pub async fn run(
         },
         heartbeat_every: Some(DEMO_HEARTBEAT),
         print_displays: true,
+        counter_price_fen: Some(DEMO_MEAL_FEN),
     }
     .build();
     let flat = mqtt_fleet.buttons.last_mut().map(|b| {
@@ -230,6 +231,7 @@ pub async fn run(
         readers: Vec::new(),
         heartbeat_every: Some(DEMO_HEARTBEAT),
         print_displays: true,
+        counter_price_fen: Some(DEMO_MEAL_FEN),
     }
     .build();
     // The fleet-wide press rate is shared between the two links in proportion to their buttons.
@@ -247,7 +249,6 @@ pub async fn run(
         site: site.clone(),
         client_id: "demo-devices".into(),
         credentials: None,
-        tap_price_fen: Some(DEMO_MEAL_FEN),
     })
     .await?;
     let (devices_stop, devices_stopped) = tokio::sync::watch::channel(false);
@@ -272,7 +273,7 @@ pub async fn run(
     let reader_line = if reader_known {
         format!(
             "A firmware card-reader terminal ({DEMO_READER}, ¥{} meals) taps the cards of {} residents (topped up with ¥30.00 each by {cashier}) every ~{}s, now and then an unregistered card, and prints what its display shows as [display {DEMO_READER}] lines; outside the meal periods of deploy/canteen/shanghai-putuo.toml it says so.\n",
-            crate::sim::yuan(DEMO_MEAL_FEN),
+            crate::sim::yuan(i64::from(DEMO_MEAL_FEN)),
             diners.len(),
             args.tap_every,
         )

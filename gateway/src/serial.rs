@@ -288,7 +288,7 @@ impl SerialIngest {
                     }])
                     .await;
             }
-            Body::CardTap { uid, .. } if self.registry.canteen.is_some() => {
+            Body::CardTap { uid, price, .. } if self.registry.canteen.is_some() => {
                 let _ = self.seen.send(Seen::Activity {
                     device: frame.device.to_string(),
                     battery_pct: None,
@@ -298,7 +298,7 @@ impl SerialIngest {
                     v: 1,
                     seq: frame.seq,
                     card,
-                    price_fen: None,
+                    price_fen: price.map(i64::from),
                     delivered_by: None,
                     ts: None,
                 };

@@ -51,6 +51,8 @@ pub struct FirmwareDevices {
     pub heartbeat_every: Option<Duration>,
     /// Print what the readers' displays show (the CLI and the demo).
     pub print_displays: bool,
+    /// The price the counter staff type for every tap, fen; None = the period's menu price.
+    pub counter_price_fen: Option<i32>,
 }
 
 impl FirmwareDevices {
@@ -86,6 +88,7 @@ impl FirmwareDevices {
                     self.print_displays,
                 )
                 .with_heartbeat(every_ms, rng.random_range(0..spread_ms))
+                .with_counter_price(self.counter_price_fen)
             })
             .collect();
         FirmwareFleet::new(buttons, readers, log)
@@ -161,7 +164,8 @@ pub struct SimArgs {
     /// Stop after this many seconds (0: run until Ctrl-C).
     #[arg(long, default_value_t = 0)]
     pub duration: u64,
-    /// Price sent with each MQTT tap, fen (0: the period's menu price).
+    /// Price the readers' counter staff type for each tap, fen (0: the period's menu price);
+    /// it travels in the CARD_TAP frame, over MQTT and serial alike.
     #[arg(long, default_value_t = 0)]
     pub tap_price_fen: u32,
     /// Broker username (password from ELDERGATE_SIM_PASSWORD).
@@ -264,6 +268,9 @@ pub async fn run_cli(args: SimArgs, stop: impl Future<Output = ()>) -> anyhow::R
         heartbeat_every: (args.heartbeat_every > 0)
             .then(|| Duration::from_secs(args.heartbeat_every)),
         print_displays: true,
+        counter_price_fen: (args.tap_price_fen > 0)
+            .then(|| i32::try_from(args.tap_price_fen).ok())
+            .flatten(),
     }
     .build();
     let stats = fleet.stats();
@@ -292,7 +299,6 @@ pub async fn run_cli(args: SimArgs, stop: impl Future<Output = ()>) -> anyhow::R
                 site,
                 client_id: format!("eldergate-sim-{}", std::process::id()),
                 credentials,
-                tap_price_fen: (args.tap_price_fen > 0).then_some(i64::from(args.tap_price_fen)),
             })
             .await?
             .0

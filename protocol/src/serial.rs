@@ -59,12 +59,16 @@ pub enum Body<'a> {
         /// Percent, 255 unknown.
         battery_pct: u8,
     },
-    /// A card was tapped: its UID (4–10 bytes) and, if the reader computes one, a MAC (0–8 bytes).
+    /// A card was tapped: its UID (4–10 bytes), if the reader computes one a MAC (0–8 bytes),
+    /// and the price entered at the counter (fen) if any.
     CardTap {
         /// Card UID.
         uid: &'a [u8],
         /// Card MAC, empty if none.
         mac: &'a [u8],
+        /// Price typed at the counter, fen; None = the meal period's menu price. On the wire an
+        /// optional trailing `i32` (SPEC.md §4).
+        price: Option<i32>,
     },
     /// A health reading in the unit's natural integer (see SPEC.md): kind 1 blood pressure
     /// (value1 systolic, value2 diastolic, mmHg), 2 glucose (0.1 mmol/L), 3 SpO2 (%),
@@ -237,10 +241,14 @@ pub fn decode(wire: &mut [u8]) -> Result<Frame<'_>, DecodeError> {
             if uid.len() < 4 {
                 return Err(DecodeError::Malformed);
             }
-            Body::CardTap {
-                uid,
-                mac: c.short(8)?,
-            }
+            let mac = c.short(8)?;
+            // The optional price is the only thing that may follow the MAC.
+            let price = if content.len().saturating_sub(c.at) == 4 {
+                Some(c.i32()?)
+            } else {
+                None
+            };
+            Body::CardTap { uid, mac, price }
         }
         kind::HEALTH => Body::Health {
             reading: c.u8()?,
@@ -326,12 +334,15 @@ pub fn encode(frame: &Frame<'_>, out: &mut [u8]) -> Result<usize, EncodeError> {
             w.put(&battery_mv.to_le_bytes())?;
             w.put(&[battery_pct])?;
         }
-        Body::CardTap { uid, mac } => {
+        Body::CardTap { uid, mac, price } => {
             if uid.len() < 4 {
                 return Err(EncodeError::FieldTooLong);
             }
             w.short(uid, 10)?;
             w.short(mac, 8)?;
+            if let Some(p) = price {
+                w.put(&p.to_le_bytes())?;
+            }
         }
         Body::Health {
             reading,

@@ -71,6 +71,8 @@ vectors = [
     {"name": "display: insufficient balance", "type": "display", "device": "rdr-01", "seq": 44,
      "result": 4, "name_utf8": "张*华", "price": 1500, "subsidy": 150, "payable": 1350, "balance": 200,
      "hex": frame(0x12, "rdr-01", 44, bytes([4]) + short(name) + struct.pack("<iiii", 1500, 150, 1350, 200))},
+    {"name": "card tap, 4-byte UID, no MAC, price 1580 fen entered at the counter", "type": "card_tap", "device": "rdr-02", "seq": 44, "uid": "1b935513", "mac": "", "price": 1580,
+     "hex": frame(0x03, "rdr-02", 44, short(bytes.fromhex("1b935513")) + short(b"") + struct.pack("<i", 1580))},
 ]
 print(json.dumps({"spec": "protocol/SPEC.md v1", "crc_check": {"input": "123456789", "crc": "29b1"},
                   "vectors": vectors}, ensure_ascii=False, indent=1))

@@ -589,7 +589,6 @@ pub async fn firmware_mqtt_link(
         site: SITE.into(),
         client_id: client_id.into(),
         credentials: None,
-        tap_price_fen: None,
     })
     .await?;
     Ok(link)

@@ -237,9 +237,11 @@ async fn a_serial_reader_gets_its_display_answer_after_commit() {
         &Frame {
             device: "rdr-01",
             seq: 77,
+            // The counter staff typed ¥18.00 (it overrides the period's menu price).
             body: Body::CardTap {
                 uid: &uid,
                 mac: &[],
+                price: Some(1800),
             },
         },
         &mut out,
@@ -276,7 +278,7 @@ async fn a_serial_reader_gets_its_display_answer_after_commit() {
             }
         }
     };
-    assert_eq!(shown, (0, "张*3".to_string(), 1500, 150, 1350, 3650));
+    assert_eq!(shown, (0, "张*3".to_string(), 1800, 180, 1620, 3380));
     let journal = gw.journal().await.unwrap();
     let meals: i64 = sqlx::query("SELECT COUNT(*) FROM meals")
         .fetch_one(&journal)
@@ -303,7 +305,7 @@ async fn a_serial_reader_gets_its_display_answer_after_commit() {
             all["subsidy_fen"].as_i64(),
             all["paid_fen"].as_i64()
         ),
-        (Some(1), Some(1500), Some(150), Some(1350))
+        (Some(1), Some(1800), Some(180), Some(1620))
     );
     let month = &today.to_string()[..7];
     let claim = reqwest::get(gw.url(&format!("/api/reports/claim?month={month}")))
@@ -318,7 +320,7 @@ async fn a_serial_reader_gets_its_display_answer_after_commit() {
     );
     let text = String::from_utf8(claim.to_vec()).unwrap();
     assert!(
-        text.contains("R00003,张三3,CA000003,15.00,1.50,13.50"),
+        text.contains("R00003,张三3,CA000003,18.00,1.80,16.20"),
         "{text}"
     );
     assert_eq!(

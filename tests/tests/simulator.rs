@@ -24,6 +24,7 @@ fn devices(buttons: &[&str], readers: &[&str], heartbeat: Option<Duration>) -> F
         readers: readers.iter().map(|s| s.to_string()).collect(),
         heartbeat_every: heartbeat,
         print_displays: false,
+        counter_price_fen: None,
     }
     .build()
 }

@@ -352,6 +352,8 @@ pub struct SimReader {
     pub terminal: Terminal<RecordingDisplay>,
     /// Its heartbeat schedule.
     pub heartbeat: HeartbeatClock,
+    /// The price the counter staff type before every tap, fen.
+    pub counter_price_fen: Option<i32>,
 }
 
 impl SimReader {
@@ -372,6 +374,7 @@ impl SimReader {
                 next_ms: 0,
                 seq: 0,
             },
+            counter_price_fen: None,
         }
     }
 
@@ -382,12 +385,21 @@ impl SimReader {
         self
     }
 
+    /// The same reader at a counter where staff type `price_fen` before every tap.
+    pub fn with_counter_price(mut self, price_fen: Option<i32>) -> SimReader {
+        self.counter_price_fen = price_fen;
+        self
+    }
+
     /// Runs the firmware once: a heartbeat if due, else a CARD_TAP frame for a card in the field.
     pub(crate) fn poll(&mut self, now_ms: u64, out: &mut [u8; MAX_WIRE]) -> Option<usize> {
         if self.heartbeat.due(now_ms) {
             if let Some(n) = heartbeat_frame(&self.id, self.heartbeat.seq, &mut MainsPower, out) {
                 return Some(n);
             }
+        }
+        if self.terminal.entered_price().is_none() {
+            self.terminal.enter_price(self.counter_price_fen);
         }
         self.terminal
             .poll(&mut self.cards, &self.id, now_ms, out)

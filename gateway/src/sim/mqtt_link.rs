@@ -39,9 +39,6 @@ pub struct MqttLinkOptions {
     pub client_id: String,
     /// Username and password, if the broker wants them.
     pub credentials: Option<(String, String)>,
-    /// The price a reader sends with each tap, fen (a price entered at the counter); None lets
-    /// the gateway use the period's menu price. The serial CARD_TAP frame has no price field.
-    pub tap_price_fen: Option<i64>,
 }
 
 /// Counters of the MQTT link.
@@ -74,7 +71,6 @@ pub fn frame_to_publish(
     site: &str,
     frame: &Frame<'_>,
     now_ms: i64,
-    tap_price_fen: Option<i64>,
 ) -> Result<(String, Vec<u8>), TranslateError> {
     let json = |v: Result<Vec<u8>, serde_json::Error>| v.unwrap_or_default();
     match frame.body {
@@ -114,12 +110,12 @@ pub fn frame_to_publish(
                 json(serde_json::to_vec(&msg)),
             ))
         }
-        Body::CardTap { uid, .. } => {
+        Body::CardTap { uid, price, .. } => {
             let msg = Tap {
                 v: 1,
                 seq: frame.seq,
                 card: uid.iter().map(|b| format!("{b:02X}")).collect(),
-                price_fen: tap_price_fen,
+                price_fen: price.map(i64::from),
                 delivered_by: None,
                 ts: Some(now_ms),
             };
@@ -238,7 +234,7 @@ pub async fn connect(opts: MqttLinkOptions) -> anyhow::Result<(SimLink, Arc<Mqtt
         }
     });
 
-    let (site, price, st) = (opts.site.clone(), opts.tap_price_fen, stats.clone());
+    let (site, st) = (opts.site.clone(), stats.clone());
     let publisher = tokio::spawn(async move {
         while let Some(mut wire) = outgoing.recv().await {
             if wire.last() == Some(&0) {
@@ -246,9 +242,7 @@ pub async fn connect(opts: MqttLinkOptions) -> anyhow::Result<(SimLink, Arc<Mqtt
             }
             let translated = decode(&mut wire)
                 .map_err(|_| TranslateError::NotFromDevice("undecodable"))
-                .and_then(|f| {
-                    frame_to_publish(&site, &f, jiff::Timestamp::now().as_millisecond(), price)
-                });
+                .and_then(|f| frame_to_publish(&site, &f, jiff::Timestamp::now().as_millisecond()));
             match translated {
                 Ok((topic, payload)) => {
                     // QoS 1; with the broker away the publish waits in the client's queue, and
@@ -301,7 +295,7 @@ mod tests {
             seq: 42,
             body: Body::Alarm { action: 1 },
         };
-        let (t, p) = frame_to_publish("s1", &f, 1_763_900_000_000, None).expect("translated");
+        let (t, p) = frame_to_publish("s1", &f, 1_763_900_000_000).expect("translated");
         assert_eq!(t, "eldergate/v1/s1/alarm/btn-0001");
         let msg: AlarmMessage = serde_json::from_slice(&p).expect("an AlarmMessage");
         assert_eq!((msg.seq, msg.action), (42, AlarmAction::Press));
@@ -310,7 +304,7 @@ mod tests {
             ..f
         };
         assert_eq!(
-            frame_to_publish("s1", &bad, 0, None),
+            frame_to_publish("s1", &bad, 0),
             Err(TranslateError::BadAction(9))
         );
     }
@@ -325,7 +319,7 @@ mod tests {
                 battery_pct: 255,
             },
         };
-        let (t, p) = frame_to_publish("s1", &f, 0, None).expect("translated");
+        let (t, p) = frame_to_publish("s1", &f, 0).expect("translated");
         assert_eq!(t, "eldergate/v1/s1/tele/rdr-01/heartbeat");
         let hb: Heartbeat = serde_json::from_slice(&p).expect("a Heartbeat");
         assert_eq!((hb.battery_mv, hb.battery_pct), (None, None));
@@ -339,9 +333,10 @@ mod tests {
             body: Body::CardTap {
                 uid: &[0x1D, 0xDC, 0xCF, 0x2D],
                 mac: &[],
+                price: Some(1500),
             },
         };
-        let (_, p) = frame_to_publish("s1", &f, 0, Some(1500)).expect("translated");
+        let (_, p) = frame_to_publish("s1", &f, 0).expect("translated");
         let tap: Tap = serde_json::from_slice(&p).expect("a Tap");
         assert_eq!(
             (tap.card.as_str(), tap.seq, tap.price_fen),

@@ -34,7 +34,11 @@ fn body_of<'a>(v: &'a serde_json::Value, uid: &'a [u8], mac: &'a [u8]) -> Body<'
             battery_mv: n("battery_mv") as u16,
             battery_pct: n("battery_pct") as u8,
         },
-        "card_tap" => Body::CardTap { uid, mac },
+        "card_tap" => Body::CardTap {
+            uid,
+            mac,
+            price: v["price"].as_i64().map(|p| p as i32),
+        },
         "health" => Body::Health {
             reading: n("reading") as u8,
             value1: n("value1") as i32,
@@ -173,7 +177,7 @@ proptest! {
         let body = match k {
             0 => Body::Alarm { action: pct },
             1 => Body::Heartbeat { battery_mv: mv, battery_pct: pct },
-            2 => Body::CardTap { uid: &uid, mac: &mac },
+            2 => Body::CardTap { uid: &uid, mac: &mac, price: (a % 3 != 0).then_some(b) },
             3 => Body::Health { reading: pct, value1: a, value2: b },
             4 => Body::Ack,
             5 => Body::Nak { reason: pct },

@@ -73,6 +73,7 @@ pub async fn firmware_press_latency(
         readers: vec![],
         heartbeat_every: None,
         print_displays: false,
+        counter_price_fen: None,
     }
     .build();
     let stats = run_firmware(port, devices, steps, |s| s.acked().len() >= n).await?;
@@ -107,6 +108,7 @@ pub async fn firmware_tap_latency(
         readers,
         heartbeat_every: None,
         print_displays: false,
+        counter_price_fen: None,
     }
     .build();
     let stats = run_firmware(port, devices, steps, |s| s.answer_latencies().len() >= taps).await?;
