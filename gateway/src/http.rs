@@ -50,6 +50,7 @@ pub fn router(api: Api) -> Router {
         .route("/api/alerts/{id}/resolve", post(resolve))
         .route("/api/residents/{id}/balance", get(balance))
         .route("/api/residents/{id}/topup", post(topup))
+        .route("/api/residents/{id}/payout", post(payout))
         .route("/api/cards/{card}/lost", post(card_lost))
         .route("/api/cards/{card}/bind", post(card_bind))
         .route("/api/meals/{id}/void", post(meal_void))
@@ -302,9 +303,12 @@ pub struct AdminBody {
     /// Resident id (bind).
     #[serde(default)]
     pub resident_id: Option<String>,
-    /// Why (void).
+    /// Why (void, payout).
     #[serde(default)]
     pub reason: Option<String>,
+    /// Fen (payout; absent = the whole balance).
+    #[serde(default)]
+    pub amount_fen: Option<i64>,
 }
 
 async fn admin(api: &Api, op: CanteenOp, by: String) -> Result<Json<serde_json::Value>, ApiError> {
@@ -354,6 +358,24 @@ async fn meal_void(
         &api,
         CanteenOp::VoidMeal {
             meal,
+            reason: b.reason.unwrap_or_default(),
+        },
+        b.by,
+    )
+    .await
+}
+
+async fn payout(
+    State(api): State<Api>,
+    Path(resident): Path<String>,
+    body: Result<Json<AdminBody>, JsonRejection>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let b = admin_body(body)?;
+    admin(
+        &api,
+        CanteenOp::PayOut {
+            resident,
+            amount_fen: b.amount_fen,
             reason: b.reason.unwrap_or_default(),
         },
         b.by,

@@ -1,6 +1,6 @@
 //! Property test of the canteen ledger, driving the real journal writer on a temporary SQLite
-//! file: no sequence of taps, retransmissions, double taps, top-ups and voids breaks the balance
-//! invariant or charges a meal twice.
+//! file: no sequence of taps, retransmissions, double taps, top-ups, voids and payouts breaks the
+//! balance invariant or charges a meal twice.
 
 use eldergate::canteen::rules::RuleSet;
 use eldergate::config::{Resident, StaffConfig};
@@ -35,6 +35,8 @@ enum Op {
     TopUp(usize, i64),
     /// Void the k-th meal.
     Void(usize),
+    /// Pay resident i's balance out: Some(fen) or None for all of it.
+    PayOut(usize, Option<i64>),
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -43,6 +45,7 @@ fn op() -> impl Strategy<Value = Op> {
         2 => (0usize..5).prop_map(Op::Retransmit),
         2 => ((0usize..3), 1i64..5000).prop_map(|(i, a)| Op::TopUp(i, a)),
         1 => (0usize..5).prop_map(Op::Void),
+        1 => ((0usize..3), proptest::option::of(1i64..4000)).prop_map(|(i, a)| Op::PayOut(i, a)),
     ]
 }
 
@@ -157,6 +160,26 @@ async fn run(ops: Vec<Op>, double_tap_s: u64) {
                     .await
                     .unwrap();
             }
+            Op::PayOut(i, amount_fen) => {
+                let before = balance_of(&journal, i).await;
+                let r = journal
+                    .canteen(
+                        CanteenOp::PayOut {
+                            resident: format!("R{i}"),
+                            amount_fen,
+                            reason: "test".into(),
+                        },
+                        "S1".into(),
+                    )
+                    .await
+                    .unwrap();
+                let wanted = amount_fen.unwrap_or(before);
+                assert_eq!(
+                    r.is_ok(),
+                    wanted > 0 && wanted <= before,
+                    "a payout happens exactly when the balance covers it: {r:?}"
+                );
+            }
             Op::Tap(_) => unreachable!(),
         }
     }
@@ -172,22 +195,24 @@ async fn run(ops: Vec<Op>, double_tap_s: u64) {
     assert_eq!(bad, 0, "a meal was charged or refunded twice");
     for i in 0..3 {
         let r = format!("R{i}");
-        let (balance, topups, charges, refunds): (i64, i64, i64, i64) = {
+        let (balance, topups, charges, refunds, payouts): (i64, i64, i64, i64, i64) = {
             let row = sqlx::query(
                 "SELECT COALESCE(SUM(amount_fen),0),
                         COALESCE(SUM(CASE WHEN kind='topup' THEN amount_fen END),0),
                         COALESCE(SUM(CASE WHEN kind='charge' THEN amount_fen END),0),
-                        COALESCE(SUM(CASE WHEN kind='refund' THEN amount_fen END),0)
+                        COALESCE(SUM(CASE WHEN kind='refund' THEN amount_fen END),0),
+                        COALESCE(SUM(CASE WHEN kind='payout' THEN amount_fen END),0)
                  FROM ledger WHERE resident_id = ?",
             )
             .bind(&r)
             .fetch_one(&db)
             .await
             .unwrap();
-            (row.get(0), row.get(1), row.get(2), row.get(3))
+            (row.get(0), row.get(1), row.get(2), row.get(3), row.get(4))
         };
         assert!(balance >= 0, "{r}: balance went negative: {balance}");
-        assert_eq!(balance, topups + charges + refunds);
+        assert!(payouts <= 0, "{r}: payouts take money out");
+        assert_eq!(balance, topups + charges + refunds + payouts);
         // Charges equal the payable of the resident's meals; refunds those of voided meals.
         let (payable, voided): (i64, i64) = {
             let row = sqlx::query(
@@ -215,6 +240,15 @@ async fn run(ops: Vec<Op>, double_tap_s: u64) {
     }
     drop(journal);
     let _ = writer.await;
+}
+
+async fn balance_of(journal: &journal::Journal, i: usize) -> i64 {
+    sqlx::query("SELECT COALESCE(SUM(amount_fen), 0) FROM ledger WHERE resident_id = ?")
+        .bind(format!("R{i}"))
+        .fetch_one(journal.readers())
+        .await
+        .unwrap()
+        .get(0)
 }
 
 proptest! {

@@ -173,6 +173,21 @@ async fn a_new_roster_is_checked_applied_live_and_kept_across_a_restart() {
         .await
         .unwrap();
     assert!(claim.contains("R00010,王五"), "{claim}");
+    // What is left of their balance is paid out in cash, once.
+    let payout = |reason: &'static str| {
+        http.post(gw.url("/api/residents/R00010/payout"))
+            .json(&serde_json::json!({"by": "S009", "reason": reason}))
+            .send()
+    };
+    let paid = payout("moved away; receipt 0042").await.unwrap();
+    assert_eq!(paid.status(), 200);
+    let paid: serde_json::Value = paid.json().await.unwrap();
+    assert_eq!(
+        (paid["amount_fen"].as_i64(), paid["balance_fen"].as_i64()),
+        (Some(3650), Some(0)),
+        "{paid}"
+    );
+    assert_eq!(payout("again").await.unwrap().status(), 400);
 
     // Saved over residents_csv: a restart loads the imported roster.
     let saved = std::fs::read_to_string(gw.config.parent().unwrap().join("residents.csv")).unwrap();

@@ -163,6 +163,16 @@ pub enum CanteenOp {
         /// Why.
         reason: String,
     },
+    /// Pay a resident's balance out in cash (e.g. they left the community): a negative `payout`
+    /// ledger row, never more than the balance.
+    PayOut {
+        /// Resident id (on the roster or departed: anyone with ledger rows).
+        resident: String,
+        /// Fen; None = the whole balance.
+        amount_fen: Option<i64>,
+        /// Why (receipt number, "moved away" …).
+        reason: String,
+    },
 }
 
 /// A checked roster to import (see `crate::roster`).

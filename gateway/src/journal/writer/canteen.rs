@@ -406,6 +406,39 @@ impl Writer {
                     serde_json::json!({ "meal_id": meal, "resident_id": resident, "refund_fen": payable, "balance_fen": balance, "by": by, "reason": reason }),
                 )
             }
+            CanteenOp::PayOut {
+                resident,
+                amount_fen,
+                reason,
+            } => {
+                if reason.trim().is_empty() {
+                    return Ok(Err("a payout needs a reason (receipt number, why)".into()));
+                }
+                let balance = self.balance(resident).await?;
+                let amount = amount_fen.unwrap_or(balance);
+                if amount <= 0 {
+                    return Ok(Err(format!(
+                        "nothing to pay out: resident {resident} has a balance of {balance} fen"
+                    )));
+                }
+                if amount > balance {
+                    return Ok(Err(format!(
+                        "cannot pay out {amount} fen: resident {resident} has a balance of {balance} fen"
+                    )));
+                }
+                sqlx::query("INSERT INTO ledger (resident_id, kind, amount_fen, staff_id, reason, at) VALUES (?, 'payout', ?, ?, ?, ?)")
+                    .bind(resident)
+                    .bind(-amount)
+                    .bind(by)
+                    .bind(reason)
+                    .bind(format_ts(at))
+                    .execute(&mut self.conn)
+                    .await?;
+                (
+                    "balance_paid_out",
+                    serde_json::json!({ "resident_id": resident, "amount_fen": amount, "balance_fen": balance - amount, "by": by, "reason": reason }),
+                )
+            }
         };
         let seq = self.take_seq();
         self.pending.push(EventRow {
