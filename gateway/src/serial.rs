@@ -51,38 +51,46 @@ enum PendingAck {
     },
 }
 
-/// The DISPLAY frame for a settlement answer; the masked name is cut to fit the frame.
-fn display_frame(device: &str, down: &Down) -> Option<Vec<u8>> {
-    let Down::Display {
-        seq,
-        result,
-        name,
-        price_fen,
-        subsidy_fen,
-        payable_fen,
-        balance_fen,
-        ..
-    } = down
-    else {
-        return None;
-    };
-    let mut name = name.clone().unwrap_or_default();
-    while name.len() > eldergate_protocol::serial::MAX_NAME {
-        name.pop();
+/// The serial frame for a message to a device (`Down::Ack` → ACK, `Down::Display` → DISPLAY with
+/// the masked name cut to fit and amounts clamped to `i32`); None when it cannot be framed (a
+/// device id longer than serial frames allow). The gateway's serial ingest and the simulator's
+/// MQTT link both use it, so a reader shows the same answer whichever way it is attached.
+pub fn down_frame(device: &str, down: &Down) -> Option<Vec<u8>> {
+    match down {
+        Down::Ack { seq, .. } => frame_bytes(&Frame {
+            device,
+            seq: *seq,
+            body: Body::Ack,
+        }),
+        Down::Display {
+            seq,
+            result,
+            name,
+            price_fen,
+            subsidy_fen,
+            payable_fen,
+            balance_fen,
+            ..
+        } => {
+            let mut name = name.clone().unwrap_or_default();
+            while name.len() > eldergate_protocol::serial::MAX_NAME {
+                name.pop();
+            }
+            let fen = |v: i64| v.clamp(i64::from(i32::MIN), i64::from(i32::MAX)) as i32;
+            frame_bytes(&Frame {
+                device,
+                seq: *seq,
+                body: Body::Display {
+                    result: result.code(),
+                    name: &name,
+                    price: fen(*price_fen),
+                    subsidy: fen(*subsidy_fen),
+                    payable: fen(*payable_fen),
+                    balance: fen(*balance_fen),
+                },
+            })
+        }
     }
-    let fen = |v: i64| v.clamp(i64::from(i32::MIN), i64::from(i32::MAX)) as i32;
-    frame_bytes(&Frame {
-        device,
-        seq: *seq,
-        body: Body::Display {
-            result: result.code(),
-            name: &name,
-            price: fen(*price_fen),
-            subsidy: fen(*subsidy_fen),
-            payable: fen(*payable_fen),
-            balance: fen(*balance_fen),
-        },
-    })
 }
 
 fn frame_bytes(f: &Frame<'_>) -> Option<Vec<u8>> {
@@ -152,7 +160,7 @@ impl SerialIngest {
                         }
                     },
                     PendingAck::Tap { rx, device, seq } => match rx.await {
-                        Ok(Ok(down)) => display_frame(&device, &down),
+                        Ok(Ok(down)) => down_frame(&device, &down),
                         _ => {
                             tracing::error!(device = %device, seq, "serial tap not committed; no answer (the reader retries)");
                             None

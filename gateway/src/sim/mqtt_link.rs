@@ -18,7 +18,7 @@ use super::firmware_fleet::SimLink;
 use super::mqtt_client::mqtt_options;
 use anyhow::Context;
 use eldergate_protocol::payload::{AlarmAction, AlarmMessage, Down, Heartbeat, Tap};
-use eldergate_protocol::serial::{decode, encode, Body, Frame, MAX_NAME, MAX_WIRE};
+use eldergate_protocol::serial::{decode, Body, Frame};
 use eldergate_protocol::topic;
 use rumqttc::{Event, Incoming, QoS};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -132,52 +132,10 @@ pub fn frame_to_publish(
 }
 
 /// The wire frame the firmware of `device` expects for a `Down` message; None when it cannot be
-/// framed (a device id longer than the serial frame allows).
+/// framed (a device id longer than the serial frame allows). The same framing as the gateway's
+/// own serial ports.
 pub fn down_to_frame(device: &str, down: &Down) -> Option<Vec<u8>> {
-    let mut out = [0u8; MAX_WIRE];
-    let n = match down {
-        Down::Ack { seq, .. } => encode(
-            &Frame {
-                device,
-                seq: *seq,
-                body: Body::Ack,
-            },
-            &mut out,
-        ),
-        Down::Display {
-            seq,
-            result,
-            name,
-            price_fen,
-            subsidy_fen,
-            payable_fen,
-            balance_fen,
-            ..
-        } => {
-            let mut name = name.clone().unwrap_or_default();
-            while name.len() > MAX_NAME {
-                name.pop();
-            }
-            let fen = |v: i64| v.clamp(i64::from(i32::MIN), i64::from(i32::MAX)) as i32;
-            encode(
-                &Frame {
-                    device,
-                    seq: *seq,
-                    body: Body::Display {
-                        result: result.code(),
-                        name: &name,
-                        price: fen(*price_fen),
-                        subsidy: fen(*subsidy_fen),
-                        payable: fen(*payable_fen),
-                        balance: fen(*balance_fen),
-                    },
-                },
-                &mut out,
-            )
-        }
-    }
-    .ok()?;
-    Some(out[..n].to_vec())
+    crate::serial::down_frame(device, down)
 }
 
 /// Connects the simulated devices to the broker: returns the link for
