@@ -188,6 +188,17 @@ async fn a_new_roster_is_checked_applied_live_and_kept_across_a_restart() {
         "{paid}"
     );
     assert_eq!(payout("again").await.unwrap().status(), 400);
+    // They come back: their card works again (no balance left, so the reader says so).
+    let (status, body) = import(&gw, roster(newcomer), "S009", false).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["cards_reactivated"], serde_json::json!(["CC000010"]));
+    tap("CC000010").await;
+    assert_eq!(
+        result(&next_answer(&mut answers).await),
+        (TapResult::InsufficientBalance, Some("王*".into()))
+    );
+    let (status, _) = import(&gw, roster(""), "S009", false).await;
+    assert_eq!(status, 200);
 
     // Saved over residents_csv: a restart loads the imported roster.
     let saved = std::fs::read_to_string(gw.config.parent().unwrap().join("residents.csv")).unwrap();
@@ -202,14 +213,14 @@ async fn a_new_roster_is_checked_applied_live_and_kept_across_a_restart() {
         TapResult::UnknownCard
     );
 
-    // Both imports are in the journal's audit trail and reach the central store.
+    // Every import is in the journal's audit trail and reaches the central store.
     let pool = db.pool().await.unwrap();
-    eventually(WAIT, "two roster imports at the central store", || async {
+    eventually(WAIT, "four roster imports at the central store", || async {
         let n: i64 = sqlx::query("SELECT COUNT(*) FROM events WHERE kind = 'roster_imported'")
             .fetch_one(&pool)
             .await?
             .get(0);
-        Ok((n == 2).then_some(()))
+        Ok((n == 4).then_some(()))
     })
     .await
     .unwrap();

@@ -42,11 +42,24 @@ pub(super) async fn import(
         )
         .into_response()
     })?;
-    let (residents, mut problems) = crate::roster::parse(&body, "roster");
-    if problems.is_empty() {
-        problems =
-            crate::roster::check_references(&residents, &api.registry.devices, &api.registry.staff);
-    }
+    // Parsing a large roster takes a while: off the async workers, which also carry alarms.
+    let (bytes, registry) = (body.clone(), api.registry.clone());
+    let (residents, problems) = tokio::task::spawn_blocking(move || {
+        let (residents, mut problems) = crate::roster::parse(&bytes, "roster");
+        if problems.is_empty() {
+            problems =
+                crate::roster::check_references(&residents, &registry.devices, &registry.staff);
+        }
+        (residents, problems)
+    })
+    .await
+    .map_err(|e| {
+        ApiError(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("roster check failed: {e}"),
+        )
+        .into_response()
+    })?;
     if !problems.is_empty() {
         metrics::counter!("eldergate_http_rejected_total", "reason" => "roster_invalid")
             .increment(1);

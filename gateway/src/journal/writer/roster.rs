@@ -12,6 +12,7 @@ use super::{EventRow, Writer};
 use crate::roster::{card_key, diff, Residents, StagedFile};
 use jiff::Timestamp;
 use sqlx::Row;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 /// What an import produced: the reply (summary or refusal) and, when it is to be applied after
@@ -36,30 +37,30 @@ impl Writer {
         let new = import.residents.clone();
         let changes = diff(&self.registry.residents.current(), &new);
 
+        // Every card the journal knows, in one statement: the transaction stays short even for
+        // a large roster (an alarm arriving meanwhile waits for it).
+        let mut known: HashMap<String, (String, String)> = HashMap::new();
+        for row in sqlx::query("SELECT card_id, resident_id, state FROM cards")
+            .fetch_all(&mut self.conn)
+            .await?
+        {
+            known.insert(row.try_get(0)?, (row.try_get(1)?, row.try_get(2)?));
+        }
         let mut conflicts = Vec::new();
         let (mut bind, mut reactivate, mut retire) = (Vec::new(), Vec::new(), Vec::new());
         for r in new.values() {
             let Some(card) = r.card_id.as_deref().map(card_key) else {
                 continue;
             };
-            let known = sqlx::query("SELECT resident_id, state FROM cards WHERE card_id = ?")
-                .bind(&card)
-                .fetch_optional(&mut self.conn)
-                .await?;
-            match known {
+            match known.get(&card) {
                 None => bind.push((card, r.resident_id.clone())),
-                Some(row) => {
-                    let (holder, state): (String, String) = (row.try_get(0)?, row.try_get(1)?);
-                    if holder != r.resident_id {
-                        conflicts.push(format!(
-                            "card {card} of {} is {state} for resident {holder}",
-                            r.resident_id
-                        ));
-                    } else if state == "retired" {
-                        reactivate.push(card);
-                    }
-                    // active stays active; lost stays lost (staff bind a new card).
-                }
+                Some((holder, state)) if *holder != r.resident_id => conflicts.push(format!(
+                    "card {card} of {} is {state} for resident {holder}",
+                    r.resident_id
+                )),
+                Some((_, state)) if state == "retired" => reactivate.push(card),
+                // Active stays active; lost stays lost (staff bind a new card).
+                Some(_) => {}
             }
         }
         if !conflicts.is_empty() {
@@ -68,27 +69,20 @@ impl Writer {
                 conflicts.join("; ")
             ));
         }
-        for id in &changes.removed {
-            let rows =
-                sqlx::query("SELECT card_id FROM cards WHERE resident_id = ? AND state = 'active'")
-                    .bind(id)
-                    .fetch_all(&mut self.conn)
-                    .await?;
-            for row in rows {
-                retire.push(row.try_get::<String, _>(0)?);
-            }
-        }
-        for (id, old, _) in &changes.card_changes {
-            let Some(old) = old else { continue };
-            let active = sqlx::query(
-                "SELECT 1 FROM cards WHERE card_id = ? AND resident_id = ? AND state = 'active'",
-            )
-            .bind(old)
-            .bind(id)
-            .fetch_optional(&mut self.conn)
-            .await?;
-            if active.is_some() {
-                retire.push(old.clone());
+        // The active cards of residents who left, and replaced roster cards still active.
+        let replaced: HashMap<&str, &str> = changes
+            .card_changes
+            .iter()
+            .filter_map(|(id, old, _)| Some((old.as_deref()?, id.as_str())))
+            .collect();
+        let removed: HashSet<&str> = changes.removed.iter().map(String::as_str).collect();
+        let mut known: Vec<_> = known.into_iter().collect();
+        known.sort();
+        for (card, (holder, state)) in known {
+            let left = removed.contains(holder.as_str());
+            let swapped = replaced.get(card.as_str()) == Some(&holder.as_str());
+            if state == "active" && (left || swapped) {
+                retire.push(card);
             }
         }
         let cards = |v: &[(String, String)]| v.iter().map(|(c, _)| c.clone()).collect::<Vec<_>>();
