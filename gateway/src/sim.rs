@@ -12,6 +12,12 @@
 //!   asked and retransmit until acked, without the firmware. Only for rates the firmware
 //!   simulator cannot produce (the benchmarks' durable-ingest and latency runs).
 //! - [`StaffClient`] — a staff member's MQTT client (the demo's duty worker, tests, benchmarks).
+//!
+//! Sequence numbers: by default every run starts each device at a random number (a device
+//! without storage, SPEC.md §5). With a sequence directory ([`FirmwareDevices::build_with_seq_dir`],
+//! `eldergate sim --seq-dir DIR`) each device keeps its high-water mark in `DIR/<device>.seq`
+//! ([`FileSeqStore`]) through the firmware's own `SeqAllocator`, so a restarted simulator goes on
+//! above every number it used before, as a device with flash does.
 
 mod device;
 mod firmware_fleet;
@@ -20,6 +26,7 @@ mod mqtt_client;
 pub mod mqtt_link;
 pub mod script;
 mod senior;
+mod seq_file;
 mod staff;
 
 pub use device::{
@@ -30,13 +37,15 @@ pub use firmware_fleet::{run, AckedEvent, FirmwareFleet, Senior, SimLink, SimSta
 pub use fleet::{press_randomly, Fleet, FleetOptions};
 pub use mqtt_link::{MqttLinkOptions, MqttLinkStats};
 pub use senior::{RandomSeniors, ScriptedSeniors};
+pub use seq_file::{FileSeqStore, SeqFileError};
 pub use staff::{StaffClient, StaffMessage};
 
 use crate::config::{DeviceKind, Link, Loaded};
 use anyhow::Context;
+use eldergate_firmware::seq::{SeqAllocator, DEFAULT_SEQ_BLOCK};
 use rand::Rng;
 use std::future::Future;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// How the firmware devices are built.
@@ -61,38 +70,87 @@ impl FirmwareDevices {
     /// retransmission), fresh coin cells (2.8–3.0 V, 1 mV per heartbeat).
     pub fn build(&self) -> FirmwareFleet {
         let mut rng = rand::rng();
-        let every = self.heartbeat_every.unwrap_or_default();
-        let every_ms = every.as_millis() as u64;
-        let spread_ms = every_ms.clamp(1, 5_000);
         let log = DisplayLog::default();
         let buttons = self
             .buttons
             .iter()
-            .map(|id| {
-                SimButton::new(id, rng.random_range(1..1_000_000_000))
-                    .with_heartbeat(every_ms, rng.random_range(0..spread_ms))
-                    .with_battery(DrainingCoinCell {
-                        millivolts: rng.random_range(2_800..=3_000),
-                        drain_mv: 1,
-                    })
-            })
+            .map(|id| self.button(SimButton::new(id, fresh_seq(&mut rng)), &mut rng))
             .collect();
         let readers = self
             .readers
             .iter()
             .map(|id| {
-                SimReader::new(
-                    id,
-                    rng.random_range(1..1_000_000_000),
-                    log.clone(),
-                    self.print_displays,
-                )
-                .with_heartbeat(every_ms, rng.random_range(0..spread_ms))
-                .with_counter_price(self.counter_price_fen)
+                let reader =
+                    SimReader::new(id, fresh_seq(&mut rng), log.clone(), self.print_displays);
+                self.reader(reader, &mut rng)
             })
             .collect();
         FirmwareFleet::new(buttons, readers, log)
     }
+
+    /// [`FirmwareDevices::build`], but with `seq_dir` every device keeps its sequence numbers
+    /// in `seq_dir/<device>.seq` (created as needed): it starts at its stored mark (a random
+    /// number if it has none) and polls the firmware's `poll_persisted`, so a fleet built again
+    /// from the same directory never reuses a number. None: exactly [`FirmwareDevices::build`].
+    /// A file that exists but holds no mark is an error, never a fresh start.
+    pub fn build_with_seq_dir(
+        &self,
+        seq_dir: Option<&Path>,
+    ) -> Result<FirmwareFleet, SeqFileError> {
+        let Some(dir) = seq_dir else {
+            return Ok(self.build());
+        };
+        seq_file::create_seq_dir(dir)?;
+        let mut rng = rand::rng();
+        let allocator = |id: &str, rng: &mut rand::rngs::ThreadRng| {
+            SeqAllocator::start(
+                FileSeqStore::new(dir, id)?,
+                fresh_seq(rng),
+                DEFAULT_SEQ_BLOCK,
+            )
+        };
+        let log = DisplayLog::default();
+        let mut buttons = Vec::with_capacity(self.buttons.len());
+        for id in &self.buttons {
+            let button = SimButton::persisted(id, allocator(id, &mut rng)?);
+            buttons.push(self.button(button, &mut rng));
+        }
+        let mut readers = Vec::with_capacity(self.readers.len());
+        for id in &self.readers {
+            let seqs = allocator(id, &mut rng)?;
+            let reader = SimReader::persisted(id, seqs, log.clone(), self.print_displays);
+            readers.push(self.reader(reader, &mut rng));
+        }
+        Ok(FirmwareFleet::new(buttons, readers, log))
+    }
+
+    /// Heartbeats spread over the first interval (at most 5 s), so the devices report in soon.
+    fn first_heartbeat(&self, rng: &mut impl Rng) -> (u64, u64) {
+        let every_ms = self.heartbeat_every.unwrap_or_default().as_millis() as u64;
+        (every_ms, rng.random_range(0..every_ms.clamp(1, 5_000)))
+    }
+
+    fn button(&self, button: SimButton, rng: &mut impl Rng) -> SimButton {
+        let (every_ms, first_ms) = self.first_heartbeat(rng);
+        button
+            .with_heartbeat(every_ms, first_ms)
+            .with_battery(DrainingCoinCell {
+                millivolts: rng.random_range(2_800..=3_000),
+                drain_mv: 1,
+            })
+    }
+
+    fn reader(&self, reader: SimReader, rng: &mut impl Rng) -> SimReader {
+        let (every_ms, first_ms) = self.first_heartbeat(rng);
+        reader
+            .with_heartbeat(every_ms, first_ms)
+            .with_counter_price(self.counter_price_fen)
+    }
+}
+
+/// The first sequence number of a device with nothing stored.
+fn fresh_seq(rng: &mut impl Rng) -> u32 {
+    rng.random_range(1..1_000_000_000)
 }
 
 /// Ids of the registered devices of `kind` reached over `link`, in id order.
@@ -178,6 +236,10 @@ pub struct SimArgs {
     /// Baud rate of --serial (8N1).
     #[arg(long, default_value_t = 115_200)]
     pub baud: u32,
+    /// Keep each device's sequence numbers in DIR/<device>.seq across runs, as a device with
+    /// flash does (default: a random start every run).
+    #[arg(long, value_name = "DIR")]
+    pub seq_dir: Option<PathBuf>,
 }
 
 fn numbered(prefix: &str, width: usize, n: usize) -> Vec<String> {
@@ -272,7 +334,7 @@ pub async fn run_cli(args: SimArgs, stop: impl Future<Output = ()>) -> anyhow::R
             .then(|| i32::try_from(args.tap_price_fen).ok())
             .flatten(),
     }
-    .build();
+    .build_with_seq_dir(args.seq_dir.as_deref())?;
     let stats = fleet.stats();
     println!(
         "simulating firmware devices over {}: {} alarm button(s), {} card reader(s)",
@@ -280,6 +342,9 @@ pub async fn run_cli(args: SimArgs, stop: impl Future<Output = ()>) -> anyhow::R
         fleet.buttons.len(),
         fleet.readers.len(),
     );
+    if let Some(dir) = &args.seq_dir {
+        println!("sequence numbers kept in {}", dir.display());
+    }
     let link = match &args.serial {
         Some(path) => crate::sim_serial::open_serial_link(path, args.baud)
             .with_context(|| format!("cannot open serial port {path}"))?,
@@ -331,7 +396,7 @@ pub async fn run_cli(args: SimArgs, stop: impl Future<Output = ()>) -> anyhow::R
         .count();
     let get = SimStats::get;
     println!(
-        "simulator stopped: {} alarm events sent, {} acked, {} retransmissions, {} buttons still waiting for an ACK; {} heartbeats; {} taps, {} answers shown; {} NAKs, {} unexpected frames, {} frames lost on a full link",
+        "simulator stopped: {} alarm events sent, {} acked, {} retransmissions, {} buttons still waiting for an ACK; {} heartbeats; {} taps, {} answers shown; {} NAKs, {} unexpected frames, {} frames lost on a full link; {} failed sequence-number stores",
         get(&stats.alarms_sent),
         get(&stats.acks),
         get(&stats.retransmissions),
@@ -342,6 +407,7 @@ pub async fn run_cli(args: SimArgs, stop: impl Future<Output = ()>) -> anyhow::R
         get(&stats.naks),
         get(&stats.unexpected_frames),
         get(&stats.link_drops),
+        get(&stats.seq_store_errors),
     );
     Ok(())
 }

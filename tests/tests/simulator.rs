@@ -1,6 +1,8 @@
 //! The firmware simulator against the real gateway: the firmware's own button and card-reader
 //! logic, on the host, over MQTT and over a pty. A press is acknowledged and raised once, also
-//! across a gateway restart; a reader shows the settlement answer; heartbeats reach the journal.
+//! across a gateway restart; a press after a restart of a simulator that keeps its sequence
+//! numbers (`--seq-dir`) is a new press, not a retransmission; a reader shows the settlement
+//! answer; heartbeats reach the journal.
 //!
 //! No timed assertions: every wait is for an outcome, with a generous deadline.
 
@@ -210,6 +212,103 @@ async fn a_firmware_button_over_mqtt_retransmits_across_a_gateway_restart() {
     assert_eq!(rows[0].get::<i64, _>(0), i64::from(first_seq));
     let alerts = "SELECT COUNT(*) FROM alerts WHERE kind = 'sos' AND device_id = ?";
     assert_eq!(count(&journal, alerts, "btn-0002").await, 1);
+    db.drop_db().await;
+}
+
+/// One run of the simulator with `seq_dir`: btn-0004 presses once; returns the press's seq (as
+/// ACKed), the mark the button persisted, and its failed stores.
+async fn press_once_with_seq_dir(broker_port: u16, seq_dir: &Path, run: u32) -> (u32, u32, u64) {
+    let fleet = FirmwareDevices {
+        buttons: vec!["btn-0004".into()],
+        readers: vec![],
+        heartbeat_every: None,
+        print_displays: false,
+        counter_price_fen: None,
+    }
+    .build_with_seq_dir(Some(seq_dir))
+    .unwrap();
+    let (stats, first_seq) = (fleet.stats(), fleet.buttons[0].firmware.outbox.next_seq());
+    let senior = ScriptedSeniors::new(script::parse("0.2 btn-0004 press").unwrap(), &[]);
+    let link = firmware_mqtt_link(broker_port, &format!("t-firmware-run{run}"))
+        .await
+        .unwrap();
+    let (stop, task) = start(fleet, link, senior);
+    let acked = eventually(WAIT, "the ACK of the press", || async {
+        Ok(stats.acked().into_iter().find(|a| a.device == "btn-0004"))
+    })
+    .await
+    .unwrap();
+    let _ = stop.send(());
+    let fleet = task.await.unwrap();
+    assert_eq!(
+        acked.seq, first_seq,
+        "run {run}: the press carries the first seq"
+    );
+    let mark = fleet.buttons[0].seqs().expect("a persisted button").mark();
+    let stored = std::fs::read_to_string(seq_dir.join("btn-0004.seq")).unwrap();
+    assert_eq!(
+        stored.trim(),
+        mark.to_string(),
+        "run {run}: the mark is on disk"
+    );
+    (
+        acked.seq,
+        mark,
+        eldergate::sim::SimStats::get(&stats.seq_store_errors),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_press_after_a_simulator_restart_with_a_seq_dir_is_a_new_press_not_a_retransmission() {
+    let broker = Mosquitto::start().unwrap();
+    let db = TestDb::create().await.unwrap();
+    let gw = Gateway::start(&GatewaySpec::new(broker.port, db.url.clone(), 4))
+        .await
+        .unwrap();
+    let seq_dir = tempfile::tempdir().unwrap();
+    let journal = gw.journal().await.unwrap();
+    let presses = "SELECT device_seq FROM events WHERE kind = 'alarm_press' AND device_id = 'btn-0004' ORDER BY seq";
+    let press_count =
+        "SELECT COALESCE(SUM(press_count), 0) FROM alerts WHERE kind = 'sos' AND device_id = ?";
+
+    let (first, first_mark, errors) = press_once_with_seq_dir(broker.port, seq_dir.path(), 1).await;
+    assert_eq!(errors, 0);
+    assert!(
+        first_mark > first,
+        "a mark above the press was persisted before it was sent"
+    );
+    let rows = sqlx::query(presses).fetch_all(&journal).await.unwrap();
+    assert_eq!(rows.len(), 1);
+    assert_eq!(count(&journal, press_count, "btn-0004").await, 1);
+
+    // The simulator stops and starts again, building its devices from the same directory.
+    let (second, second_mark, errors) =
+        press_once_with_seq_dir(broker.port, seq_dir.path(), 2).await;
+    assert_eq!(errors, 0);
+    assert!(
+        second >= first_mark,
+        "the restarted button starts at the stored mark {first_mark}, got {second}"
+    );
+    assert!(second_mark > second);
+
+    // ACKed after commit: the second press is in the journal as an event of its own.
+    let seqs: Vec<i64> = sqlx::query(presses)
+        .fetch_all(&journal)
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(
+        seqs,
+        [i64::from(first), i64::from(second)],
+        "two presses, the second not taken for a retransmission"
+    );
+    assert_eq!(
+        count(&journal, press_count, "btn-0004").await,
+        2,
+        "the second press counts at the alert"
+    );
     db.drop_db().await;
 }
 

@@ -3,12 +3,16 @@
 //! records (and may print) what the senior would read.
 //!
 //! Everything here implements the traits `eldergate-firmware` is written against; the firmware
-//! itself (`AlarmButton`, `Terminal`, `heartbeat_frame`) runs unchanged.
+//! itself (`AlarmButton`, `Terminal`, `heartbeat_frame`) runs unchanged. A device given a
+//! [`SeqAllocator`] over a [`FileSeqStore`] polls the firmware's `poll_persisted`, as a device
+//! with flash does; without one it polls the plain `poll` and its numbers start anew each run.
 
+use super::seq_file::{FileSeqStore, SeqFileError};
 use eldergate_firmware::button::{
-    coin_cell_percent, heartbeat_frame, AlarmButton, BatterySensor, Timing,
+    coin_cell_percent, heartbeat_frame, AlarmButton, BatterySensor, Timing, SEQ_STORE_RETRY_MS,
 };
 use eldergate_firmware::reader::{CardSource, Display, Message, Terminal};
+use eldergate_firmware::seq::{PersistedPollError, SeqAllocator};
 use eldergate_protocol::serial::MAX_WIRE;
 use std::collections::VecDeque;
 use std::convert::Infallible;
@@ -120,6 +124,25 @@ impl HeartbeatClock {
     }
 }
 
+/// What one poll of a simulated device did: a frame to send, and a failed store of its
+/// sequence-number mark (both can happen in one poll: an alarm is sent anyway).
+#[derive(Debug, Default)]
+pub(crate) struct DevicePoll {
+    /// The length of the frame written into `out`.
+    pub frame: Option<usize>,
+    /// The store of the sequence-number mark failed in this poll.
+    pub seq_store_error: Option<SeqFileError>,
+}
+
+impl DevicePoll {
+    fn frame(frame: Option<usize>) -> Self {
+        DevicePoll {
+            frame,
+            seq_store_error: None,
+        }
+    }
+}
+
 /// One simulated alarm button: its id, its pin, its battery, and the firmware.
 pub struct SimButton {
     /// Device id.
@@ -132,6 +155,8 @@ pub struct SimButton {
     pub battery: DrainingCoinCell,
     /// Its heartbeat schedule.
     pub heartbeat: HeartbeatClock,
+    /// Its persisted sequence numbers; None: nothing kept across runs.
+    seqs: Option<SeqAllocator<FileSeqStore>>,
 }
 
 impl SimButton {
@@ -151,7 +176,25 @@ impl SimButton {
                 next_ms: 0,
                 seq: 0,
             },
+            seqs: None,
         }
+    }
+
+    /// A button that keeps its sequence numbers in `seqs` (it starts at `seqs.first_seq()`).
+    pub fn persisted(id: &str, seqs: SeqAllocator<FileSeqStore>) -> SimButton {
+        let mut button = SimButton::new(id, seqs.first_seq());
+        button.seqs = Some(seqs);
+        button
+    }
+
+    /// Its persisted sequence numbers, if it keeps them.
+    pub fn seqs(&self) -> Option<&SeqAllocator<FileSeqStore>> {
+        self.seqs.as_ref()
+    }
+
+    /// True from a failed store of its mark until a later one succeeds.
+    pub fn seq_store_failing(&self) -> bool {
+        self.firmware.seq_store_failing()
     }
 
     /// The same button sending a heartbeat every `every_ms`, the first at `first_ms`.
@@ -169,14 +212,23 @@ impl SimButton {
 
     /// Runs the firmware once: a heartbeat frame if one is due, else whatever the button wants
     /// to send (a new event or a retransmission).
-    pub(crate) fn poll(&mut self, now_ms: u64, out: &mut [u8; MAX_WIRE]) -> Option<usize> {
+    pub(crate) fn poll(&mut self, now_ms: u64, out: &mut [u8; MAX_WIRE]) -> DevicePoll {
         if self.heartbeat.due(now_ms) {
             if let Some(n) = heartbeat_frame(&self.id, self.heartbeat.seq, &mut self.battery, out) {
-                return Some(n);
+                return DevicePoll::frame(Some(n));
             }
         }
         // The scripted pin cannot fail (its error type is Infallible).
-        self.firmware.poll(&self.id, now_ms, out).ok().flatten()
+        match &mut self.seqs {
+            None => DevicePoll::frame(self.firmware.poll(&self.id, now_ms, out).ok().flatten()),
+            Some(seqs) => match self.firmware.poll_persisted(seqs, &self.id, now_ms, out) {
+                Ok(p) => DevicePoll {
+                    frame: p.frame,
+                    seq_store_error: p.seq_store_error,
+                },
+                Err(never) => match never {},
+            },
+        }
     }
 }
 
@@ -354,6 +406,11 @@ pub struct SimReader {
     pub heartbeat: HeartbeatClock,
     /// The price the counter staff type before every tap, fen.
     pub counter_price_fen: Option<i32>,
+    /// Its persisted sequence numbers; None: nothing kept across runs.
+    seqs: Option<SeqAllocator<FileSeqStore>>,
+    /// After a failed store, the terminal is not polled (so no card is read) before this time:
+    /// a broken disk is retried once per [`SEQ_STORE_RETRY_MS`], as the button does.
+    seq_retry_at: u64,
 }
 
 impl SimReader {
@@ -375,7 +432,32 @@ impl SimReader {
                 seq: 0,
             },
             counter_price_fen: None,
+            seqs: None,
+            seq_retry_at: 0,
         }
+    }
+
+    /// A reader that keeps its sequence numbers in `seqs` (it starts at `seqs.first_seq()`).
+    pub fn persisted(
+        id: &str,
+        seqs: SeqAllocator<FileSeqStore>,
+        log: DisplayLog,
+        print: bool,
+    ) -> SimReader {
+        let mut reader = SimReader::new(id, seqs.first_seq(), log, print);
+        reader.seqs = Some(seqs);
+        reader
+    }
+
+    /// Its persisted sequence numbers, if it keeps them.
+    pub fn seqs(&self) -> Option<&SeqAllocator<FileSeqStore>> {
+        self.seqs.as_ref()
+    }
+
+    /// True from a failed store of its mark until a later one succeeds (meanwhile no card is
+    /// read).
+    pub fn seq_store_failing(&self) -> bool {
+        self.seq_retry_at > 0
     }
 
     /// The same reader sending a heartbeat every `every_ms`, the first at `first_ms`.
@@ -392,19 +474,47 @@ impl SimReader {
     }
 
     /// Runs the firmware once: a heartbeat if due, else a CARD_TAP frame for a card in the field.
-    pub(crate) fn poll(&mut self, now_ms: u64, out: &mut [u8; MAX_WIRE]) -> Option<usize> {
+    /// A reader that keeps its numbers reads no card until the number of its tap is persisted
+    /// (the terminal's strict rule: the tap waits).
+    pub(crate) fn poll(&mut self, now_ms: u64, out: &mut [u8; MAX_WIRE]) -> DevicePoll {
         if self.heartbeat.due(now_ms) {
             if let Some(n) = heartbeat_frame(&self.id, self.heartbeat.seq, &mut MainsPower, out) {
-                return Some(n);
+                return DevicePoll::frame(Some(n));
             }
         }
         if self.terminal.entered_price().is_none() {
             self.terminal.enter_price(self.counter_price_fen);
         }
-        self.terminal
-            .poll(&mut self.cards, &self.id, now_ms, out)
-            .ok()
-            .flatten()
+        let Some(seqs) = &mut self.seqs else {
+            // The simulated card source cannot fail (its error type is Infallible).
+            return DevicePoll::frame(
+                self.terminal
+                    .poll(&mut self.cards, &self.id, now_ms, out)
+                    .ok()
+                    .flatten(),
+            );
+        };
+        if now_ms < self.seq_retry_at {
+            return DevicePoll::default();
+        }
+        match self
+            .terminal
+            .poll_persisted(&mut self.cards, seqs, &self.id, now_ms, out)
+        {
+            Ok(frame) => {
+                // Not waiting on a tap, so the number of the next one was reserved just now.
+                self.seq_retry_at = 0;
+                DevicePoll::frame(frame)
+            }
+            Err(PersistedPollError::SeqStore(e)) => {
+                self.seq_retry_at = now_ms.saturating_add(SEQ_STORE_RETRY_MS);
+                DevicePoll {
+                    frame: None,
+                    seq_store_error: Some(e),
+                }
+            }
+            Err(PersistedPollError::Device(never)) => match never {},
+        }
     }
 }
 

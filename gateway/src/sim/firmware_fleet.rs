@@ -9,9 +9,12 @@
 //!
 //! Guarantees: nothing from the gateway can panic the loop (undecodable or unexpected frames are
 //! counted in [`SimStats`] and logged); a full link loses the frame, as a busy UART would, and the
-//! firmware's retransmission recovers it.
+//! firmware's retransmission recovers it. A failed store of a device's sequence-number mark
+//! (`--seq-dir`) is counted in [`SimStats::seq_store_errors`] and logged; the device goes on by
+//! the firmware's policy (an alarm is sent anyway, a tap waits).
 
-use super::device::{DisplayLog, SimButton, SimReader};
+use super::device::{DevicePoll, DisplayLog, SimButton, SimReader};
+use super::seq_file::SeqFileError;
 use eldergate_protocol::serial::{decode, Body, MAX_WIRE};
 use std::collections::hash_map::Entry;
 use std::collections::HashMap;
@@ -54,6 +57,8 @@ pub struct SimStats {
     pub unexpected_frames: AtomicU64,
     /// Frames lost because the link was full or gone.
     pub link_drops: AtomicU64,
+    /// Failed stores of a device's sequence-number mark (`--seq-dir`); each is retried.
+    pub seq_store_errors: AtomicU64,
     acked: Mutex<Vec<AckedEvent>>,
     answer_latencies: Mutex<Vec<Duration>>,
 }
@@ -137,14 +142,28 @@ impl FirmwareFleet {
         let mut out = [0u8; MAX_WIRE];
         for (i, b) in self.buttons.iter_mut().enumerate() {
             // A button sends at most one frame per poll; a backlog drains over the next ticks.
-            if let Some(n) = b.poll(now_ms, &mut out) {
+            let was_failing = b.seq_store_failing();
+            let DevicePoll {
+                frame,
+                seq_store_error,
+            } = b.poll(now_ms, &mut out);
+            if let Some(n) = frame {
                 let wire = out[..n].to_vec();
                 note_sent(&self.stats, &mut self.first_sent, i, &wire);
                 frames.push(wire);
             }
+            let failing = b.seq_store_failing();
+            report_seq_store(&self.stats, &b.id, was_failing, failing, seq_store_error);
         }
         for (i, r) in self.readers.iter_mut().enumerate() {
-            if let Some(n) = r.poll(now_ms, &mut out) {
+            let was_failing = r.seq_store_failing();
+            let DevicePoll {
+                frame,
+                seq_store_error,
+            } = r.poll(now_ms, &mut out);
+            let failing = r.seq_store_failing();
+            report_seq_store(&self.stats, &r.id, was_failing, failing, seq_store_error);
+            if let Some(n) = frame {
                 let wire = out[..n].to_vec();
                 if let Some(Kind::Tap(seq)) = frame_kind(&wire) {
                     SimStats::count(&self.stats.taps_sent);
@@ -246,6 +265,32 @@ fn frame_kind(wire: &[u8]) -> Option<Kind> {
     })
 }
 
+/// Counts a failed store of `device`'s mark; warns when the device starts failing (a retry that
+/// fails again is only a debug line: the firmware retries about once a second) and says when a
+/// retry worked.
+fn report_seq_store(
+    stats: &SimStats,
+    device: &str,
+    was_failing: bool,
+    failing: bool,
+    error: Option<SeqFileError>,
+) {
+    match error {
+        Some(e) => {
+            SimStats::count(&stats.seq_store_errors);
+            if was_failing {
+                tracing::debug!(device, error = %e, "simulator: the sequence-number store still fails");
+            } else {
+                tracing::warn!(device, error = %e, "simulator: cannot persist the sequence-number mark; alarms are sent anyway, card taps wait, the store is retried");
+            }
+        }
+        None if was_failing && !failing => {
+            tracing::info!(device, "simulator: the sequence-number store works again");
+        }
+        None => {}
+    }
+}
+
 fn note_sent(
     stats: &SimStats,
     first_sent: &mut HashMap<(usize, u32), Instant>,
@@ -328,4 +373,88 @@ pub async fn run(
         t.abort();
     }
     fleet
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sim::FirmwareDevices;
+
+    /// Polls `fleet` every tick from `from_ms` to `to_ms`; returns the kinds of frames sent.
+    fn poll_span(fleet: &mut FirmwareFleet, from_ms: u64, to_ms: u64) -> Vec<Kind> {
+        (from_ms..to_ms)
+            .step_by(TICK.as_millis() as usize)
+            .flat_map(|t| fleet.poll(t))
+            .filter_map(|w| frame_kind(&w))
+            .collect()
+    }
+
+    #[test]
+    fn a_failing_seq_store_holds_the_tap_but_never_the_alarm_and_both_recover() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("seq");
+        let mut fleet = FirmwareDevices {
+            buttons: vec!["btn-0001".into()],
+            readers: vec!["rdr-01".into()],
+            heartbeat_every: None,
+            print_displays: false,
+            counter_price_fen: None,
+        }
+        .build_with_seq_dir(Some(&dir))
+        .unwrap();
+        let stats = fleet.stats();
+        // The disk goes bad: the directory is now a regular file.
+        std::fs::remove_dir(&dir).unwrap();
+        std::fs::write(&dir, "not a directory").unwrap();
+
+        let first_seq = fleet.buttons[0].firmware.outbox.next_seq();
+        fleet.buttons[0].pin.set_pressed(true);
+        let mut sent = poll_span(&mut fleet, 0, 100);
+        fleet.buttons[0].pin.set_pressed(false);
+        fleet.readers[0].cards.hold(vec![0xCA, 0, 0, 1]);
+        sent.extend(poll_span(&mut fleet, 100, 900));
+        assert!(sent.contains(&Kind::Alarm(first_seq)), "the SOS is sent");
+        assert!(
+            !sent.iter().any(|k| matches!(k, Kind::Tap(_))),
+            "the tap waits"
+        );
+        assert_eq!(fleet.readers[0].cards.waiting(), 1, "the card is not read");
+        assert!(fleet.buttons[0].seq_store_failing() && fleet.readers[0].seq_store_failing());
+        assert!(SimStats::get(&stats.seq_store_errors) >= 2);
+
+        // The disk is back: both retry within a second, the tap goes out and the marks cover
+        // every number in use.
+        std::fs::remove_file(&dir).unwrap();
+        std::fs::create_dir(&dir).unwrap();
+        let sent = poll_span(&mut fleet, 900, 3_000);
+        assert!(
+            sent.iter().any(|k| matches!(k, Kind::Tap(_))),
+            "the tap is sent"
+        );
+        assert!(!fleet.buttons[0].seq_store_failing() && !fleet.readers[0].seq_store_failing());
+        let button = &fleet.buttons[0];
+        let seqs = button.seqs().unwrap();
+        assert!(seqs.is_reserved(button.firmware.outbox.next_seq().wrapping_sub(1)));
+        assert!(dir.join("btn-0001.seq").exists() && dir.join("rdr-01.seq").exists());
+    }
+
+    #[test]
+    fn without_a_seq_dir_nothing_is_written_and_no_store_is_counted() {
+        let mut fleet = FirmwareDevices {
+            buttons: vec!["btn-0001".into()],
+            readers: vec![],
+            heartbeat_every: None,
+            print_displays: false,
+            counter_price_fen: None,
+        }
+        .build_with_seq_dir(None)
+        .unwrap();
+        fleet.buttons[0].pin.set_pressed(true);
+        let mut sent = poll_span(&mut fleet, 0, 100);
+        fleet.buttons[0].pin.set_pressed(false);
+        sent.extend(poll_span(&mut fleet, 100, 900));
+        assert!(sent.iter().any(|k| matches!(k, Kind::Alarm(_))));
+        assert!(fleet.buttons[0].seqs().is_none());
+        assert_eq!(SimStats::get(&fleet.stats().seq_store_errors), 0);
+    }
 }
