@@ -356,14 +356,8 @@ async fn a_firmware_reader_over_mqtt_shows_the_settlement_answer() {
     let broker = Mosquitto::start().unwrap();
     let db = TestDb::create().await.unwrap();
     let gw = canteen_gateway(dir.path(), broker.port, &db, "").await;
-    let fleet = devices(&[], &["rdr-01"], None);
-    let log = fleet.displays.clone();
     let link = firmware_mqtt_link(broker.port, "t-reader").await.unwrap();
-    let (stop, task) = start(fleet, link, patient_resident(cards_to_tap(&gw)));
-    let shown = answers(&log, 2).await;
-    assert_answers(&shown);
-    let _ = stop.send(());
-    task.await.unwrap();
+    a_reader_on(link, &gw).await;
     db.drop_db().await;
 }
 
@@ -376,15 +370,20 @@ async fn a_firmware_reader_over_a_pty_shows_the_display_frame() {
     let serial = format!("[[serial]]\nport = \"{}\"\n", link_path.display());
     let gw = canteen_gateway(dir.path(), broker.port, &db, &serial).await;
     let master = plug_pty(&link_path).unwrap();
+    a_reader_on(eldergate::sim_serial::serial_link(master), &gw).await;
+    db.drop_db().await;
+}
+
+/// Firmware reader rdr-01 on `link`: a resident taps (again after a timeout) until the display
+/// has shown two answers, which must be the expected settlement answers.
+async fn a_reader_on(link: eldergate::sim::SimLink, gw: &Gateway) {
     let fleet = devices(&[], &["rdr-01"], None);
     let log = fleet.displays.clone();
-    let link = eldergate::sim_serial::serial_link(master);
-    let (stop, task) = start(fleet, link, patient_resident(cards_to_tap(&gw)));
+    let (stop, task) = start(fleet, link, patient_resident(cards_to_tap(gw)));
     let shown = answers(&log, 2).await;
     assert_answers(&shown);
     let _ = stop.send(());
     task.await.unwrap();
-    db.drop_db().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
