@@ -1,8 +1,11 @@
 //! The card-reader terminal: tap → CARD_TAP frame; DISPLAY with the same seq is shown; a
 //! timeout message when no answer comes.
 
-use eldergate_firmware::reader::{CardSource, Display, Message, Terminal, ANSWER_TIMEOUT_MS};
+use eldergate_firmware::reader::{Display, Message, Terminal, ANSWER_TIMEOUT_MS};
 use eldergate_protocol::serial::{decode, Body, Frame, MAX_WIRE};
+
+mod common;
+use common::OneCard;
 
 #[derive(Default)]
 struct Screen {
@@ -25,18 +28,6 @@ impl Display for Screen {
     }
     fn show_message(&mut self, m: Message) {
         self.shown.push(format!("{m:?}"));
-    }
-}
-
-struct OneCard(Option<[u8; 4]>);
-
-impl CardSource for OneCard {
-    type Error = ();
-    fn read_uid(&mut self, uid: &mut [u8; 10]) -> Result<Option<usize>, ()> {
-        Ok(self.0.take().map(|c| {
-            uid[..4].copy_from_slice(&c);
-            4
-        }))
     }
 }
 

@@ -4,11 +4,12 @@
 //! persisted block, while the alarm button sends its alarm anyway (an alarm never waits).
 
 mod common;
+use common::OneCard;
 
 use common::{ScriptedPin, SharedLed};
 use eldergate_firmware::button::{AlarmButton, Timing};
 use eldergate_firmware::link::{Outbox, OutboxError};
-use eldergate_firmware::reader::{CardSource, Display, Message, Terminal};
+use eldergate_firmware::reader::{Display, Message, Terminal};
 use eldergate_firmware::seq::{
     MemorySeqStore, NoSeqStore, PersistedPollError, SeqAllocator, SimulatedWriteFailure,
     DEFAULT_SEQ_BLOCK,
@@ -323,18 +324,6 @@ impl Display for Screen {
     fn show_answer(&mut self, _: u8, _: &str, _: i32, _: i32, _: i32, _: i32) {}
     fn show_message(&mut self, m: Message) {
         self.0.push(m);
-    }
-}
-
-struct OneCard(Option<[u8; 4]>);
-
-impl CardSource for OneCard {
-    type Error = ();
-    fn read_uid(&mut self, uid: &mut [u8; 10]) -> Result<Option<usize>, ()> {
-        Ok(self.0.take().map(|c| {
-            uid[..4].copy_from_slice(&c);
-            4
-        }))
     }
 }
 
