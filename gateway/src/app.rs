@@ -17,6 +17,7 @@ use crate::alerting::supervisor::Seen;
 use crate::config::{BrokerMode, Loaded};
 use crate::forwarder::OutboxForwarder;
 use crate::ingest::Ingest;
+use crate::intake::Intake;
 use crate::registry::Registry;
 use crate::{alerting, broker, http, journal, mqtt, notifier};
 use eldergate_protocol::topic;
@@ -56,17 +57,24 @@ pub async fn run(loaded: Loaded, stop: impl Future<Output = ()>) -> anyhow::Resu
 
     let (journal, mut writer) = journal::open(
         &cfg.data_dir,
-        registry.clone(),
         cfg.journal.max_batch,
         Duration::from_secs(cfg.journal.dedupe_window_s),
     )
     .await?;
+    writer.provide(registry.clone());
+    writer
+        .register(alerting::AlertBook::new(registry.clone()))
+        .await?;
     let (alert_tx, alert_rx) = mpsc::unbounded_channel();
-    for mut open in writer.open_alerts() {
+    let open_at_start = writer
+        .state::<alerting::AlertBook>()
+        .map(|b| b.open_alerts())
+        .unwrap_or_default();
+    for open in &open_at_start {
+        let mut open = open.clone();
         open.change = "republished".into();
         let _ = alert_tx.send(open);
     }
-    let open_at_start = writer.open_alerts();
     let open_of_kind = |kind: &str| -> Vec<String> {
         open_at_start
             .iter()
@@ -74,8 +82,10 @@ pub async fn run(loaded: Loaded, stop: impl Future<Output = ()>) -> anyhow::Resu
             .map(|a| a.device_id.clone())
             .collect()
     };
-    writer.notify_to(alert_tx);
+    writer.provide(Arc::new(alerting::AlertOutlet(alert_tx)));
     let writer_task = tokio::spawn(writer.run());
+    // The roster's cards the journal does not know yet, before any tap can be taken.
+    journal.tell(crate::canteen::SeedCards).await;
 
     let (stop_io_tx, stop_io) = watch::channel(false);
     let (stop_input_tx, stop_input) = watch::channel(false);
@@ -120,23 +130,21 @@ pub async fn run(loaded: Loaded, stop: impl Future<Output = ()>) -> anyhow::Resu
         stop_io.clone(),
     );
 
+    let intake = Intake::new(registry.clone(), journal.clone(), seen_tx);
+    let heartbeats = tokio::spawn(intake.clone().flush_heartbeats());
     let serial_ports: Vec<_> = cfg
         .serial
         .iter()
         .map(|port| {
             let s = crate::serial::SerialIngest {
-                registry: registry.clone(),
-                journal: journal.clone(),
-                seen: seen_tx.clone(),
+                intake: intake.clone(),
                 port: port.clone(),
             };
             tokio::spawn(s.run(stop_input.clone()))
         })
         .collect();
     let ingest = Ingest {
-        registry: registry.clone(),
-        journal: journal.clone(),
-        seen: seen_tx,
+        intake: intake.clone(),
     };
     let alarm_ingest = tokio::spawn(ingest.clone().run_alarm(
         alarm_in,
@@ -213,6 +221,10 @@ pub async fn run(loaded: Loaded, stop: impl Future<Output = ()>) -> anyhow::Resu
     for port in serial_ports {
         let _ = port.await;
     }
+    heartbeats.abort();
+    let _ = heartbeats.await;
+    intake.flush_once().await;
+    drop(intake);
     let _ = http_task.await;
     let _ = forwarder.await;
     for task in background {

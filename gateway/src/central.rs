@@ -4,6 +4,7 @@
 //! overlaps one already stored, stores each (gateway_id, seq) once (`ON CONFLICT DO NOTHING`),
 //! so the forwarder can retry anything it is unsure of.
 
+use crate::journal::EventRow;
 use sqlx::postgres::{PgPool, PgPoolOptions};
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
@@ -11,27 +12,6 @@ use sqlx::sqlite::{
 use sqlx::QueryBuilder;
 use std::path::Path;
 use std::time::Duration;
-
-/// One journal event as forwarded.
-#[derive(Debug, Clone, sqlx::FromRow)]
-pub struct EventRow {
-    /// Gateway sequence number.
-    pub seq: i64,
-    /// Event kind.
-    pub kind: String,
-    /// Device, if any.
-    pub device_id: Option<String>,
-    /// Device sequence, if any.
-    pub device_seq: Option<i64>,
-    /// Alert, if any.
-    pub alert_id: Option<i64>,
-    /// Gateway receive time (RFC 3339).
-    pub received_at: String,
-    /// Device time (RFC 3339).
-    pub device_time: Option<String>,
-    /// JSON body.
-    pub body: String,
-}
 
 /// A connected central store.
 #[derive(Clone, Debug)]

@@ -9,8 +9,9 @@
 //!   ingest or alarms (the forwarder only reads the journal).
 //! - `eldergate_outbox_backlog` is the number of committed events not yet at the central store.
 
-use crate::central::{CentralStore, EventRow};
-use crate::journal::Journal;
+use crate::central::CentralStore;
+use crate::journal::{EventRow, Journal, Lane, OpError, Operation, Tx};
+use futures_util::future::BoxFuture;
 use sqlx::{Row, SqlitePool};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -133,7 +134,7 @@ impl OutboxForwarder {
                         "batch forwarded"
                     );
                     cursor = last;
-                    self.journal.forwarded(cursor).await;
+                    self.journal.tell(Forwarded { upto: cursor }).await;
                     metrics::counter!("eldergate_forwarded_events_total")
                         .increment(rows.len() as u64);
                     backoff = Duration::from_millis(200);
@@ -159,5 +160,29 @@ impl OutboxForwarder {
             _ = shutdown.changed() => {}
         }
         *backoff = (*backoff * 2).min(self.retry_max);
+    }
+}
+
+/// Bulk lane: the central store has committed everything up to `upto`; move the cursor.
+#[derive(Debug, Clone)]
+pub struct Forwarded {
+    /// Highest forwarded seq.
+    pub upto: i64,
+}
+
+impl Operation for Forwarded {
+    type Answer = ();
+    const NAME: &'static str = "forwarded";
+    fn lane(&self) -> Lane {
+        Lane::Bulk
+    }
+    fn apply<'a>(&'a mut self, tx: &'a mut Tx) -> BoxFuture<'a, Result<(), OpError>> {
+        Box::pin(async move {
+            sqlx::query("UPDATE forward_cursor SET forwarded_upto = MAX(forwarded_upto, ?)")
+                .bind(self.upto)
+                .execute(tx.conn())
+                .await?;
+            Ok(())
+        })
     }
 }

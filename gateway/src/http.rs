@@ -5,7 +5,9 @@
 //! it); a staff action answers 200 only after the journal committed it; every bad request gets a
 //! JSON error with a message, a log line and `eldergate_http_rejected_total`.
 
-use crate::journal::{alert_from_row, CanteenOp, Journal, JournalError, StaffRefusal, Via};
+use crate::alerting::{alert_from_row, StaffAction, Via};
+use crate::canteen::{CanteenAdmin, CanteenOp, TopUp};
+use crate::journal::{Failure, Journal, JournalError, RefusalKind};
 use crate::registry::Registry;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::DefaultBodyLimit;
@@ -81,6 +83,27 @@ fn bad_request(reason: &'static str, message: String) -> ApiError {
 impl From<JournalError> for ApiError {
     fn from(e: JournalError) -> Self {
         ApiError(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
+    }
+}
+
+/// A refusal maps to 404 (unknown), 409 (state) or 422 (invalid); a journal that could not
+/// commit to 503 (retry later).
+impl From<Failure> for ApiError {
+    fn from(f: Failure) -> Self {
+        match f {
+            Failure::Refused(r) => {
+                let status = match r.kind {
+                    RefusalKind::NotFound => StatusCode::NOT_FOUND,
+                    RefusalKind::Conflict => StatusCode::CONFLICT,
+                    RefusalKind::Invalid => StatusCode::UNPROCESSABLE_ENTITY,
+                };
+                metrics::counter!("eldergate_http_rejected_total", "reason" => r.reason)
+                    .increment(1);
+                tracing::info!(reason = r.reason, message = %r.message, "request refused");
+                ApiError(status, r.message)
+            }
+            Failure::Journal(e) => e.into(),
+        }
     }
 }
 
@@ -219,25 +242,14 @@ async fn act(
             format!("{e}; send JSON like {{\"by\": \"S009\", \"note\": \"on my way\"}}"),
         )
     })?;
-    match api
-        .journal
-        .staff(id, verb, body.by, body.note, Via::Http)
-        .await?
-    {
-        Ok(alert) => Ok(Json(alert)),
-        Err(refusal) => {
-            let status = match refusal {
-                StaffRefusal::UnknownAlert(_) => StatusCode::NOT_FOUND,
-                StaffRefusal::UnknownStaff(_) => StatusCode::BAD_REQUEST,
-                StaffRefusal::Closed { .. } | StaffRefusal::AlreadyAcknowledged { .. } => {
-                    StatusCode::CONFLICT
-                }
-            };
-            metrics::counter!("eldergate_http_rejected_total", "reason" => "refused").increment(1);
-            tracing::info!(alert_id = id, %refusal, "staff action refused");
-            Err(ApiError(status, refusal.to_string()))
-        }
-    }
+    let action = StaffAction {
+        alert_id: id,
+        verb,
+        by: body.by,
+        note: body.note,
+        via: Via::Http,
+    };
+    Ok(Json(api.journal.run(action).await?))
 }
 
 /// Body of a top-up.
@@ -264,16 +276,16 @@ async fn topup(
             format!("{e}; send JSON like {{\"amount_fen\": 10000, \"by\": \"S013\"}}"),
         )
     })?;
-    match api
-        .journal
-        .topup(id.clone(), body.amount_fen, body.by, body.reason)
-        .await?
-    {
-        Ok(balance) => Ok(Json(
-            serde_json::json!({ "resident_id": id, "balance_fen": balance }),
-        )),
-        Err(why) => Err(bad_request("refused", why)),
-    }
+    let op = TopUp {
+        resident: id.clone(),
+        amount_fen: body.amount_fen,
+        by: body.by,
+        reason: body.reason,
+    };
+    let balance = api.journal.run(op).await?;
+    Ok(Json(
+        serde_json::json!({ "resident_id": id, "balance_fen": balance }),
+    ))
 }
 
 /// A balance is derived from the append-only ledger; the response carries both the sum and the
@@ -312,10 +324,7 @@ pub struct AdminBody {
 }
 
 async fn admin(api: &Api, op: CanteenOp, by: String) -> Result<Json<serde_json::Value>, ApiError> {
-    match api.journal.canteen(op, by).await? {
-        Ok(v) => Ok(Json(v)),
-        Err(why) => Err(bad_request("refused", why)),
-    }
+    Ok(Json(api.journal.run(CanteenAdmin { op, by }).await?))
 }
 
 fn admin_body(body: Result<Json<AdminBody>, JsonRejection>) -> Result<AdminBody, ApiError> {

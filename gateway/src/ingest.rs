@@ -1,10 +1,10 @@
-//! MQTT ingest: turns publishes into journal commands, and acks only after commit.
+//! MQTT transport: decodes publishes into [`Uplink`]s (or staff commands), hands them to the one
+//! acceptance path ([`crate::intake`]), and acks only after commit.
 //!
 //! Two connections, two tasks each (handler → FIFO acker):
-//! - the **alarm** connection carries `alarm/#` and `staff/cmd`; its commands go to the journal's
-//!   alarm lane;
-//! - the **telemetry** connection carries `tele/#` (heartbeats), which are coalesced in memory and
-//!   flushed every few seconds on the bulk lane.
+//! - the **alarm** connection carries `alarm/#` and `staff/cmd`; alarms and staff actions go to
+//!   the journal's alarm lane;
+//! - the **telemetry** connection carries `tele/#` (heartbeats, link status) and `tap/#`.
 //!
 //! Invariants:
 //! - A device's `Down::Ack` and the broker's PUBACK are sent only after the journal answered that
@@ -12,26 +12,24 @@
 //!   ordering rule.
 //! - Anything that cannot be accepted becomes a [`Rejection`]: one log line, one counter
 //!   (`eldergate_rejected_total{reason}`), one dead-letter row; the PUBACK waits for that row.
+//!   A staff command that cannot be read but names a `request_id` is answered on
+//!   `staff/results` too.
+//! - This module decodes and encodes; it decides nothing that serial could decide differently.
 //! - Nothing here panics on input.
 
-use crate::alerting::supervisor::Seen;
-use crate::config::DeviceKind;
-use crate::journal::{
-    AlarmOutcome, DeadLetter, DeviceStatus, Journal, JournalError, StaffResult, Via,
-};
-use crate::registry::Registry;
+use crate::alerting::{AlarmOutcome, StaffAction, Via};
+use crate::community::Link;
+use crate::intake::{reject, Accepted, Intake, Rejection, Uplink, UplinkBody};
+use crate::journal::{answer, Failure, Waiting};
 use eldergate_protocol::payload::{
-    AlarmMessage, DeviceLink, Down, Heartbeat, StaffCommand, StaffCommandResult, Tap,
+    AlarmAction, DeviceLink, Down, Heartbeat, StaffAlert, StaffCommand, StaffCommandResult, Tap,
 };
 use eldergate_protocol::topic::{self, TopicError, UpTopic};
 use eldergate_protocol::{MAX_DEVICE_PAYLOAD, MQTT_VERSION};
 use jiff::Timestamp;
 use rumqttc::{AsyncClient, Publish, QoS};
 use serde::de::DeserializeOwned;
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, watch};
 
 /// The next publish, or None once `stop` turns true (what is not taken stays unacked at the
 /// broker and is redelivered to our persistent session).
@@ -45,22 +43,6 @@ async fn next(
     tokio::select! {
         p = incoming.recv() => p,
         _ = stop.changed() => None,
-    }
-}
-
-/// Why an input was not accepted.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Rejection {
-    /// Machine-readable reason, also the metric label and the dead-letter `reason`.
-    pub reason: &'static str,
-    /// What was wrong, for people.
-    pub detail: String,
-}
-
-fn reject(reason: &'static str, detail: impl Into<String>) -> Rejection {
-    Rejection {
-        reason,
-        detail: detail.into(),
     }
 }
 
@@ -78,17 +60,8 @@ pub fn decode<T: DeserializeOwned>(payload: &[u8]) -> Result<T, Rejection> {
     match serde_json::from_slice::<T>(payload) {
         Ok(v) => Ok(v),
         Err(e) => {
-            #[derive(serde::Deserialize)]
-            struct Versioned {
-                v: serde_json::Value,
-            }
-            if let Ok(Versioned { v }) = serde_json::from_slice::<Versioned>(payload) {
-                if v != MQTT_VERSION {
-                    return Err(reject(
-                        "unknown_version",
-                        format!("payload version {v} is not supported; this gateway speaks v{MQTT_VERSION}"),
-                    ));
-                }
+            if let Some(r) = wrong_version(payload) {
+                return Err(r);
             }
             Err(reject(
                 "malformed_json",
@@ -98,15 +71,22 @@ pub fn decode<T: DeserializeOwned>(payload: &[u8]) -> Result<T, Rejection> {
     }
 }
 
-fn check_version(v: u8) -> Result<(), Rejection> {
-    if v == MQTT_VERSION {
-        Ok(())
-    } else {
-        Err(reject(
-            "unknown_version",
-            format!("payload version {v} is not supported; this gateway speaks v{MQTT_VERSION}"),
-        ))
+fn wrong_version(payload: &[u8]) -> Option<Rejection> {
+    #[derive(serde::Deserialize)]
+    struct Versioned {
+        v: serde_json::Value,
     }
+    match serde_json::from_slice::<Versioned>(payload) {
+        Ok(Versioned { v }) if v != MQTT_VERSION => Some(version_rejection(&v.to_string())),
+        _ => None,
+    }
+}
+
+fn version_rejection(v: &str) -> Rejection {
+    reject(
+        "unknown_version",
+        format!("payload version {v} is not supported; this gateway speaks v{MQTT_VERSION}"),
+    )
 }
 
 fn topic_rejection(e: TopicError) -> Rejection {
@@ -117,335 +97,379 @@ fn topic_rejection(e: TopicError) -> Rejection {
     reject(reason, e.to_string())
 }
 
-/// What an alarm-connection publish is, once checked.
+/// An alarm message. Only `v`, `seq` and `action` are needed to act: anything wrong with the
+/// optional fields (a `ts` out of range or of the wrong type, an unknown field) is recorded with
+/// the event, never a reason to drop an alarm.
+fn decode_alarm(payload: &[u8]) -> Result<(u8, u32, UplinkBody), Rejection> {
+    #[derive(serde::Deserialize)]
+    struct Lenient {
+        v: u8,
+        seq: u32,
+        action: AlarmAction,
+        #[serde(default)]
+        ts: Option<serde_json::Value>,
+        #[serde(flatten)]
+        rest: serde_json::Map<String, serde_json::Value>,
+    }
+    if payload.len() > MAX_DEVICE_PAYLOAD {
+        return Err(reject(
+            "oversize",
+            format!(
+                "payload is {} bytes; the limit is {MAX_DEVICE_PAYLOAD}",
+                payload.len()
+            ),
+        ));
+    }
+    let m: Lenient = match serde_json::from_slice(payload) {
+        Ok(m) => m,
+        Err(e) => {
+            return Err(wrong_version(payload).unwrap_or_else(|| {
+                reject(
+                    "malformed_json",
+                    format!("payload does not match the v1 alarm schema: {e}"),
+                )
+            }))
+        }
+    };
+    let mut anomalies = Vec::new();
+    let device_time = match &m.ts {
+        None | Some(serde_json::Value::Null) => None,
+        Some(serde_json::Value::Number(n)) => {
+            match n
+                .as_i64()
+                .and_then(|ms| Timestamp::from_millisecond(ms).ok())
+            {
+                Some(t) => Some(t),
+                None => {
+                    anomalies.push(format!("ts {n} is not a time in range; ignored"));
+                    None
+                }
+            }
+        }
+        Some(other) => {
+            anomalies.push(format!(
+                "ts {other} is not a number of milliseconds; ignored"
+            ));
+            None
+        }
+    };
+    if !m.rest.is_empty() {
+        let names: Vec<&str> = m.rest.keys().map(String::as_str).collect();
+        anomalies.push(format!("unknown fields {names:?}; ignored"));
+    }
+    let anomaly = (!anomalies.is_empty()).then(|| anomalies.join("; "));
+    if let Some(a) = &anomaly {
+        metrics::counter!("eldergate_alarm_anomalies_total").increment(1);
+        tracing::warn!(anomaly = %a, "alarm message has bad optional fields; acting on it anyway");
+    }
+    Ok((
+        m.v,
+        m.seq,
+        UplinkBody::Alarm {
+            action: m.action,
+            device_time,
+            anomaly,
+        },
+    ))
+}
+
+/// What a publish is, once decoded (the registry is checked by the intake).
 #[derive(Debug)]
-pub enum AlarmInput {
-    /// A registered alarm button's event.
-    Device(String, AlarmMessage),
+pub enum Inbound {
+    /// A device message.
+    Device(Uplink),
     /// A staff command.
     Staff(StaffCommand),
 }
 
-/// Checks a publish from the alarm connection against the contract and the registry.
-pub fn classify_alarm(
-    reg: &Registry,
-    topic_str: &str,
-    payload: &[u8],
-) -> Result<AlarmInput, Rejection> {
-    let t = topic::parse_up(topic_str).map_err(topic_rejection)?;
-    match t {
-        UpTopic::Alarm { site, device } => {
-            check_site(reg, site)?;
-            check_device(reg, device, Some(DeviceKind::AlarmButton))?;
-            let msg: AlarmMessage = decode(payload)?;
-            check_version(msg.v)?;
-            Ok(AlarmInput::Device(device.to_string(), msg))
+/// A publish that could not be decoded, with the `request_id` of a staff command if one could
+/// be read (the sender is answered on `staff/results`).
+#[derive(Debug)]
+pub struct Undecodable {
+    /// Why.
+    pub rejection: Rejection,
+    /// The staff command's `request_id` and `alert_id`, if readable.
+    pub staff_request: Option<(Option<String>, i64)>,
+}
+
+impl From<Rejection> for Undecodable {
+    fn from(rejection: Rejection) -> Self {
+        Undecodable {
+            rejection,
+            staff_request: None,
         }
-        UpTopic::StaffCommand { site } => {
-            check_site(reg, site)?;
-            let cmd: StaffCommand = decode(payload)?;
-            check_version(cmd.v)?;
-            Ok(AlarmInput::Staff(cmd))
-        }
-        UpTopic::Tap { .. } => Err(reject("bad_topic", "card tap on the alarm connection")),
-        UpTopic::Telemetry { .. } => Err(reject("bad_topic", "telemetry on the alarm connection")),
     }
 }
 
-fn check_site(reg: &Registry, site: &str) -> Result<(), Rejection> {
-    if site == reg.site_id {
+fn check_site(site: &str, ours: &str) -> Result<(), Rejection> {
+    if site == ours {
         Ok(())
     } else {
         Err(reject(
             "bad_topic",
-            format!("site {site:?} is not this gateway's site {:?}", reg.site_id),
+            format!("site {site:?} is not this gateway's site {ours:?}"),
         ))
     }
 }
 
-fn check_device(reg: &Registry, device: &str, kind: Option<DeviceKind>) -> Result<(), Rejection> {
-    match reg.devices.get(device) {
-        None => Err(reject(
-            "unknown_device",
-            format!("device {device} is not registered; add it under [[devices]] or to device_csv in the config"),
-        )),
-        Some(d) if kind.is_some_and(|k| k != d.kind) => Err(reject(
-            "wrong_device_kind",
-            format!("device {device} is a {:?}; this topic is for {:?}", d.kind, kind),
-        )),
-        Some(_) => Ok(()),
+/// Decodes a publish against the v1 contract (topic, schema). `alarm_conn` says which
+/// connection it came on: each carries only its own topics.
+pub fn decode_publish(
+    site: &str,
+    topic_str: &str,
+    payload: &[u8],
+    alarm_conn: bool,
+) -> Result<Inbound, Undecodable> {
+    let t = topic::parse_up(topic_str).map_err(topic_rejection)?;
+    let received_at = Timestamp::now();
+    let device = |device: &str, version: u8, seq: Option<u32>, body: UplinkBody| {
+        Inbound::Device(Uplink {
+            device: device.to_string(),
+            link: Link::Mqtt,
+            version,
+            seq,
+            body,
+            received_at,
+        })
+    };
+    match t {
+        UpTopic::Alarm { site: s, device: d } if alarm_conn => {
+            check_site(s, site)?;
+            let (v, seq, body) = decode_alarm(payload)?;
+            Ok(device(d, v, Some(seq), body))
+        }
+        UpTopic::StaffCommand { site: s } if alarm_conn => {
+            check_site(s, site)?;
+            match decode::<StaffCommand>(payload) {
+                Ok(cmd) if cmd.v != MQTT_VERSION => Err(Undecodable {
+                    rejection: version_rejection(&cmd.v.to_string()),
+                    staff_request: Some((cmd.request_id, cmd.alert_id)),
+                }),
+                Ok(cmd) => Ok(Inbound::Staff(cmd)),
+                Err(rejection) => Err(Undecodable {
+                    rejection,
+                    staff_request: readable_request(payload),
+                }),
+            }
+        }
+        UpTopic::Telemetry {
+            site: s,
+            device: d,
+            kind,
+        } if !alarm_conn => {
+            check_site(s, site)?;
+            match kind {
+                "status" => {
+                    let link: DeviceLink = decode(payload)?;
+                    Ok(device(
+                        d,
+                        link.v,
+                        None,
+                        UplinkBody::Link {
+                            online: link.online,
+                        },
+                    ))
+                }
+                "heartbeat" => {
+                    let hb: Heartbeat = decode(payload)?;
+                    if hb.battery_pct.is_some_and(|p| p > 100) {
+                        return Err(reject("malformed_json", "battery_pct is above 100").into());
+                    }
+                    Ok(device(
+                        d,
+                        hb.v,
+                        None,
+                        UplinkBody::Heartbeat {
+                            battery_mv: hb.battery_mv,
+                            battery_pct: hb.battery_pct,
+                            rssi: hb.rssi,
+                        },
+                    ))
+                }
+                other => {
+                    Err(reject("bad_topic", format!("unknown telemetry kind {other:?}")).into())
+                }
+            }
+        }
+        UpTopic::Tap { site: s, reader } if !alarm_conn => {
+            check_site(s, site)?;
+            let tap: Tap = decode(payload)?;
+            Ok(device(reader, tap.v, Some(tap.seq), UplinkBody::Tap(tap)))
+        }
+        _ if alarm_conn => Err(reject(
+            "bad_topic",
+            "not an alarm or staff topic (alarm connection)",
+        )
+        .into()),
+        _ => Err(reject("bad_topic", "not a telemetry or tap topic").into()),
     }
 }
 
-/// An accepted telemetry message.
-enum Telemetry {
-    Heartbeat(DeviceStatus),
-    Link { device: String, online: bool },
-    Tap { reader: String, tap: Tap },
+/// The `request_id` and `alert_id` of a staff command that does not match the schema, when
+/// they can be read (so the sender hears why).
+fn readable_request(payload: &[u8]) -> Option<(Option<String>, i64)> {
+    if payload.len() > MAX_DEVICE_PAYLOAD {
+        return None;
+    }
+    let v: serde_json::Value = serde_json::from_slice(payload).ok()?;
+    let request_id = v.get("request_id")?.as_str()?.to_string();
+    let alert_id = v.get("alert_id").and_then(|a| a.as_i64()).unwrap_or(0);
+    Some((Some(request_id), alert_id))
 }
 
 /// Work waiting for a commit before it can be acked, in arrival order.
 enum Pending {
     Alarm {
-        rx: oneshot::Receiver<Result<AlarmOutcome, JournalError>>,
+        rx: Waiting<AlarmOutcome>,
         publish: Publish,
         device: String,
         device_seq: u32,
     },
     Staff {
-        rx: oneshot::Receiver<StaffResult>,
+        rx: Waiting<StaffAlert>,
         publish: Publish,
         alert_id: i64,
         request_id: Option<String>,
     },
     DeadLetter {
-        rx: oneshot::Receiver<Result<(), JournalError>>,
+        rx: Waiting<()>,
         publish: Publish,
+        /// A staff command that could not be read but can be answered.
+        answer: Option<StaffCommandResult>,
     },
     Ack(Publish),
     Tap {
-        rx: oneshot::Receiver<Result<Down, JournalError>>,
+        rx: Waiting<Down>,
         publish: Publish,
         reader: String,
     },
 }
 
-/// Shared context of the ingest tasks.
+/// The MQTT transport's handlers.
 #[derive(Clone)]
 pub struct Ingest {
-    /// Registry.
-    pub registry: Arc<Registry>,
-    /// Journal.
-    pub journal: Journal,
-    /// Device supervision hears of every accepted device message.
-    pub seen: mpsc::UnboundedSender<Seen>,
+    /// The acceptance path.
+    pub intake: Intake,
 }
 
 impl Ingest {
-    async fn dead_letter(
-        &self,
-        source: &str,
-        payload: &[u8],
-        r: &Rejection,
-    ) -> oneshot::Receiver<Result<(), JournalError>> {
-        metrics::counter!("eldergate_rejected_total", "reason" => r.reason).increment(1);
-        tracing::warn!(source, reason = r.reason, detail = %r.detail, bytes = payload.len(), "input rejected; kept as a dead letter");
-        let keep = payload.len().min(MAX_DEVICE_PAYLOAD);
-        self.journal
-            .dead_letter(DeadLetter {
-                received_at: Timestamp::now(),
-                source: source.to_string(),
-                reason: r.reason,
-                detail: r.detail.clone(),
-                payload: payload[..keep].to_vec(),
-                payload_len: payload.len(),
-            })
-            .await
+    fn site(&self) -> &str {
+        &self.intake.registry.site_id
+    }
+
+    async fn rejected(&self, p: Publish, u: Undecodable) -> Pending {
+        let rx = self
+            .intake
+            .dead_letter(&p.topic, &p.payload, &u.rejection)
+            .await;
+        let answer = u
+            .staff_request
+            .map(|(request_id, alert_id)| StaffCommandResult {
+                v: MQTT_VERSION,
+                request_id,
+                alert_id,
+                ok: false,
+                error: Some(format!("{}: {}", u.rejection.reason, u.rejection.detail)),
+            });
+        Pending::DeadLetter {
+            rx,
+            publish: p,
+            answer,
+        }
+    }
+
+    async fn handle(&self, p: Publish, alarm_conn: bool) -> Pending {
+        let inbound = match decode_publish(self.site(), &p.topic, &p.payload, alarm_conn) {
+            Ok(i) => i,
+            Err(u) => return self.rejected(p, u).await,
+        };
+        match inbound {
+            Inbound::Staff(cmd) => {
+                let rx = self
+                    .intake
+                    .journal
+                    .submit(StaffAction {
+                        alert_id: cmd.alert_id,
+                        verb: cmd.cmd,
+                        by: cmd.by,
+                        note: cmd.note,
+                        via: Via::Mqtt,
+                    })
+                    .await;
+                Pending::Staff {
+                    rx,
+                    publish: p,
+                    alert_id: cmd.alert_id,
+                    request_id: cmd.request_id,
+                }
+            }
+            Inbound::Device(up) => {
+                let device = up.device.clone();
+                let seq = up.seq.unwrap_or_default();
+                match self.intake.accept(up).await {
+                    Ok(Accepted::Alarm(rx)) => Pending::Alarm {
+                        rx,
+                        publish: p,
+                        device,
+                        device_seq: seq,
+                    },
+                    Ok(Accepted::Tap(rx)) => Pending::Tap {
+                        rx,
+                        publish: p,
+                        reader: device,
+                    },
+                    Ok(Accepted::Nothing) => Pending::Ack(p),
+                    Err(r) => self.rejected(p, r.into()).await,
+                }
+            }
+        }
+    }
+
+    async fn run(
+        self,
+        name: &'static str,
+        alarm_conn: bool,
+        mut incoming: mpsc::Receiver<Publish>,
+        client: AsyncClient,
+        stop: watch::Receiver<bool>,
+    ) {
+        let (pending_tx, pending_rx) = mpsc::channel(crate::journal::LANE_CAPACITY);
+        let acker = tokio::spawn(ack_in_order(self.site().to_string(), client, pending_rx));
+        while let Some(p) = next(&mut incoming, stop.clone()).await {
+            metrics::counter!("eldergate_mqtt_received_total", "connection" => name).increment(1);
+            let pending = self.handle(p, alarm_conn).await;
+            if pending_tx.send(pending).await.is_err() {
+                break;
+            }
+        }
+        drop(pending_tx);
+        let _ = acker.await;
     }
 
     /// Runs the alarm connection's handler and acker until `incoming` closes.
     pub async fn run_alarm(
         self,
-        mut incoming: mpsc::Receiver<Publish>,
+        incoming: mpsc::Receiver<Publish>,
         client: AsyncClient,
         stop: watch::Receiver<bool>,
     ) {
-        let (pending_tx, pending_rx) = mpsc::channel(crate::journal::LANE_CAPACITY);
-        let acker = tokio::spawn(ack_in_order(
-            self.registry.site_id.clone(),
-            client,
-            pending_rx,
-        ));
-        while let Some(p) = next(&mut incoming, stop.clone()).await {
-            let received_at = Timestamp::now();
-            metrics::counter!("eldergate_mqtt_received_total", "connection" => "alarm")
-                .increment(1);
-            let pending = match classify_alarm(&self.registry, &p.topic, &p.payload) {
-                Ok(AlarmInput::Device(device, msg)) => {
-                    let device_seq = msg.seq;
-                    let _ = self.seen.send(Seen::Activity {
-                        device: device.clone(),
-                        battery_pct: None,
-                    });
-                    let rx = self.journal.alarm(device.clone(), msg, received_at).await;
-                    Pending::Alarm {
-                        rx,
-                        publish: p,
-                        device,
-                        device_seq,
-                    }
-                }
-                Ok(AlarmInput::Staff(cmd)) => {
-                    let rx = self
-                        .journal
-                        .staff_request(cmd.alert_id, cmd.cmd, cmd.by, cmd.note, Via::Mqtt)
-                        .await;
-                    Pending::Staff {
-                        rx,
-                        publish: p,
-                        alert_id: cmd.alert_id,
-                        request_id: cmd.request_id,
-                    }
-                }
-                Err(r) => {
-                    let rx = self.dead_letter(&p.topic, &p.payload, &r).await;
-                    Pending::DeadLetter { rx, publish: p }
-                }
-            };
-            if pending_tx.send(pending).await.is_err() {
-                break;
-            }
-        }
-        drop(pending_tx);
-        let _ = acker.await;
+        self.run("alarm", true, incoming, client, stop).await
     }
 
     /// Runs the telemetry connection's handler and acker until `incoming` closes.
     pub async fn run_telemetry(
         self,
-        mut incoming: mpsc::Receiver<Publish>,
+        incoming: mpsc::Receiver<Publish>,
         client: AsyncClient,
         stop: watch::Receiver<bool>,
     ) {
-        let (pending_tx, pending_rx) = mpsc::channel(crate::journal::LANE_CAPACITY);
-        let acker = tokio::spawn(ack_in_order(
-            self.registry.site_id.clone(),
-            client,
-            pending_rx,
-        ));
-        let latest: Arc<Mutex<HashMap<String, DeviceStatus>>> = Arc::default();
-        let flusher = tokio::spawn(flush_status(self.journal.clone(), latest.clone()));
-        while let Some(p) = next(&mut incoming, stop.clone()).await {
-            metrics::counter!("eldergate_mqtt_received_total", "connection" => "telemetry")
-                .increment(1);
-            let pending = match self.classify_telemetry(&p.topic, &p.payload) {
-                Ok(Telemetry::Heartbeat(status)) => {
-                    let _ = self.seen.send(Seen::Activity {
-                        device: status.device_id.clone(),
-                        battery_pct: status.battery_pct,
-                    });
-                    if let Ok(mut m) = latest.lock() {
-                        m.insert(status.device_id.clone(), status);
-                    }
-                    Pending::Ack(p)
-                }
-                Ok(Telemetry::Tap { reader, tap }) => {
-                    let _ = self.seen.send(Seen::Activity {
-                        device: reader.clone(),
-                        battery_pct: None,
-                    });
-                    let rx = self
-                        .journal
-                        .tap(reader.clone(), tap, Timestamp::now())
-                        .await;
-                    Pending::Tap {
-                        rx,
-                        publish: p,
-                        reader,
-                    }
-                }
-                Ok(Telemetry::Link { device, online }) => {
-                    let _ = self.seen.send(if online {
-                        Seen::Activity {
-                            device,
-                            battery_pct: None,
-                        }
-                    } else {
-                        Seen::Gone { device }
-                    });
-                    Pending::Ack(p)
-                }
-                Err(r) => {
-                    let rx = self.dead_letter(&p.topic, &p.payload, &r).await;
-                    Pending::DeadLetter { rx, publish: p }
-                }
-            };
-            if pending_tx.send(pending).await.is_err() {
-                break;
-            }
-        }
-        drop(pending_tx);
-        let _ = acker.await;
-        flusher.abort();
-        flush_once(&self.journal, &latest).await;
-    }
-
-    fn classify_telemetry(&self, topic_str: &str, payload: &[u8]) -> Result<Telemetry, Rejection> {
-        match topic::parse_up(topic_str).map_err(topic_rejection)? {
-            UpTopic::Telemetry { site, device, kind } => {
-                check_site(&self.registry, site)?;
-                check_device(&self.registry, device, None)?;
-                if kind == "status" {
-                    let link: DeviceLink = decode(payload)?;
-                    check_version(link.v)?;
-                    return Ok(Telemetry::Link {
-                        device: device.to_string(),
-                        online: link.online,
-                    });
-                }
-                if kind != "heartbeat" {
-                    return Err(reject(
-                        "bad_topic",
-                        format!("unknown telemetry kind {kind:?}"),
-                    ));
-                }
-                let hb: Heartbeat = decode(payload)?;
-                check_version(hb.v)?;
-                if hb.battery_pct.is_some_and(|p| p > 100) {
-                    return Err(reject("malformed_json", "battery_pct is above 100"));
-                }
-                Ok(Telemetry::Heartbeat(DeviceStatus {
-                    device_id: device.to_string(),
-                    last_seen: Timestamp::now(),
-                    battery_mv: hb.battery_mv,
-                    battery_pct: hb.battery_pct,
-                    rssi: hb.rssi,
-                }))
-            }
-            UpTopic::Tap { site, reader } => {
-                check_site(&self.registry, site)?;
-                check_device(&self.registry, reader, Some(DeviceKind::CardReader))?;
-                if self.registry.canteen.is_none() {
-                    return Err(reject(
-                        "unsupported_type",
-                        "no [canteen] is configured on this gateway",
-                    ));
-                }
-                let tap: Tap = decode(payload)?;
-                check_version(tap.v)?;
-                if let Some(worker) = tap.delivered_by.as_deref() {
-                    if !self.registry.staff.contains_key(worker) {
-                        return Err(reject(
-                            "unknown_staff",
-                            format!("delivered_by {worker:?} is not a registered staff id"),
-                        ));
-                    }
-                }
-                Ok(Telemetry::Tap {
-                    reader: reader.to_string(),
-                    tap,
-                })
-            }
-            _ => Err(reject("bad_topic", "not a telemetry topic")),
-        }
+        self.run("telemetry", false, incoming, client, stop).await
     }
 }
 
-async fn flush_status(journal: Journal, latest: Arc<Mutex<HashMap<String, DeviceStatus>>>) {
-    let mut tick = tokio::time::interval(Duration::from_secs(5));
-    loop {
-        tick.tick().await;
-        flush_once(&journal, &latest).await;
-    }
-}
-
-async fn flush_once(journal: &Journal, latest: &Mutex<HashMap<String, DeviceStatus>>) {
-    let batch: Vec<DeviceStatus> = match latest.lock() {
-        Ok(mut m) => m.drain().map(|(_, v)| v).collect(),
-        Err(_) => return,
-    };
-    if !batch.is_empty() {
-        journal.device_status(batch).await;
+async fn publish_json<T: serde::Serialize>(client: &AsyncClient, topic: String, qos: QoS, v: &T) {
+    if let Ok(body) = serde_json::to_vec(v) {
+        let _ = client.publish(topic, qos, false, body).await;
     }
 }
 
@@ -458,25 +482,24 @@ async fn ack_in_order(site: String, client: AsyncClient, mut rx: mpsc::Receiver<
                 publish,
                 device,
                 device_seq,
-            } => match rx.await {
-                Ok(Ok(outcome)) => {
+            } => match answer(rx).await {
+                Ok(outcome) => {
                     let down = Down::Ack {
                         v: MQTT_VERSION,
                         seq: device_seq,
                     };
-                    if let Ok(body) = serde_json::to_vec(&down) {
-                        let _ = client
-                            .publish(topic::down(&site, &device), QoS::AtLeastOnce, false, body)
-                            .await;
-                    }
+                    publish_json(
+                        &client,
+                        topic::down(&site, &device),
+                        QoS::AtLeastOnce,
+                        &down,
+                    )
+                    .await;
                     let _ = client.ack(&publish).await;
                     metrics::counter!("eldergate_device_acks_total", "duplicate" => if outcome.duplicate { "true" } else { "false" }).increment(1);
                 }
-                Ok(Err(e)) => {
+                Err(e) => {
                     tracing::error!(device = %device, device_seq, error = %e, "alarm event not committed; not acknowledged (the device retransmits)");
-                }
-                Err(_) => {
-                    tracing::warn!(device = %device, device_seq, "journal stopped before commit; not acknowledged")
                 }
             },
             Pending::Staff {
@@ -485,14 +508,13 @@ async fn ack_in_order(site: String, client: AsyncClient, mut rx: mpsc::Receiver<
                 alert_id,
                 request_id,
             } => {
-                let (ok, error) = match rx.await {
-                    Ok(Ok(Ok(_))) => (true, None),
-                    Ok(Ok(Err(refusal))) => (false, Some(refusal.to_string())),
-                    Ok(Err(e)) => {
+                let (ok, error) = match answer(rx).await {
+                    Ok(_) => (true, None),
+                    Err(Failure::Refused(r)) => (false, Some(r.message)),
+                    Err(Failure::Journal(e)) => {
                         tracing::error!(error = %e, alert_id, "staff command not committed; not acknowledged");
                         continue;
                     }
-                    Err(_) => continue,
                 };
                 let result = StaffCommandResult {
                     v: MQTT_VERSION,
@@ -501,15 +523,30 @@ async fn ack_in_order(site: String, client: AsyncClient, mut rx: mpsc::Receiver<
                     ok,
                     error,
                 };
-                if let Ok(body) = serde_json::to_vec(&result) {
-                    let _ = client
-                        .publish(topic::staff_results(&site), QoS::AtLeastOnce, false, body)
-                        .await;
-                }
+                publish_json(
+                    &client,
+                    topic::staff_results(&site),
+                    QoS::AtLeastOnce,
+                    &result,
+                )
+                .await;
                 let _ = client.ack(&publish).await;
             }
-            Pending::DeadLetter { rx, publish } => {
-                if let Ok(Ok(())) = rx.await {
+            Pending::DeadLetter {
+                rx,
+                publish,
+                answer: staff_answer,
+            } => {
+                if answer(rx).await.is_ok() {
+                    if let Some(result) = staff_answer {
+                        publish_json(
+                            &client,
+                            topic::staff_results(&site),
+                            QoS::AtLeastOnce,
+                            &result,
+                        )
+                        .await;
+                    }
                     let _ = client.ack(&publish).await;
                 }
             }
@@ -520,18 +557,21 @@ async fn ack_in_order(site: String, client: AsyncClient, mut rx: mpsc::Receiver<
                 rx,
                 publish,
                 reader,
-            } => match rx.await {
-                Ok(Ok(down)) => {
-                    // QoS 0 like device acks: the reader retransmits the tap until it sees this.
-                    if let Ok(body) = serde_json::to_vec(&down) {
-                        let _ = client
-                            .publish(topic::down(&site, &reader), QoS::AtMostOnce, false, body)
-                            .await;
-                    }
+            } => match answer(rx).await {
+                Ok(down) => {
+                    // QoS 1 like device acks (MQTT.md): the reader retransmits the tap until it
+                    // sees this.
+                    publish_json(
+                        &client,
+                        topic::down(&site, &reader),
+                        QoS::AtLeastOnce,
+                        &down,
+                    )
+                    .await;
                     let _ = client.ack(&publish).await;
                 }
-                _ => {
-                    tracing::error!(reader = %reader, "tap not committed; no answer (the reader retransmits)")
+                Err(e) => {
+                    tracing::error!(reader = %reader, error = %e, "tap not committed; no answer (the reader retransmits)")
                 }
             },
         }

@@ -55,7 +55,12 @@ pub async fn run(
         // told these people (joins and closing changes are not new notifications).
         if alert.state == AlertState::Raised && alert.change != "joined" {
             journal
-                .notified(alert.alert_id, alert.step, alert.notify.clone())
+                .tell(crate::alerting::Notified {
+                    alert_id: alert.alert_id,
+                    step: alert.step,
+                    to: alert.notify.clone(),
+                    at: jiff::Timestamp::now(),
+                })
                 .await;
         }
         metrics::counter!("eldergate_staff_notifications_total", "change" => alert.change.clone())

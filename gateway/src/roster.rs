@@ -299,5 +299,8 @@ impl StagedFile {
     }
 }
 
+mod import;
+pub use import::{ImportRoster, RosterImported};
+
 #[cfg(test)]
 mod tests;

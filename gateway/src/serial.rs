@@ -1,38 +1,38 @@
-//! Serial ingest: frames from UART / RS-485 ports (protocol/SPEC.md) into the same journal, with
-//! the same ack-after-commit as MQTT.
+//! Serial transport: frames from UART / RS-485 ports (protocol/SPEC.md) decoded into
+//! [`Uplink`]s for the one acceptance path ([`crate::intake`]), with the same ack-after-commit
+//! as MQTT.
 //!
 //! Invariants:
-//! - An ACK frame is written only after the journal answered that the event is committed.
+//! - An ACK (alarm) or DISPLAY (tap) frame is written only after the journal answered that the
+//!   event is committed.
 //! - A frame with a bad CRC gets no reply (DC-09); noise is skipped up to the next delimiter;
 //!   both are counted (`eldergate_serial_crc_errors_total`, `eldergate_serial_resyncs_total`).
-//! - A good frame the gateway cannot accept gets a NAK, a counter, a log line and a dead letter.
+//! - A frame with a good CRC that cannot be accepted gets a NAK with the reason SPEC.md §5
+//!   names, a counter, a log line and a dead letter — whether the frame could not be parsed or
+//!   the intake refused it (the same refusals as MQTT).
 //! - A port that disappears (USB unplug) is reopened with capped backoff, forever.
 
-use crate::alerting::supervisor::Seen;
+use crate::alerting::AlarmOutcome;
+use crate::community::Link;
 use crate::config::SerialPortConfig;
-use crate::journal::{AlarmOutcome, DeadLetter, DeviceStatus, Journal, JournalError};
-use crate::registry::Registry;
-use eldergate_protocol::payload::{AlarmAction, AlarmMessage, Down, Tap};
+use crate::intake::{reject, Accepted, Intake, Rejection, Uplink, UplinkBody};
+use crate::journal::{answer, Waiting};
+use eldergate_protocol::payload::{AlarmAction, Down, Tap};
 use eldergate_protocol::serial::{
     decode, encode, Body, DecodeError, Frame, FrameReader, Push, MAX_WIRE,
 };
 use jiff::Timestamp;
-use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, watch};
 
 /// Longest pause between attempts to (re)open a port.
 const MAX_REOPEN: Duration = Duration::from_secs(2);
 
 /// One port's ingest.
 pub struct SerialIngest {
-    /// Registry.
-    pub registry: Arc<Registry>,
-    /// Journal.
-    pub journal: Journal,
-    /// Supervision.
-    pub seen: mpsc::UnboundedSender<Seen>,
+    /// The acceptance path.
+    pub intake: Intake,
     /// The port.
     pub port: SerialPortConfig,
 }
@@ -40,15 +40,76 @@ pub struct SerialIngest {
 /// An answer owed once its commit is answered: an ACK for an alarm, a DISPLAY for a tap.
 enum PendingAck {
     Alarm {
-        rx: oneshot::Receiver<Result<AlarmOutcome, JournalError>>,
+        rx: Waiting<AlarmOutcome>,
         device: String,
         seq: u32,
     },
     Tap {
-        rx: oneshot::Receiver<Result<Down, JournalError>>,
+        rx: Waiting<Down>,
         device: String,
         seq: u32,
     },
+}
+
+/// The NAK reason (SPEC.md §4) for a refusal.
+fn nak_reason(r: &Rejection) -> u8 {
+    match r.reason {
+        "unknown_device" => 2,
+        "unknown_version" => 3,
+        "unsupported_type" | "wrong_direction" => 4,
+        "wrong_device_kind" | "wrong_link" | "unknown_staff" => 5,
+        "seq_conflict" => 6,
+        _ => 1,
+    }
+}
+
+/// A frame's body as an uplink body, or why it is not one the gateway takes.
+fn uplink_body(body: &Body<'_>) -> Result<UplinkBody, Rejection> {
+    match *body {
+        Body::Alarm { action } => {
+            let action = match action {
+                1 => AlarmAction::Press,
+                2 => AlarmAction::Cancel,
+                3 => AlarmAction::Checkin,
+                other => {
+                    return Err(reject(
+                        "malformed",
+                        format!("alarm action {other} is not 1, 2 or 3"),
+                    ))
+                }
+            };
+            Ok(UplinkBody::Alarm {
+                action,
+                device_time: None,
+                anomaly: None,
+            })
+        }
+        Body::Heartbeat {
+            battery_mv,
+            battery_pct,
+        } => Ok(UplinkBody::Heartbeat {
+            battery_mv: Some(battery_mv),
+            // 255 = unknown (SPEC.md §4); anything else above 100 is nonsense, treated the same.
+            battery_pct: (battery_pct <= 100).then_some(battery_pct),
+            rssi: None,
+        }),
+        Body::CardTap { uid, price, .. } => Ok(UplinkBody::Tap(Tap {
+            v: 1,
+            seq: 0,
+            card: uid.iter().map(|b| format!("{b:02X}")).collect(),
+            price_fen: price.map(i64::from),
+            delivered_by: None,
+            ts: None,
+        })),
+        Body::Health { .. } => Err(reject(
+            "unsupported_type",
+            "health readings are not taken by this gateway yet (SPEC.md §4: NAK 4)",
+        )),
+        Body::Ack | Body::Nak { .. } | Body::Display { .. } => Err(reject(
+            "wrong_direction",
+            "a gateway-to-device message arrived from a device",
+        )),
+    }
 }
 
 /// The serial frame for a message to a device (`Down::Ack` → ACK, `Down::Display` → DISPLAY with
@@ -148,8 +209,8 @@ impl SerialIngest {
         let acker = tokio::spawn(async move {
             while let Some(p) = ack_rx.recv().await {
                 let bytes = match p {
-                    PendingAck::Alarm { rx, device, seq } => match rx.await {
-                        Ok(Ok(_)) => frame_bytes(&Frame {
+                    PendingAck::Alarm { rx, device, seq } => match answer(rx).await {
+                        Ok(_) => frame_bytes(&Frame {
                             device: &device,
                             seq,
                             body: Body::Ack,
@@ -159,8 +220,8 @@ impl SerialIngest {
                             None
                         }
                     },
-                    PendingAck::Tap { rx, device, seq } => match rx.await {
-                        Ok(Ok(down)) => down_frame(&device, &down),
+                    PendingAck::Tap { rx, device, seq } => match answer(rx).await {
+                        Ok(down) => down_frame(&device, &down),
                         _ => {
                             tracing::error!(device = %device, seq, "serial tap not committed; no answer (the reader retries)");
                             None
@@ -214,184 +275,88 @@ impl SerialIngest {
     ) {
         let path = &self.port.port;
         metrics::counter!("eldergate_serial_frames_total", "port" => path.clone()).increment(1);
-        let nak = |reason: u8| {
-            frame_bytes(&Frame {
-                device: frame.device,
-                seq: frame.seq,
-                body: Body::Nak { reason },
-            })
-        };
-        if !self.registry.devices.contains_key(frame.device) {
-            self.dead_letter(
-                "unknown_device",
-                format!(
-                    "device {} is not registered; add it to the config",
-                    frame.device
-                ),
-                raw,
-            )
-            .await;
-            if let Some(b) = nak(2) {
-                let _ = out.send(b).await;
-            }
-            return;
-        }
-        match frame.body {
-            Body::Alarm { action } => {
-                let action = match action {
-                    1 => AlarmAction::Press,
-                    2 => AlarmAction::Cancel,
-                    3 => AlarmAction::Checkin,
-                    other => {
-                        self.dead_letter(
-                            "malformed_frame",
-                            format!("alarm action {other} is not 1, 2 or 3"),
-                            raw,
-                        )
-                        .await;
-                        if let Some(b) = nak(1) {
-                            let _ = out.send(b).await;
-                        }
-                        return;
-                    }
-                };
-                let _ = self.seen.send(Seen::Activity {
-                    device: frame.device.to_string(),
-                    battery_pct: None,
-                });
-                let msg = AlarmMessage {
-                    v: 1,
-                    seq: frame.seq,
-                    action,
-                    ts: None,
-                };
-                let rx = self
-                    .journal
-                    .alarm(frame.device.to_string(), msg, Timestamp::now())
-                    .await;
-                let _ = acks
-                    .send(PendingAck::Alarm {
-                        rx,
-                        device: frame.device.to_string(),
-                        seq: frame.seq,
-                    })
-                    .await;
-            }
-            Body::Heartbeat {
-                battery_mv,
-                battery_pct,
-            } => {
-                let pct = (battery_pct <= 100).then_some(battery_pct);
-                let _ = self.seen.send(Seen::Activity {
-                    device: frame.device.to_string(),
-                    battery_pct: pct,
-                });
-                self.journal
-                    .device_status(vec![DeviceStatus {
-                        device_id: frame.device.to_string(),
-                        last_seen: Timestamp::now(),
-                        battery_mv: Some(battery_mv),
-                        battery_pct: pct,
-                        rssi: None,
-                    }])
-                    .await;
-            }
-            Body::CardTap { uid, price, .. } if self.registry.canteen.is_some() => {
-                let _ = self.seen.send(Seen::Activity {
-                    device: frame.device.to_string(),
-                    battery_pct: None,
-                });
-                let card: String = uid.iter().map(|b| format!("{b:02X}")).collect();
-                let tap = Tap {
-                    v: 1,
-                    seq: frame.seq,
-                    card,
-                    price_fen: price.map(i64::from),
-                    delivered_by: None,
-                    ts: None,
-                };
-                let rx = self
-                    .journal
-                    .tap(frame.device.to_string(), tap, Timestamp::now())
-                    .await;
-                let _ = acks
-                    .send(PendingAck::Tap {
-                        rx,
-                        device: frame.device.to_string(),
-                        seq: frame.seq,
-                    })
-                    .await;
-            }
-            Body::CardTap { .. } | Body::Health { .. } => {
-                // Health readings come with the health issue; taps need a [canteen].
-                self.dead_letter(
-                    "unsupported_type",
-                    "health readings, or card taps without a [canteen], are not handled".into(),
-                    raw,
-                )
-                .await;
-                if let Some(b) = nak(4) {
-                    let _ = out.send(b).await;
+        let device = frame.device.to_string();
+        let accepted = match uplink_body(&frame.body) {
+            Ok(mut body) => {
+                if let UplinkBody::Tap(tap) = &mut body {
+                    tap.seq = frame.seq;
                 }
+                let up = Uplink {
+                    device: device.clone(),
+                    link: Link::Serial,
+                    version: 1,
+                    seq: Some(frame.seq),
+                    body,
+                    received_at: Timestamp::now(),
+                };
+                self.intake.accept(up).await
             }
-            Body::Ack | Body::Nak { .. } | Body::Display { .. } => {
-                self.dead_letter(
-                    "wrong_direction",
-                    "a gateway-to-device message arrived from a device".into(),
-                    raw,
-                )
-                .await;
+            Err(r) => Err(r),
+        };
+        let pending = match accepted {
+            Ok(Accepted::Alarm(rx)) => PendingAck::Alarm {
+                rx,
+                device,
+                seq: frame.seq,
+            },
+            Ok(Accepted::Tap(rx)) => PendingAck::Tap {
+                rx,
+                device,
+                seq: frame.seq,
+            },
+            Ok(Accepted::Nothing) => return,
+            Err(r) => {
+                self.dead_letter(&r, raw).await;
+                // A device does not listen for answers to a gateway-to-device frame.
+                if r.reason != "wrong_direction" {
+                    if let Some(b) = frame_bytes(&Frame {
+                        device: frame.device,
+                        seq: frame.seq,
+                        body: Body::Nak {
+                            reason: nak_reason(&r),
+                        },
+                    }) {
+                        let _ = out.send(b).await;
+                    }
+                }
+                return;
             }
-        }
+        };
+        let _ = acks.send(pending).await;
     }
 
     async fn reject_undecodable(&self, e: DecodeError, raw: &[u8]) {
         let path = self.port.port.clone();
-        match e {
+        let r = match e {
             // Noise: no reply, no dead letter (it may not even be a frame), just counted.
             DecodeError::Crc => {
-                metrics::counter!("eldergate_serial_crc_errors_total", "port" => path).increment(1)
+                metrics::counter!("eldergate_serial_crc_errors_total", "port" => path).increment(1);
+                return;
             }
             DecodeError::Cobs | DecodeError::TooShort | DecodeError::TooLong => {
-                metrics::counter!("eldergate_serial_resyncs_total", "port" => path).increment(1)
+                metrics::counter!("eldergate_serial_resyncs_total", "port" => path).increment(1);
+                return;
             }
-            DecodeError::Version(v) => {
-                self.dead_letter(
-                    "unknown_version",
-                    format!("serial protocol version {v}; this gateway speaks 1"),
-                    raw,
-                )
-                .await
-            }
+            DecodeError::Version(v) => reject(
+                "unknown_version",
+                format!("serial protocol version {v}; this gateway speaks 1"),
+            ),
             DecodeError::UnknownType(t) => {
-                self.dead_letter("unsupported_type", format!("message type 0x{t:02x}"), raw)
-                    .await
+                reject("unsupported_type", format!("message type 0x{t:02x}"))
             }
-            DecodeError::Malformed => {
-                self.dead_letter(
-                    "malformed_frame",
-                    "fields do not fit the message type (SPEC.md §4)".into(),
-                    raw,
-                )
-                .await
-            }
-        }
+            DecodeError::Malformed => reject(
+                "malformed",
+                "fields do not fit the message type (SPEC.md §4)",
+            ),
+        };
+        self.dead_letter(&r, raw).await;
     }
 
-    async fn dead_letter(&self, reason: &'static str, detail: String, raw: &[u8]) {
-        metrics::counter!("eldergate_rejected_total", "reason" => reason).increment(1);
-        tracing::warn!(port = %self.port.port, reason, %detail, "serial frame rejected; kept as a dead letter");
+    async fn dead_letter(&self, r: &Rejection, raw: &[u8]) {
         // Nothing is acked for a rejected frame, so there is no commit to wait for.
         let _commit = self
-            .journal
-            .dead_letter(DeadLetter {
-                received_at: Timestamp::now(),
-                source: format!("serial:{}", self.port.port),
-                reason,
-                detail,
-                payload: raw.to_vec(),
-                payload_len: raw.len(),
-            })
+            .intake
+            .dead_letter(&format!("serial:{}", self.port.port), raw, r)
             .await;
     }
 }

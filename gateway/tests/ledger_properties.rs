@@ -3,8 +3,9 @@
 //! balance invariant or charges a meal twice.
 
 use eldergate::canteen::rules::RuleSet;
+use eldergate::canteen::{CanteenAdmin, CanteenOp, CardTap, SeedCards, TopUp};
 use eldergate::config::{Resident, StaffConfig};
-use eldergate::journal::{self, CanteenOp};
+use eldergate::journal;
 use eldergate::registry::Registry;
 use eldergate_protocol::payload::{Down, Tap, TapResult};
 use proptest::prelude::*;
@@ -86,15 +87,12 @@ fn registry(double_tap_s: u64) -> Registry {
 
 async fn run(ops: Vec<Op>, double_tap_s: u64) {
     let dir = tempfile::tempdir().unwrap();
-    let (journal, writer) = journal::open(
-        dir.path(),
-        Arc::new(registry(double_tap_s)),
-        256,
-        Duration::from_secs(3600),
-    )
-    .await
-    .unwrap();
+    let (journal, mut writer) = journal::open(dir.path(), 256, Duration::from_secs(3600))
+        .await
+        .unwrap();
+    writer.provide(Arc::new(registry(double_tap_s)));
     let writer = tokio::spawn(writer.run());
+    journal.run(SeedCards).await.unwrap();
     let mut seq = 0u32;
     let mut sent: Vec<(u32, usize)> = Vec::new();
     let mut answers: std::collections::HashMap<u32, Down> = Default::default();
@@ -112,10 +110,12 @@ async fn run(ops: Vec<Op>, double_tap_s: u64) {
                     ts: None,
                 };
                 let d = journal
-                    .tap("rdr".into(), tap, jiff::Timestamp::now())
+                    .run(CardTap {
+                        reader: "rdr".into(),
+                        tap,
+                        received_at: jiff::Timestamp::now(),
+                    })
                     .await
-                    .await
-                    .unwrap()
                     .unwrap();
                 answers.insert(seq, d);
             }
@@ -130,10 +130,12 @@ async fn run(ops: Vec<Op>, double_tap_s: u64) {
                     ts: None,
                 };
                 let d = journal
-                    .tap("rdr".into(), tap, jiff::Timestamp::now())
+                    .run(CardTap {
+                        reader: "rdr".into(),
+                        tap,
+                        received_at: jiff::Timestamp::now(),
+                    })
                     .await
-                    .await
-                    .unwrap()
                     .unwrap();
                 assert_eq!(
                     Some(&d),
@@ -143,36 +145,41 @@ async fn run(ops: Vec<Op>, double_tap_s: u64) {
             }
             Op::TopUp(i, a) => {
                 journal
-                    .topup(format!("R{i}"), a, "S1".into(), None)
+                    .run(TopUp {
+                        resident: format!("R{i}"),
+                        amount_fen: a,
+                        by: "S1".into(),
+                        reason: None,
+                    })
                     .await
-                    .unwrap()
                     .unwrap();
             }
             Op::Void(k) => {
                 let _ = journal
-                    .canteen(
-                        CanteenOp::VoidMeal {
+                    .run(CanteenAdmin {
+                        op: CanteenOp::VoidMeal {
                             meal: k as i64 + 1,
                             reason: "test".into(),
                         },
-                        "S1".into(),
-                    )
-                    .await
-                    .unwrap();
+                        by: "S1".into(),
+                    })
+                    .await;
             }
             Op::PayOut(i, amount_fen) => {
                 let before = balance_of(&journal, i).await;
                 let r = journal
-                    .canteen(
-                        CanteenOp::PayOut {
+                    .run(CanteenAdmin {
+                        op: CanteenOp::PayOut {
                             resident: format!("R{i}"),
                             amount_fen,
                             reason: "test".into(),
                         },
-                        "S1".into(),
-                    )
-                    .await
-                    .unwrap();
+                        by: "S1".into(),
+                    })
+                    .await;
+                if let Err(eldergate::journal::Failure::Journal(e)) = &r {
+                    panic!("the journal failed: {e}");
+                }
                 let wanted = amount_fen.unwrap_or(before);
                 assert_eq!(
                     r.is_ok(),

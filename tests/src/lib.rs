@@ -193,6 +193,9 @@ pub struct GatewaySpec {
     pub heartbeat_s: u32,
     /// Write a roster: button i belongs to resident R{i:05} in grid G01, living alone (独居).
     pub residents: bool,
+    /// Register the buttons and the reader on the serial link instead of MQTT (the gateway
+    /// takes a device only over the link it is registered on).
+    pub serial: bool,
 }
 
 impl GatewaySpec {
@@ -205,6 +208,7 @@ impl GatewaySpec {
             extra: String::new(),
             heartbeat_s: 300,
             residents: false,
+            serial: false,
         }
     }
 }
@@ -257,15 +261,16 @@ impl Gateway {
         let data_dir = dir.path().join("data");
         let http_port = free_port();
         let mut devices = String::from("device_id,kind,link,resident_id,location,heartbeat_s\n");
+        let link = if spec.serial { "serial" } else { "mqtt" };
         for i in 1..=spec.buttons {
             devices.push_str(&format!(
-                "{},alarm_button,mqtt,R{i:05},楼{i},{}\n",
+                "{},alarm_button,{link},R{i:05},楼{i},{}\n",
                 button(i),
                 spec.heartbeat_s
             ));
         }
         // The reader is not simulated: give it a heartbeat long enough never to go offline here.
-        devices.push_str("rdr-01,card_reader,mqtt,,canteen,86400\n");
+        devices.push_str(&format!("rdr-01,card_reader,{link},,canteen,86400\n"));
         std::fs::write(dir.path().join("devices.csv"), devices)?;
         let mut residents_line = String::new();
         if spec.residents {

@@ -27,6 +27,7 @@ async fn world(buttons: usize) -> World {
         extra: String::new(),
         heartbeat_s: 300,
         residents: false,
+        serial: false,
     })
     .await
     .unwrap();
@@ -269,7 +270,7 @@ async fn staff_acknowledge_over_mqtt_and_resolve_over_http() {
         .send()
         .await
         .unwrap();
-    assert_eq!(r.status(), 400);
+    assert_eq!(r.status(), 422, "an unknown staff id is an invalid request");
     let r = http
         .post(w.gw.url(&format!("/api/alerts/{}/resolve", alert.alert_id)))
         .json(&serde_json::json!({"by": "S010", "note": "visited; fell, called 120"}))

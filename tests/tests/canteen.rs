@@ -138,7 +138,7 @@ async fn a_tap_is_settled_once_and_answered_after_commit() {
         serde_json::json!({"by": "S009", "resident_id": "R00002"}),
     )
     .await;
-    assert_eq!(again.status(), 400, "a card binds once");
+    assert_eq!(again.status(), 409, "a card binds once");
     let topup = post(
         "/api/residents/R00001/topup".into(),
         serde_json::json!({"amount_fen": 2000, "by": "S009"}),
@@ -173,7 +173,7 @@ async fn a_tap_is_settled_once_and_answered_after_commit() {
         serde_json::json!({"by": "S009", "reason": "again"}),
     )
     .await;
-    assert_eq!(twice.status(), 400);
+    assert_eq!(twice.status(), 409, "a meal is voided once");
     let balance: serde_json::Value = http
         .get(gw.url("/api/residents/R00001/balance"))
         .send()

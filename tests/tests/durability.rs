@@ -48,6 +48,7 @@ async fn central_store_down_then_back_every_event_arrives_once() {
         extra: String::new(),
         heartbeat_s: 300,
         residents: false,
+        serial: false,
     })
     .await
     .unwrap();
@@ -123,6 +124,7 @@ async fn kill_9_during_a_burst_loses_no_acked_event_and_duplicates_none() {
         extra: String::new(),
         heartbeat_s: 300,
         residents: false,
+        serial: false,
     })
     .await
     .unwrap();
@@ -197,6 +199,7 @@ async fn sigterm_drains_and_exits_cleanly() {
         extra: String::new(),
         heartbeat_s: 300,
         residents: false,
+        serial: false,
     })
     .await
     .unwrap();

@@ -102,7 +102,7 @@ async fn a_new_roster_is_checked_applied_live_and_kept_across_a_restart() {
     );
     // Only registered staff import.
     let (status, body) = import(&gw, roster(""), "nobody", false).await;
-    assert_eq!(status, 400, "{body}");
+    assert_eq!(status, 422, "{body}");
 
     // A dry run says what would change and changes nothing.
     let newcomer = "R00010,王五,男,1950-05-05,,2号楼,1单元,9,G01,,CC000010,\n";
@@ -187,7 +187,7 @@ async fn a_new_roster_is_checked_applied_live_and_kept_across_a_restart() {
         (Some(3650), Some(0)),
         "{paid}"
     );
-    assert_eq!(payout("again").await.unwrap().status(), 400);
+    assert_eq!(payout("again").await.unwrap().status(), 409);
     // They come back: their card works again (no balance left, so the reader says so).
     let (status, body) = import(&gw, roster(newcomer), "S009", false).await;
     assert_eq!(status, 200, "{body}");

@@ -121,6 +121,7 @@ async fn gateway(dir: &Path, buttons: usize) -> (Mosquitto, TestDb, Gateway, Pat
     let link = dir.join("ttyUSB-eldergate");
     let mut spec = GatewaySpec::new(broker.port, db.url.clone(), buttons);
     spec.extra = format!("[[serial]]\nport = \"{}\"\nbaud = 115200\n", link.display());
+    spec.serial = true;
     (broker, db, Gateway::start(&spec).await.unwrap(), link)
 }
 

@@ -317,6 +317,7 @@ async fn canteen_gateway(dir: &Path, broker_port: u16, db: &TestDb, extra: &str)
     let rules = all_day_canteen_rules(dir).unwrap();
     let mut spec = GatewaySpec::new(broker_port, db.url.clone(), 2);
     spec.residents = true;
+    spec.serial = extra.contains("[[serial]]");
     spec.extra = format!(
         "{extra}[canteen]\nrules = \"{}\"\ndouble_tap_s = 600\n",
         rules.display()
@@ -394,6 +395,7 @@ async fn heartbeats_of_the_serial_simulator_reach_the_journal() {
     let link_path = dir.path().join("ttyUSB-buttons");
     let mut spec = GatewaySpec::new(broker.port, db.url.clone(), 3);
     spec.extra = format!("[[serial]]\nport = \"{}\"\n", link_path.display());
+    spec.serial = true;
     let gw = Gateway::start(&spec).await.unwrap();
     let master = plug_pty(&link_path).unwrap();
     let fleet = devices(&["btn-0001", "btn-0003"], &[], Some(Duration::from_secs(1)));

@@ -8,7 +8,8 @@
 //! Runs once per local date: the run is recorded in `checkin_runs` in the same transaction as the
 //! tasks, so a restart after the deadline neither skips nor repeats it.
 
-use crate::journal::{Journal, Observation};
+use super::{Observation, Observe};
+use crate::journal::Journal;
 use crate::registry::Registry;
 use jiff::{tz::TimeZone, Timestamp, Zoned};
 use sqlx::Row;
@@ -102,10 +103,10 @@ pub async fn run(registry: Arc<Registry>, journal: Journal) {
             Ok(residents) => {
                 tracing::info!(date = %date_s, missed = residents.len(), "daily check-in evaluated");
                 journal
-                    .observe(Observation::MissedCheckins {
+                    .tell(Observe(Observation::MissedCheckins {
                         local_date: date_s,
                         residents,
-                    })
+                    }))
                     .await;
                 // Give the writer time to record the run before looking again.
                 tokio::time::sleep(Duration::from_secs(5)).await;

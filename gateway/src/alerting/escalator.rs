@@ -68,7 +68,7 @@ pub async fn run(
                         if step > t.asked {
                             t.asked = step;
                             tracing::info!(alert_id = id, step, "escalating: not acknowledged in time");
-                            journal.escalate(*id, step).await;
+                            journal.tell(super::Escalate { alert_id: *id, step }).await;
                         }
                     }
                 }

@@ -7,8 +7,9 @@
 //! No flood: after the gateway starts, and after every reconnect of the telemetry connection,
 //! every device gets `grace_s` to report in before any is declared offline.
 
+use super::{Observation, Observe};
 use crate::config::DeviceKind;
-use crate::journal::{Journal, Observation};
+use crate::journal::Journal;
 use crate::registry::Registry;
 use jiff::Timestamp;
 use std::collections::HashMap;
@@ -83,7 +84,7 @@ pub async fn run(
                         if let Some(d) = devices.get_mut(&device) {
                             if !d.offline {
                                 d.offline = true;
-                                journal.observe(Observation::DeviceOffline { device, detail: "the device's MQTT last will says it went offline".into() }).await;
+                                journal.tell(Observe(Observation::DeviceOffline { device, detail: "the device's MQTT last will says it went offline".into() })).await;
                             }
                         }
                     }
@@ -92,16 +93,16 @@ pub async fn run(
                         if d.offline {
                             d.offline = false;
                             let gap = now.duration_since(d.last_seen).as_secs().max(0);
-                            journal.observe(Observation::DeviceOnline { device: device.clone(), detail: format!("back online; silent for {gap} s") }).await;
+                            journal.tell(Observe(Observation::DeviceOnline { device: device.clone(), detail: format!("back online; silent for {gap} s") })).await;
                         }
                         d.last_seen = now;
                         if let Some(pct) = battery_pct {
                             if pct < threshold && !d.low_battery {
                                 d.low_battery = true;
-                                journal.observe(Observation::LowBattery { device, pct }).await;
+                                journal.tell(Observe(Observation::LowBattery { device, pct })).await;
                             } else if d.low_battery && pct >= threshold.saturating_add(5) {
                                 d.low_battery = false;
-                                journal.observe(Observation::BatteryOk { device, pct }).await;
+                                journal.tell(Observe(Observation::BatteryOk { device, pct })).await;
                             }
                         }
                     }
@@ -121,7 +122,7 @@ pub async fn run(
                     if !d.offline && silent > limit {
                         d.offline = true;
                         metrics::counter!("eldergate_devices_offline_total").increment(1);
-                        journal.observe(Observation::DeviceOffline { device: id.clone(), detail: format!("no message for {silent} s (heartbeat every {} s)", cfg.heartbeat_s) }).await;
+                        journal.tell(Observe(Observation::DeviceOffline { device: id.clone(), detail: format!("no message for {silent} s (heartbeat every {} s)", cfg.heartbeat_s) })).await;
                     }
                 }
             }

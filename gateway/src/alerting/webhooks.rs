@@ -34,7 +34,7 @@ pub async fn run(journal: Journal) {
                     Ok(()) => {
                         next_try.remove(&id);
                         metrics::counter!("eldergate_webhooks_delivered_total").increment(1);
-                        journal.webhook_result(id, None).await;
+                        journal.tell(super::WebhookResult { id, error: None }).await;
                     }
                     Err(e) => {
                         let backoff = next_try
@@ -44,7 +44,9 @@ pub async fn run(journal: Journal) {
                         next_try.insert(id, (Instant::now() + backoff, backoff));
                         metrics::counter!("eldergate_webhook_failures_total").increment(1);
                         tracing::warn!(webhook = id, error = %e, retry_in_s = backoff.as_secs(), "webhook delivery failed; will retry");
-                        journal.webhook_result(id, Some(e)).await;
+                        journal
+                            .tell(super::WebhookResult { id, error: Some(e) })
+                            .await;
                     }
                 }
             }

@@ -20,6 +20,8 @@ use std::path::{Path, PathBuf};
 
 use eldergate_protocol::topic::is_valid_id;
 
+pub use crate::community::{DeviceKind, Link, Resident};
+
 /// Prefix of environment overrides.
 pub const ENV_PREFIX: &str = "ELDERGATE__";
 
@@ -224,29 +226,6 @@ impl Default for JournalConfig {
     }
 }
 
-/// What a device is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum DeviceKind {
-    /// One-touch alarm button.
-    AlarmButton,
-    /// Canteen or handheld card reader.
-    CardReader,
-    /// Health kiosk.
-    HealthKiosk,
-}
-
-/// How a device reaches the gateway.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Link {
-    /// MQTT.
-    #[default]
-    Mqtt,
-    /// A serial port (receiver dongle, RS-485).
-    Serial,
-}
-
 /// One registered device.
 #[derive(Debug, Clone, Deserialize)]
 pub struct DeviceConfig {
@@ -437,45 +416,6 @@ impl Default for CheckinConfig {
             enabled: true,
             deadline: default_deadline(),
         }
-    }
-}
-
-/// One resident, from the roster.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-pub struct Resident {
-    /// Resident id, e.g. `R00002`.
-    pub resident_id: String,
-    /// Full name (never logged; masked on displays).
-    pub name: String,
-    /// Birth date, `YYYY-MM-DD`.
-    #[serde(default)]
-    pub birth_date: Option<String>,
-    /// `;`-separated statuses: 低保, 特困, 失能, 独居.
-    #[serde(default)]
-    pub statuses: Option<String>,
-    /// Building.
-    #[serde(default)]
-    pub building: Option<String>,
-    /// Unit.
-    #[serde(default)]
-    pub unit: Option<String>,
-    /// Room.
-    #[serde(default)]
-    pub room: Option<String>,
-    /// Grid (网格), e.g. `G03`.
-    #[serde(default)]
-    pub grid: Option<String>,
-    /// Resident card UID (hex).
-    #[serde(default)]
-    pub card_id: Option<String>,
-}
-
-impl Resident {
-    /// True when the roster says the resident lives alone (独居).
-    pub fn lives_alone(&self) -> bool {
-        self.statuses
-            .as_deref()
-            .is_some_and(|s| s.split(';').any(|x| x.trim() == "独居"))
     }
 }
 

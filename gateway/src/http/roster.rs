@@ -4,7 +4,7 @@
 //! run says what would change and changes nothing.
 
 use super::{bad_request, Api, ApiError};
-use crate::journal::RosterImport;
+use crate::roster::ImportRoster;
 use axum::body::Bytes;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
@@ -80,27 +80,23 @@ pub(super) async fn import(
         )
             .into_response());
     }
-    let import = RosterImport {
+    let import = ImportRoster {
         residents: Arc::new(residents),
         csv: Arc::from(body.as_ref()),
         by: q.by,
         dry_run: q.dry_run,
     };
-    match api
+    let imported = api
         .journal
-        .import_roster(import)
+        .run(import)
         .await
-        .map_err(|e| ApiError::from(e).into_response())?
-    {
-        Ok(summary) => {
-            tracing::info!(
-                dry_run = q.dry_run,
-                residents = summary["residents"].as_u64().unwrap_or(0),
-                "roster import {}",
-                if q.dry_run { "checked" } else { "applied" }
-            );
-            Ok(Json(summary))
-        }
-        Err(why) => Err(bad_request("refused", why).into_response()),
-    }
+        .map_err(|e| ApiError::from(e).into_response())?;
+    let summary = imported.summary.clone();
+    tracing::info!(
+        dry_run = q.dry_run,
+        residents = summary["residents"].as_u64().unwrap_or(0),
+        "roster import {}",
+        if q.dry_run { "checked" } else { "applied" }
+    );
+    Ok(Json(summary))
 }

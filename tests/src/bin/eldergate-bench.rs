@@ -382,6 +382,13 @@ fn copy_rate(db: &TestDb, dir: &std::path::Path) -> anyhow::Result<(usize, f64)>
 /// (d) Serial: alarm frames through a real pty into the gateway, acked after commit. A pty has
 /// no baud rate, so this is the gateway's serial capacity; it is compared with the line-rate
 /// ceiling of 115200 baud 8N1 (11,520 bytes/s) for the same frames.
+/// Buttons registered on the serial link (the gateway takes a device only over its own link).
+const SERIAL_BUTTONS: usize = 50;
+
+fn serial_button(i: usize) -> String {
+    format!("sbtn-{:03}", i % SERIAL_BUTTONS)
+}
+
 async fn serial_rate(
     link: &std::path::Path,
     n: usize,
@@ -401,7 +408,7 @@ async fn serial_rate(
     let mut frame_len = 0;
     for i in 0..n {
         let mut out = [0u8; MAX_WIRE];
-        let device = button(1 + i % devices);
+        let device = serial_button(i % devices);
         let seq = 1_000_000 + (i / devices) as u32;
         let len = encode(
             &Frame {
@@ -531,7 +538,15 @@ async fn main() -> anyhow::Result<()> {
                 "[[devices]]\nid = \"rdr-b{i:02}\"\nkind = \"card_reader\"\nheartbeat_s = 86400\n"
             )
         })
-        .collect();
+        .collect::<String>()
+        + &(0..SERIAL_BUTTONS)
+            .map(|i| {
+                format!(
+                    "[[devices]]\nid = \"{}\"\nkind = \"alarm_button\"\nlink = \"serial\"\n",
+                    serial_button(i)
+                )
+            })
+            .collect::<String>();
     let gw = Gateway::start(&GatewaySpec {
         broker_port: broker.port,
         central_url: db.url_via(&format!("127.0.0.1:{}", proxy.port)),
@@ -544,6 +559,7 @@ async fn main() -> anyhow::Result<()> {
         ),
         heartbeat_s: 300,
         residents: true,
+        serial: false,
     })
     .await?;
     let (fsync_p50, fsync_p99) = fsync_cost(&gw.data_dir)?;
@@ -609,7 +625,8 @@ async fn main() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let (copy_rows, copy_rps) = copy_rate(&db, dir.path())?;
 
-    let (serial_fps, ceiling_fps, frame_len) = serial_rate(&serial_link, 5000, devices).await?;
+    let (serial_fps, ceiling_fps, frame_len) =
+        serial_rate(&serial_link, 5000, SERIAL_BUTTONS).await?;
     let taps = tap_latency(broker.port, &gw, 2000, 200, 200).await?;
     let (fw_presses, standin_presses) =
         firmware_press_latency(broker.port, devices + 1, args.firmware_presses, 50).await?;

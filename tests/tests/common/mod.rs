@@ -35,6 +35,7 @@ pub fn canteen_spec(
     std::fs::write(&rules, RULES).unwrap();
     let mut spec = GatewaySpec::new(broker_port, central_url, buttons);
     spec.residents = true;
+    spec.serial = extra.contains("[[serial]]");
     spec.extra = format!(
         "{extra}[canteen]\nrules = \"{}\"\ndouble_tap_s = {double_tap_s}\n",
         rules.display()

@@ -1,23 +1,71 @@
-//! Alert state inside the writer's transaction: raising, joining, escalating, acknowledging,
-//! resolving, cancelling — each change journaled as an `alert_*` event (the audit trail: who,
-//! when, via which channel, note) and, for every recipient with a webhook, a webhook_outbox row.
+//! The alert book: the open alerts (the writer's in-memory state of this domain) and every alert
+//! transition inside the writer's transaction — raising, joining, escalating, acknowledging,
+//! resolving, cancelling — each journaled as an `alert_*` event (the audit trail: who, when, via
+//! which channel, note) and, for every recipient with a webhook, a webhook_outbox row.
 //!
 //! Invariants: at most one open alert per (subject, kind), where subject is the resident (or the
 //! device when it has none); every transition is a row in `events` in the same transaction as
-//! the state change; nothing here talks to the network.
+//! the state change; the book is derivable from the `alerts` table (reloaded by the writer);
+//! nothing here talks to the network.
 
-use super::super::{format_ts, AlarmOutcome, JournalError, Observation, StaffRefusal, Via};
-use super::{EventRow, Writer};
+use super::{Observation, StaffRefusal, Via};
+use crate::journal::{format_ts, DomainState, JournalError, NewEvent, TxParts};
 use crate::registry::{mask_name, Registry};
-use eldergate_protocol::payload::{
-    AlarmAction, AlarmMessage, AlertState, Priority, StaffAction, StaffAlert, StaffVerb,
-};
+use eldergate_protocol::payload::{AlertState, Priority, StaffAction, StaffAlert, StaffVerb};
+use futures_util::future::BoxFuture;
 use jiff::Timestamp;
-use sqlx::sqlite::SqliteRow;
+use sqlx::sqlite::{SqliteConnection, SqliteRow};
 use sqlx::Row;
+use std::collections::HashMap;
+use std::sync::Arc;
 
-/// Clock skew beyond which a device's clock is reported (never a reason to drop anything).
-const SKEW_WARN_MS: i64 = 60_000;
+/// The open alerts by (subject, kind).
+pub struct AlertBook {
+    registry: Arc<Registry>,
+    pub(crate) open: HashMap<(String, String), StaffAlert>,
+}
+
+impl AlertBook {
+    /// An empty book; the writer loads it when it is registered.
+    pub fn new(registry: Arc<Registry>) -> AlertBook {
+        AlertBook {
+            registry,
+            open: HashMap::new(),
+        }
+    }
+
+    /// The alerts that are open now, by id (for republishing after a restart).
+    pub fn open_alerts(&self) -> Vec<StaffAlert> {
+        let mut v: Vec<_> = self.open.values().cloned().collect();
+        v.sort_by_key(|a| a.alert_id);
+        v
+    }
+
+    pub(crate) fn registry(&self) -> Arc<Registry> {
+        self.registry.clone()
+    }
+}
+
+impl DomainState for AlertBook {
+    fn reload<'a>(
+        &'a mut self,
+        conn: &'a mut SqliteConnection,
+    ) -> BoxFuture<'a, Result<(), JournalError>> {
+        Box::pin(async move {
+            self.open.clear();
+            let rows =
+                sqlx::query("SELECT * FROM alerts WHERE state IN ('raised', 'acknowledged')")
+                    .fetch_all(&mut *conn)
+                    .await?;
+            for row in rows {
+                let alert = alert_from_row(&row, &self.registry)?;
+                let subject: String = row.try_get("subject")?;
+                self.open.insert((subject, alert.kind.clone()), alert);
+            }
+            Ok(())
+        })
+    }
+}
 
 /// What a new alert is about.
 pub(crate) struct NewAlert<'a> {
@@ -36,124 +84,11 @@ fn priority_str(p: Priority) -> &'static str {
     }
 }
 
-impl Writer {
-    pub(super) async fn apply_alarm(
-        &mut self,
-        device: &str,
-        msg: &AlarmMessage,
-        received_at: Timestamp,
-    ) -> Result<AlarmOutcome, JournalError> {
-        if let Some(&seq) = self.recent.get(&(device.to_string(), msg.seq)) {
-            metrics::counter!("eldergate_duplicates_total", "source" => "alarm").increment(1);
-            tracing::debug!(
-                device,
-                device_seq = msg.seq,
-                seq,
-                "duplicate alarm event; re-ack only"
-            );
-            return Ok(AlarmOutcome {
-                seq,
-                duplicate: true,
-                alert: None,
-            });
-        }
-        let device_time = msg.ts.and_then(|ms| Timestamp::from_millisecond(ms).ok());
-        if let Some(dt) = device_time {
-            let skew = received_at.as_millisecond() - dt.as_millisecond();
-            if skew.abs() > SKEW_WARN_MS {
-                metrics::counter!("eldergate_device_clock_skew_total").increment(1);
-                tracing::warn!(
-                    device,
-                    skew_ms = skew,
-                    "device clock is off; keeping the event with the gateway's receive time"
-                );
-            }
-        } else if msg.ts.is_some() {
-            tracing::warn!(device, ts = ?msg.ts, "device timestamp out of range; ignored");
-        }
-        let registry = self.registry.clone();
-        let resident = registry.resident_of(device);
-        let key = subject_key(device, resident, "sos");
-        let seq = self.take_seq();
-        let (kind, alert) = match msg.action {
-            AlarmAction::Press => {
-                let alert = match self.open_alerts.get_mut(&key) {
-                    Some(open) => {
-                        open.press_count += 1;
-                        open.change = "joined".into();
-                        sqlx::query("UPDATE alerts SET press_count = ? WHERE id = ?")
-                            .bind(open.press_count)
-                            .bind(open.alert_id)
-                            .execute(&mut self.conn)
-                            .await?;
-                        open.clone()
-                    }
-                    None => {
-                        let new = NewAlert {
-                            kind: "sos",
-                            priority: Priority::High,
-                            device,
-                            resident,
-                            detail: None,
-                        };
-                        self.raise(new, seq, received_at).await?
-                    }
-                };
-                ("alarm_press", Some(alert))
-            }
-            AlarmAction::Cancel => {
-                // A senior may cancel a press nobody has taken yet. Once staff acknowledged, the
-                // visit goes ahead: the cancel is recorded but the alert stays open.
-                let cancelled = match self.open_alerts.get(&key) {
-                    Some(open) if open.state == AlertState::Raised => {
-                        let mut a = open.clone();
-                        a.state = AlertState::Cancelled;
-                        a.change = "cancelled".into();
-                        sqlx::query("UPDATE alerts SET state = 'cancelled' WHERE id = ?")
-                            .bind(a.alert_id)
-                            .execute(&mut self.conn)
-                            .await?;
-                        self.open_alerts.remove(&key);
-                        Some(a)
-                    }
-                    _ => None,
-                };
-                ("alarm_cancel", cancelled)
-            }
-            AlarmAction::Checkin => ("checkin", None),
-        };
-        let body = serde_json::json!({
-            "action": msg.action,
-            "device_ts": msg.ts,
-            "resident_id": resident,
-            "alert_state": alert.as_ref().map(|a| a.state),
-        });
-        self.pending.push(EventRow {
-            seq,
-            kind: kind.to_string(),
-            device_id: Some(device.to_string()),
-            device_seq: Some(i64::from(msg.seq)),
-            alert_id: alert.as_ref().map(|a| a.alert_id),
-            received_at: format_ts(received_at),
-            device_time: device_time.map(format_ts),
-            body: body.to_string(),
-        });
-        if let Some(a) = alert.as_ref().filter(|a| a.change == "cancelled") {
-            self.alert_event(a, received_at)?;
-        }
-        self.recent.insert((device.to_string(), msg.seq), seq);
-        self.recent_order
-            .push_back((std::time::Instant::now(), device.to_string(), msg.seq));
-        Ok(AlarmOutcome {
-            seq,
-            duplicate: false,
-            alert,
-        })
-    }
-
+impl AlertBook {
     /// Raises a new alert (the caller has checked none is open for its subject and kind).
-    pub(super) async fn raise(
+    pub(crate) async fn raise(
         &mut self,
+        tx: &mut TxParts<'_>,
         new: NewAlert<'_>,
         cause_seq: i64,
         at: Timestamp,
@@ -178,7 +113,7 @@ impl Writer {
         .bind(cause_seq)
         .bind(format_ts(at))
         .bind(&new.detail)
-        .fetch_one(&mut self.conn)
+        .fetch_one(&mut *tx.conn)
         .await?
         .try_get(0)?;
         let alert = StaffAlert {
@@ -201,37 +136,33 @@ impl Writer {
             resolved: None,
         };
         metrics::counter!("eldergate_alerts_raised_total", "kind" => new.kind).increment(1);
-        self.open_alerts
+        self.open
             .insert((subject, new.kind.to_string()), alert.clone());
-        self.alert_event(&alert, at)?;
-        self.enqueue_webhooks(&alert, at).await?;
+        self.alert_event(tx, &alert, at)?;
+        self.enqueue_webhooks(tx, &alert, at).await?;
         Ok(alert)
     }
 
     /// Journals an alert transition as an event (it is forwarded like any other).
-    pub(super) fn alert_event(
-        &mut self,
+    pub(crate) fn alert_event(
+        &self,
+        tx: &mut TxParts<'_>,
         alert: &StaffAlert,
         at: Timestamp,
     ) -> Result<(), JournalError> {
-        let seq = self.take_seq();
         let body = serde_json::to_string(alert).map_err(|e| JournalError::Write(e.to_string()))?;
-        self.pending.push(EventRow {
-            seq,
-            kind: format!("alert_{}", alert.change),
-            device_id: Some(alert.device_id.clone()),
-            device_seq: None,
-            alert_id: Some(alert.alert_id),
-            received_at: format_ts(at),
-            device_time: None,
-            body,
-        });
+        tx.append(
+            NewEvent::new(format!("alert_{}", alert.change), at, body)
+                .device(&alert.device_id)
+                .alert(alert.alert_id),
+        );
         Ok(())
     }
 
     /// One webhook_outbox row per recipient with a webhook, in this transaction.
     async fn enqueue_webhooks(
-        &mut self,
+        &self,
+        tx: &mut TxParts<'_>,
         alert: &StaffAlert,
         at: Timestamp,
     ) -> Result<(), JournalError> {
@@ -248,7 +179,7 @@ impl Writer {
                     .bind(staff)
                     .bind(url)
                     .bind(&body)
-                    .execute(&mut self.conn)
+                    .execute(&mut *tx.conn)
                     .await?;
             }
         }
@@ -257,13 +188,14 @@ impl Writer {
 
     /// Fires escalation step `step` of an alert if it is still unacknowledged and the step is
     /// later than the last one fired. Returns the alert when a step fired.
-    pub(super) async fn escalate(
+    pub(crate) async fn escalate(
         &mut self,
+        tx: &mut TxParts<'_>,
         alert_id: i64,
         step: u32,
     ) -> Result<Option<StaffAlert>, JournalError> {
         let Some(key) = self
-            .open_alerts
+            .open
             .iter()
             .find(|(_, a)| a.alert_id == alert_id)
             .map(|(k, _)| k.clone())
@@ -271,7 +203,7 @@ impl Writer {
             return Ok(None);
         };
         let registry = self.registry.clone();
-        let Some(alert) = self.open_alerts.get_mut(&key) else {
+        let Some(alert) = self.open.get_mut(&key) else {
             return Ok(None);
         };
         if alert.state != AlertState::Raised || step <= alert.step {
@@ -285,18 +217,19 @@ impl Writer {
         sqlx::query("UPDATE alerts SET escalation_step = ? WHERE id = ?")
             .bind(i64::from(step))
             .bind(alert_id)
-            .execute(&mut self.conn)
+            .execute(&mut *tx.conn)
             .await?;
         let now = Timestamp::now();
         metrics::counter!("eldergate_escalations_total").increment(1);
-        self.alert_event(&alert, now)?;
-        self.enqueue_webhooks(&alert, now).await?;
+        self.alert_event(tx, &alert, now)?;
+        self.enqueue_webhooks(tx, &alert, now).await?;
         Ok(Some(alert))
     }
 
     /// Applies what supervision or the check-in job observed. Returns the alerts it changed.
-    pub(super) async fn observe(
+    pub(crate) async fn observe(
         &mut self,
+        tx: &mut TxParts<'_>,
         obs: &Observation,
     ) -> Result<Vec<StaffAlert>, JournalError> {
         let now = Timestamp::now();
@@ -311,7 +244,7 @@ impl Writer {
                     resident: registry.resident_of(device),
                     detail: Some(detail.clone()),
                 };
-                changed.extend(self.raise_once(new, now).await?);
+                changed.extend(self.raise_once(tx, new, now).await?);
             }
             Observation::LowBattery { device, pct } => {
                 let new = NewAlert {
@@ -321,11 +254,12 @@ impl Writer {
                     resident: registry.resident_of(device),
                     detail: Some(format!("battery {pct}%")),
                 };
-                changed.extend(self.raise_once(new, now).await?);
+                changed.extend(self.raise_once(tx, new, now).await?);
             }
             Observation::DeviceOnline { device, detail } => {
                 changed.extend(
                     self.auto_resolve(
+                        tx,
                         device,
                         registry.resident_of(device),
                         "device_offline",
@@ -338,6 +272,7 @@ impl Writer {
             Observation::BatteryOk { device, pct } => {
                 changed.extend(
                     self.auto_resolve(
+                        tx,
                         device,
                         registry.resident_of(device),
                         "low_battery",
@@ -369,13 +304,13 @@ impl Writer {
                         resident: Some(r),
                         detail: Some(detail),
                     };
-                    changed.extend(self.raise_once(new, now).await?);
+                    changed.extend(self.raise_once(tx, new, now).await?);
                 }
                 sqlx::query("INSERT OR IGNORE INTO checkin_runs (local_date, ran_at, missed) VALUES (?, ?, ?)")
                     .bind(local_date)
                     .bind(format_ts(now))
                     .bind(residents.len() as i64)
-                    .execute(&mut self.conn)
+                    .execute(&mut *tx.conn)
                     .await?;
             }
         }
@@ -385,22 +320,24 @@ impl Writer {
     /// Raises unless one of the same kind is already open for the subject (dedupe).
     async fn raise_once(
         &mut self,
+        tx: &mut TxParts<'_>,
         new: NewAlert<'_>,
         at: Timestamp,
     ) -> Result<Option<StaffAlert>, JournalError> {
         if self
-            .open_alerts
+            .open
             .contains_key(&subject_key(new.device, new.resident, new.kind))
         {
             return Ok(None);
         }
-        let seq = self.next_seq;
-        self.raise(new, seq, at).await.map(Some)
+        let seq = tx.peek_seq();
+        self.raise(tx, new, seq, at).await.map(Some)
     }
 
     /// Resolves an open alert on the gateway's own authority (device back online, battery ok).
     async fn auto_resolve(
         &mut self,
+        tx: &mut TxParts<'_>,
         device: &str,
         resident: Option<&str>,
         kind: &str,
@@ -408,7 +345,7 @@ impl Writer {
         at: Timestamp,
     ) -> Result<Option<StaffAlert>, JournalError> {
         let key = subject_key(device, resident, kind);
-        let Some(mut alert) = self.open_alerts.remove(&key) else {
+        let Some(mut alert) = self.open.remove(&key) else {
             return Ok(None);
         };
         let action = StaffAction {
@@ -417,46 +354,17 @@ impl Writer {
             via: "supervision".into(),
             note: Some(note.to_string()),
         };
-        self.record_action(alert.alert_id, AlertState::Resolved, &action)
-            .await?;
+        Self::record_action(tx, alert.alert_id, AlertState::Resolved, &action).await?;
         alert.state = AlertState::Resolved;
         alert.change = "resolved".into();
         alert.resolved = Some(action);
-        self.alert_event(&alert, at)?;
+        self.alert_event(tx, &alert, at)?;
         Ok(Some(alert))
-    }
-
-    /// The audit record of a notification: an `alert_notified` event, and the alert's
-    /// `notified_at` the first time.
-    pub(super) async fn apply_notified(
-        &mut self,
-        alert_id: i64,
-        step: u32,
-        to: &[String],
-        at: Timestamp,
-    ) -> Result<(), JournalError> {
-        sqlx::query("UPDATE alerts SET notified_at = COALESCE(notified_at, ?) WHERE id = ?")
-            .bind(format_ts(at))
-            .bind(alert_id)
-            .execute(&mut self.conn)
-            .await?;
-        let seq = self.take_seq();
-        self.pending.push(EventRow {
-            seq,
-            kind: "alert_notified".into(),
-            device_id: None,
-            device_seq: None,
-            alert_id: Some(alert_id),
-            received_at: format_ts(at),
-            device_time: None,
-            body: serde_json::json!({ "step": step, "to": to, "via": "mqtt" }).to_string(),
-        });
-        Ok(())
     }
 
     /// Writes who acknowledged or resolved an alert, when, via which channel, with what note.
     async fn record_action(
-        &mut self,
+        tx: &mut TxParts<'_>,
         alert_id: i64,
         state: AlertState,
         action: &StaffAction,
@@ -472,13 +380,14 @@ impl Writer {
             .bind(&action.via)
             .bind(&action.note)
             .bind(alert_id)
-            .execute(&mut self.conn)
+            .execute(&mut *tx.conn)
             .await?;
         Ok(())
     }
 
-    pub(super) async fn apply_staff(
+    pub(crate) async fn apply_staff(
         &mut self,
+        tx: &mut TxParts<'_>,
         alert_id: i64,
         verb: StaffVerb,
         by: &str,
@@ -490,7 +399,7 @@ impl Writer {
         }
         let row = sqlx::query("SELECT * FROM alerts WHERE id = ?")
             .bind(alert_id)
-            .fetch_optional(&mut self.conn)
+            .fetch_optional(&mut *tx.conn)
             .await?;
         let Some(row) = row else {
             return Ok(Err(StaffRefusal::UnknownAlert(alert_id)));
@@ -504,36 +413,58 @@ impl Writer {
             via: via.as_str().into(),
             note,
         };
-        match (verb, alert.state) {
-            (_, AlertState::Resolved | AlertState::Cancelled) => {
-                if verb == StaffVerb::Resolve && alert.state == AlertState::Resolved {
-                    return Ok(Ok(alert)); // resolving twice is harmless
-                }
-                return Ok(Err(StaffRefusal::Closed {
+        let closing_by = match alert.state {
+            AlertState::Resolved => alert.resolved.as_ref().map(|a| a.by.clone()),
+            AlertState::Acknowledged if verb == StaffVerb::Ack => {
+                alert.acknowledged.as_ref().map(|a| a.by.clone())
+            }
+            _ => None,
+        };
+        let already = matches!(
+            (verb, alert.state),
+            (_, AlertState::Resolved | AlertState::Cancelled)
+                | (StaffVerb::Ack, AlertState::Acknowledged)
+        );
+        if already {
+            // Nothing changes state; a note is still kept in the audit trail (`alert_noted`).
+            if action.note.as_deref().is_some_and(|n| !n.trim().is_empty()) {
+                let body = serde_json::json!({
+                    "by": action.by, "at": action.at, "via": action.via, "note": action.note,
+                    "attempted": verb, "state": alert.state,
+                });
+                tx.append(
+                    NewEvent::new("alert_noted", now, body.to_string())
+                        .device(&alert.device_id)
+                        .alert(alert_id),
+                );
+                metrics::counter!("eldergate_staff_actions_total", "action" => "noted", "via" => via.as_str()).increment(1);
+                alert.change = "noted".into();
+                return Ok(Ok(alert));
+            }
+            if closing_by.as_deref() == Some(by) {
+                return Ok(Ok(alert)); // the same person again: harmless, nothing new to record
+            }
+            return Ok(Err(match (verb, alert.state) {
+                (StaffVerb::Ack, AlertState::Acknowledged) => StaffRefusal::AlreadyAcknowledged {
+                    id: alert_id,
+                    by: closing_by.unwrap_or_default(),
+                },
+                _ => StaffRefusal::Closed {
                     id: alert_id,
                     state: alert.state.as_str(),
-                }));
-            }
-            (StaffVerb::Ack, AlertState::Acknowledged) => {
-                let first = alert.acknowledged.as_ref().map(|a| a.by.clone());
-                return Ok(match first {
-                    Some(b) if b == by => Ok(alert),
-                    other => Err(StaffRefusal::AlreadyAcknowledged {
-                        id: alert_id,
-                        by: other.unwrap_or_default(),
-                    }),
-                });
-            }
+                    by: closing_by,
+                },
+            }));
+        }
+        match (verb, alert.state) {
             (StaffVerb::Ack, _) => {
-                self.record_action(alert_id, AlertState::Acknowledged, &action)
-                    .await?;
+                Self::record_action(tx, alert_id, AlertState::Acknowledged, &action).await?;
                 alert.state = AlertState::Acknowledged;
                 alert.change = "acknowledged".into();
                 alert.acknowledged = Some(action);
             }
             (StaffVerb::Resolve, _) => {
-                self.record_action(alert_id, AlertState::Resolved, &action)
-                    .await?;
+                Self::record_action(tx, alert_id, AlertState::Resolved, &action).await?;
                 alert.state = AlertState::Resolved;
                 alert.change = "resolved".into();
                 alert.resolved = Some(action);
@@ -541,18 +472,18 @@ impl Writer {
         }
         let key = (subject, alert.kind.clone());
         if alert.state.is_open() {
-            self.open_alerts.insert(key, alert.clone());
+            self.open.insert(key, alert.clone());
         } else {
-            self.open_alerts.remove(&key);
+            self.open.remove(&key);
         }
         metrics::counter!("eldergate_staff_actions_total", "action" => alert.change.clone(), "via" => via.as_str()).increment(1);
-        self.alert_event(&alert, now)?;
+        self.alert_event(tx, &alert, now)?;
         Ok(Ok(alert))
     }
 }
 
 /// The dedupe key of an alert: (resident or device, kind).
-pub(super) fn subject_key(device: &str, resident: Option<&str>, kind: &str) -> (String, String) {
+pub(crate) fn subject_key(device: &str, resident: Option<&str>, kind: &str) -> (String, String) {
     (resident.unwrap_or(device).to_string(), kind.to_string())
 }
 

@@ -1,0 +1,317 @@
+//! Staff operations on the canteen's money and cards: top-ups, lost cards, binding cards,
+//! voiding meals (refund through the ledger), cash payouts of a balance. Every one is an event
+//! and a ledger row where money moves; refusals are typed (404 unknown, 409 state, 422 invalid).
+
+use super::settle::{balance, card_key};
+use crate::journal::{format_ts, JournalError, Lane, NewEvent, OpError, Operation, Refusal, Tx};
+use crate::registry::Registry;
+use futures_util::future::BoxFuture;
+use jiff::Timestamp;
+use sqlx::Row;
+
+/// A staff operation on cards or meals.
+#[derive(Debug, Clone)]
+pub enum CanteenOp {
+    /// Report a card lost: further taps are refused.
+    CardLost {
+        /// Card UID.
+        card: String,
+    },
+    /// Bind a (new) card to a resident.
+    BindCard {
+        /// Card UID.
+        card: String,
+        /// Resident id.
+        resident: String,
+    },
+    /// Void a meal: the charge is refunded through a ledger row; the meal stays, marked.
+    VoidMeal {
+        /// Meal id.
+        meal: i64,
+        /// Why.
+        reason: String,
+    },
+    /// Pay a resident's balance out in cash (e.g. they left the community): a negative `payout`
+    /// ledger row, never more than the balance.
+    PayOut {
+        /// Resident id (on the roster or departed: anyone with ledger rows).
+        resident: String,
+        /// Fen; None = the whole balance.
+        amount_fen: Option<i64>,
+        /// Why (receipt number, "moved away" …).
+        reason: String,
+    },
+}
+
+/// Bulk lane: staff top up a resident's balance; answers the new balance (fen).
+#[derive(Debug, Clone)]
+pub struct TopUp {
+    /// Resident id.
+    pub resident: String,
+    /// Fen, positive.
+    pub amount_fen: i64,
+    /// Staff id.
+    pub by: String,
+    /// Why.
+    pub reason: Option<String>,
+}
+
+impl Operation for TopUp {
+    type Answer = i64;
+    const NAME: &'static str = "topup";
+    fn lane(&self) -> Lane {
+        Lane::Bulk
+    }
+    fn apply<'a>(&'a mut self, tx: &'a mut Tx) -> BoxFuture<'a, Result<i64, OpError>> {
+        Box::pin(async move {
+            let registry = tx.ctx::<Registry>()?;
+            let reason = self.reason.as_deref();
+            apply_topup(
+                tx,
+                &registry,
+                &self.resident,
+                self.amount_fen,
+                &self.by,
+                reason,
+            )
+            .await?
+            .map_err(OpError::Refused)
+        })
+    }
+}
+
+/// Bulk lane: a staff operation on cards or meals; answers a JSON summary.
+#[derive(Debug, Clone)]
+pub struct CanteenAdmin {
+    /// What to do.
+    pub op: CanteenOp,
+    /// Staff id.
+    pub by: String,
+}
+
+impl Operation for CanteenAdmin {
+    type Answer = serde_json::Value;
+    const NAME: &'static str = "canteen_admin";
+    fn lane(&self) -> Lane {
+        Lane::Bulk
+    }
+    fn apply<'a>(
+        &'a mut self,
+        tx: &'a mut Tx,
+    ) -> BoxFuture<'a, Result<serde_json::Value, OpError>> {
+        Box::pin(async move {
+            let registry = tx.ctx::<Registry>()?;
+            apply_canteen_op(tx, &registry, &self.op, &self.by)
+                .await?
+                .map_err(OpError::Refused)
+        })
+    }
+}
+
+/// A top-up by staff: a positive ledger row. Returns the new balance.
+async fn apply_topup(
+    tx: &mut Tx,
+    registry: &Registry,
+    resident: &str,
+    amount_fen: i64,
+    by: &str,
+    reason: Option<&str>,
+) -> Result<Result<i64, Refusal>, JournalError> {
+    if amount_fen <= 0 {
+        return Ok(Err(Refusal::invalid(
+            "bad_amount",
+            "amount_fen must be positive (fen, e.g. 10000 for ¥100)".to_string(),
+        )));
+    }
+    if !registry.residents.contains(resident) {
+        return Ok(Err(Refusal::not_found(
+            "unknown_resident",
+            format!("resident {resident} is not in the roster"),
+        )));
+    }
+    if !registry.staff.contains_key(by) {
+        return Ok(Err(Refusal::invalid(
+            "unknown_staff",
+            format!("{by:?} is not a registered staff id"),
+        )));
+    }
+    let at = Timestamp::now();
+    sqlx::query("INSERT INTO ledger (resident_id, kind, amount_fen, staff_id, reason, at) VALUES (?, 'topup', ?, ?, ?, ?)")
+            .bind(resident)
+            .bind(amount_fen)
+            .bind(by)
+            .bind(reason)
+            .bind(format_ts(at))
+            .execute(tx.conn())
+            .await?;
+    let body = serde_json::json!({ "resident_id": resident, "amount_fen": amount_fen, "by": by, "reason": reason });
+    tx.append(NewEvent::new("ledger_topup", at, body.to_string()));
+    Ok(Ok(balance(tx.conn(), resident).await?))
+}
+
+/// Cards lost / bound, meals voided (refund through the ledger). Every operation is an event.
+async fn apply_canteen_op(
+    tx: &mut Tx,
+    registry: &Registry,
+    op: &CanteenOp,
+    by: &str,
+) -> Result<Result<serde_json::Value, Refusal>, JournalError> {
+    if !registry.staff.contains_key(by) {
+        return Ok(Err(Refusal::invalid(
+            "unknown_staff",
+            format!("{by:?} is not a registered staff id"),
+        )));
+    }
+    let at = Timestamp::now();
+    let (kind, summary) = match op {
+        CanteenOp::CardLost { card } => {
+            let card = card_key(card);
+            let r = sqlx::query("UPDATE cards SET state = 'lost', changed_at = ?, changed_by = ? WHERE card_id = ? AND state = 'active'")
+                    .bind(format_ts(at))
+                    .bind(by)
+                    .bind(&card)
+                    .execute(tx.conn())
+                    .await?;
+            if r.rows_affected() == 0 {
+                return Ok(Err(Refusal::conflict(
+                    "card_not_active",
+                    format!("card {card} is not an active card"),
+                )));
+            }
+            (
+                "card_lost",
+                serde_json::json!({ "card_id": card, "by": by }),
+            )
+        }
+        CanteenOp::BindCard { card, resident } => {
+            let card = card_key(card);
+            if card.len() < 8 {
+                return Ok(Err(Refusal::invalid(
+                    "bad_card",
+                    "card id must be at least 4 bytes of hex (8 digits)".to_string(),
+                )));
+            }
+            if !registry.residents.contains(resident) {
+                return Ok(Err(Refusal::not_found(
+                    "unknown_resident",
+                    format!("resident {resident} is not in the roster"),
+                )));
+            }
+            let known = sqlx::query("SELECT resident_id, state FROM cards WHERE card_id = ?")
+                .bind(&card)
+                .fetch_optional(tx.conn())
+                .await?;
+            if let Some(row) = known {
+                let (holder, state): (String, String) = (row.try_get(0)?, row.try_get(1)?);
+                return Ok(Err(Refusal::conflict(
+                    "card_taken",
+                    format!("card {card} is already {state} for resident {holder}"),
+                )));
+            }
+            sqlx::query("INSERT INTO cards (card_id, resident_id, state, changed_at, changed_by) VALUES (?, ?, 'active', ?, ?)")
+                    .bind(&card)
+                    .bind(resident)
+                    .bind(format_ts(at))
+                    .bind(by)
+                    .execute(tx.conn())
+                    .await?;
+            (
+                "card_bound",
+                serde_json::json!({ "card_id": card, "resident_id": resident, "by": by }),
+            )
+        }
+        CanteenOp::VoidMeal { meal, reason } => {
+            if reason.trim().is_empty() {
+                return Ok(Err(Refusal::invalid(
+                    "reason_required",
+                    "a void needs a reason".to_string(),
+                )));
+            }
+            let row =
+                sqlx::query("SELECT resident_id, payable_fen, voided_by FROM meals WHERE id = ?")
+                    .bind(meal)
+                    .fetch_optional(tx.conn())
+                    .await?;
+            let Some(row) = row else {
+                return Ok(Err(Refusal::not_found(
+                    "unknown_meal",
+                    format!("meal {meal} does not exist"),
+                )));
+            };
+            let (resident, payable, voided): (String, i64, Option<String>) =
+                (row.try_get(0)?, row.try_get(1)?, row.try_get(2)?);
+            if let Some(v) = voided {
+                return Ok(Err(Refusal::conflict(
+                    "already_voided",
+                    format!("meal {meal} was already voided by {v}"),
+                )));
+            }
+            sqlx::query(
+                "UPDATE meals SET voided_by = ?, voided_at = ?, void_reason = ? WHERE id = ?",
+            )
+            .bind(by)
+            .bind(format_ts(at))
+            .bind(reason)
+            .bind(meal)
+            .execute(tx.conn())
+            .await?;
+            if payable > 0 {
+                sqlx::query("INSERT INTO ledger (resident_id, kind, amount_fen, meal_id, staff_id, reason, at) VALUES (?, 'refund', ?, ?, ?, ?, ?)")
+                        .bind(&resident)
+                        .bind(payable)
+                        .bind(meal)
+                        .bind(by)
+                        .bind(reason)
+                        .bind(format_ts(at))
+                        .execute(tx.conn())
+                        .await?;
+            }
+            let balance = balance(tx.conn(), &resident).await?;
+            (
+                "meal_voided",
+                serde_json::json!({ "meal_id": meal, "resident_id": resident, "refund_fen": payable, "balance_fen": balance, "by": by, "reason": reason }),
+            )
+        }
+        CanteenOp::PayOut {
+            resident,
+            amount_fen,
+            reason,
+        } => {
+            if reason.trim().is_empty() {
+                return Ok(Err(Refusal::invalid(
+                    "reason_required",
+                    "a payout needs a reason (receipt number, why)".to_string(),
+                )));
+            }
+            let balance = balance(tx.conn(), resident).await?;
+            let amount = amount_fen.unwrap_or(balance);
+            if amount <= 0 {
+                return Ok(Err(Refusal::conflict(
+                    "nothing_to_pay_out",
+                    format!(
+                        "nothing to pay out: resident {resident} has a balance of {balance} fen"
+                    ),
+                )));
+            }
+            if amount > balance {
+                return Ok(Err(Refusal::conflict("beyond_balance", format!(
+                        "cannot pay out {amount} fen: resident {resident} has a balance of {balance} fen"
+                    ))));
+            }
+            sqlx::query("INSERT INTO ledger (resident_id, kind, amount_fen, staff_id, reason, at) VALUES (?, 'payout', ?, ?, ?, ?)")
+                    .bind(resident)
+                    .bind(-amount)
+                    .bind(by)
+                    .bind(reason)
+                    .bind(format_ts(at))
+                    .execute(tx.conn())
+                    .await?;
+            (
+                "balance_paid_out",
+                serde_json::json!({ "resident_id": resident, "amount_fen": amount, "balance_fen": balance - amount, "by": by, "reason": reason }),
+            )
+        }
+    };
+    tx.append(NewEvent::new(kind, at, summary.to_string()));
+    Ok(Ok(summary))
+}

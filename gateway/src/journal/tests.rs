@@ -1,0 +1,289 @@
+//! The engine with real operations on a temporary SQLite journal: one operation that always
+//! fails (or panics, or is refused) cannot fail its neighbours.
+
+use super::*;
+use crate::alerting::{AlarmEvent, AlertBook};
+use crate::canteen::rules::RuleSet;
+use crate::canteen::{CardTap, SeedCards, TopUp};
+use crate::config::{DeviceConfig, DeviceKind, Link, Resident, StaffConfig};
+use crate::registry::Registry;
+use eldergate_protocol::payload::{AlarmAction, Down, Tap, TapResult};
+use futures_util::future::BoxFuture;
+use std::sync::Arc;
+
+const RULES: &str = r#"
+name = "t"
+[[periods]]
+name = "all_day"
+start = "00:00"
+end = "23:59:59"
+price_fen = 1500
+"#;
+
+fn registry() -> Registry {
+    let mut r = Registry::empty("s");
+    r.devices.insert(
+        "btn-1".into(),
+        DeviceConfig {
+            id: "btn-1".into(),
+            kind: DeviceKind::AlarmButton,
+            link: Link::Mqtt,
+            resident_id: None,
+            location: None,
+            heartbeat_s: 300,
+        },
+    );
+    let mut residents = std::collections::BTreeMap::new();
+    residents.insert(
+        "R1".to_string(),
+        Resident {
+            resident_id: "R1".into(),
+            name: "张三".into(),
+            birth_date: Some("1940-01-01".into()),
+            statuses: None,
+            building: None,
+            unit: None,
+            room: None,
+            grid: None,
+            card_id: Some("C0000001".into()),
+        },
+    );
+    r.residents = crate::roster::Roster::new(residents);
+    r.staff.insert(
+        "S1".into(),
+        StaffConfig {
+            id: "S1".into(),
+            name: "op".into(),
+            role: "canteen_operator".into(),
+            grid: None,
+            phone: None,
+        },
+    );
+    r.canteen = Some((RuleSet::parse(RULES).expect("rules"), 0));
+    r
+}
+
+/// Fails deterministically inside SQLite, like a constraint or a bug would.
+struct AlwaysFails;
+impl Operation for AlwaysFails {
+    type Answer = ();
+    const NAME: &'static str = "always_fails";
+    fn lane(&self) -> Lane {
+        Lane::Bulk
+    }
+    fn apply<'a>(&'a mut self, tx: &'a mut Tx) -> BoxFuture<'a, Result<(), OpError>> {
+        Box::pin(async move {
+            // Writes first, so the rollback has something to undo.
+            tx.append(NewEvent::new("doomed", jiff::Timestamp::now(), "{}"));
+            sqlx::query("INSERT INTO no_such_table VALUES (1)")
+                .execute(tx.conn())
+                .await?;
+            Ok(())
+        })
+    }
+}
+
+/// Panics half-way (a bug): the writer must survive it.
+struct Panics;
+impl Operation for Panics {
+    type Answer = ();
+    const NAME: &'static str = "panics";
+    fn lane(&self) -> Lane {
+        Lane::Alarm
+    }
+    fn apply<'a>(&'a mut self, tx: &'a mut Tx) -> BoxFuture<'a, Result<(), OpError>> {
+        Box::pin(async move {
+            tx.append(NewEvent::new("doomed", jiff::Timestamp::now(), "{}"));
+            let v: Vec<u8> = Vec::new();
+            let _ = v[usize::from(tx.peek_seq() > 0)];
+            Ok(())
+        })
+    }
+}
+
+async fn journal_with_domains(dir: &std::path::Path) -> (Journal, tokio::task::JoinHandle<()>) {
+    let registry = Arc::new(registry());
+    let (journal, mut writer) = open(dir, 64, Duration::from_secs(3600))
+        .await
+        .expect("open");
+    writer.provide(registry.clone());
+    writer
+        .register(AlertBook::new(registry))
+        .await
+        .expect("alert book");
+    let task = tokio::spawn(writer.run());
+    journal.run(SeedCards).await.expect("seed");
+    (journal, task)
+}
+
+#[tokio::test]
+async fn a_command_that_always_fails_cannot_stall_alarms_or_taps() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (journal, _w) = journal_with_domains(dir.path()).await;
+    journal
+        .run(TopUp {
+            resident: "R1".into(),
+            amount_fen: 1_000_000,
+            by: "S1".into(),
+            reason: None,
+        })
+        .await
+        .expect("top-up");
+    let mut doomed = Vec::new();
+    let mut alarms = Vec::new();
+    let mut taps = Vec::new();
+    // The bad command is retransmitted 100 times, interleaved with alarms and taps, all queued
+    // before any is answered, so they share batches.
+    for i in 0..100u32 {
+        doomed.push(journal.submit(AlwaysFails).await);
+        alarms.push(
+            journal
+                .submit(AlarmEvent {
+                    device: "btn-1".into(),
+                    device_seq: i,
+                    action: if i == 0 {
+                        AlarmAction::Press
+                    } else {
+                        AlarmAction::Checkin
+                    },
+                    device_time: None,
+                    anomaly: None,
+                    received_at: jiff::Timestamp::now(),
+                })
+                .await,
+        );
+        taps.push(
+            journal
+                .submit(CardTap {
+                    reader: "rdr".into(),
+                    tap: Tap {
+                        v: 1,
+                        seq: i,
+                        card: "C0000001".into(),
+                        price_fen: None,
+                        delivered_by: None,
+                        ts: None,
+                    },
+                    received_at: jiff::Timestamp::now(),
+                })
+                .await,
+        );
+    }
+    for rx in doomed {
+        assert!(matches!(answer(rx).await, Err(Failure::Journal(_))));
+    }
+    for rx in alarms {
+        let outcome = answer(rx)
+            .await
+            .expect("alarm committed beside the failing command");
+        assert!(!outcome.duplicate);
+    }
+    for rx in taps {
+        let down = answer(rx)
+            .await
+            .expect("tap committed beside the failing command");
+        assert!(matches!(
+            down,
+            Down::Display {
+                result: TapResult::Paid,
+                ..
+            }
+        ));
+    }
+    let db = journal.readers();
+    let events: i64 = sqlx::query("SELECT COUNT(*) FROM events WHERE kind = 'doomed'")
+        .fetch_one(db)
+        .await
+        .expect("count")
+        .get(0);
+    assert_eq!(events, 0, "a rolled-back operation leaves no event behind");
+    let presses: i64 =
+        sqlx::query("SELECT COUNT(*) FROM events WHERE kind IN ('alarm_press', 'checkin')")
+            .fetch_one(db)
+            .await
+            .expect("count")
+            .get(0);
+    assert_eq!(presses, 100);
+    let gaps: i64 = sqlx::query("SELECT MAX(seq) - COUNT(*) FROM events")
+        .fetch_one(db)
+        .await
+        .expect("gaps")
+        .get(0);
+    assert_eq!(
+        gaps, 0,
+        "sequence numbers of rolled-back operations are reused, not skipped"
+    );
+}
+
+#[tokio::test]
+async fn a_panicking_operation_is_rolled_back_and_the_writer_goes_on() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (journal, writer) = journal_with_domains(dir.path()).await;
+    let bad = journal.submit(Panics).await;
+    let press = journal
+        .submit(AlarmEvent {
+            device: "btn-1".into(),
+            device_seq: 7,
+            action: AlarmAction::Press,
+            device_time: None,
+            anomaly: None,
+            received_at: jiff::Timestamp::now(),
+        })
+        .await;
+    assert!(matches!(answer(bad).await, Err(Failure::Journal(_))));
+    let outcome = answer(press).await.expect("the press is committed");
+    assert!(outcome.alert.is_some(), "and raises an alert");
+    assert!(!writer.is_finished());
+}
+
+#[tokio::test]
+async fn the_same_key_with_other_content_is_a_conflict_and_an_alarm_is_acted_on() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (journal, _w) = journal_with_domains(dir.path()).await;
+    let event = |action| AlarmEvent {
+        device: "btn-1".into(),
+        device_seq: 5,
+        action,
+        device_time: None,
+        anomaly: None,
+        received_at: jiff::Timestamp::now(),
+    };
+    let checkin = journal
+        .run(event(AlarmAction::Checkin))
+        .await
+        .expect("check-in");
+    assert!(checkin.alert.is_none());
+    // The device reset without keeping its numbers and presses under the same seq.
+    let press = journal.run(event(AlarmAction::Press)).await.expect("press");
+    assert!(!press.duplicate);
+    assert_eq!(press.conflict, Some(checkin.seq));
+    assert!(
+        press.alert.is_some(),
+        "the SOS is raised, not dropped as a duplicate"
+    );
+    // A true retransmission of the press is a duplicate.
+    let again = journal.run(event(AlarmAction::Press)).await.expect("again");
+    assert!(again.duplicate);
+    assert_eq!(again.seq, press.seq);
+}
+
+#[tokio::test]
+async fn a_refusal_writes_nothing_and_says_why() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (journal, _w) = journal_with_domains(dir.path()).await;
+    let r = journal
+        .run(TopUp {
+            resident: "R404".into(),
+            amount_fen: 100,
+            by: "S1".into(),
+            reason: None,
+        })
+        .await;
+    match r {
+        Err(Failure::Refused(r)) => {
+            assert_eq!(r.kind, RefusalKind::NotFound);
+            assert_eq!(r.reason, "unknown_resident");
+        }
+        other => panic!("{other:?}"),
+    }
+}

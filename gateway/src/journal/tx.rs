@@ -1,0 +1,378 @@
+//! The writer's open transaction as operations see it.
+//!
+//! [`Tx`] gives an operation the connection (inside the batch's transaction and the operation's
+//! own SAVEPOINT), gateway sequence numbers ([`Tx::take_seq`]), typed event appends
+//! ([`Tx::append`]), the recent (device, device sequence) keys for dedupe, the domains'
+//! in-memory states ([`Tx::split`]) and read-only context ([`Tx::ctx`]).
+//!
+//! Invariants: everything an operation changes here — sequence numbers taken, events appended,
+//! keys remembered, domain state — is undone with its SAVEPOINT when it is refused or fails
+//! (events and keys by marks, domain states by reloading them from the database inside the
+//! transaction). Events are written in one statement before COMMIT.
+
+use super::events::{EventRow, NewEvent};
+use super::{format_ts, JournalError};
+use futures_util::future::BoxFuture;
+use jiff::Timestamp;
+use sqlx::sqlite::SqliteConnection;
+use sqlx::Row;
+use std::any::{Any, TypeId};
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// In-memory state a domain keeps beside its tables (e.g. the open alerts). It must be derivable
+/// from the database: the writer reloads it at start, after a failed COMMIT and after an
+/// operation was rolled back.
+pub trait DomainState: Any + Send {
+    /// Rebuilds the state from the tables (inside the current transaction, if any).
+    fn reload<'a>(
+        &'a mut self,
+        conn: &'a mut SqliteConnection,
+    ) -> BoxFuture<'a, Result<(), JournalError>>;
+}
+
+/// Read-only things operations may need (the registry, outlets for after-commit notices),
+/// provided once at start, looked up by type.
+#[derive(Default)]
+pub struct Context {
+    items: HashMap<TypeId, Arc<dyn Any + Send + Sync>>,
+}
+
+impl Context {
+    /// Provides `value` (replacing one of the same type).
+    pub fn provide<T: Any + Send + Sync>(&mut self, value: Arc<T>) {
+        self.items.insert(TypeId::of::<T>(), value);
+    }
+
+    /// The provided value of type `T`, if any.
+    pub fn get<T: Any + Send + Sync>(&self) -> Option<Arc<T>> {
+        self.items
+            .get(&TypeId::of::<T>())
+            .and_then(|v| v.clone().downcast::<T>().ok())
+    }
+}
+
+/// What was seen recently of a device sequence number.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecentKey {
+    /// The gateway seq of the event that used it.
+    pub seq: i64,
+    /// What it carried (the event kind), to tell a retransmission from a reused number.
+    pub fingerprint: String,
+}
+
+/// The (device, device sequence) pairs of the dedupe window, with an undo log per operation.
+#[derive(Default)]
+struct RecentKeys {
+    map: HashMap<(String, u32), RecentKey>,
+    order: VecDeque<(Instant, String, u32)>,
+    /// Entries replaced or added by the operation being applied: (key, previous value).
+    undo: Vec<((String, u32), Option<RecentKey>)>,
+}
+
+/// Marks taken before an operation, to undo it.
+pub(crate) struct Mark {
+    next_seq: i64,
+    events: usize,
+}
+
+/// The open transaction.
+pub struct Tx {
+    conn: SqliteConnection,
+    next_seq: i64,
+    events: Vec<EventRow>,
+    recent: RecentKeys,
+    dedupe_window: Duration,
+    states: HashMap<TypeId, Box<dyn DomainState>>,
+    ctx: Context,
+}
+
+impl Tx {
+    pub(crate) fn new(conn: SqliteConnection, dedupe_window: Duration) -> Tx {
+        Tx {
+            conn,
+            next_seq: 1,
+            events: Vec::new(),
+            recent: RecentKeys::default(),
+            dedupe_window,
+            states: HashMap::new(),
+            ctx: Context::default(),
+        }
+    }
+
+    /// The connection, inside the transaction.
+    pub fn conn(&mut self) -> &mut SqliteConnection {
+        &mut self.conn
+    }
+
+    /// The next gateway sequence number (monotonic, never reused once committed).
+    pub fn take_seq(&mut self) -> i64 {
+        let s = self.next_seq;
+        self.next_seq += 1;
+        s
+    }
+
+    /// The seq the next [`Tx::take_seq`] will give.
+    pub fn peek_seq(&self) -> i64 {
+        self.next_seq
+    }
+
+    /// Appends an event under a seq taken with [`Tx::take_seq`].
+    pub fn append_at(&mut self, seq: i64, ev: NewEvent) {
+        self.events.push(EventRow {
+            seq,
+            kind: ev.kind,
+            device_id: ev.device_id,
+            device_seq: ev.device_seq.map(i64::from),
+            alert_id: ev.alert_id,
+            received_at: format_ts(ev.received_at),
+            device_time: ev.device_time.map(format_ts),
+            body: ev.body,
+        });
+    }
+
+    /// Appends an event with the next seq; returns the seq.
+    pub fn append(&mut self, ev: NewEvent) -> i64 {
+        let seq = self.take_seq();
+        self.append_at(seq, ev);
+        seq
+    }
+
+    /// What the dedupe window holds for (device, device seq).
+    pub fn recent(&self, device: &str, device_seq: u32) -> Option<&RecentKey> {
+        self.recent.map.get(&(device.to_string(), device_seq))
+    }
+
+    /// Remembers (device, device seq) → (seq, fingerprint) for the dedupe window.
+    pub fn remember(&mut self, device: &str, device_seq: u32, seq: i64, fingerprint: &str) {
+        let key = (device.to_string(), device_seq);
+        let prev = self.recent.map.insert(
+            key.clone(),
+            RecentKey {
+                seq,
+                fingerprint: fingerprint.to_string(),
+            },
+        );
+        if prev.is_none() {
+            self.recent
+                .order
+                .push_back((Instant::now(), device.to_string(), device_seq));
+        }
+        self.recent.undo.push((key, prev));
+    }
+
+    /// The state of type `T` and the rest of the transaction, borrowed together.
+    pub fn split<T: DomainState>(&mut self) -> Result<(&mut T, TxParts<'_>), JournalError> {
+        let state = self
+            .states
+            .get_mut(&TypeId::of::<T>())
+            .and_then(|s| (s.as_mut() as &mut dyn Any).downcast_mut::<T>())
+            .ok_or_else(|| {
+                JournalError::Write(format!(
+                    "domain state {} is not registered with the writer",
+                    std::any::type_name::<T>()
+                ))
+            })?;
+        Ok((
+            state,
+            TxParts {
+                conn: &mut self.conn,
+                next_seq: &mut self.next_seq,
+                events: &mut self.events,
+            },
+        ))
+    }
+
+    /// A provided context value of type `T`.
+    pub fn ctx<T: Any + Send + Sync>(&self) -> Result<Arc<T>, JournalError> {
+        self.ctx.get::<T>().ok_or_else(|| {
+            JournalError::Write(format!(
+                "{} is not provided to the writer",
+                std::any::type_name::<T>()
+            ))
+        })
+    }
+
+    pub(crate) fn context(&self) -> &Context {
+        &self.ctx
+    }
+
+    pub(crate) fn context_mut(&mut self) -> &mut Context {
+        &mut self.ctx
+    }
+
+    pub(crate) fn register(&mut self, state: Box<dyn DomainState>) {
+        let id = (state.as_ref() as &dyn Any).type_id();
+        self.states.insert(id, state);
+    }
+
+    pub(crate) fn state<T: DomainState>(&self) -> Option<&T> {
+        self.states
+            .get(&TypeId::of::<T>())
+            .and_then(|s| (s.as_ref() as &dyn Any).downcast_ref::<T>())
+    }
+
+    pub(crate) fn mark(&mut self) -> Mark {
+        self.recent.undo.clear();
+        Mark {
+            next_seq: self.next_seq,
+            events: self.events.len(),
+        }
+    }
+
+    /// Undoes what the operation since `mark` did in memory (the caller rolled back its
+    /// savepoint) and reloads the domain states from inside the transaction.
+    pub(crate) async fn undo(&mut self, mark: Mark) -> Result<(), JournalError> {
+        self.next_seq = mark.next_seq;
+        self.events.truncate(mark.events);
+        while let Some((key, prev)) = self.recent.undo.pop() {
+            match prev {
+                Some(p) => {
+                    self.recent.map.insert(key, p);
+                }
+                None => {
+                    self.recent.map.remove(&key);
+                }
+            }
+        }
+        self.reload_states().await
+    }
+
+    async fn reload_states(&mut self) -> Result<(), JournalError> {
+        for state in self.states.values_mut() {
+            state.reload(&mut self.conn).await?;
+        }
+        Ok(())
+    }
+
+    /// Writes the batch's events with as few statements as SQLite's parameter limit allows.
+    pub(crate) async fn flush_events(&mut self) -> Result<(), JournalError> {
+        let pending = std::mem::take(&mut self.events);
+        for chunk in pending.chunks(4000) {
+            let mut qb = sqlx::QueryBuilder::new(
+                "INSERT INTO events (seq, kind, device_id, device_seq, alert_id, received_at, device_time, body) ",
+            );
+            qb.push_values(chunk, |mut b, r| {
+                b.push_bind(r.seq)
+                    .push_bind(&r.kind)
+                    .push_bind(&r.device_id)
+                    .push_bind(r.device_seq)
+                    .push_bind(r.alert_id)
+                    .push_bind(&r.received_at)
+                    .push_bind(&r.device_time)
+                    .push_bind(&r.body);
+            });
+            qb.build().execute(&mut self.conn).await?;
+        }
+        Ok(())
+    }
+
+    /// Rebuilds everything in memory from the database (at start and after a failed COMMIT).
+    pub(crate) async fn reload(&mut self) -> Result<(), JournalError> {
+        self.events.clear();
+        self.recent.undo.clear();
+        self.next_seq = sqlx::query("SELECT COALESCE(MAX(seq), 0) + 1 FROM events")
+            .fetch_one(&mut self.conn)
+            .await?
+            .try_get(0)?;
+        self.reload_states().await?;
+        self.recent.map.clear();
+        self.recent.order.clear();
+        let since = Timestamp::now()
+            .checked_sub(jiff::SignedDuration::try_from(self.dedupe_window).unwrap_or_default())
+            .unwrap_or(Timestamp::UNIX_EPOCH);
+        let rows = sqlx::query(
+            "SELECT device_id, device_seq, seq, kind FROM events
+             WHERE device_seq IS NOT NULL AND received_at >= ? ORDER BY seq",
+        )
+        .bind(format_ts(since))
+        .fetch_all(&mut self.conn)
+        .await?;
+        let now = Instant::now();
+        for row in rows {
+            let device: String = row.try_get(0)?;
+            let dseq: i64 = row.try_get(1)?;
+            let Ok(dseq) = u32::try_from(dseq) else {
+                continue;
+            };
+            let key = RecentKey {
+                seq: row.try_get(2)?,
+                fingerprint: row.try_get(3)?,
+            };
+            if self
+                .recent
+                .map
+                .insert((device.clone(), dseq), key)
+                .is_none()
+            {
+                // Entries loaded at start expire one window after start: conservative.
+                self.recent.order.push_back((now, device, dseq));
+            }
+        }
+        Ok(())
+    }
+
+    /// Forgets keys older than the dedupe window.
+    pub(crate) fn prune_recent(&mut self) {
+        while let Some((at, _, _)) = self.recent.order.front() {
+            if at.elapsed() < self.dedupe_window {
+                break;
+            }
+            if let Some((_, device, dseq)) = self.recent.order.pop_front() {
+                self.recent.map.remove(&(device, dseq));
+            }
+        }
+    }
+
+    pub(crate) fn has_events(&self) -> bool {
+        !self.events.is_empty()
+    }
+
+    pub(crate) fn last_seq(&self) -> i64 {
+        self.next_seq - 1
+    }
+}
+
+/// The transaction beside a borrowed domain state (see [`Tx::split`]).
+pub struct TxParts<'a> {
+    /// The connection.
+    pub conn: &'a mut SqliteConnection,
+    next_seq: &'a mut i64,
+    events: &'a mut Vec<EventRow>,
+}
+
+impl TxParts<'_> {
+    /// See [`Tx::take_seq`].
+    pub fn take_seq(&mut self) -> i64 {
+        let s = *self.next_seq;
+        *self.next_seq += 1;
+        s
+    }
+
+    /// See [`Tx::peek_seq`].
+    pub fn peek_seq(&self) -> i64 {
+        *self.next_seq
+    }
+
+    /// See [`Tx::append_at`].
+    pub fn append_at(&mut self, seq: i64, ev: NewEvent) {
+        self.events.push(EventRow {
+            seq,
+            kind: ev.kind,
+            device_id: ev.device_id,
+            device_seq: ev.device_seq.map(i64::from),
+            alert_id: ev.alert_id,
+            received_at: format_ts(ev.received_at),
+            device_time: ev.device_time.map(format_ts),
+            body: ev.body,
+        });
+    }
+
+    /// See [`Tx::append`].
+    pub fn append(&mut self, ev: NewEvent) -> i64 {
+        let seq = self.take_seq();
+        self.append_at(seq, ev);
+        seq
+    }
+}
