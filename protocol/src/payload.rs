@@ -107,19 +107,14 @@ pub enum TapResult {
     InsufficientBalance,
     /// The period has no menu price and the reader sent none.
     NoPrice,
+    /// Refused for another reason (e.g. a price outside the plausible range): "please see staff".
+    Refused,
 }
 
 impl TapResult {
-    /// The DISPLAY result code of the serial protocol (SPEC.md §4).
+    /// The DISPLAY result code of the serial protocol (SPEC.md §6.4).
     pub fn code(self) -> u8 {
-        match self {
-            TapResult::Paid => 0,
-            TapResult::UnknownCard => 1,
-            TapResult::LostCard => 2,
-            TapResult::OutsideMealPeriod => 3,
-            TapResult::InsufficientBalance => 4,
-            TapResult::NoPrice => 5,
-        }
+        crate::serial::DisplayResult::from(self).code()
     }
 }
 

@@ -8,8 +8,23 @@
 //!          preceding frame bytes
 //! ```
 //!
-//! Decoding needs no allocator: [`decode`] works in place on the received bytes and returns a
-//! [`Frame`] that borrows from them. Nothing here panics on any input.
+//! Reading (no allocator: everything works in place on the received bytes and borrows from them;
+//! nothing here panics on any input):
+//!
+//! - [`FrameReader`] cuts a byte stream at 0x00 delimiters and resynchronizes after noise.
+//! - [`decode`] reads one frame in either direction. Devices use it for the gateway's ACK, NAK
+//!   (including the anonymous NAK, whose `device` is empty) and DISPLAY.
+//! - The gateway refuses a device frame in the order of SPEC.md §6.2, the first failing check
+//!   giving the NAK reason: [`decode_header`] (noise → no reply; version → NAK 3; header → NAK 1,
+//!   anonymous), then the gateway's registry (unknown device → 2), then the type
+//!   ([`Header::message_type`], [`MessageType::from_device`]; not taken → 4), then
+//!   [`Header::body`] (NAK 1), then its own kind and conflict checks (5, 6). Every refusal is a
+//!   [`Refusal`] whose [`Refusal::nak`] is the frame to send. [`check`] runs the codec's checks
+//!   of that order without a registry (tests, tools, the vectors).
+//!
+//! Writing: [`encode`] checks layout (id, lengths) but not values, so tests can build frames the
+//! gateway refuses; [`Frame::nak`] builds a NAK; [`fit_name`], [`clamp_fen`] and [`CardId`] are
+//! the value rules of SPEC.md §6.4–§6.5.
 
 use crc::{Crc, CRC_16_IBM_3740};
 
@@ -25,6 +40,12 @@ pub const MAX_WIRE: usize = cobs::max_encoding_length(MAX_FRAME) + 1;
 pub const MAX_ID: usize = 16;
 /// Longest masked name on a reader display, bytes of UTF-8.
 pub const MAX_NAME: usize = 24;
+
+mod codes;
+mod decode;
+
+pub use codes::{clamp_fen, fit_name, CardId, DisplayResult, MessageType, NakReason, MAX_UID};
+pub use decode::{check, decode, decode_header, Header, Refusal, Rejected};
 
 /// Message type codes.
 pub mod kind {
@@ -47,7 +68,8 @@ pub mod kind {
 /// What a frame carries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Body<'a> {
-    /// 1 press (SOS), 2 cancel (long press), 3 check-in (double press).
+    /// 1 press (SOS), 2 cancel (long press), 3 check-in (double press); other values do not
+    /// decode.
     Alarm {
         /// Action code.
         action: u8,
@@ -70,7 +92,8 @@ pub enum Body<'a> {
         /// optional trailing `i32` (SPEC.md §4).
         price: Option<i32>,
     },
-    /// A health reading in the unit's natural integer (see SPEC.md): kind 1 blood pressure
+    /// A health reading in the unit's natural integer (see SPEC.md; readings outside 1–6 do not
+    /// decode): kind 1 blood pressure
     /// (value1 systolic, value2 diastolic, mmHg), 2 glucose (0.1 mmol/L), 3 SpO2 (%),
     /// 4 temperature (0.1 °C), 5 weight (0.1 kg), 6 pulse (bpm).
     Health {
@@ -83,17 +106,16 @@ pub enum Body<'a> {
     },
     /// The frame with this `seq` is committed.
     Ack,
-    /// The frame with this `seq` cannot be accepted: 1 unparseable, 2 unknown device,
-    /// 3 unsupported version, 4 unsupported type.
+    /// The frame with this `seq` cannot be accepted; see [`NakReason`]. Any byte decodes, so a
+    /// device reads a reason newer than its firmware (and does not retransmit).
     Nak {
-        /// Reason code.
+        /// Reason code ([`NakReason::code`]).
         reason: u8,
     },
-    /// What a card reader shows: result 0 ok, 1 unknown card, 2 lost card, 3 outside meal period,
-    /// 4 insufficient balance, 5 no price (the period has no menu price and the reader sent
-    /// none); amounts in fen.
+    /// What a card reader shows; see [`DisplayResult`] and SPEC.md §6.4 for which amounts each
+    /// result carries. Any result byte decodes (a reader shows an unknown one as "refused").
     Display {
-        /// Result code.
+        /// Result code ([`DisplayResult::code`]).
         result: u8,
         /// Masked name, UTF-8.
         name: &'a str,
@@ -111,7 +133,7 @@ pub enum Body<'a> {
 /// One decoded frame.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Frame<'a> {
-    /// Device id (ASCII `[A-Za-z0-9_.-]`, 1–16 bytes).
+    /// Device id (ASCII `[A-Za-z0-9_.-]`, 1–16 bytes); empty only in an anonymous NAK.
     pub device: &'a str,
     /// The device's sequence number (reused on retransmission).
     pub seq: u32,
@@ -134,14 +156,14 @@ pub enum DecodeError {
     Version(u8),
     /// Unknown type code (NAK 4).
     UnknownType(u8),
-    /// Fields do not fit the type's layout, or the id is not a valid id (NAK 1).
+    /// Fields do not fit the type's layout or ranges, or the id is not a valid id (NAK 1).
     Malformed,
 }
 
 /// Why a frame could not be encoded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EncodeError {
-    /// Id empty, too long or with characters outside `[A-Za-z0-9_.-]`.
+    /// Id too long, with characters outside `[A-Za-z0-9_.-]`, or empty in anything but a NAK.
     BadId,
     /// A field is longer than the layout allows.
     FieldTooLong,
@@ -149,133 +171,37 @@ pub enum EncodeError {
     BufferTooSmall,
 }
 
-fn id_ok(id: &[u8]) -> bool {
-    !id.is_empty()
-        && id.len() <= MAX_ID
-        && id
-            .iter()
-            .all(|b| b.is_ascii_alphanumeric() || *b == b'-' || *b == b'_' || *b == b'.')
+fn id_chars_ok(id: &[u8]) -> bool {
+    id.iter()
+        .all(|b| b.is_ascii_alphanumeric() || *b == b'-' || *b == b'_' || *b == b'.')
 }
 
-/// Reads fields from a frame without panicking.
-struct Cursor<'a> {
-    buf: &'a [u8],
-    at: usize,
-}
-
-impl<'a> Cursor<'a> {
-    fn take(&mut self, n: usize) -> Result<&'a [u8], DecodeError> {
-        let end = self.at.checked_add(n).ok_or(DecodeError::Malformed)?;
-        let s = self.buf.get(self.at..end).ok_or(DecodeError::Malformed)?;
-        self.at = end;
-        Ok(s)
-    }
-    fn u8(&mut self) -> Result<u8, DecodeError> {
-        Ok(self.take(1)?[0])
-    }
-    fn u16(&mut self) -> Result<u16, DecodeError> {
-        let b = self.take(2)?;
-        Ok(u16::from_le_bytes([b[0], b[1]]))
-    }
-    fn u32(&mut self) -> Result<u32, DecodeError> {
-        let b = self.take(4)?;
-        Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-    }
-    fn i32(&mut self) -> Result<i32, DecodeError> {
-        Ok(self.u32()? as i32)
-    }
-    fn short(&mut self, max: usize) -> Result<&'a [u8], DecodeError> {
-        let n = self.u8()? as usize;
-        if n > max {
-            return Err(DecodeError::Malformed);
+impl Body<'_> {
+    /// The message type this body is sent as.
+    pub fn message_type(&self) -> MessageType {
+        match self {
+            Body::Alarm { .. } => MessageType::Alarm,
+            Body::Heartbeat { .. } => MessageType::Heartbeat,
+            Body::CardTap { .. } => MessageType::CardTap,
+            Body::Health { .. } => MessageType::Health,
+            Body::Ack => MessageType::Ack,
+            Body::Nak { .. } => MessageType::Nak,
+            Body::Display { .. } => MessageType::Display,
         }
-        self.take(n)
     }
 }
 
-/// Decodes one COBS-encoded frame (without its 0x00 delimiter) in place.
-pub fn decode(wire: &mut [u8]) -> Result<Frame<'_>, DecodeError> {
-    if wire.len() > MAX_WIRE {
-        return Err(DecodeError::TooLong);
-    }
-    // 0x00 only ends a frame (SPEC.md §2). `cobs::decode_in_place` stops at the first one and
-    // ignores what follows, which would accept a frame with a delimiter and trailing bytes.
-    if wire.contains(&0) {
-        return Err(DecodeError::Cobs);
-    }
-    let n = cobs::decode_in_place(wire).map_err(|_| DecodeError::Cobs)?;
-    let frame: &[u8] = wire.get(..n).ok_or(DecodeError::Cobs)?;
-    if frame.len() < 3 + 1 + 4 + 2 {
-        return Err(DecodeError::TooShort);
-    }
-    if frame.len() > MAX_FRAME {
-        return Err(DecodeError::TooLong);
-    }
-    let (content, crc) = frame.split_at(frame.len() - 2);
-    if CRC.checksum(content) != u16::from_le_bytes([crc[0], crc[1]]) {
-        return Err(DecodeError::Crc);
-    }
-    let mut c = Cursor {
-        buf: content,
-        at: 0,
-    };
-    let version = c.u8()?;
-    if version != VERSION {
-        return Err(DecodeError::Version(version));
-    }
-    let kind = c.u8()?;
-    let id = c.short(MAX_ID)?;
-    if !id_ok(id) {
-        return Err(DecodeError::Malformed);
-    }
-    let device = core::str::from_utf8(id).map_err(|_| DecodeError::Malformed)?;
-    let seq = c.u32()?;
-    let body = match kind {
-        kind::ALARM => Body::Alarm { action: c.u8()? },
-        kind::HEARTBEAT => Body::Heartbeat {
-            battery_mv: c.u16()?,
-            battery_pct: c.u8()?,
-        },
-        kind::CARD_TAP => {
-            let uid = c.short(10)?;
-            if uid.len() < 4 {
-                return Err(DecodeError::Malformed);
-            }
-            let mac = c.short(8)?;
-            // The optional price is the only thing that may follow the MAC.
-            let price = if content.len().saturating_sub(c.at) == 4 {
-                Some(c.i32()?)
-            } else {
-                None
-            };
-            Body::CardTap { uid, mac, price }
+impl<'a> Frame<'a> {
+    /// A NAK of `device`'s frame `seq`; `device` empty makes the anonymous NAK (SPEC.md §6.3).
+    pub fn nak(device: &'a str, seq: u32, reason: NakReason) -> Self {
+        Frame {
+            device,
+            seq,
+            body: Body::Nak {
+                reason: reason.code(),
+            },
         }
-        kind::HEALTH => Body::Health {
-            reading: c.u8()?,
-            value1: c.i32()?,
-            value2: c.i32()?,
-        },
-        kind::ACK => Body::Ack,
-        kind::NAK => Body::Nak { reason: c.u8()? },
-        kind::DISPLAY => {
-            let result = c.u8()?;
-            let name =
-                core::str::from_utf8(c.short(MAX_NAME)?).map_err(|_| DecodeError::Malformed)?;
-            Body::Display {
-                result,
-                name,
-                price: c.i32()?,
-                subsidy: c.i32()?,
-                payable: c.i32()?,
-                balance: c.i32()?,
-            }
-        }
-        other => return Err(DecodeError::UnknownType(other)),
-    };
-    if c.at != content.len() {
-        return Err(DecodeError::Malformed);
     }
-    Ok(Frame { device, seq, body })
 }
 
 /// Writes fields into a buffer without panicking.
@@ -286,7 +212,10 @@ struct Writer<'a> {
 
 impl Writer<'_> {
     fn put(&mut self, bytes: &[u8]) -> Result<(), EncodeError> {
-        let end = self.at + bytes.len();
+        let end = self
+            .at
+            .checked_add(bytes.len())
+            .ok_or(EncodeError::FieldTooLong)?;
         self.buf
             .get_mut(self.at..end)
             .ok_or(EncodeError::FieldTooLong)?
@@ -298,14 +227,18 @@ impl Writer<'_> {
         if bytes.len() > max {
             return Err(EncodeError::FieldTooLong);
         }
-        self.put(&[bytes.len() as u8])?;
+        let len = u8::try_from(bytes.len()).map_err(|_| EncodeError::FieldTooLong)?;
+        self.put(&[len])?;
         self.put(bytes)
     }
 }
 
 /// Encodes a frame for the wire: COBS and the trailing 0x00. Returns the bytes written.
 pub fn encode(frame: &Frame<'_>, out: &mut [u8]) -> Result<usize, EncodeError> {
-    if !id_ok(frame.device.as_bytes()) {
+    let id = frame.device.as_bytes();
+    // Only a NAK may go to nobody in particular (SPEC.md §6.3).
+    let anonymous_nak = id.is_empty() && matches!(frame.body, Body::Nak { .. });
+    if (id.is_empty() && !anonymous_nak) || id.len() > MAX_ID || !id_chars_ok(id) {
         return Err(EncodeError::BadId);
     }
     let mut raw = [0u8; MAX_FRAME];
@@ -313,16 +246,7 @@ pub fn encode(frame: &Frame<'_>, out: &mut [u8]) -> Result<usize, EncodeError> {
         buf: &mut raw,
         at: 0,
     };
-    let kind = match frame.body {
-        Body::Alarm { .. } => kind::ALARM,
-        Body::Heartbeat { .. } => kind::HEARTBEAT,
-        Body::CardTap { .. } => kind::CARD_TAP,
-        Body::Health { .. } => kind::HEALTH,
-        Body::Ack => kind::ACK,
-        Body::Nak { .. } => kind::NAK,
-        Body::Display { .. } => kind::DISPLAY,
-    };
-    w.put(&[VERSION, kind])?;
+    w.put(&[VERSION, frame.body.message_type().code()])?;
     w.short(frame.device.as_bytes(), MAX_ID)?;
     w.put(&frame.seq.to_le_bytes())?;
     match frame.body {
@@ -338,7 +262,7 @@ pub fn encode(frame: &Frame<'_>, out: &mut [u8]) -> Result<usize, EncodeError> {
             if uid.len() < 4 {
                 return Err(EncodeError::FieldTooLong);
             }
-            w.short(uid, 10)?;
+            w.short(uid, MAX_UID)?;
             w.short(mac, 8)?;
             if let Some(p) = price {
                 w.put(&p.to_le_bytes())?;

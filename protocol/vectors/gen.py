@@ -33,10 +33,21 @@ def cobs(data: bytes) -> bytes:
     return bytes(out)
 
 
-def frame(kind: int, device: str, seq: int, body: bytes) -> str:
-    raw = bytes([1, kind, len(device)]) + device.encode() + struct.pack("<I", seq) + body
+def wire(raw: bytes) -> str:
+    """CRC appended, COBS, delimiter: what goes on the line, as hex."""
     raw += struct.pack("<H", crc16_ibm_3740(raw))
+    assert 10 <= len(raw) <= 96, "SPEC.md §3: decoded frames are 10 to 96 bytes"
     return (cobs(raw) + b"\x00").hex()
+
+
+def header(kind: int, device: str, seq: int, version: int = 1, id_len=None) -> bytes:
+    """SPEC.md §3 header; version and id_len can be forced to build frames that must be refused."""
+    dev = device.encode()
+    return bytes([version, kind, len(dev) if id_len is None else id_len]) + dev + struct.pack("<I", seq)
+
+
+def frame(kind: int, device: str, seq: int, body: bytes) -> str:
+    return wire(header(kind, device, seq) + body)
 
 
 def short(b: bytes) -> bytes:
@@ -74,5 +85,134 @@ vectors = [
     {"name": "card tap, 4-byte UID, no MAC, price 1580 fen entered at the counter", "type": "card_tap", "device": "rdr-02", "seq": 44, "uid": "1b935513", "mac": "", "price": 1580,
      "hex": frame(0x03, "rdr-02", 44, short(bytes.fromhex("1b935513")) + short(b"") + struct.pack("<i", 1580))},
 ]
+
+# Edge cases of the layout: the longest id, the largest seq.
+vectors += [
+    {"name": "alarm press, 16-character id (the longest), seq 0xFFFFFFFF", "type": "alarm",
+     "device": "btn-0123456789.A", "seq": 0xFFFFFFFF, "action": 1,
+     "hex": frame(0x01, "btn-0123456789.A", 0xFFFFFFFF, bytes([1]))},
+    {"name": "alarm check-in, seq 0", "type": "alarm", "device": "b", "seq": 0, "action": 3,
+     "hex": frame(0x01, "b", 0, bytes([3]))},
+    {"name": "card tap, 10-byte UID, 8-byte MAC, price 0", "type": "card_tap", "device": "rdr_03.x", "seq": 0xFFFFFFFF,
+     "uid": "0102030405060708090a", "mac": "a1a2a3a4a5a6a7a8", "price": 0,
+     "hex": frame(0x03, "rdr_03.x", 0xFFFFFFFF, short(bytes.fromhex("0102030405060708090a"))
+                  + short(bytes.fromhex("a1a2a3a4a5a6a7a8")) + struct.pack("<i", 0))},
+    {"name": "heartbeat, battery unknown (255)", "type": "heartbeat", "device": "rdr-01", "seq": 3, "battery_mv": 0, "battery_pct": 255,
+     "hex": frame(0x02, "rdr-01", 3, struct.pack("<HB", 0, 255))},
+]
+
+# SPEC.md §6.1: every NAK reason, addressed; and the anonymous NAK of §6.3 (id_len 0, seq 0).
+NAK_REASONS = {1: "unparseable", 2: "unknown device", 3: "unsupported version", 4: "unsupported type",
+               5: "wrong device kind", 6: "conflict"}
+for reason, what in NAK_REASONS.items():
+    vectors.append({"name": f"nak {reason}: {what}", "type": "nak", "device": "btn-0003", "seq": 100 + reason,
+                    "reason": reason, "hex": frame(0x11, "btn-0003", 100 + reason, bytes([reason]))})
+for reason in (1, 3):
+    vectors.append({"name": f"anonymous nak {reason}: {NAK_REASONS[reason]}, id unreadable", "type": "nak",
+                    "device": "", "seq": 0, "reason": reason, "hex": frame(0x11, "", 0, bytes([reason]))})
+
+
+# SPEC.md §6.4: every DISPLAY result with the amounts it carries.
+def display(seq, result, name_utf8, price, subsidy, payable, balance, what):
+    n = name_utf8.encode()
+    return {"name": f"display {result}: {what}", "type": "display", "device": "rdr-01", "seq": seq,
+            "result": result, "name_utf8": name_utf8, "price": price, "subsidy": subsidy, "payable": payable,
+            "balance": balance,
+            "hex": frame(0x12, "rdr-01", seq, bytes([result]) + short(n) + struct.pack("<iiii", price, subsidy, payable, balance))}
+
+
+vectors += [
+    display(50, 1, "", 0, 0, 0, 0, "unknown card: no name, amounts 0, balance 0 = not shown"),
+    display(51, 2, "张*华", 0, 0, 0, 0, "lost card: amounts 0, balance 0 = not shown"),
+    display(52, 3, "张*华", 0, 0, 0, 8650, "outside meal period: amounts 0, current balance"),
+    display(53, 5, "张*华", 0, 0, 0, 8650, "no price: amounts 0, current balance"),
+    display(54, 6, "张*华", 0, 0, 0, 8650, "refused (please see staff): amounts 0, current balance"),
+    display(55, 0, "阿" + "*" * 21, 1500, 150, 1350, 2147483647,
+            "paid, a 25-character name masked (29 bytes) and cut to 24 bytes, balance clamped to i32::MAX"),
+    display(57, 0, "阿" + "*" * 19, 1500, 150, 1350, 8650,
+            "paid, a 21-character name masked (25 bytes) and cut at the character boundary before 24 bytes: 22 bytes"),
+    display(56, 4, "张*华", 1500, 0, 1500, -2147483648, "insufficient balance, balance clamped to i32::MIN"),
+]
+assert len(("阿" + "*" * 21).encode()) == 24 and len(("阿" + "*" * 19 + "提").encode()) == 25
+
+# Frames with a good CRC that every gateway refuses from the frame itself (SPEC.md §6.2 checks
+# 2, 3, 5 for unknown and gateway-to-device types, 6). Ids are registered in the demo config with
+# a kind that may send the type.
+ANON = ""
+refused_cases = [
+    ("alarm press with a trailing byte", header(0x01, "btn-0003", 200) + bytes([1, 0x42]), 1, "btn-0003", 200),
+    ("alarm with no action byte (short body)", header(0x01, "btn-0003", 201), 1, "btn-0003", 201),
+    ("alarm action 0", header(0x01, "btn-0003", 202) + bytes([0]), 1, "btn-0003", 202),
+    ("alarm action 4", header(0x01, "btn-0003", 203) + bytes([4]), 1, "btn-0003", 203),
+    ("alarm action 9", header(0x01, "btn-0003", 204) + bytes([9]), 1, "btn-0003", 204),
+    ("heartbeat one byte short", header(0x02, "btn-0003", 205) + struct.pack("<H", 2950), 1, "btn-0003", 205),
+    ("heartbeat with a trailing byte", header(0x02, "btn-0003", 206) + struct.pack("<HBB", 2950, 81, 1), 1, "btn-0003", 206),
+    ("card tap, uid_len 3", header(0x03, "rdr-01", 207) + short(bytes.fromhex("1ddccf")) + short(b""), 1, "rdr-01", 207),
+    ("card tap, uid_len 11", header(0x03, "rdr-01", 208) + short(bytes(range(1, 12))) + short(b""), 1, "rdr-01", 208),
+    ("card tap, mac_len 9", header(0x03, "rdr-01", 209) + short(bytes.fromhex("1ddccf2d")) + short(bytes(range(1, 10))), 1, "rdr-01", 209),
+    ("card tap, uid_len 10 but 4 UID bytes (short body)", header(0x03, "rdr-01", 210) + bytes([10]) + bytes.fromhex("1ddccf2d"), 1, "rdr-01", 210),
+    ("card tap, 3 bytes after the MAC (neither no price nor an i32)", header(0x03, "rdr-01", 211) + short(bytes.fromhex("1ddccf2d")) + short(b"") + bytes([1, 2, 3]), 1, "rdr-01", 211),
+    ("card tap, 5 bytes after the MAC (a price and a trailing byte)", header(0x03, "rdr-01", 212) + short(bytes.fromhex("1ddccf2d")) + short(b"") + struct.pack("<iB", 1580, 7), 1, "rdr-01", 212),
+    ("id_len 0 (only the gateway's NAK may be anonymous)", header(0x01, "", 213) + bytes([1]), 1, ANON, 0),
+    ("a NAK with id_len 0 sent by a device", header(0x11, "", 214) + bytes([1]), 1, ANON, 0),
+    ("id_len 17", header(0x01, "btn-0123456789.AB", 215) + bytes([1]), 1, ANON, 0),
+    ("id with a space", header(0x01, "btn 0003", 216) + bytes([1]), 1, ANON, 0),
+    ("id with a non-ASCII byte", header(0x01, "btn-000\u00e9", 217) + bytes([1]), 1, ANON, 0),
+    ("frame ends inside its id (id_len 16, 8 id bytes)", header(0x01, "btn-0003", 218, id_len=16)[:11], 1, ANON, 0),
+    ("frame ends inside its seq", header(0x01, "btn-0003", 219)[:13], 1, ANON, 0),
+    ("version 2 with a readable header: NAK 3 addressed", header(0x01, "btn-0003", 220, version=2) + bytes([1]), 3, "btn-0003", 220),
+    ("version 0 with a readable header and a body v1 would refuse: version wins", header(0x01, "btn-0003", 221, version=0) + bytes([9, 9]), 3, "btn-0003", 221),
+    ("version 2, header unreadable (id_len 0): anonymous NAK 3", header(0x01, "", 222, version=2) + bytes([1]), 3, ANON, 0),
+    ("version 0xFF, header unreadable (id_len 200): anonymous NAK 3", bytes([0xFF, 0x01, 200]) + b"btn-0003" + bytes(4), 3, ANON, 0),
+    ("unknown type 0x7F", header(0x7F, "btn-0003", 223) + bytes([1]), 4, "btn-0003", 223),
+    ("unknown type 0x05 with an unparseable body: type wins", header(0x05, "btn-0003", 224), 4, "btn-0003", 224),
+    ("ACK sent by a device", header(0x10, "btn-0003", 225), 4, "btn-0003", 225),
+    ("NAK sent by a device", header(0x11, "btn-0003", 226) + bytes([1]), 4, "btn-0003", 226),
+    ("DISPLAY sent by a device", header(0x12, "rdr-01", 227) + bytes([0, 0]) + bytes(16), 4, "rdr-01", 227),
+]
+refused = []
+for what, raw, reason, device, seq in refused_cases:
+    refused.append({"name": what, "hex": wire(raw), "reason": reason, "device": device, "seq": seq,
+                    "nak_hex": frame(0x11, device, seq, bytes([reason]))})
+
+
+# Frames whose answer depends on the gateway's registry and journal (SPEC.md §6.2 checks 4, 5 for
+# types not taken, 7, 8), given the demo configuration (deploy/eldergate.example.toml).
+def nak(device, seq, reason):
+    return {"type": "nak", "device": device, "seq": seq, "reason": reason, "hex": frame(0x11, device, seq, bytes([reason]))}
+
+
+tap = lambda dev, seq, uid: frame(0x03, dev, seq, short(bytes.fromhex(uid)) + short(b""))
+gateway = [
+    {"name": "alarm press from an unregistered device", "frame": frame(0x01, "nobody", 7, bytes([1])),
+     "reply": nak("nobody", 7, 2)},
+    {"name": "alarm action 9 from an unregistered device: registration wins", "frame": frame(0x01, "nobody", 8, bytes([9])),
+     "reply": nak("nobody", 8, 2)},
+    {"name": "heartbeat from an unregistered device", "frame": frame(0x02, "nobody", 9, struct.pack("<HB", 2950, 81)),
+     "reply": nak("nobody", 9, 2)},
+    {"name": "ACK from an unregistered device: registration wins", "frame": frame(0x10, "nobody", 10, b""),
+     "reply": nak("nobody", 10, 2)},
+    {"name": "heartbeat from a registered button: accepted, no reply", "frame": frame(0x02, "btn-0003", 300, struct.pack("<HB", 2950, 81)),
+     "reply": None},
+    {"name": "health reading from a kiosk: HEALTH not taken yet", "frame": frame(0x04, "kiosk-01", 301, struct.pack("<Bii", 1, 135, 85)),
+     "reply": nak("kiosk-01", 301, 4)},
+    {"name": "health reading 9 from a kiosk: HEALTH not taken yet wins over the body (1 once it is taken)",
+     "frame": frame(0x04, "kiosk-01", 302, struct.pack("<Bii", 9, 135, 85)), "reply": nak("kiosk-01", 302, 4)},
+    {"name": "a card reader's ALARM: wrong kind", "frame": frame(0x01, "rdr-01", 303, bytes([1])),
+     "reply": nak("rdr-01", 303, 5)},
+    {"name": "a button's CARD_TAP: wrong kind (4 on a gateway without a canteen)", "frame": tap("btn-0003", 304, "1ddccf2d"),
+     "reply": nak("btn-0003", 304, 5)},
+    {"name": "a card reader's ALARM with action 9: the body wins over the kind", "frame": frame(0x01, "rdr-01", 305, bytes([9])),
+     "reply": nak("rdr-01", 305, 1)},
+    {"name": "alarm press retransmitted: a duplicate, ACKed again", "before": [frame(0x01, "btn-0003", 306, bytes([1]))],
+     "frame": frame(0x01, "btn-0003", 306, bytes([1])), "reply": {"type": "ack", "device": "btn-0003", "seq": 306, "hex": frame(0x10, "btn-0003", 306, b"")}},
+    {"name": "a cancel under a committed press's seq: conflict", "before": [frame(0x01, "btn-0003", 307, bytes([1]))],
+     "frame": frame(0x01, "btn-0003", 307, bytes([2])), "reply": nak("btn-0003", 307, 6)},
+    {"name": "another card under a committed tap's seq: conflict", "before": [tap("rdr-01", 308, "1ddccf2d")],
+     "frame": tap("rdr-01", 308, "1b935513"), "reply": nak("rdr-01", 308, 6)},
+]
+
 print(json.dumps({"spec": "protocol/SPEC.md v1", "crc_check": {"input": "123456789", "crc": "29b1"},
-                  "vectors": vectors}, ensure_ascii=False, indent=1))
+                  "vectors": vectors, "refused": refused,
+                  "gateway": {"config": "deploy/eldergate.example.toml", "vectors": gateway}},
+                 ensure_ascii=False, indent=1))

@@ -98,15 +98,21 @@ fn default_double_tap() -> u64 {
     60
 }
 
-/// One serial port.
+/// One serial port (`[[serial]]`): a receiver dongle or RS-485 bus carrying many devices, speaking
+/// protocol/SPEC.md.
 #[derive(Debug, Clone, Deserialize)]
 pub struct SerialPortConfig {
     /// Device path, e.g. `/dev/serial/by-id/usb-…` (a stable name survives unplug/replug).
     pub port: String,
-    /// Baud rate (8N1).
+    /// Baud rate (8N1), one of [`SERIAL_BAUDS`]; 115200 when absent.
     #[serde(default = "default_baud")]
     pub baud: u32,
 }
+
+/// The baud rates a `[[serial]]` port may use: the standard UART rates (protocol/SPEC.md §1).
+pub const SERIAL_BAUDS: [u32; 11] = [
+    1_200, 2_400, 4_800, 9_600, 19_200, 38_400, 57_600, 115_200, 230_400, 460_800, 921_600,
+];
 
 fn default_baud() -> u32 {
     115_200

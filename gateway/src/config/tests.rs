@@ -160,3 +160,40 @@ fn the_http_api_stays_on_loopback_until_there_is_a_login() {
     let e = load_with_env(&f, env).unwrap_err();
     assert!(e.problems.iter().any(|p| p.path == "http.listen"));
 }
+
+#[test]
+fn a_serial_port_takes_only_standard_baud_rates() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = || vec![("ELDERGATE__BROKER__PASSWORD".to_string(), "x".to_string())];
+    let ports = "[[serial]]\nport = \"/dev/ttyUSB0\"\nbaud = 7\n[[serial]]\nport = \"/dev/ttyUSB1\"\nbaud = 9600\n[[serial]]\nport = \"/dev/ttyUSB2\"\n[[serial]]\nport = \"\"\nbaud = 115200\n";
+    let f = write(dir.path(), "c.toml", &format!("{GOOD}\n{ports}"));
+    let e = load_with_env(&f, env()).unwrap_err();
+    let msgs: Vec<String> = e.problems.iter().map(|p| p.to_string()).collect();
+    let baud = msgs
+        .iter()
+        .find(|m| m.starts_with("serial[0].baud"))
+        .unwrap_or_else(|| panic!("{msgs:?}"));
+    assert!(baud.contains("7 is not a standard baud rate"), "{baud}");
+    assert!(
+        baud.contains("1200, 2400") && baud.contains("921600"),
+        "{baud}"
+    );
+    assert!(
+        msgs.iter().any(|m| m.starts_with("serial[3].port")),
+        "{msgs:?}"
+    );
+    assert_eq!(
+        msgs.len(),
+        2,
+        "9600 and the default 115200 are fine: {msgs:?}"
+    );
+
+    let good = ports.replace("baud = 7", "baud = 921600").replace(
+        "port = \"\"",
+        "port = \"/dev/serial/by-id/usb-FTDI_FT232R-if00-port0\"",
+    );
+    let f = write(dir.path(), "c.toml", &format!("{GOOD}\n{good}"));
+    let l = load_with_env(&f, env()).unwrap();
+    let bauds: Vec<u32> = l.config.serial.iter().map(|p| p.baud).collect();
+    assert_eq!(bauds, [921_600, 9_600, 115_200, 115_200]);
+}

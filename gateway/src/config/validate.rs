@@ -149,10 +149,21 @@ pub(super) fn validate(config: Config, base: &Path, problems: &mut Vec<Problem>)
     }
     let mut ports = std::collections::HashSet::new();
     for (i, p) in config.serial.iter().enumerate() {
-        if p.baud == 0 {
+        if !SERIAL_BAUDS.contains(&p.baud) {
+            let allowed: Vec<String> = SERIAL_BAUDS.iter().map(u32::to_string).collect();
             problems.push(problem(
                 format!("serial[{i}].baud"),
-                "must be a baud rate like 115200",
+                format!(
+                    "{} is not a standard baud rate; use one of {} (the devices on the port must use the same)",
+                    p.baud,
+                    allowed.join(", ")
+                ),
+            ));
+        }
+        if p.port.trim().is_empty() {
+            problems.push(problem(
+                format!("serial[{i}].port"),
+                "is empty; give the device path, e.g. /dev/serial/by-id/usb-…",
             ));
         }
         if !ports.insert(p.port.clone()) {

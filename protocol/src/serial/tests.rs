@@ -1,7 +1,9 @@
 use super::*;
 use proptest::prelude::*;
 
-fn hex(s: &str) -> std::vec::Vec<u8> {
+mod refusals;
+
+pub(super) fn hex(s: &str) -> std::vec::Vec<u8> {
     (0..s.len())
         .step_by(2)
         .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
@@ -155,7 +157,7 @@ fn arb_body() -> impl Strategy<
     ),
 > {
     (
-        0u8..7,
+        0u8..8,
         any::<u16>(),
         any::<u8>(),
         proptest::collection::vec(any::<u8>(), 4..=10),
@@ -175,15 +177,17 @@ proptest! {
     ) {
         let (k, mv, pct, uid, mac, a, b, name) = parts;
         let body = match k {
-            0 => Body::Alarm { action: pct },
+            0 => Body::Alarm { action: 1 + pct % 3 },
             1 => Body::Heartbeat { battery_mv: mv, battery_pct: pct },
             2 => Body::CardTap { uid: &uid, mac: &mac, price: (a % 3 != 0).then_some(b) },
-            3 => Body::Health { reading: pct, value1: a, value2: b },
+            3 => Body::Health { reading: 1 + pct % 6, value1: a, value2: b },
             4 => Body::Ack,
-            5 => Body::Nak { reason: pct },
+            5 | 6 => Body::Nak { reason: pct },
             _ => Body::Display { result: pct, name: &name, price: a, subsidy: b, payable: a, balance: b },
         };
-        let f = Frame { device: &device, seq, body };
+        // An anonymous NAK (SPEC.md §6.3) is the only frame with an empty id.
+        let device = if k == 6 { "" } else { device.as_str() };
+        let f = Frame { device, seq, body };
         let mut out = [0u8; MAX_WIRE];
         let n = encode(&f, &mut out).unwrap();
         prop_assert!(out[..n - 1].iter().all(|&x| x != 0), "no zero byte inside a frame");
@@ -192,6 +196,8 @@ proptest! {
 
     #[test]
     fn arbitrary_bytes_never_panic(mut bytes in proptest::collection::vec(any::<u8>(), 0..300)) {
+        let _ = decode_header(&mut bytes.clone());
+        let _ = check(&mut bytes.clone());
         let _ = decode(&mut bytes);
         let mut r = FrameReader::new();
         for b in bytes {
