@@ -23,6 +23,7 @@ use crate::intake::{reject, Accepted, Intake, Rejection, Uplink, UplinkBody};
 use crate::journal::{answer, Failure, Waiting};
 use eldergate_protocol::payload::{
     AlarmAction, DeviceLink, Down, Heartbeat, StaffAlert, StaffCommand, StaffCommandResult, Tap,
+    TapResult,
 };
 use eldergate_protocol::topic::{self, TopicError, UpTopic};
 use eldergate_protocol::{MAX_DEVICE_PAYLOAD, MQTT_VERSION};
@@ -434,7 +435,7 @@ impl Ingest {
         stop: watch::Receiver<bool>,
     ) {
         let (pending_tx, pending_rx) = mpsc::channel(crate::journal::LANE_CAPACITY);
-        let acker = tokio::spawn(ack_in_order(self.site().to_string(), client, pending_rx));
+        let acker = tokio::spawn(ack_in_order(self.intake.clone(), client, pending_rx));
         while let Some(p) = next(&mut incoming, stop.clone()).await {
             metrics::counter!("eldergate_mqtt_received_total", "connection" => name).increment(1);
             let pending = self.handle(p, alarm_conn).await;
@@ -473,8 +474,15 @@ async fn publish_json<T: serde::Serialize>(client: &AsyncClient, topic: String, 
     }
 }
 
+fn tap_seq(payload: &[u8]) -> u32 {
+    serde_json::from_slice::<Tap>(payload)
+        .map(|t| t.seq)
+        .unwrap_or_default()
+}
+
 /// Acks in arrival order, each only after its commit.
-async fn ack_in_order(site: String, client: AsyncClient, mut rx: mpsc::Receiver<Pending>) {
+async fn ack_in_order(intake: Intake, client: AsyncClient, mut rx: mpsc::Receiver<Pending>) {
+    let site = intake.registry.site_id.clone();
     while let Some(p) = rx.recv().await {
         match p {
             Pending::Alarm {
@@ -569,6 +577,34 @@ async fn ack_in_order(site: String, client: AsyncClient, mut rx: mpsc::Receiver<
                     )
                     .await;
                     let _ = client.ack(&publish).await;
+                }
+                Err(Failure::Refused(r)) => {
+                    // E.g. a seq reused for another card: refused with a reason, never another
+                    // resident's answer; the reader must take a new seq.
+                    let rejection = reject(r.reason, r.message);
+                    let kept = intake
+                        .dead_letter(&publish.topic, &publish.payload, &rejection)
+                        .await;
+                    let down = Down::Display {
+                        v: MQTT_VERSION,
+                        seq: tap_seq(&publish.payload),
+                        result: TapResult::Refused,
+                        name: None,
+                        price_fen: 0,
+                        subsidy_fen: 0,
+                        payable_fen: 0,
+                        balance_fen: 0,
+                    };
+                    if answer(kept).await.is_ok() {
+                        publish_json(
+                            &client,
+                            topic::down(&site, &reader),
+                            QoS::AtLeastOnce,
+                            &down,
+                        )
+                        .await;
+                        let _ = client.ack(&publish).await;
+                    }
                 }
                 Err(e) => {
                     tracing::error!(reader = %reader, error = %e, "tap not committed; no answer (the reader retransmits)")

@@ -16,10 +16,11 @@ use crate::alerting::AlarmOutcome;
 use crate::community::Link;
 use crate::config::SerialPortConfig;
 use crate::intake::{reject, Accepted, Intake, Rejection, Uplink, UplinkBody};
-use crate::journal::{answer, Waiting};
+use crate::journal::{answer, Failure, Waiting};
 use eldergate_protocol::payload::{AlarmAction, Down, Tap};
 use eldergate_protocol::serial::{
-    decode, encode, Body, DecodeError, Frame, FrameReader, Push, MAX_WIRE,
+    decode_header, encode, Body, DecodeError, Frame, FrameReader, MessageType, NakReason, Push,
+    Rejected, MAX_WIRE,
 };
 use jiff::Timestamp;
 use std::time::Duration;
@@ -48,18 +49,32 @@ enum PendingAck {
         rx: Waiting<Down>,
         device: String,
         seq: u32,
+        /// The frame, kept as a dead letter if the tap is refused (a seq conflict).
+        raw: Vec<u8>,
     },
 }
 
-/// The NAK reason (SPEC.md §4) for a refusal.
-fn nak_reason(r: &Rejection) -> u8 {
-    match r.reason {
-        "unknown_device" => 2,
-        "unknown_version" => 3,
-        "unsupported_type" | "wrong_direction" => 4,
-        "wrong_device_kind" | "wrong_link" | "unknown_staff" => 5,
-        "seq_conflict" => 6,
-        _ => 1,
+/// The NAK reason (SPEC.md §6) for a refusal by the intake or an operation.
+fn nak_reason(reason: &str) -> NakReason {
+    match reason {
+        "unknown_device" => NakReason::UnknownDevice,
+        "unknown_version" => NakReason::UnsupportedVersion,
+        "unsupported_type" | "wrong_direction" => NakReason::UnsupportedType,
+        "wrong_device_kind" | "wrong_link" | "unknown_staff" => NakReason::WrongKind,
+        "seq_conflict" => NakReason::Conflict,
+        _ => NakReason::Unparseable,
+    }
+}
+
+/// The dead-letter reason of a NAK reason the codec decided.
+fn nak_label(r: NakReason) -> &'static str {
+    match r {
+        NakReason::UnknownDevice => "unknown_device",
+        NakReason::UnsupportedVersion => "unknown_version",
+        NakReason::UnsupportedType => "unsupported_type",
+        NakReason::WrongKind => "wrong_device_kind",
+        NakReason::Conflict => "seq_conflict",
+        _ => "malformed_frame",
     }
 }
 
@@ -133,17 +148,14 @@ pub fn down_frame(device: &str, down: &Down) -> Option<Vec<u8>> {
             balance_fen,
             ..
         } => {
-            let mut name = name.clone().unwrap_or_default();
-            while name.len() > eldergate_protocol::serial::MAX_NAME {
-                name.pop();
-            }
-            let fen = |v: i64| v.clamp(i64::from(i32::MIN), i64::from(i32::MAX)) as i32;
+            let name = name.as_deref().unwrap_or_default();
+            let fen = eldergate_protocol::serial::clamp_fen;
             frame_bytes(&Frame {
                 device,
                 seq: *seq,
                 body: Body::Display {
                     result: result.code(),
-                    name: &name,
+                    name: eldergate_protocol::serial::fit_name(name),
                     price: fen(*price_fen),
                     subsidy: fen(*subsidy_fen),
                     payable: fen(*payable_fen),
@@ -206,6 +218,8 @@ impl SerialIngest {
         });
         let (ack_tx, mut ack_rx) = mpsc::channel::<PendingAck>(4096);
         let acks_out = out_tx.clone();
+        let intake = self.intake.clone();
+        let source = format!("serial:{path}");
         let acker = tokio::spawn(async move {
             while let Some(p) = ack_rx.recv().await {
                 let bytes = match p {
@@ -220,9 +234,19 @@ impl SerialIngest {
                             None
                         }
                     },
-                    PendingAck::Tap { rx, device, seq } => match answer(rx).await {
+                    PendingAck::Tap {
+                        rx,
+                        device,
+                        seq,
+                        raw,
+                    } => match answer(rx).await {
                         Ok(down) => down_frame(&device, &down),
-                        _ => {
+                        Err(Failure::Refused(r)) => {
+                            let rejection = reject(r.reason, r.message);
+                            let _ = intake.dead_letter(&source, &raw, &rejection).await;
+                            frame_bytes(&Frame::nak(&device, seq, nak_reason(r.reason)))
+                        }
+                        Err(Failure::Journal(_)) => {
                             tracing::error!(device = %device, seq, "serial tap not committed; no answer (the reader retries)");
                             None
                         }
@@ -250,13 +274,7 @@ impl SerialIngest {
                         metrics::counter!("eldergate_serial_resyncs_total", "port" => path.clone())
                             .increment(1);
                     }
-                    Push::Frame(wire) => {
-                        let raw = wire.to_vec();
-                        match decode(wire) {
-                            Ok(frame) => self.accept(&frame, &raw, &out_tx, &ack_tx).await,
-                            Err(e) => self.reject_undecodable(e, &raw).await,
-                        }
-                    }
+                    Push::Frame(wire) => self.handle(wire, &out_tx, &ack_tx).await,
                 }
             }
         }
@@ -266,90 +284,138 @@ impl SerialIngest {
         let _ = writer.await;
     }
 
-    async fn accept(
+    /// One frame with its delimiter removed: checked in the order of SPEC.md §6.2, answered
+    /// after commit, or NAKed with the first reason that applies.
+    async fn handle(
         &self,
-        frame: &Frame<'_>,
-        raw: &[u8],
+        wire: &mut [u8],
         out: &mpsc::Sender<Vec<u8>>,
         acks: &mpsc::Sender<PendingAck>,
     ) {
         let path = &self.port.port;
-        metrics::counter!("eldergate_serial_frames_total", "port" => path.clone()).increment(1);
-        let device = frame.device.to_string();
-        let accepted = match uplink_body(&frame.body) {
-            Ok(mut body) => {
-                if let UplinkBody::Tap(tap) = &mut body {
-                    tap.seq = frame.seq;
-                }
-                let up = Uplink {
-                    device: device.clone(),
-                    link: Link::Serial,
-                    version: 1,
-                    seq: Some(frame.seq),
-                    body,
-                    received_at: Timestamp::now(),
+        let raw = wire.to_vec();
+        let header = match decode_header(wire) {
+            Ok(h) => h,
+            Err(Rejected::Noise(e)) => {
+                // Noise: no reply, no dead letter (it may not even be a frame), just counted.
+                let metric = if e == DecodeError::Crc {
+                    "eldergate_serial_crc_errors_total"
+                } else {
+                    "eldergate_serial_resyncs_total"
                 };
-                self.intake.accept(up).await
+                metrics::counter!(metric, "port" => path.clone()).increment(1);
+                return;
             }
-            Err(r) => Err(r),
+            Err(Rejected::Refused(r)) => {
+                let rejection = reject(nak_label(r.reason), r.detail);
+                self.refuse(
+                    r.device.unwrap_or(""),
+                    r.seq,
+                    r.reason,
+                    &rejection,
+                    &raw,
+                    out,
+                )
+                .await;
+                return;
+            }
         };
-        let pending = match accepted {
+        metrics::counter!("eldergate_serial_frames_total", "port" => path.clone()).increment(1);
+        let (device, seq) = (header.device, header.seq);
+        let registry = &self.intake.registry;
+        // 4. registered; 5. a type this gateway takes from devices.
+        let not_taken = if !registry.devices.contains_key(device) {
+            Some(reject(
+                "unknown_device",
+                format!("device {device} is not registered; add it to the config with link = \"serial\""),
+            ))
+        } else {
+            match header.message_type() {
+                None => Some(reject(
+                    "unsupported_type",
+                    format!("message type 0x{:02x}", header.kind),
+                )),
+                Some(MessageType::Health) => Some(reject(
+                    "unsupported_type",
+                    "health readings are not taken by this gateway yet",
+                )),
+                Some(MessageType::CardTap) if registry.canteen.is_none() => Some(reject(
+                    "unsupported_type",
+                    "card taps need a [canteen] in this gateway's config",
+                )),
+                Some(t) if !t.from_device() => Some(reject(
+                    "wrong_direction",
+                    "a gateway-to-device message arrived from a device",
+                )),
+                _ => None,
+            }
+        };
+        if let Some(r) = not_taken {
+            self.refuse(device, seq, nak_reason(r.reason), &r, &raw, out)
+                .await;
+            return;
+        }
+        // 6. the body fits its type.
+        let body = match header.body().map_err(|r| r.detail).and_then(|b| {
+            uplink_body(&b).map_err(|_| "the body does not fit its type (SPEC.md §4)")
+        }) {
+            Ok(b) => b,
+            Err(detail) => {
+                let r = reject("malformed_frame", detail);
+                self.refuse(device, seq, NakReason::Unparseable, &r, &raw, out)
+                    .await;
+                return;
+            }
+        };
+        let mut body = body;
+        if let UplinkBody::Tap(tap) = &mut body {
+            tap.seq = seq;
+        }
+        // 7. kind and link, and on into the domain (8. conflicts are the operation's).
+        let up = Uplink {
+            device: device.to_string(),
+            link: Link::Serial,
+            version: 1,
+            seq: Some(seq),
+            body,
+            received_at: Timestamp::now(),
+        };
+        let pending = match self.intake.accept(up).await {
             Ok(Accepted::Alarm(rx)) => PendingAck::Alarm {
                 rx,
-                device,
-                seq: frame.seq,
+                device: device.to_string(),
+                seq,
             },
             Ok(Accepted::Tap(rx)) => PendingAck::Tap {
                 rx,
-                device,
-                seq: frame.seq,
+                device: device.to_string(),
+                seq,
+                raw,
             },
             Ok(Accepted::Nothing) => return,
             Err(r) => {
-                self.dead_letter(&r, raw).await;
-                // A device does not listen for answers to a gateway-to-device frame.
-                if r.reason != "wrong_direction" {
-                    if let Some(b) = frame_bytes(&Frame {
-                        device: frame.device,
-                        seq: frame.seq,
-                        body: Body::Nak {
-                            reason: nak_reason(&r),
-                        },
-                    }) {
-                        let _ = out.send(b).await;
-                    }
-                }
+                self.refuse(device, seq, nak_reason(r.reason), &r, &raw, out)
+                    .await;
                 return;
             }
         };
         let _ = acks.send(pending).await;
     }
 
-    async fn reject_undecodable(&self, e: DecodeError, raw: &[u8]) {
-        let path = self.port.port.clone();
-        let r = match e {
-            // Noise: no reply, no dead letter (it may not even be a frame), just counted.
-            DecodeError::Crc => {
-                metrics::counter!("eldergate_serial_crc_errors_total", "port" => path).increment(1);
-                return;
-            }
-            DecodeError::Cobs | DecodeError::TooShort | DecodeError::TooLong => {
-                metrics::counter!("eldergate_serial_resyncs_total", "port" => path).increment(1);
-                return;
-            }
-            DecodeError::Version(v) => reject(
-                "unknown_version",
-                format!("serial protocol version {v}; this gateway speaks 1"),
-            ),
-            DecodeError::UnknownType(t) => {
-                reject("unsupported_type", format!("message type 0x{t:02x}"))
-            }
-            DecodeError::Malformed => reject(
-                "malformed",
-                "fields do not fit the message type (SPEC.md §4)",
-            ),
-        };
-        self.dead_letter(&r, raw).await;
+    /// A refused frame: a dead letter (counted, logged) and its NAK.
+    async fn refuse(
+        &self,
+        device: &str,
+        seq: u32,
+        reason: NakReason,
+        r: &Rejection,
+        raw: &[u8],
+        out: &mpsc::Sender<Vec<u8>>,
+    ) {
+        self.dead_letter(r, raw).await;
+        if let Some(b) = frame_bytes(&Frame::nak(device, seq, reason)) {
+            let _ = out.send(b).await;
+        }
     }
 
     async fn dead_letter(&self, r: &Rejection, raw: &[u8]) {

@@ -206,8 +206,8 @@ gateway = [
      "reply": nak("rdr-01", 305, 1)},
     {"name": "alarm press retransmitted: a duplicate, ACKed again", "before": [frame(0x01, "btn-0003", 306, bytes([1]))],
      "frame": frame(0x01, "btn-0003", 306, bytes([1])), "reply": {"type": "ack", "device": "btn-0003", "seq": 306, "hex": frame(0x10, "btn-0003", 306, b"")}},
-    {"name": "a cancel under a committed press's seq: conflict", "before": [frame(0x01, "btn-0003", 307, bytes([1]))],
-     "frame": frame(0x01, "btn-0003", 307, bytes([2])), "reply": nak("btn-0003", 307, 6)},
+    {"name": "a cancel under a committed press's seq: a conflict, but alarms are acted on and ACKed", "before": [frame(0x01, "btn-0003", 307, bytes([1]))],
+     "frame": frame(0x01, "btn-0003", 307, bytes([2])), "reply": {"type": "ack", "device": "btn-0003", "seq": 307, "hex": frame(0x10, "btn-0003", 307, b"")}},
     {"name": "another card under a committed tap's seq: conflict", "before": [tap("rdr-01", 308, "1ddccf2d")],
      "frame": tap("rdr-01", 308, "1b935513"), "reply": nak("rdr-01", 308, 6)},
 ]

@@ -4,7 +4,7 @@
 //! ledger rows (append-only, fen). The reader's answer is sent only after COMMIT.
 
 use crate::canteen::rules::{ResidentFacts, Today};
-use crate::journal::{format_ts, JournalError, Lane, NewEvent, OpError, Operation, Tx};
+use crate::journal::{format_ts, JournalError, Lane, NewEvent, OpError, Operation, Refusal, Tx};
 use crate::registry::{mask_name, Registry};
 use eldergate_protocol::payload::{Down, Tap, TapResult};
 use futures_util::future::BoxFuture;
@@ -48,7 +48,7 @@ impl Operation for CardTap {
     fn apply<'a>(&'a mut self, tx: &'a mut Tx) -> BoxFuture<'a, Result<Down, OpError>> {
         Box::pin(async move {
             let registry = tx.ctx::<Registry>()?;
-            Ok(apply_tap(tx, &registry, &self.reader, &self.tap, self.received_at).await?)
+            apply_tap(tx, &registry, &self.reader, &self.tap, self.received_at).await
         })
     }
 }
@@ -92,18 +92,33 @@ async fn apply_tap(
     reader: &str,
     tap: &Tap,
     at: Timestamp,
-) -> Result<Down, JournalError> {
-    if let Some(row) = sqlx::query("SELECT answer FROM taps WHERE reader = ? AND reader_seq = ?")
-        .bind(reader)
-        .bind(i64::from(tap.seq))
-        .fetch_optional(tx.conn())
-        .await?
-    {
-        metrics::counter!("eldergate_duplicates_total", "source" => "tap").increment(1);
-        let answer: String = row.try_get(0)?;
-        return serde_json::from_str(&answer).map_err(|e| JournalError::Write(e.to_string()));
-    }
+) -> Result<Down, OpError> {
     let card = card_key(&tap.card);
+    if let Some(row) =
+        sqlx::query("SELECT answer, card_id FROM taps WHERE reader = ? AND reader_seq = ?")
+            .bind(reader)
+            .bind(i64::from(tap.seq))
+            .fetch_optional(tx.conn())
+            .await?
+    {
+        let answer: String = row.try_get(0)?;
+        let earlier: String = row.try_get(1)?;
+        if earlier != card {
+            // The same (reader, seq) with another card: not a retransmission. Never another
+            // resident's answer; the reader must take a new seq.
+            metrics::counter!("eldergate_seq_conflicts_total", "source" => "tap").increment(1);
+            return Err(OpError::Refused(Refusal::conflict(
+                "seq_conflict",
+                format!(
+                    "reader {reader} already used seq {} for another card; send the tap under a new seq",
+                    tap.seq
+                ),
+            )));
+        }
+        metrics::counter!("eldergate_duplicates_total", "source" => "tap").increment(1);
+        return serde_json::from_str(&answer)
+            .map_err(|e| OpError::Failed(JournalError::Write(e.to_string())));
+    }
     let answer =
         |result: TapResult, name: Option<String>, price: i64, subsidy: i64, balance: i64| {
             Down::Display {
