@@ -160,3 +160,20 @@ fn the_http_api_stays_on_loopback_until_there_is_a_login() {
     let e = load_with_env(&f, env).unwrap_err();
     assert!(e.problems.iter().any(|p| p.path == "http.listen"));
 }
+
+#[test]
+fn live_streams_cannot_take_every_http_connection() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = write(
+        dir.path(),
+        "c.toml",
+        &format!("{GOOD}\n[http]\nmax_connections = 64\nmax_sse_clients = 64\nheader_read_timeout_s = 0\n"),
+    );
+    let env = vec![("ELDERGATE__BROKER__PASSWORD".to_string(), "x".to_string())];
+    let e = load_with_env(&f, env).unwrap_err();
+    assert!(e.problems.iter().any(|p| p.path == "http.max_connections"));
+    assert!(e
+        .problems
+        .iter()
+        .any(|p| p.path == "http.header_read_timeout_s"));
+}
