@@ -146,19 +146,57 @@ async fn one_stream_over_the_limit_gets_503_and_health_and_staff_actions_still_a
     assert_eq!(again.status(), 200);
 }
 
+/// Sends `GET path` on a kept-alive connection and returns the body of the answer.
+async fn get_on(conn: &mut TcpStream, path: &str) -> String {
+    conn.write_all(format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        let mut byte = [0u8; 1];
+        conn.read_exact(&mut byte).await.unwrap();
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&head).to_lowercase();
+    let len = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length:"))
+        .and_then(|v| v.trim().parse::<usize>().ok())
+        .expect("an answer with a content-length");
+    let mut body = vec![0u8; len];
+    conn.read_exact(&mut body).await.unwrap();
+    String::from_utf8_lossy(&body).into_owned()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_connection_over_the_limit_is_answered_503_and_closed() {
     let (_broker, gw) =
         gateway("max_sse_clients = 1\nmax_connections = 9\nheader_read_timeout_s = 600").await;
-    // Nine silent connections take every slot (accepted in order, so the tenth is over).
-    let mut held = Vec::new();
-    for _ in 0..9 {
+    // The first connection waits until it is the only one open (the harness's own requests
+    // may still be closing), then stays open; eight silent ones take the other slots.
+    let mut first = TcpStream::connect(("127.0.0.1", gw.http_port))
+        .await
+        .unwrap();
+    tokio::time::timeout(GUARD, async {
+        loop {
+            let metrics = get_on(&mut first, "/metrics").await;
+            if metrics.lines().any(|l| l == "eldergate_http_connections 1") {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await
+    .expect("other connections are still open");
+    let mut held = vec![first];
+    for _ in 0..8 {
         held.push(
             TcpStream::connect(("127.0.0.1", gw.http_port))
                 .await
                 .unwrap(),
         );
     }
+    // Accepted in order: the tenth is over the limit.
     let mut tenth = TcpStream::connect(("127.0.0.1", gw.http_port))
         .await
         .unwrap();
