@@ -197,25 +197,24 @@ pub async fn run(loaded: Loaded, stop: impl Future<Output = ()>) -> anyhow::Resu
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on http.listen {}: {e}", cfg.http.listen))?;
     tracing::info!(listen = %cfg.http.listen, "HTTP API listening");
-    let api = http::router(http::Api {
-        journal: journal.clone(),
-        registry: registry.clone(),
-        metrics,
-        live: live_tx,
-    });
-    let mut http_stop = stop_input.clone();
-    let http_task = tokio::spawn(async move {
-        let _ = axum::serve(listener, api)
-            .with_graceful_shutdown(async move {
-                let _ = http_stop.changed().await;
-            })
-            .await;
-    });
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let http_task = tokio::spawn(http::serve(
+        listener,
+        http::Api {
+            journal: journal.clone(),
+            registry: registry.clone(),
+            metrics,
+            live: live_tx,
+            limits: http::Limits::new(&cfg.http),
+            shutdown: shutdown.clone(),
+        },
+    ));
     tracing::info!(gateway = %cfg.gateway_id, site = %site, "gateway running");
 
     stop.await;
     tracing::info!("shutting down: finishing queued commits and acks");
     let _ = stop_input_tx.send(true);
+    shutdown.cancel();
     let _ = alarm_ingest.await;
     let _ = tele_ingest.await;
     for port in serial_ports {

@@ -3,7 +3,9 @@
 //!
 //! Invariants: listens on loopback only until the console adds login (config validation enforces
 //! it); a staff action answers 200 only after the journal committed it; every bad request gets a
-//! JSON error with a message, a log line and `eldergate_http_rejected_total`.
+//! JSON error with a message, a log line and `eldergate_http_rejected_total`. Memory and
+//! descriptors are bounded per request and in all, and every response, live streams included,
+//! ends at shutdown (see `serve.rs`).
 
 use crate::alerting::{alert_from_row, StaffAction, Via};
 use crate::canteen::{CanteenAdmin, CanteenOp, TopUp};
@@ -24,8 +26,12 @@ use serde::Deserialize;
 use sqlx::Row;
 use std::convert::Infallible;
 use std::sync::Arc;
+use tokio_util::sync::CancellationToken;
 
 mod roster;
+mod serve;
+
+pub use serve::{serve, Limits, MAX_HEAD_BYTES, MAX_JSON_BODY_BYTES};
 
 /// Shared state of the handlers.
 #[derive(Clone)]
@@ -38,6 +44,10 @@ pub struct Api {
     pub metrics: PrometheusHandle,
     /// Committed alert changes, for the SSE stream.
     pub live: tokio::sync::broadcast::Sender<StaffAlert>,
+    /// Connection, stream and body limits (`[http]`).
+    pub limits: Arc<Limits>,
+    /// Cancelled at shutdown: the server stops accepting and every live stream ends.
+    pub shutdown: CancellationToken,
 }
 
 /// Builds the router.
@@ -58,10 +68,9 @@ pub fn router(api: Api) -> Router {
         .route("/api/meals/{id}/void", post(meal_void))
         .route("/api/reports/daily", get(report_daily))
         .route("/api/reports/claim", get(report_claim))
-        .route(
-            "/api/roster",
-            post(roster::import).layer(DefaultBodyLimit::max(roster::MAX_ROSTER_BYTES)),
-        )
+        // The roster reads its own body, with its own limit.
+        .route("/api/roster", post(roster::import))
+        .layer(DefaultBodyLimit::max(MAX_JSON_BODY_BYTES))
         .with_state(api)
 }
 
@@ -124,11 +133,40 @@ async fn healthz(State(api): State<Api>) -> Json<serde_json::Value> {
     }))
 }
 
+/// An open live stream: holds one of `http.max_sse_clients` slots until the stream is dropped.
+struct SseClient(#[allow(dead_code)] tokio::sync::OwnedSemaphorePermit);
+
+impl Drop for SseClient {
+    fn drop(&mut self) {
+        metrics::gauge!("eldergate_http_sse_clients").decrement(1);
+    }
+}
+
 /// Server-sent events: one `alert` event (JSON `StaffAlert`) per committed alert change, open
-/// alerts first so a console that connects late starts complete.
+/// alerts first so a console that connects late starts complete. At most `http.max_sse_clients`
+/// at once (one more gets 503); every stream ends at shutdown.
 async fn stream(
     State(api): State<Api>,
 ) -> Result<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>, ApiError> {
+    let client = match api.limits.sse_slots.clone().try_acquire_owned() {
+        Ok(permit) => {
+            metrics::gauge!("eldergate_http_sse_clients").increment(1);
+            SseClient(permit)
+        }
+        Err(_) => {
+            let max = api.limits.config.max_sse_clients;
+            metrics::counter!("eldergate_http_rejected_total", "reason" => "too_many_streams")
+                .increment(1);
+            tracing::warn!(
+                max_sse_clients = max,
+                "live alert stream refused: http.max_sse_clients are open"
+            );
+            return Err(ApiError(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("{max} live alert streams are open, as many as http.max_sse_clients allows; close a console that is not watched, or raise the limit"),
+            ));
+        }
+    };
     let rx = api.live.subscribe();
     let rows =
         sqlx::query("SELECT * FROM alerts WHERE state IN ('raised','acknowledged') ORDER BY id")
@@ -149,7 +187,17 @@ async fn stream(
     let live = tokio_stream::wrappers::BroadcastStream::new(rx)
         .filter_map(|m| async move { m.ok() })
         .map(move |a| to_event(&a));
-    Ok(Sse::new(first.chain(live)).keep_alive(KeepAlive::default()))
+    let events = first
+        .chain(live)
+        .take_until(api.shutdown.clone().cancelled_owned())
+        .map(move |e| {
+            let _slot = &client;
+            e
+        });
+    // Keep-alives well inside the idle timeout, so that only a client that stopped reading is
+    // taken for idle.
+    let every = (api.limits.idle_timeout() / 3).max(std::time::Duration::from_secs(1));
+    Ok(Sse::new(events).keep_alive(KeepAlive::new().interval(every)))
 }
 
 async fn metrics_text(State(api): State<Api>) -> String {

@@ -73,12 +73,80 @@ fn problem(path: String, message: String) -> Problem {
     Problem { path, message }
 }
 
+/// Problems kept with their text; more are only counted, so that a file of garbage costs a
+/// counter, not a copy of itself (30 MB of bad rows once made 2.7 million problems and 5 GB).
+pub const MAX_LISTED_PROBLEMS: usize = 100;
+
+/// Longest row accepted, bytes: a resident's row is a few hundred bytes; a longer one is not a
+/// roster row (and is not quoted back in full).
+pub const MAX_ROW_BYTES: usize = 4096;
+
+/// Longest value quoted back in a problem, characters.
+const MAX_QUOTED_CHARS: usize = 40;
+
+/// The problems of a roster: the first [`MAX_LISTED_PROBLEMS`] with their text, all of them
+/// counted. Memory stays bounded however bad the input is.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Problems {
+    listed: Vec<Problem>,
+    total: usize,
+}
+
+impl Problems {
+    /// Records a problem (kept while fewer than [`MAX_LISTED_PROBLEMS`] are listed).
+    pub fn push(&mut self, p: Problem) {
+        self.total = self.total.saturating_add(1);
+        if self.listed.len() < MAX_LISTED_PROBLEMS {
+            self.listed.push(p);
+        }
+    }
+
+    /// True when nothing is wrong.
+    pub fn is_empty(&self) -> bool {
+        self.total == 0
+    }
+
+    /// How many problems were found (listed or not).
+    pub fn total(&self) -> usize {
+        self.total
+    }
+
+    /// The first problems found, with their text.
+    pub fn listed(&self) -> &[Problem] {
+        &self.listed
+    }
+
+    /// The listed problems, plus one that says how many more were found, if any.
+    pub fn into_vec(self) -> Vec<Problem> {
+        let more = self.total.saturating_sub(self.listed.len());
+        let mut v = self.listed;
+        if more > 0 {
+            v.push(problem(
+                "roster".into(),
+                format!("… and {more} more problem(s) not listed; fix the ones above first"),
+            ));
+        }
+        v
+    }
+}
+
+/// `value` in quotes for a problem message, cut to [`MAX_QUOTED_CHARS`] characters.
+fn quoted(value: &str) -> String {
+    match value.char_indices().nth(MAX_QUOTED_CHARS) {
+        None => format!("{value:?}"),
+        Some((end, _)) => format!("{:?}… ({} bytes)", &value[..end], value.len()),
+    }
+}
+
 /// Reads a roster CSV (header row first; columns as in `shared/data/community-roster.csv`,
-/// unknown columns ignored). Returns the residents whose rows passed every check and one
-/// problem per bad row (`name:line`). The caller decides whether any problem rejects the whole
-/// roster (an import does; nothing half-imported).
-pub fn parse(csv_bytes: &[u8], name: &str) -> (Residents, Vec<Problem>) {
-    let mut problems = Vec::new();
+/// unknown columns ignored). Returns the residents whose rows passed every check and the
+/// problems of the bad rows (`name:line`). The caller decides whether any problem rejects the
+/// whole roster (an import does; nothing half-imported).
+///
+/// Memory: the residents (at most the input's size, several times over) and at most
+/// [`MAX_LISTED_PROBLEMS`] problems, each quoting at most [`MAX_QUOTED_CHARS`] of a value.
+pub fn parse(csv_bytes: &[u8], name: &str) -> (Residents, Problems) {
+    let mut problems = Problems::default();
     let mut residents = Residents::new();
     let mut cards: BTreeMap<String, String> = BTreeMap::new();
     let mut reader = csv::ReaderBuilder::new()
@@ -98,12 +166,29 @@ pub fn parse(csv_bytes: &[u8], name: &str) -> (Residents, Vec<Problem>) {
         ));
         return (residents, problems);
     }
-    for record in reader.records() {
-        let row = record.and_then(|r| {
-            let line = r.position().map(|p| p.line()).unwrap_or(0);
-            r.deserialize::<Resident>(Some(&headers))
-                .map(|res| (line, res))
-        });
+    // One record buffer for the whole file, not one allocation per row.
+    let mut record = csv::StringRecord::new();
+    loop {
+        let row = match reader.read_record(&mut record) {
+            Ok(false) => break,
+            Ok(true) => {
+                let line = record.position().map(|p| p.line()).unwrap_or(0);
+                if record.as_slice().len() > MAX_ROW_BYTES {
+                    problems.push(problem(
+                        format!("{name}:{line}"),
+                        format!(
+                            "the row is {} bytes; a resident's row is at most {MAX_ROW_BYTES} (is this the roster export?)",
+                            record.as_slice().len()
+                        ),
+                    ));
+                    continue;
+                }
+                record
+                    .deserialize::<Resident>(Some(&headers))
+                    .map(|res| (line, res))
+            }
+            Err(e) => Err(e),
+        };
         let (line, mut r) = match row {
             Ok(row) => row,
             Err(e) => {
@@ -118,13 +203,13 @@ pub fn parse(csv_bytes: &[u8], name: &str) -> (Residents, Vec<Problem>) {
             }
         };
         let at = format!("{name}:{line}");
-        let before = problems.len();
+        let before = problems.total();
         if !is_valid_id(&r.resident_id) {
             problems.push(problem(
                 at.clone(),
                 format!(
-                    "resident_id {:?} must be 1-64 characters of A-Z a-z 0-9 - _ .",
-                    r.resident_id
+                    "resident_id {} must be 1-64 characters of A-Z a-z 0-9 - _ .",
+                    quoted(&r.resident_id)
                 ),
             ));
         } else if residents.contains_key(&r.resident_id) {
@@ -140,7 +225,7 @@ pub fn parse(csv_bytes: &[u8], name: &str) -> (Residents, Vec<Problem>) {
             if d.parse::<jiff::civil::Date>().is_err() {
                 problems.push(problem(
                     at.clone(),
-                    format!("birth_date {d:?} is not a date (YYYY-MM-DD)"),
+                    format!("birth_date {} is not a date (YYYY-MM-DD)", quoted(d)),
                 ));
             }
         }
@@ -150,7 +235,10 @@ pub fn parse(csv_bytes: &[u8], name: &str) -> (Residents, Vec<Problem>) {
             if key.len() < 8 || key.len() > 20 || key.len() != card.trim().len() {
                 problems.push(problem(
                     at.clone(),
-                    format!("card_id {card:?} is not a card UID (8-20 hex digits)"),
+                    format!(
+                        "card_id {} is not a card UID (8-20 hex digits)",
+                        quoted(card)
+                    ),
                 ));
             } else if let Some(other) = cards.get(&key) {
                 problems.push(problem(
@@ -161,21 +249,24 @@ pub fn parse(csv_bytes: &[u8], name: &str) -> (Residents, Vec<Problem>) {
                 cards.insert(key, r.resident_id.clone());
             }
         }
-        if problems.len() == before {
+        if problems.total() == before {
             residents.insert(r.resident_id.clone(), r);
         }
     }
     (residents, problems)
 }
 
-/// Reads and checks a roster file (see [`parse`]).
+/// Reads and checks a roster file (see [`parse`]); the problems as in [`Problems::into_vec`].
 pub fn read(path: &Path) -> (Residents, Vec<Problem>) {
     let name = path
         .file_name()
         .map(|n| n.to_string_lossy().to_string())
         .unwrap_or_else(|| "residents_csv".into());
     match std::fs::read(path) {
-        Ok(bytes) => parse(&bytes, &name),
+        Ok(bytes) => {
+            let (residents, problems) = parse(&bytes, &name);
+            (residents, problems.into_vec())
+        }
         Err(e) => (
             Residents::new(),
             vec![problem(
@@ -187,13 +278,14 @@ pub fn read(path: &Path) -> (Residents, Vec<Problem>) {
 }
 
 /// References between the roster and the rest of the config: every device's resident is on the
-/// roster; every resident's grid has a grid worker (when staff are configured).
-pub fn check_references(
+/// roster; every resident's grid has a grid worker (when staff are configured). Added to
+/// `problems` (bounded like every roster problem).
+pub fn check_references_into(
     residents: &Residents,
     devices: &BTreeMap<String, DeviceConfig>,
     staff: &BTreeMap<String, StaffConfig>,
-) -> Vec<Problem> {
-    let mut problems = Vec::new();
+    problems: &mut Problems,
+) {
     for d in devices.values() {
         if let Some(r) = &d.resident_id {
             if !residents.contains_key(r) {
@@ -217,7 +309,17 @@ pub fn check_references(
             }
         }
     }
-    problems
+}
+
+/// [`check_references_into`] as a list (see [`Problems::into_vec`]).
+pub fn check_references(
+    residents: &Residents,
+    devices: &BTreeMap<String, DeviceConfig>,
+    staff: &BTreeMap<String, StaffConfig>,
+) -> Vec<Problem> {
+    let mut problems = Problems::default();
+    check_references_into(residents, devices, staff, &mut problems);
+    problems.into_vec()
 }
 
 /// What an import changes, by resident id.

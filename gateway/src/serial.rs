@@ -243,7 +243,7 @@ impl SerialIngest {
                         Ok(down) => down_frame(&device, &down),
                         Err(Failure::Refused(r)) => {
                             let rejection = reject(r.reason, r.message);
-                            let _ = intake.dead_letter(&source, &raw, &rejection).await;
+                            drop(intake.dead_letter(&source, &raw, &rejection).await);
                             frame_bytes(&Frame::nak(&device, seq, nak_reason(r.reason)))
                         }
                         Err(Failure::Journal(_)) => {

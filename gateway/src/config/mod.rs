@@ -122,22 +122,74 @@ fn default_time_zone() -> String {
     "Asia/Shanghai".into()
 }
 
-/// HTTP API settings.
+/// HTTP API settings, including the bounds that keep one client (or a thousand) from taking the
+/// gateway's memory and descriptors.
 #[derive(Debug, Clone, Deserialize)]
 pub struct HttpConfig {
     /// Address to listen on; loopback only until the console has a login.
     #[serde(default = "default_http_listen")]
     pub listen: SocketAddr,
+    /// Open connections at most; one more is answered 503 and closed at once.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    /// Live alert streams (SSE) at most; one more is answered 503. Kept below `max_connections`
+    /// so that health checks, metrics and staff actions still get a connection.
+    #[serde(default = "default_max_sse_clients")]
+    pub max_sse_clients: usize,
+    /// A client has this long to send a request's headers (also the most a kept-alive
+    /// connection may sit between requests).
+    #[serde(default = "default_header_read_timeout_s")]
+    pub header_read_timeout_s: u64,
+    /// A connection on which nothing was read or written for this long is closed (a client
+    /// that stops reading a live stream, or stalls in the middle of a body).
+    #[serde(default = "default_idle_timeout_s")]
+    pub idle_timeout_s: u64,
+    /// At shutdown, requests in flight get this long to finish; then their connections close.
+    #[serde(default = "default_shutdown_grace_s")]
+    pub shutdown_grace_s: u64,
+    /// Largest roster import body, bytes (a community's few thousand rows are well below 1 MiB).
+    #[serde(default = "default_roster_max_bytes")]
+    pub roster_max_bytes: usize,
 }
 
 fn default_http_listen() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 8080))
 }
 
+fn default_max_connections() -> usize {
+    256
+}
+
+fn default_max_sse_clients() -> usize {
+    64
+}
+
+fn default_header_read_timeout_s() -> u64 {
+    10
+}
+
+fn default_idle_timeout_s() -> u64 {
+    60
+}
+
+fn default_shutdown_grace_s() -> u64 {
+    5
+}
+
+fn default_roster_max_bytes() -> usize {
+    4 << 20
+}
+
 impl Default for HttpConfig {
     fn default() -> Self {
         Self {
             listen: default_http_listen(),
+            max_connections: default_max_connections(),
+            max_sse_clients: default_max_sse_clients(),
+            header_read_timeout_s: default_header_read_timeout_s(),
+            idle_timeout_s: default_idle_timeout_s(),
+            shutdown_grace_s: default_shutdown_grace_s(),
+            roster_max_bytes: default_roster_max_bytes(),
         }
     }
 }

@@ -197,3 +197,20 @@ fn a_serial_port_takes_only_standard_baud_rates() {
     let bauds: Vec<u32> = l.config.serial.iter().map(|p| p.baud).collect();
     assert_eq!(bauds, [921_600, 9_600, 115_200, 115_200]);
 }
+
+#[test]
+fn live_streams_cannot_take_every_http_connection() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = write(
+        dir.path(),
+        "c.toml",
+        &format!("{GOOD}\n[http]\nmax_connections = 64\nmax_sse_clients = 64\nheader_read_timeout_s = 0\n"),
+    );
+    let env = vec![("ELDERGATE__BROKER__PASSWORD".to_string(), "x".to_string())];
+    let e = load_with_env(&f, env).unwrap_err();
+    assert!(e.problems.iter().any(|p| p.path == "http.max_connections"));
+    assert!(e
+        .problems
+        .iter()
+        .any(|p| p.path == "http.header_read_timeout_s"));
+}

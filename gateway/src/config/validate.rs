@@ -27,6 +27,7 @@ pub(super) fn validate(config: Config, base: &Path, problems: &mut Vec<Problem>)
             "the HTTP API has no login yet; listen on 127.0.0.1 only",
         ));
     }
+    validate_http(&config.http, problems);
     validate_broker(&config.broker, problems);
     validate_central(&config.central, problems);
     if config.journal.max_batch == 0 {
@@ -247,6 +248,42 @@ fn add_device(
         ));
     } else {
         devices.insert(d.id.clone(), d);
+    }
+}
+
+/// Connections kept for `/healthz`, `/metrics` and staff actions when every live stream is open.
+const HTTP_RESERVED_CONNECTIONS: usize = 8;
+
+fn validate_http(h: &HttpConfig, problems: &mut Vec<Problem>) {
+    for (key, v) in [
+        ("http.header_read_timeout_s", h.header_read_timeout_s),
+        ("http.idle_timeout_s", h.idle_timeout_s),
+        ("http.shutdown_grace_s", h.shutdown_grace_s),
+    ] {
+        if v == 0 {
+            problems.push(problem(key, "must be at least 1 (seconds)"));
+        }
+    }
+    if h.max_sse_clients == 0 {
+        problems.push(problem(
+            "http.max_sse_clients",
+            "must be at least 1, or the console gets no live alerts",
+        ));
+    }
+    if h.max_connections < h.max_sse_clients.saturating_add(HTTP_RESERVED_CONNECTIONS) {
+        problems.push(problem(
+            "http.max_connections",
+            format!(
+                "must be at least http.max_sse_clients + {HTTP_RESERVED_CONNECTIONS} (= {}), so that /healthz, /metrics and staff actions still get a connection when every live stream is open",
+                h.max_sse_clients.saturating_add(HTTP_RESERVED_CONNECTIONS)
+            ),
+        ));
+    }
+    if h.roster_max_bytes < 1024 {
+        problems.push(problem(
+            "http.roster_max_bytes",
+            "must be at least 1024 (bytes); a roster of a few thousand residents needs about 1 MiB",
+        ));
     }
 }
 

@@ -1,11 +1,15 @@
 //! `POST /api/roster?by=STAFF[&dry_run=true]` with the roster CSV as the body: every row and
-//! every reference is checked here (all problems at once, 422), then the journal writer applies
+//! every reference is checked here (problems at once, 422), then the journal writer applies
 //! it (cards bound and retired, one `roster_imported` event) and the gateway switches to it. A dry
 //! run says what would change and changes nothing.
+//!
+//! Bounded: a body over `http.roster_max_bytes` is refused with 413 (before it is read, when it
+//! says its length); one roster is read and checked at a time (another gets 503); the answer
+//! lists at most `roster::MAX_LISTED_PROBLEMS` problems and counts the rest.
 
 use super::{bad_request, Api, ApiError};
 use crate::roster::ImportRoster;
-use axum::body::Bytes;
+use axum::body::{Body, Bytes};
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
@@ -25,13 +29,64 @@ pub struct ImportQuery {
     pub dry_run: bool,
 }
 
-/// Largest roster accepted (a community of tens of thousands of residents fits).
-pub const MAX_ROSTER_BYTES: usize = 32 << 20;
+fn too_large(max: usize) -> Response {
+    metrics::counter!("eldergate_http_rejected_total", "reason" => "roster_too_large").increment(1);
+    tracing::warn!(
+        roster_max_bytes = max,
+        "roster import refused: larger than http.roster_max_bytes"
+    );
+    ApiError(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        format!("the roster is larger than {max} bytes (http.roster_max_bytes); a community's roster of a few thousand residents is far smaller: is this the roster export? If it is, raise http.roster_max_bytes"),
+    )
+    .into_response()
+}
+
+/// A body over the limit is still read (and thrown away) up to this size before the 413, so that
+/// the client, still sending, reads the answer instead of a connection reset. A larger one is
+/// cut off.
+const DRAIN_MAX_BYTES: u64 = 64 << 20;
+
+/// Reads the body, at most `max` bytes kept; a longer one is drained (see [`DRAIN_MAX_BYTES`]) and
+/// refused with 413.
+async fn read_body(body: Body, max: usize, declared: Option<u64>) -> Result<Bytes, Response> {
+    use futures_util::StreamExt;
+    let mut chunks = body.into_data_stream();
+    let mut kept = Vec::with_capacity(
+        declared
+            .and_then(|n| usize::try_from(n).ok())
+            .filter(|n| *n <= max)
+            .unwrap_or(0),
+    );
+    let mut seen: u64 = 0;
+    let max_u64 = u64::try_from(max).unwrap_or(u64::MAX);
+    while let Some(chunk) = chunks.next().await {
+        let chunk = chunk.map_err(|e| {
+            bad_request(
+                "bad_body",
+                format!("the roster could not be read: {e}; send the CSV file as the request body"),
+            )
+            .into_response()
+        })?;
+        seen = seen.saturating_add(u64::try_from(chunk.len()).unwrap_or(u64::MAX));
+        if seen > DRAIN_MAX_BYTES {
+            break;
+        }
+        if seen <= max_u64 {
+            kept.extend_from_slice(&chunk);
+        }
+    }
+    if seen > max_u64 {
+        return Err(too_large(max));
+    }
+    Ok(Bytes::from(kept))
+}
 
 pub(super) async fn import(
     State(api): State<Api>,
     query: Result<Query<ImportQuery>, QueryRejection>,
-    body: Bytes,
+    headers: axum::http::HeaderMap,
+    body: Body,
 ) -> Result<Json<serde_json::Value>, Response> {
     let Query(q) = query.map_err(|e| {
         bad_request(
@@ -42,13 +97,41 @@ pub(super) async fn import(
         )
         .into_response()
     })?;
+    let max = api.limits.config.roster_max_bytes;
+    let declared = headers
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > DRAIN_MAX_BYTES) {
+        return Err(too_large(max));
+    }
+    // A roster is held in memory while it is checked: one at a time.
+    let _slot = api
+        .limits
+        .roster_slot
+        .clone()
+        .try_acquire_owned()
+        .map_err(|_| {
+            metrics::counter!("eldergate_http_rejected_total", "reason" => "roster_busy")
+                .increment(1);
+            ApiError(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "another roster import is being checked; try again when it has finished".into(),
+            )
+            .into_response()
+        })?;
+    let body = read_body(body, max, declared).await?;
     // Parsing a large roster takes a while: off the async workers, which also carry alarms.
     let (bytes, registry) = (body.clone(), api.registry.clone());
     let (residents, problems) = tokio::task::spawn_blocking(move || {
         let (residents, mut problems) = crate::roster::parse(&bytes, "roster");
         if problems.is_empty() {
-            problems =
-                crate::roster::check_references(&residents, &registry.devices, &registry.staff);
+            crate::roster::check_references_into(
+                &residents,
+                &registry.devices,
+                &registry.staff,
+                &mut problems,
+            );
         }
         (residents, problems)
     })
@@ -63,19 +146,27 @@ pub(super) async fn import(
     if !problems.is_empty() {
         metrics::counter!("eldergate_http_rejected_total", "reason" => "roster_invalid")
             .increment(1);
+        let total = problems.total();
         tracing::warn!(
-            problems = problems.len(),
+            problems = total,
             "roster import refused: the roster has problems"
         );
         let list: Vec<_> = problems
+            .listed()
             .iter()
             .map(|p| serde_json::json!({ "at": p.path, "problem": p.message }))
             .collect();
+        let shown = if list.len() < total {
+            format!(" (the first {} are listed)", list.len())
+        } else {
+            String::new()
+        };
         return Err((
             StatusCode::UNPROCESSABLE_ENTITY,
             Json(serde_json::json!({
-                "error": format!("the roster has {} problem(s); nothing was imported", problems.len()),
+                "error": format!("the roster has {total} problem(s){shown}; nothing was imported"),
                 "problems": list,
+                "problem_count": total,
             })),
         )
             .into_response());

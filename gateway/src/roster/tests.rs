@@ -4,7 +4,8 @@ const HEADER: &str =
     "resident_id,name,gender,birth_date,statuses,building,unit,room,grid,phone,card_id,emergency_contact\n";
 
 fn roster(rows: &str) -> (Residents, Vec<Problem>) {
-    parse(format!("{HEADER}{rows}").as_bytes(), "roster.csv")
+    let (r, p) = parse(format!("{HEADER}{rows}").as_bytes(), "roster.csv");
+    (r, p.into_vec())
 }
 
 #[test]
@@ -52,8 +53,8 @@ fn every_bad_row_is_named_with_its_line() {
 #[test]
 fn a_file_without_the_roster_header_is_refused() {
     let (_, p) = parse(b"id,fullname\nR1,x\n", "x.csv");
-    assert_eq!(p.len(), 1);
-    assert!(p[0].message.contains("resident_id and name"));
+    assert_eq!(p.total(), 1);
+    assert!(p.listed()[0].message.contains("resident_id and name"));
 }
 
 #[test]
@@ -118,6 +119,40 @@ fn a_roster_not_in_utf8_is_refused_with_a_hint() {
     bytes.extend_from_slice(b"R1,\xd5\xc5\xc8\xfd,F,,,,,,,,,\n");
     let (r, p) = parse(&bytes, "roster.csv");
     assert!(r.is_empty());
-    assert_eq!(p.len(), 1, "{p:?}");
-    assert!(p[0].message.contains("CSV UTF-8"), "{p:?}");
+    assert_eq!(p.total(), 1, "{p:?}");
+    assert!(p.listed()[0].message.contains("CSV UTF-8"), "{p:?}");
+}
+
+#[test]
+fn a_file_of_bad_rows_lists_the_first_problems_and_counts_the_rest() {
+    let mut rows = String::new();
+    for i in 0..10_000 {
+        rows.push_str(&format!("bad id {i},,x,notadate,,,,,,,zzzz{i},\n"));
+    }
+    let (r, p) = parse(format!("{HEADER}{rows}").as_bytes(), "roster.csv");
+    assert!(r.is_empty());
+    assert_eq!(p.listed().len(), MAX_LISTED_PROBLEMS);
+    assert_eq!(p.total(), 40_000, "four problems a row");
+    let list = p.into_vec();
+    assert_eq!(list.len(), MAX_LISTED_PROBLEMS + 1);
+    assert!(
+        list[MAX_LISTED_PROBLEMS].message.contains("39900 more"),
+        "{list:?}"
+    );
+}
+
+#[test]
+fn a_long_value_is_quoted_back_cut_short_and_a_huge_row_is_refused_whole() {
+    let long_id = "x".repeat(1000);
+    let huge_name = "名".repeat(MAX_ROW_BYTES);
+    let (r, p) = roster(&format!(
+        "{long_id},张三,,,,,,,,,,\nR2,{huge_name},,,,,,,,,,\n"
+    ));
+    assert!(r.is_empty());
+    assert_eq!(p.len(), 2, "{p:?}");
+    assert!(p[0].message.len() < 200, "{}", p[0].message);
+    assert!(p[0].message.contains("(1000 bytes)"), "{}", p[0].message);
+    assert_eq!(p[1].path, "roster.csv:3");
+    assert!(p[1].message.contains("at most 4096"), "{}", p[1].message);
+    assert!(p[1].message.len() < 200, "{}", p[1].message);
 }
