@@ -1,4 +1,5 @@
-//! MQTT connections: options from config, and an event-loop driver that never stops.
+//! MQTT connections: options from config, and an event-loop driver that never stops and never
+//! blocks.
 //!
 //! Guarantees (see the rumqttc pitfalls in STYLE.md):
 //! - Every connection uses a persistent session (`clean_session = false`) with a stable client id,
@@ -7,11 +8,69 @@
 //! - Reconnects back off exponentially, capped at [`MAX_BACKOFF`].
 //! - Incoming QoS 1 publishes are acked manually (`manual_acks`) by whoever handles them, after
 //!   their effect is committed.
+//! - **The task that polls the event loop never waits on anything but the event loop.** Its
+//!   consumers (ingest handler → journal → acker) send their acks back through the event loop's
+//!   own request channel; if the poller waited on them, a large enough backlog closes the circle
+//!   and nothing moves again (issue 11: 95,000 queued at the broker stopped the gateway for good
+//!   at 50,207 received / 33,821 acked, i.e. a full 16,384 pending queue and a full 65,536 request
+//!   channel holding two requests per ack). So received publishes are handed to a relay task
+//!   through an unbounded queue ([`Handoff`]), and the relay alone waits on the handler's bounded
+//!   channel. Memory stays bounded by the broker: it sends at most `max_inflight_messages`
+//!   unacknowledged QoS 1 messages (1000 in deploy/mosquitto), and nothing is acked before its
+//!   commit; QoS 0 deliveries (which the broker does not count) are shed, counted and logged
+//!   once more than [`SHED_QOS0_ABOVE`] publishes wait.
+//! - **No delivery can poison a connection.** The broker refuses packets above
+//!   [`BROKER_MAX_PACKET`] (Mosquitto `max_packet_size`), and the client's incoming limit
+//!   [`MAX_INCOMING_PACKET`] is far above that, so a well-configured broker never hands us a
+//!   packet we refuse. If one still comes (a broker without the limit, a message stored before it
+//!   was set), rumqttc drops the connection and the broker redelivers it to our persistent session
+//!   on every reconnect. We count it (`eldergate_mqtt_poison_total`), log it, and read the next
+//!   connection with a limit large enough for it (up to [`POISON_READ_LIMIT`]): the publish then
+//!   reaches ingest, which dead-letters it ("oversize") and acks it, and the limit goes back to
+//!   normal. A delivery above [`POISON_READ_LIMIT`] cannot be read, so it cannot be acked either:
+//!   it is logged as an error on every attempt (with what to do) while the connection retries with
+//!   backoff. The lasting fix for that case is MQTT v5, where the broker itself discards what is
+//!   larger than the client's announced maximum packet size.
 
 use crate::config::{BrokerConfig, BrokerMode};
-use rumqttc::{AsyncClient, Event, EventLoop, Incoming, LastWill, MqttOptions, Publish, QoS};
+use rumqttc::{
+    AsyncClient, ConnectionError, Event, EventLoop, Incoming, LastWill, MqttOptions, Publish, QoS,
+    Request, StateError,
+};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
+
+/// Largest MQTT packet (whole packet, as Mosquitto counts it) the broker accepts from anyone:
+/// `max_packet_size 16384` in deploy/mosquitto/eldergate.conf and in the test harness. A device
+/// payload is at most [`eldergate_protocol::MAX_DEVICE_PAYLOAD`] (4 KiB); the rest is room for the
+/// topic and MQTT v5 properties. Deliveries between the two are dead-lettered by ingest
+/// ("oversize"); anything larger is refused by the broker (it disconnects the sender).
+pub const BROKER_MAX_PACKET: usize = 16 * 1024;
+
+/// The client's incoming limit (rumqttc compares it with the packet's remaining length). It must
+/// stay above anything the broker can deliver, or a delivery becomes a connection error that the
+/// broker repeats on every reconnect: 32 × [`BROKER_MAX_PACKET`] for Mosquitto, and above the
+/// embedded rumqttd's `max_payload_size` (256 KiB) plus a topic.
+pub const MAX_INCOMING_PACKET: usize = 512 * 1024;
+
+/// The client's outgoing limit: the broker disconnects a client that sends a packet above
+/// [`BROKER_MAX_PACKET`], so we refuse it here, where it can be named and dropped.
+pub const MAX_OUTGOING_PACKET: usize = BROKER_MAX_PACKET;
+
+/// Largest delivery the gateway reads once (one packet in memory) to dead-letter and ack a poison
+/// message that slipped past the broker's limit.
+pub const POISON_READ_LIMIT: usize = 16 * 1024 * 1024;
+
+/// Above this many publishes waiting for the handler, QoS 0 deliveries are shed (counted in
+/// `eldergate_mqtt_shed_total`): the broker does not count them in its in-flight window, so they
+/// are the only input that could grow the hand-off without bound, and QoS 0 promises nothing.
+pub const SHED_QOS0_ABOVE: usize = 4096;
+
+/// Waiting publishes above which we warn that the broker's in-flight window is larger than
+/// deploy/mosquitto sets (or unlimited): memory then grows with the broker's backlog.
+const HELD_WARN: usize = 20_000;
 
 /// Longest pause between reconnect attempts.
 pub const MAX_BACKOFF: Duration = Duration::from_secs(5);
@@ -70,7 +129,7 @@ pub fn options(
     o.set_clean_session(false)
         .set_manual_acks(true)
         .set_keep_alive(Duration::from_secs(u64::from(broker.keep_alive_s.max(5))))
-        .set_max_packet_size(256 * 1024, 256 * 1024)
+        .set_max_packet_size(MAX_INCOMING_PACKET, MAX_OUTGOING_PACKET)
         .set_inflight(1000);
     if let (Some(u), Some(p)) = (&broker.username, &broker.password) {
         o.set_credentials(u.clone(), p.clone());
@@ -127,8 +186,9 @@ pub fn set_last_will(opts: &mut MqttOptions, topic: String, payload: &'static [u
     opts.set_last_will(LastWill::new(topic, payload, QoS::AtLeastOnce, true));
 }
 
-/// Spawns the event loop of one connection. Incoming publishes go to `incoming`; the task ends
-/// when `shutdown` turns true, after a clean disconnect.
+/// Spawns the event loop of one connection. Incoming publishes go to `incoming` (through a
+/// [`Handoff`], so a slow handler never stops the event loop); the task ends when `shutdown`
+/// turns true, after a clean disconnect.
 pub fn spawn(
     name: &'static str,
     opts: MqttOptions,
@@ -137,20 +197,32 @@ pub fn spawn(
     incoming: Option<mpsc::Sender<Publish>>,
     mut shutdown: watch::Receiver<bool>,
 ) -> (AsyncClient, tokio::task::JoinHandle<()>) {
+    let normal_limit = opts.max_packet_size();
     let (client, mut eventloop) = new_client(opts, capacity);
     let c = client.clone();
     let task = tokio::spawn(async move {
+        let (mut handoff, relay) = match incoming {
+            Some(tx) => {
+                let (h, relay) = Handoff::start(name, tx);
+                (Some(h), Some(relay))
+            }
+            None => (None, None),
+        };
         let mut backoff = Duration::from_millis(100);
         loop {
             tokio::select! {
                 ev = eventloop.poll() => match ev {
                     Ok(ev) => {
                         backoff = Duration::from_millis(100);
-                        handle_event(name, ev, &c, &session, incoming.as_ref()).await;
+                        if matches!(ev, Event::Incoming(Incoming::ConnAck(_))) {
+                            // A raised limit (see `connection_lost`) serves one connection only.
+                            let out = MAX_OUTGOING_PACKET;
+                            eventloop.mqtt_options.set_max_packet_size(normal_limit, out);
+                        }
+                        handle_event(name, ev, &c, &session, handoff.as_mut());
                     }
                     Err(e) => {
-                        metrics::counter!("eldergate_mqtt_connection_errors_total", "connection" => name).increment(1);
-                        tracing::warn!(connection = name, error = %e, retry_in_ms = backoff.as_millis() as u64, "MQTT connection lost; reconnecting");
+                        connection_lost(name, &e, &mut eventloop, normal_limit, backoff);
                         tokio::time::sleep(backoff).await;
                         backoff = (backoff * 2).min(MAX_BACKOFF);
                     }
@@ -161,16 +233,95 @@ pub fn spawn(
                 }
             }
         }
+        // What the relay still holds was never acked: the broker redelivers it next time.
+        if let Some(relay) = relay {
+            relay.abort();
+        }
     });
     (client, task)
 }
 
-async fn handle_event(
+/// The hand-off from the event loop to the handler: the event loop only pushes (never waits);
+/// a relay task waits on the handler's bounded channel. See the module doc for why, and for what
+/// bounds the memory it holds.
+struct Handoff {
+    name: &'static str,
+    tx: mpsc::UnboundedSender<Publish>,
+    /// Publishes pushed and not yet taken by the handler.
+    held: Arc<AtomicUsize>,
+    shed: u64,
+    warned: bool,
+}
+
+impl Handoff {
+    fn start(
+        name: &'static str,
+        out: mpsc::Sender<Publish>,
+    ) -> (Handoff, tokio::task::JoinHandle<()>) {
+        let (tx, mut rx) = mpsc::unbounded_channel::<Publish>();
+        let held = Arc::new(AtomicUsize::new(0));
+        let relay_held = held.clone();
+        let relay = tokio::spawn(async move {
+            while let Some(p) = rx.recv().await {
+                let sent = out.send(p).await.is_ok();
+                let left = relay_held.fetch_sub(1, Ordering::Relaxed).saturating_sub(1);
+                metrics::gauge!("eldergate_mqtt_held", "connection" => name).set(gauge(left));
+                if !sent {
+                    // The handler has stopped (shutdown): what is left stays unacked.
+                    break;
+                }
+            }
+        });
+        let h = Handoff {
+            name,
+            tx,
+            held,
+            shed: 0,
+            warned: false,
+        };
+        (h, relay)
+    }
+
+    /// Never waits.
+    fn push(&mut self, p: Publish) {
+        let name = self.name;
+        let held = self.held.load(Ordering::Relaxed);
+        if p.qos == QoS::AtMostOnce && held >= SHED_QOS0_ABOVE {
+            self.shed = self.shed.saturating_add(1);
+            metrics::counter!("eldergate_mqtt_shed_total", "connection" => name).increment(1);
+            if self.shed.is_power_of_two() {
+                tracing::warn!(connection = name, held, shed_so_far = self.shed, topic = %p.topic, "ingest is behind: QoS 0 publish dropped (QoS 1 is never dropped)");
+            }
+            return;
+        }
+        if held >= HELD_WARN && !self.warned {
+            self.warned = true;
+            tracing::warn!(connection = name, held, "more unacknowledged publishes wait for ingest than the broker should send; set max_inflight_messages in mosquitto.conf (deploy/mosquitto) to bound the gateway's memory");
+        } else if held < HELD_WARN / 2 {
+            self.warned = false;
+        }
+        self.held.fetch_add(1, Ordering::Relaxed);
+        metrics::gauge!("eldergate_mqtt_held", "connection" => name).set(gauge(held + 1));
+        if self.tx.send(p).is_err() {
+            // The relay has stopped (shutdown): the publish stays unacked and is redelivered.
+            self.held.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+}
+
+fn gauge(n: usize) -> f64 {
+    u32::try_from(n)
+        .map(f64::from)
+        .unwrap_or(f64::from(u32::MAX))
+}
+
+/// Never waits: everything it asks of the client is `try_*`.
+fn handle_event(
     name: &'static str,
     ev: Event,
     client: &AsyncClient,
     session: &Session,
-    incoming: Option<&mpsc::Sender<Publish>>,
+    handoff: Option<&mut Handoff>,
 ) {
     match ev {
         Event::Incoming(Incoming::ConnAck(ack)) => {
@@ -180,6 +331,7 @@ async fn handle_event(
                 "MQTT connected"
             );
             metrics::counter!("eldergate_mqtt_connects_total", "connection" => name).increment(1);
+            metrics::gauge!("eldergate_mqtt_connected", "connection" => name).set(1.0);
             if !ack.session_present {
                 for f in &session.subscriptions {
                     if let Err(e) = client.try_subscribe(f.clone(), QoS::AtLeastOnce) {
@@ -195,14 +347,74 @@ async fn handle_event(
             }
         }
         Event::Incoming(Incoming::Publish(p)) => {
-            // A closed handler means we are shutting down: the publish stays unacked and the
-            // broker redelivers it to our persistent session next time.
-            if let Some(tx) = incoming {
-                let _ = tx.send(p).await;
+            if let Some(h) = handoff {
+                h.push(p);
             }
         }
         _ => {}
     }
+}
+
+/// Counts and logs a lost connection, and gets a poison packet out of the way of the next one.
+fn connection_lost(
+    name: &'static str,
+    e: &ConnectionError,
+    eventloop: &mut EventLoop,
+    normal_limit: usize,
+    backoff: Duration,
+) {
+    metrics::counter!("eldergate_mqtt_connection_errors_total", "connection" => name).increment(1);
+    metrics::gauge!("eldergate_mqtt_connected", "connection" => name).set(0.0);
+    let retry_in_ms = u64::try_from(backoff.as_millis()).unwrap_or(u64::MAX);
+    match e {
+        ConnectionError::MqttState(StateError::Deserialization(
+            rumqttc::Error::PayloadSizeLimitExceeded(size),
+        )) => {
+            let size = *size;
+            metrics::counter!("eldergate_mqtt_poison_total", "connection" => name, "direction" => "incoming").increment(1);
+            match poison_read_limit(size) {
+                Some(limit) => {
+                    tracing::error!(connection = name, bytes = size, limit = normal_limit, read_with = limit, retry_in_ms,
+                        "the broker delivered a packet above the client's limit (is max_packet_size set in mosquitto.conf? see deploy/mosquitto); reading it once with a larger limit so that it is dead-lettered and acked");
+                    eventloop
+                        .mqtt_options
+                        .set_max_packet_size(limit, MAX_OUTGOING_PACKET);
+                }
+                None => {
+                    tracing::error!(connection = name, bytes = size, max_readable = POISON_READ_LIMIT, retry_in_ms,
+                        "the broker keeps delivering a packet too large to read, so it can never be acked and blocks this connection; set max_packet_size in mosquitto.conf (deploy/mosquitto) and remove the message from the broker (it is queued for this gateway's persistent session)");
+                }
+            }
+        }
+        ConnectionError::MqttState(StateError::Deserialization(
+            rumqttc::Error::OutgoingPacketTooLarge { pkt_size, max },
+        )) => {
+            metrics::counter!("eldergate_mqtt_poison_total", "connection" => name, "direction" => "outgoing").increment(1);
+            // rumqttc would retransmit it after every reconnect: drop it (it is ours, and the
+            // broker would refuse it anyway).
+            let before = eventloop.pending.len();
+            eventloop
+                .pending
+                .retain(|r| !matches!(r, Request::Publish(p) if p.size() > MAX_OUTGOING_PACKET));
+            tracing::error!(connection = name, bytes = pkt_size, max, dropped = before - eventloop.pending.len(), retry_in_ms,
+                "the gateway tried to publish a packet above the broker's limit; dropped it (a bug: please report it)");
+        }
+        _ => {
+            tracing::warn!(connection = name, error = %e, retry_in_ms, "MQTT connection lost; reconnecting");
+        }
+    }
+}
+
+/// The incoming limit to read a `size`-byte poison packet with, if it is small enough to read.
+pub fn poison_read_limit(size: usize) -> Option<usize> {
+    if size > POISON_READ_LIMIT {
+        return None;
+    }
+    let limit = size
+        .checked_next_power_of_two()
+        .unwrap_or(POISON_READ_LIMIT)
+        .clamp(MAX_INCOMING_PACKET, POISON_READ_LIMIT);
+    Some(limit)
 }
 
 /// Keeps polling briefly so queued acks and publishes leave, then disconnects.
@@ -215,6 +427,7 @@ async fn drain_and_disconnect(name: &'static str, client: &AsyncClient, eventloo
             Ok(Ok(_)) => {}
         }
     }
+    metrics::gauge!("eldergate_mqtt_connected", "connection" => name).set(0.0);
     tracing::info!(connection = name, "MQTT disconnected");
 }
 
@@ -239,5 +452,26 @@ mod tests {
         assert!(parse_broker_url("http://x").is_err());
         assert!(parse_broker_url("mqtt://u:p@x").is_err());
         assert!(parse_broker_url("mqtt://x:notaport").is_err());
+    }
+
+    #[test]
+    fn client_limit_is_above_anything_the_broker_accepts() {
+        // rumqttc compares the remaining length (packet minus a fixed header of at most 5 bytes).
+        const { assert!(MAX_INCOMING_PACKET > BROKER_MAX_PACKET) };
+        const { assert!(BROKER_MAX_PACKET > eldergate_protocol::MAX_DEVICE_PAYLOAD + 1024) };
+        const { assert!(MAX_OUTGOING_PACKET <= BROKER_MAX_PACKET) };
+    }
+
+    #[test]
+    fn a_poison_packet_is_read_with_a_limit_that_fits_it_up_to_the_ceiling() {
+        assert_eq!(poison_read_limit(600 * 1024), Some(1024 * 1024));
+        assert_eq!(poison_read_limit((1 << 20) + 40), Some(2 << 20));
+        assert_eq!(poison_read_limit(1000), Some(MAX_INCOMING_PACKET));
+        assert_eq!(
+            poison_read_limit(POISON_READ_LIMIT),
+            Some(POISON_READ_LIMIT)
+        );
+        assert_eq!(poison_read_limit(POISON_READ_LIMIT + 1), None);
+        assert_eq!(poison_read_limit(usize::MAX), None);
     }
 }

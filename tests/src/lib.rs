@@ -13,6 +13,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 pub mod proxy;
+pub mod raw_mqtt;
 
 /// A free TCP port on loopback.
 pub fn free_port() -> u16 {
@@ -50,22 +51,54 @@ pub struct Mosquitto {
     _dir: tempfile::TempDir,
 }
 
+/// The limits a test broker runs with.
+#[derive(Debug, Clone, Copy)]
+pub struct BrokerLimits {
+    /// `max_packet_size` (None: Mosquitto's default, no limit).
+    pub max_packet_size: Option<usize>,
+    /// `max_inflight_messages` (0: unlimited).
+    pub max_inflight_messages: u32,
+    /// `max_queued_messages` (0: unlimited).
+    pub max_queued_messages: u32,
+}
+
+impl BrokerLimits {
+    /// What deploy/mosquitto/eldergate.conf sets, except that the queue for a disconnected
+    /// session is unlimited (tests queue large backlogs on purpose).
+    pub const DEPLOY: BrokerLimits = BrokerLimits {
+        max_packet_size: Some(eldergate::mqtt::BROKER_MAX_PACKET),
+        max_inflight_messages: 1000,
+        max_queued_messages: 0,
+    };
+}
+
 impl Mosquitto {
-    /// Starts mosquitto with anonymous access on loopback and room for large bursts.
+    /// Starts mosquitto with anonymous access on loopback, the deployed limits
+    /// ([`BrokerLimits::DEPLOY`]) and room for large bursts.
     pub fn start() -> anyhow::Result<Mosquitto> {
         Self::start_with("allow_anonymous true\n")
     }
 
-    /// Starts mosquitto with `extra` appended to the config.
+    /// Starts mosquitto with the deployed limits and `extra` appended to the config.
     pub fn start_with(extra: &str) -> anyhow::Result<Mosquitto> {
+        Self::start_limited(BrokerLimits::DEPLOY, extra)
+    }
+
+    /// Starts mosquitto with `limits` and `extra` appended to the config.
+    pub fn start_limited(limits: BrokerLimits, extra: &str) -> anyhow::Result<Mosquitto> {
         let bin = find_program("mosquitto")?;
         let dir = tempfile::tempdir()?;
         let port = free_port();
         let conf = dir.path().join("mosquitto.conf");
         let mut f = std::fs::File::create(&conf)?;
+        let packet = limits
+            .max_packet_size
+            .map(|n| format!("max_packet_size {n}\n"))
+            .unwrap_or_default();
         write!(
             f,
-            "listener {port} 127.0.0.1\npersistence false\nmax_queued_messages 0\nmax_inflight_messages 0\nset_tcp_nodelay true\nlog_dest stderr\nlog_type error\nlog_type warning\n{extra}"
+            "listener {port} 127.0.0.1\npersistence false\n{packet}max_queued_messages {}\nmax_inflight_messages {}\nset_tcp_nodelay true\nlog_dest stderr\nlog_type error\nlog_type warning\n{extra}",
+            limits.max_queued_messages, limits.max_inflight_messages,
         )?;
         drop(f);
         let child = Command::new(bin)
@@ -382,6 +415,24 @@ retry_max_s = 1
     /// `http://127.0.0.1:{port}{path}`.
     pub fn url(&self, path: &str) -> String {
         format!("http://127.0.0.1:{}{path}", self.http_port)
+    }
+
+    /// The process id, while it runs (e.g. to pause it with SIGSTOP, as a busy machine would).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// Sends `signal` (a `kill` signal name: STOP, CONT, …) to the process.
+    pub fn signal(&self, signal: &str) -> anyhow::Result<()> {
+        let Some(pid) = self.pid() else {
+            bail!("not running")
+        };
+        let status = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(pid.to_string())
+            .status()?;
+        anyhow::ensure!(status.success(), "kill -{signal} {pid} failed");
+        Ok(())
     }
 
     /// kill -9.
