@@ -242,6 +242,9 @@ fn add_device(
 fn validate_broker(b: &BrokerConfig, problems: &mut Vec<Problem>) {
     match b.mode {
         BrokerMode::Embedded => {
+            if !crate::broker::AVAILABLE {
+                problems.push(problem("broker.mode", crate::broker::NOT_IN_THIS_BUILD));
+            }
             if b.url.is_some() {
                 problems.push(problem(
                     "broker.url",
