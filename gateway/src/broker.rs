@@ -1,13 +1,61 @@
-//! The embedded MQTT broker (rumqttd) for the demo and single-box installs.
+//! The embedded MQTT broker (rumqttd) for the demo and tests of the gateway alone.
 //!
-//! It keeps nothing on disk, so it is for demos and tests of the gateway alone; production uses an
-//! external Mosquitto with per-device credentials and ACLs (deploy/mosquitto). It listens on the
-//! configured address only (loopback in the demo). See docs/adr/0002-embedded-broker.md.
+//! It keeps nothing on disk, so it is not for production: production uses an external Mosquitto
+//! with per-device credentials and ACLs (deploy/mosquitto). It listens on the configured address
+//! only (loopback in the demo). See docs/adr/0002-embedded-broker.md.
+//!
+//! It is compiled only with the cargo feature `embedded-broker` (off by default; crate
+//! `eldergate-sim` turns it on for the demo): the production binary does not carry rumqttd and
+//! the axum 0.7 it pulls in (docs/adr/0006-tools-are-not-the-daemon.md). Without the feature a
+//! config with `broker.mode = "embedded"` is refused by validation with [`NOT_IN_THIS_BUILD`],
+//! and [`start`] fails with the same words.
 
 use std::net::SocketAddr;
 
+/// Whether this build can start an embedded broker.
+pub const AVAILABLE: bool = cfg!(feature = "embedded-broker");
+
+/// What a build without the embedded broker says to `broker.mode = "embedded"`.
+pub const NOT_IN_THIS_BUILD: &str = "this build has no embedded broker; build with --features embedded-broker or use an external broker (mode = \"external\")";
+
+/// The largest MQTT packet (remaining length) the embedded broker accepts from a client; a
+/// bigger one disconnects that client before it is read. It must not exceed the gateway's own
+/// incoming limit (`mqtt::options`, `set_max_packet_size`): rumqttd forwards a publish with the
+/// same remaining length, and a delivery above the client's limit would make the gateway drop
+/// its connection and get the same message again on every reconnect of its persistent session
+/// (a poison loop). Checked by a test below.
+pub const MAX_PACKET_BYTES: usize = 256 * 1024;
+
+/// Size of one in-memory segment of a filter's log (see [`start`]).
+pub const SEGMENT_BYTES: usize = 1024 * 1024;
+
+/// Segments kept per filter, the active one included.
+pub const SEGMENTS_PER_FILTER: usize = 2;
+
+// A segment holds at least one largest packet, and one full segment stays behind the active one.
+const _: () = assert!(SEGMENT_BYTES >= MAX_PACKET_BYTES && SEGMENTS_PER_FILTER >= 2);
+
 /// Starts rumqttd on its own OS thread (its `start` blocks). Returns once the listener is
 /// configured; the thread lives as long as the process.
+///
+/// Memory is bounded by configuration, not by traffic. rumqttd's router appends every publish
+/// to an in-memory log per subscription filter and drops the oldest segment when a filter has
+/// `max_segment_count` segments and the active one is over `max_segment_size`; nothing is ever
+/// given back otherwise (with 10 × 100 MiB the demo grew ~1 MiB/s under 2,000 heartbeats/s,
+/// issue 16). With 2 × 1 MiB a filter holds at most ~2 MiB plus one packet (≤ 256 KiB), and the
+/// gateway's few busy filters (alarms, telemetry, taps, staff commands, downlinks) stay under
+/// ~20 MiB together. The cost: a subscriber that falls more than one full segment (≥ 1 MiB,
+/// some 5,000 alarm events of ~200 bytes) behind on one filter, e.g. a gateway stopped while
+/// devices keep publishing, skips the oldest (rumqttd logs "jumping to head"). Alarms have their
+/// own filter, so a heartbeat flood never evicts them; and the embedded broker keeps nothing on
+/// disk anyway, which is why production uses Mosquitto with persistence. A segment must hold at
+/// least one largest packet, hence 1 MiB ≥ [`MAX_PACKET_BYTES`].
+///
+/// `max_inflight_count` is, in rumqttd, how many packets it reads from one connection in one
+/// batch (the QoS 1 window towards each client is fixed at 100 by rumqttd); 100 keeps one batch
+/// under 100 × 256 KiB. `max_outgoing_packet_count` bounds one read of QoS 0 messages per filter
+/// for a client.
+#[cfg(feature = "embedded-broker")]
 pub fn start(listen: SocketAddr) -> anyhow::Result<()> {
     let text = format!(
         r#"
@@ -15,17 +63,17 @@ id = 0
 [router]
 id = 0
 max_connections = 10010
-max_outgoing_packet_count = 1000
-max_segment_size = 104857600
-max_segment_count = 10
+max_outgoing_packet_count = 200
+max_segment_size = {SEGMENT_BYTES}
+max_segment_count = {SEGMENTS_PER_FILTER}
 [v4.1]
 name = "v4-1"
 listen = "{listen}"
 next_connection_delay_ms = 1
 [v4.1.connections]
 connection_timeout_ms = 60000
-max_payload_size = 262144
-max_inflight_count = 1000
+max_payload_size = {MAX_PACKET_BYTES}
+max_inflight_count = 100
 dynamic_filters = true
 "#
     );
@@ -39,4 +87,25 @@ dynamic_filters = true
             }
         })?;
     Ok(())
+}
+
+/// Without the `embedded-broker` feature: always [`NOT_IN_THIS_BUILD`]. Config validation refuses
+/// `broker.mode = "embedded"` first; this is the last line for a hand-built config.
+#[cfg(not(feature = "embedded-broker"))]
+pub fn start(listen: SocketAddr) -> anyhow::Result<()> {
+    anyhow::bail!("cannot start an embedded broker on {listen}: {NOT_IN_THIS_BUILD}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::BrokerConfig;
+
+    #[test]
+    fn broker_never_delivers_more_than_the_gateway_client_takes() {
+        let broker: BrokerConfig = toml::from_str("mode = \"embedded\"").unwrap();
+        let addr = crate::mqtt::broker_addr(&broker).unwrap();
+        let client = crate::mqtt::options(&broker, &addr, "gw-test".into()).unwrap();
+        assert!(MAX_PACKET_BYTES <= client.max_packet_size());
+    }
 }

@@ -11,8 +11,10 @@
 //! - [`forwarder`]: journal events → [`central`] store, exactly once in effect.
 //! - [`http`]: health, metrics, alert API.
 //! - [`config`] / [`registry`]: validated configuration and what it names.
-//! - [`broker`]: the embedded MQTT broker for the demo; [`mqtt`]: connection handling.
-//! - [`sim`]: simulated devices for the demo, the tests and the benchmarks; [`demo`]: the demo.
+//! - [`broker`]: the embedded MQTT broker for the demo (cargo feature `embedded-broker`, off by
+//!   default); [`mqtt`]: connection handling.
+//!
+//! The simulators, the load generator and the demo are crate `eldergate-sim` (sim/), not here.
 //!
 //! See ARCHITECTURE.md at the repository root for the invariants of each module.
 #![deny(missing_docs)]
@@ -24,7 +26,6 @@ pub mod canteen;
 pub mod central;
 pub mod community;
 pub mod config;
-pub mod demo;
 pub mod forwarder;
 pub mod http;
 pub mod ingest;
@@ -35,5 +36,3 @@ pub mod notifier;
 pub mod registry;
 pub mod roster;
 pub mod serial;
-pub mod sim;
-pub mod sim_serial;

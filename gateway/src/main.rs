@@ -1,5 +1,5 @@
-//! The `eldergate` command: run the gateway, check a config, run the demo, simulate devices,
-//! import a roster, print canteen reports.
+//! The `eldergate` command: run the gateway, check a config, import a roster, print canteen
+//! reports. The demo and the device simulator are the `eldergate-sim` binary (crate sim/).
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -26,10 +26,6 @@ enum Command {
         /// The TOML config.
         file: PathBuf,
     },
-    /// The demo: embedded broker, embedded central store, simulated buttons and staff.
-    Demo(eldergate::demo::DemoArgs),
-    /// Firmware devices (alarm buttons, card readers) on the host, over MQTT or a serial port.
-    Sim(eldergate::sim::SimArgs),
     /// The community roster (residents and their cards) of a running gateway.
     Roster {
         /// The gateway's config (for its HTTP address).
@@ -198,11 +194,7 @@ fn main() -> ExitCode {
             }
         },
         command => {
-            // The demo prints its own story; its logs show warnings only unless RUST_LOG says more.
-            init_logs(match command {
-                Command::Demo(_) => "warn,rumqttd=error",
-                _ => "info,rumqttd=warn,sqlx=warn,rumqttc=warn",
-            });
+            init_logs("info,rumqttd=warn,sqlx=warn,rumqttc=warn");
             let rt = match tokio::runtime::Runtime::new() {
                 Ok(rt) => rt,
                 Err(e) => {
@@ -216,8 +208,6 @@ fn main() -> ExitCode {
                         let loaded = eldergate::config::load(&config)?;
                         eldergate::app::run(loaded, stop_signal()).await
                     }
-                    Command::Demo(args) => eldergate::demo::run(args, stop_signal()).await,
-                    Command::Sim(args) => eldergate::sim::run_cli(args, stop_signal()).await,
                     Command::Report { config, which } => report(config, which).await,
                     Command::Roster { config, which } => roster(config, which).await,
                     Command::CheckConfig { .. } => Ok(()),

@@ -500,8 +500,8 @@ impl Drop for Gateway {
 }
 
 /// Fleet options for a test broker.
-pub fn fleet_options(port: u16, client_id: &str) -> eldergate::sim::FleetOptions {
-    eldergate::sim::FleetOptions {
+pub fn fleet_options(port: u16, client_id: &str) -> eldergate_sim::FleetOptions {
+    eldergate_sim::FleetOptions {
         host: "127.0.0.1".into(),
         port,
         site: SITE.into(),
@@ -638,8 +638,8 @@ pub fn all_day_canteen_rules(dir: &Path) -> anyhow::Result<PathBuf> {
 pub async fn firmware_mqtt_link(
     port: u16,
     client_id: &str,
-) -> anyhow::Result<eldergate::sim::SimLink> {
-    let (link, _stats) = eldergate::sim::mqtt_link::connect(eldergate::sim::MqttLinkOptions {
+) -> anyhow::Result<eldergate_sim::SimLink> {
+    let (link, _stats) = eldergate_sim::mqtt_link::connect(eldergate_sim::MqttLinkOptions {
         host: "127.0.0.1".into(),
         port,
         site: SITE.into(),

@@ -1,9 +1,9 @@
 //! The alarm path end to end: real Mosquitto, real PostgreSQL, the real gateway binary.
 
-use eldergate::sim::{Fleet, StaffClient, StaffMessage};
 use eldergate_e2e::*;
 use eldergate_protocol::payload::{AlarmAction, AlertState, StaffVerb};
 use eldergate_protocol::topic;
+use eldergate_sim::{Fleet, StaffClient, StaffMessage};
 use rumqttc::QoS;
 use sqlx::Row;
 use std::time::Duration;

@@ -2,10 +2,10 @@
 //! webhooks. Real Mosquitto and PostgreSQL, the real gateway binary; ladders and intervals are
 //! configured in seconds so the tests run quickly, and nothing asserts on how fast anything was.
 
-use eldergate::sim::{Fleet, StaffClient, StaffMessage};
 use eldergate_e2e::*;
 use eldergate_protocol::payload::{AlarmAction, AlertState, StaffAlert};
 use eldergate_protocol::topic;
+use eldergate_sim::{Fleet, StaffClient, StaffMessage};
 use rumqttc::QoS;
 use sqlx::Row;
 use std::sync::atomic::{AtomicUsize, Ordering};

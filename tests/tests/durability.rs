@@ -1,9 +1,9 @@
 //! Durability and exactly-once delivery: the central store goes away, the gateway is killed.
 
-use eldergate::sim::Fleet;
 use eldergate_e2e::proxy::Proxy;
 use eldergate_e2e::*;
 use eldergate_protocol::payload::AlarmAction;
+use eldergate_sim::Fleet;
 use sqlx::Row;
 use std::collections::HashSet;
 use std::time::Duration;

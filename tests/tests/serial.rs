@@ -232,8 +232,8 @@ async fn a_retransmitting_button_survives_a_gateway_kill() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_firmware_button_on_the_host_survives_a_gateway_restart() {
-    use eldergate::sim::{run, DisplayLog, FirmwareFleet, SimButton};
-    use eldergate::sim_serial::serial_link;
+    use eldergate_sim::serial::serial_link;
+    use eldergate_sim::{run, DisplayLog, FirmwareFleet, SimButton};
     use std::sync::atomic::{AtomicBool, Ordering};
     use std::sync::Arc;
     let dir = tempfile::tempdir().unwrap();

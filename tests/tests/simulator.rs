@@ -6,11 +6,11 @@
 //!
 //! No timed assertions: every wait is for an outcome, with a generous deadline.
 
-use eldergate::sim::{
+use eldergate_e2e::*;
+use eldergate_sim::{
     card_uid, run, script, DisplayLog, FirmwareDevices, FirmwareFleet, ScriptedSeniors, Shown,
     StaffClient, StaffMessage,
 };
-use eldergate_e2e::*;
 use sqlx::Row;
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -34,8 +34,8 @@ fn devices(buttons: &[&str], readers: &[&str], heartbeat: Option<Duration>) -> F
 /// Runs `fleet` in the background; send on the returned channel to stop it and get it back.
 fn start(
     fleet: FirmwareFleet,
-    link: eldergate::sim::SimLink,
-    senior: impl eldergate::sim::Senior + 'static,
+    link: eldergate_sim::SimLink,
+    senior: impl eldergate_sim::Senior + 'static,
 ) -> (oneshot::Sender<()>, tokio::task::JoinHandle<FirmwareFleet>) {
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
     let task = tokio::spawn(run(fleet, link, senior, async move {
@@ -197,7 +197,7 @@ async fn a_firmware_button_over_mqtt_retransmits_across_a_gateway_restart() {
     let _ = stop.send(());
     let fleet = task.await.unwrap();
     assert!(
-        eldergate::sim::SimStats::get(&stats.retransmissions) >= 1,
+        eldergate_sim::SimStats::get(&stats.retransmissions) >= 1,
         "the firmware retransmitted while the gateway was down"
     );
     assert_eq!(fleet.buttons[0].firmware.outbox.next_seq(), first_seq + 1);
@@ -254,7 +254,7 @@ async fn press_once_with_seq_dir(broker_port: u16, seq_dir: &Path, run: u32) -> 
     (
         acked.seq,
         mark,
-        eldergate::sim::SimStats::get(&stats.seq_store_errors),
+        eldergate_sim::SimStats::get(&stats.seq_store_errors),
     )
 }
 
@@ -336,7 +336,7 @@ async fn canteen_gateway(dir: &Path, broker_port: u16, db: &TestDb, extra: &str)
 /// The roster card of R00001 (from the gateway's own config), then a card nobody registered.
 fn cards_to_tap(gw: &Gateway) -> Vec<String> {
     let loaded = eldergate::config::load(&gw.config).unwrap();
-    let roster = eldergate::sim::roster_cards(&loaded);
+    let roster = eldergate_sim::roster_cards(&loaded);
     assert!(roster.contains(&"CA000001".to_string()), "{roster:?}");
     vec!["CA000001".into(), "EE0000FF".into()]
 }
@@ -371,13 +371,13 @@ async fn a_firmware_reader_over_a_pty_shows_the_display_frame() {
     let serial = format!("[[serial]]\nport = \"{}\"\n", link_path.display());
     let gw = canteen_gateway(dir.path(), broker.port, &db, &serial).await;
     let master = plug_pty(&link_path).unwrap();
-    a_reader_on(eldergate::sim_serial::serial_link(master), &gw).await;
+    a_reader_on(eldergate_sim::serial::serial_link(master), &gw).await;
     db.drop_db().await;
 }
 
 /// Firmware reader rdr-01 on `link`: a resident taps (again after a timeout) until the display
 /// has shown two answers, which must be the expected settlement answers.
-async fn a_reader_on(link: eldergate::sim::SimLink, gw: &Gateway) {
+async fn a_reader_on(link: eldergate_sim::SimLink, gw: &Gateway) {
     let fleet = devices(&[], &["rdr-01"], None);
     let log = fleet.displays.clone();
     let (stop, task) = start(fleet, link, patient_resident(cards_to_tap(gw)));
@@ -400,7 +400,7 @@ async fn heartbeats_of_the_serial_simulator_reach_the_journal() {
     let master = plug_pty(&link_path).unwrap();
     let fleet = devices(&["btn-0001", "btn-0003"], &[], Some(Duration::from_secs(1)));
     let stats = fleet.stats();
-    let link = eldergate::sim_serial::serial_link(master);
+    let link = eldergate_sim::serial::serial_link(master);
     let (stop, task) = start(fleet, link, |_: &FirmwareFleet, _: Duration| {});
     let journal = gw.journal().await.unwrap();
     let seen: Vec<(String, i64, i64)> = eventually(WAIT, "heartbeats in device_status", || async {
@@ -421,6 +421,6 @@ async fn heartbeats_of_the_serial_simulator_reach_the_journal() {
     }
     let _ = stop.send(());
     task.await.unwrap();
-    assert!(eldergate::sim::SimStats::get(&stats.heartbeats_sent) >= 2);
+    assert!(eldergate_sim::SimStats::get(&stats.heartbeats_sent) >= 2);
     db.drop_db().await;
 }

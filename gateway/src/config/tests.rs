@@ -140,12 +140,26 @@ fn environment_overrides_keep_the_type_of_the_file() {
 }
 
 #[test]
+#[cfg(feature = "embedded-broker")]
 fn the_shipped_example_is_valid() {
     let f = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/eldergate.example.toml");
     let l = load_with_env(&f, no_env()).unwrap();
     assert_eq!(l.devices.len(), 579);
     assert_eq!(l.residents.len(), 1600);
     assert!(l.residents.values().any(|r| r.lives_alone()));
+}
+
+/// The shipped example runs the embedded broker: a build without it names that and only that.
+#[test]
+#[cfg(not(feature = "embedded-broker"))]
+fn an_embedded_broker_is_refused_by_a_build_without_one() {
+    let f = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/eldergate.example.toml");
+    let e = load_with_env(&f, no_env()).unwrap_err();
+    let paths: Vec<&str> = e.problems.iter().map(|p| p.path.as_str()).collect();
+    assert_eq!(paths, ["broker.mode"]);
+    assert!(e
+        .to_string()
+        .contains("build with --features embedded-broker"));
 }
 
 #[test]

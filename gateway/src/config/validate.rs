@@ -290,6 +290,9 @@ fn validate_http(h: &HttpConfig, problems: &mut Vec<Problem>) {
 fn validate_broker(b: &BrokerConfig, problems: &mut Vec<Problem>) {
     match b.mode {
         BrokerMode::Embedded => {
+            if !crate::broker::AVAILABLE {
+                problems.push(problem("broker.mode", crate::broker::NOT_IN_THIS_BUILD));
+            }
             if b.url.is_some() {
                 problems.push(problem(
                     "broker.url",

@@ -13,11 +13,11 @@
 //!     logic over MQTT), against the stand-in load generator and (e).
 
 use clap::Parser;
-use eldergate::sim::{Fleet, StaffClient, StaffMessage};
 use eldergate_e2e::proxy::Proxy;
 use eldergate_e2e::*;
 use eldergate_protocol::payload::AlarmAction;
 use eldergate_protocol::topic;
+use eldergate_sim::{Fleet, StaffClient, StaffMessage};
 use rumqttc::{AsyncClient, Event, Incoming, MqttOptions, QoS};
 use sqlx::Row;
 use std::collections::HashMap;

@@ -2,10 +2,10 @@
 //! button and terminal logic on the host, over the MQTT adapter — each beside a same-run baseline
 //! (the stand-in load generator for presses, the raw tap → answer of (e) for taps).
 
-use eldergate::sim::script::{Gesture, ScriptStep};
-use eldergate::sim::{FirmwareDevices, FirmwareFleet, Fleet, ScriptedSeniors, SimStats};
 use eldergate_e2e::*;
 use eldergate_protocol::payload::AlarmAction;
+use eldergate_sim::script::{Gesture, ScriptStep};
+use eldergate_sim::{FirmwareDevices, FirmwareFleet, Fleet, ScriptedSeniors, SimStats};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -23,7 +23,7 @@ async fn run_firmware(
     let link = firmware_mqtt_link(port, "bench-firmware").await?;
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let seniors = ScriptedSeniors::new(steps, &[]);
-    let task = tokio::spawn(eldergate::sim::run(fleet, link, seniors, async move {
+    let task = tokio::spawn(eldergate_sim::run(fleet, link, seniors, async move {
         let _ = stop_rx.await;
     }));
     let deadline = Instant::now() + Duration::from_secs(120);

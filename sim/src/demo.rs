@@ -1,4 +1,4 @@
-//! `eldergate demo`: the whole system on one machine, nothing to install.
+//! `eldergate-sim demo`: the whole system on one machine, nothing to install.
 //!
 //! Runs the gateway from `deploy/eldergate.example.toml` (embedded broker, embedded SQLite central
 //! store) on free ports, and around it the firmware simulator: alarm buttons running the
@@ -8,11 +8,11 @@
 //! display shows; and a simulated duty worker who acknowledges and resolves alerts over MQTT.
 //! It prints what to watch.
 
-use crate::config;
-use crate::sim::{
+use crate::{
     mqtt_link, registered, DrainingCoinCell, FirmwareDevices, MqttLinkOptions, RandomSeniors,
     StaffClient, StaffMessage,
 };
+use eldergate::config;
 use eldergate_protocol::payload::{AlertState, StaffVerb};
 use std::future::Future;
 use std::net::TcpListener;
@@ -195,7 +195,7 @@ pub async fn run(
         .unwrap_or_else(|| "S013".into());
 
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let gateway = tokio::spawn(crate::app::run(loaded, async move {
+    let gateway = tokio::spawn(eldergate::app::run(loaded, async move {
         let _ = stop_rx.await;
     }));
     let staff = StaffClient::start("127.0.0.1", mqtt_port, &site, "demo-duty-staff", None).await?;
@@ -255,16 +255,16 @@ pub async fn run(
     let until_stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|stopped| *stopped).await;
     };
-    let mqtt_devices = tokio::spawn(crate::sim::run(
+    let mqtt_devices = tokio::spawn(crate::run(
         mqtt_fleet,
         link,
         RandomSeniors::new(gap(mqtt_buttons.len()), tap_gap, &cards),
         until_stopped(devices_stopped.clone()),
     ));
     let serial_devices = serial.map(|(master, _)| {
-        tokio::spawn(crate::sim::run(
+        tokio::spawn(crate::run(
             serial_fleet,
-            crate::sim_serial::serial_link(master),
+            crate::serial::serial_link(master),
             RandomSeniors::new(gap(serial_buttons.len()), None, &[]),
             until_stopped(devices_stopped.clone()),
         ))
@@ -273,7 +273,7 @@ pub async fn run(
     let reader_line = if reader_known {
         format!(
             "A firmware card-reader terminal ({DEMO_READER}, ¥{} meals) taps the cards of {} residents (topped up with ¥30.00 each by {cashier}) every ~{}s, now and then an unregistered card, and prints what its display shows as [display {DEMO_READER}] lines; outside the meal periods of deploy/canteen/shanghai-putuo.toml it says so.\n",
-            crate::sim::yuan(i64::from(DEMO_MEAL_FEN)),
+            crate::yuan(i64::from(DEMO_MEAL_FEN)),
             diners.len(),
             args.tap_every,
         )

@@ -6,7 +6,7 @@
 //! was lost); a write the port cannot take within 100 ms is dropped, as a real UART's bytes would
 //! be; a port whose other end is closed (gateway down) is read again every 50 ms, not spun on.
 
-use crate::sim::SimLink;
+use crate::SimLink;
 use eldergate_protocol::serial::{FrameReader, Push};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};

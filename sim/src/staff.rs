@@ -37,7 +37,7 @@ impl StaffClient {
         credentials: Option<(String, String)>,
     ) -> anyhow::Result<StaffClient> {
         let (client, eventloop) =
-            crate::mqtt::new_client(mqtt_options(host, port, client_id, &credentials), 10_000);
+            eldergate::mqtt::new_client(mqtt_options(host, port, client_id, &credentials), 10_000);
         let (tx, _) = broadcast::channel(100_000);
         let ready = Arc::new(Notify::new());
         let ready_wait = ready.notified();

@@ -3,7 +3,7 @@
 //! The device side always speaks serial-protocol frames (protocol/SPEC.md), exactly as the
 //! firmware does on a microcontroller: [`run`] polls every button and reader, hands the frames
 //! they emit to a [`SimLink`], and feeds the frames that come back (ACK, NAK, DISPLAY) to the
-//! firmware. A link is two channels of wire frames; the serial link (`sim_serial`) moves them
+//! firmware. A link is two channels of wire frames; the serial link ([`crate::serial`]) moves them
 //! over a real port, the MQTT link ([`super::mqtt_link`]) translates them to and from the v1 MQTT
 //! contract. So there is one code path for the device logic and only the transport differs.
 //!
@@ -378,7 +378,7 @@ pub async fn run(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sim::FirmwareDevices;
+    use crate::FirmwareDevices;
 
     /// Polls `fleet` every tick from `from_ms` to `to_ms`; returns the kinds of frames sent.
     fn poll_span(fleet: &mut FirmwareFleet, from_ms: u64, to_ms: u64) -> Vec<Kind> {

@@ -135,13 +135,13 @@ pub fn frame_to_publish(
 /// framed (a device id longer than the serial frame allows). The same framing as the gateway's
 /// own serial ports.
 pub fn down_to_frame(device: &str, down: &Down) -> Option<Vec<u8>> {
-    crate::serial::down_frame(device, down)
+    eldergate::serial::down_frame(device, down)
 }
 
 /// Connects the simulated devices to the broker: returns the link for
 /// [`super::firmware_fleet::run`] once the downlink subscription is confirmed (30 s at most).
 pub async fn connect(opts: MqttLinkOptions) -> anyhow::Result<(SimLink, Arc<MqttLinkStats>)> {
-    let (client, mut eventloop) = crate::mqtt::new_client(
+    let (client, mut eventloop) = eldergate::mqtt::new_client(
         mqtt_options(&opts.host, opts.port, &opts.client_id, &opts.credentials),
         100_000,
     );

@@ -60,7 +60,7 @@ pub struct Fleet {
 impl Fleet {
     /// Connects, subscribes to the downlink, and starts the retransmit timer.
     pub async fn start(opts: FleetOptions) -> anyhow::Result<Fleet> {
-        let (client, eventloop) = crate::mqtt::new_client(
+        let (client, eventloop) = eldergate::mqtt::new_client(
             mqtt_options(&opts.host, opts.port, &opts.client_id, &opts.credentials),
             100_000,
         );

@@ -1,5 +1,5 @@
 //! The simulator's "flash": a [`SeqStore`] in a directory on the host, one small file per
-//! device (`<dir>/<device>.seq`, the high-water mark as decimal text), so `eldergate sim
+//! device (`<dir>/<device>.seq`, the high-water mark as decimal text), so `eldergate-sim sim
 //! --seq-dir DIR` keeps its devices' sequence numbers across its own restarts the way a device
 //! with storage does (protocol/SPEC.md §5; the firmware's own `SeqAllocator` decides when to
 //! store).

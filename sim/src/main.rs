@@ -1,0 +1,88 @@
+//! The `eldergate-sim` command: the demo, and firmware devices simulated on the host. The
+//! gateway itself is the `eldergate` binary; this one is never installed on a gateway.
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(
+    name = "eldergate-sim",
+    version,
+    about = "Demo and device simulator for the eldergate gateway"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// The demo: the gateway with its embedded broker and embedded central store, simulated
+    /// buttons, a card reader and staff.
+    Demo(eldergate_sim::demo::DemoArgs),
+    /// Firmware devices (alarm buttons, card readers) on the host, over MQTT or a serial port.
+    Sim(eldergate_sim::cli::SimArgs),
+}
+
+fn init_logs(default: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false)
+        .init();
+}
+
+/// Resolves on SIGTERM or Ctrl-C.
+async fn stop_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    // The demo prints its own story; its logs show warnings only unless RUST_LOG says more.
+    init_logs(match cli.command {
+        Command::Demo(_) => "warn,rumqttd=error",
+        Command::Sim(_) => "info,rumqttd=warn,sqlx=warn,rumqttc=warn",
+    });
+    let rt = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = rt.block_on(async move {
+        match cli.command {
+            Command::Demo(args) => eldergate_sim::demo::run(args, stop_signal()).await,
+            Command::Sim(args) => eldergate_sim::cli::run_cli(args, stop_signal()).await,
+        }
+        .context("eldergate-sim stopped with an error")
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("{e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
