@@ -6,11 +6,11 @@
 //! Prints the drain time; re-run with
 //! `cargo build --workspace --bins && cargo nextest run -p eldergate-e2e --test backlog --no-capture`.
 
-use eldergate::sim::Fleet;
 use eldergate_e2e::raw_mqtt::{publish_raw, RawOutcome};
 use eldergate_e2e::*;
 use eldergate_protocol::payload::{AlarmAction, AlarmMessage, Down, Heartbeat};
 use eldergate_protocol::topic;
+use eldergate_sim::Fleet;
 use sqlx::Row;
 use std::collections::HashSet;
 use std::time::{Duration, Instant};

@@ -2,11 +2,11 @@
 //! subscribes to, can silence the alarm path (issue 11: one ~1 MiB QoS 1 publish made the
 //! gateway's client drop its connection, and the broker redelivered it on every reconnect).
 
-use eldergate::sim::Fleet;
 use eldergate_e2e::raw_mqtt::{publish_raw, RawOutcome};
 use eldergate_e2e::*;
 use eldergate_protocol::payload::AlarmAction;
 use eldergate_protocol::topic;
+use eldergate_sim::Fleet;
 use sqlx::Row;
 use std::time::Duration;
 
