@@ -10,12 +10,23 @@
 //!               OutboxForwarder ◄── committed seq (watch) ◄──────┘ ──► central store
 //! ```
 //!
-//! Shutdown (SIGTERM, Ctrl-C): stop taking input, let every queued command commit and be acked,
-//! let the writer drain, publish the last notifications, then disconnect.
+//! Shutdown (SIGTERM, Ctrl-C), with `tokio_util`'s `CancellationToken`s and `TaskTracker`s in
+//! this order: stop taking input (`stop_input`: MQTT handlers, serial ports, HTTP and every SSE
+//! stream, the forwarder), let every queued operation commit and be acked (the input tracker
+//! drains), the writer drains (the last `Journal` handle is dropped), the last notifications
+//! go out, then the MQTT connections disconnect (`stop_io`).
+//!
+//! Supervision: every task the alarm path needs is *vital*. If one panics or ends before
+//! shutdown was asked for, `/healthz` turns 503 with the reason, the reason is logged, and
+//! [`run`] returns an error so the process exits non-zero and the service manager
+//! (`Restart=always`) starts it again with state rebuilt from the journal (docs/adr/0008).
+//! A panic inside one journal operation does not get this far: the writer rolls that operation
+//! back and goes on.
 
 use crate::alerting::supervisor::Seen;
 use crate::config::{BrokerMode, Loaded};
 use crate::forwarder::OutboxForwarder;
+use crate::health::{DiskGuard, Health};
 use crate::ingest::Ingest;
 use crate::intake::Intake;
 use crate::registry::Registry;
@@ -25,7 +36,9 @@ use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::{broadcast, mpsc, watch};
+use tokio::sync::{broadcast, mpsc};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 /// Installs the Prometheus recorder once per process.
 fn metrics_handle() -> PrometheusHandle {
@@ -40,7 +53,42 @@ fn metrics_handle() -> PrometheusHandle {
         .clone()
 }
 
-/// Runs the gateway until `stop` completes.
+/// Why the gateway must stop: a vital task ended before shutdown was asked for.
+type Fatal = mpsc::UnboundedSender<String>;
+
+/// Spawns a vital task on `tracker`: if it panics or ends while `running` is not cancelled, the
+/// reason goes to `fatal`.
+fn vital<F>(
+    tracker: &TaskTracker,
+    name: &'static str,
+    fut: F,
+    running: &CancellationToken,
+    fatal: &Fatal,
+) where
+    F: Future<Output = ()> + Send + 'static,
+{
+    let inner = tokio::spawn(fut);
+    let (running, fatal) = (running.clone(), fatal.clone());
+    tracker.spawn(async move {
+        let why = match inner.await {
+            Ok(()) if running.is_cancelled() => return,
+            Ok(()) => format!("{name} stopped unexpectedly"),
+            Err(e) if e.is_panic() => {
+                let p = e.into_panic();
+                let what = p
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| p.downcast_ref::<String>().cloned())
+                    .unwrap_or_default();
+                format!("{name} panicked: {what}")
+            }
+            Err(_) => return,
+        };
+        let _ = fatal.send(why);
+    });
+}
+
+/// Runs the gateway until `stop` completes (Ok) or a vital task dies (Err).
 pub async fn run(loaded: Loaded, stop: impl Future<Output = ()>) -> anyhow::Result<()> {
     let cfg = loaded.config.clone();
     let registry = Arc::new(Registry::from(&loaded));
@@ -61,6 +109,18 @@ pub async fn run(loaded: Loaded, stop: impl Future<Output = ()>) -> anyhow::Resu
         Duration::from_secs(cfg.journal.dedupe_window_s),
     )
     .await?;
+    let disk = Arc::new(DiskGuard::new(
+        &cfg.data_dir,
+        cfg.journal.reserve_mb,
+        cfg.journal.low_disk_mb,
+    ));
+    let health = Arc::new(Health::new(disk.clone()));
+    let releaser = disk.clone();
+    writer.on_commit_failure(Box::new(move |e| {
+        if e.to_string().contains("full") {
+            releaser.release(e);
+        }
+    }));
     writer.provide(registry.clone());
     writer
         .register(alerting::AlertBook::new(registry.clone()))
@@ -83,12 +143,20 @@ pub async fn run(loaded: Loaded, stop: impl Future<Output = ()>) -> anyhow::Resu
             .collect()
     };
     writer.provide(Arc::new(alerting::AlertOutlet(alert_tx)));
-    let writer_task = tokio::spawn(writer.run());
+
+    // `running` is cancelled when shutdown starts: a vital task ending after that is expected.
+    let running = CancellationToken::new();
+    let stop_input = CancellationToken::new();
+    let stop_io = CancellationToken::new();
+    let (fatal_tx, mut fatal_rx) = mpsc::unbounded_channel::<String>();
+    let input = TaskTracker::new();
+    let core = TaskTracker::new();
+    let io = TaskTracker::new();
+
+    vital(&core, "journal writer", writer.run(), &running, &fatal_tx);
     // The roster's cards the journal does not know yet, before any tap can be taken.
     journal.tell(crate::canteen::SeedCards).await;
 
-    let (stop_io_tx, stop_io) = watch::channel(false);
-    let (stop_input_tx, stop_input) = watch::channel(false);
     let addr = mqtt::broker_addr(&cfg.broker).map_err(anyhow::Error::msg)?;
     let site = cfg.site_id.clone();
 
@@ -107,9 +175,19 @@ pub async fn run(loaded: Loaded, stop: impl Future<Output = ()>) -> anyhow::Resu
             ],
             on_connect: Some((status_topic.clone(), b"online".to_vec())),
             connected: None,
+            up: Some(health.alarm_mqtt.clone()),
         },
         Some(alarm_in_tx),
         stop_io.clone(),
+    );
+    vital(
+        &io,
+        "alarm MQTT connection",
+        async move {
+            let _ = alarm_conn.await;
+        },
+        &running,
+        &fatal_tx,
     );
     let (seen_tx, seen_rx) = mpsc::unbounded_channel();
     let reconnect_tx = seen_tx.clone();
@@ -125,62 +203,131 @@ pub async fn run(loaded: Loaded, stop: impl Future<Output = ()>) -> anyhow::Resu
             connected: Some(Box::new(move || {
                 let _ = reconnect_tx.send(Seen::Reconnected);
             })),
+            up: Some(health.tele_mqtt.clone()),
         },
         Some(tele_in_tx),
         stop_io.clone(),
     );
+    vital(
+        &io,
+        "telemetry MQTT connection",
+        async move {
+            let _ = tele_conn.await;
+        },
+        &running,
+        &fatal_tx,
+    );
 
-    let intake = Intake::new(registry.clone(), journal.clone(), seen_tx);
+    let intake = Intake::new(registry.clone(), journal.clone(), seen_tx).with_disk(disk.clone());
     let heartbeats = tokio::spawn(intake.clone().flush_heartbeats());
-    let serial_ports: Vec<_> = cfg
-        .serial
-        .iter()
-        .map(|port| {
-            let s = crate::serial::SerialIngest {
-                intake: intake.clone(),
-                port: port.clone(),
-            };
-            tokio::spawn(s.run(stop_input.clone()))
-        })
-        .collect();
+    for port in &cfg.serial {
+        let s = crate::serial::SerialIngest {
+            intake: intake.clone(),
+            port: port.clone(),
+        };
+        vital(
+            &input,
+            "serial port",
+            s.run(stop_input.clone()),
+            &running,
+            &fatal_tx,
+        );
+    }
     let ingest = Ingest {
         intake: intake.clone(),
     };
-    let alarm_ingest = tokio::spawn(ingest.clone().run_alarm(
-        alarm_in,
-        alarm_client.clone(),
-        stop_input.clone(),
-    ));
-    let tele_ingest = tokio::spawn(ingest.run_telemetry(tele_in, tele_client, stop_input.clone()));
+    vital(
+        &input,
+        "alarm ingest",
+        ingest
+            .clone()
+            .run_alarm(alarm_in, alarm_client.clone(), stop_input.clone()),
+        &running,
+        &fatal_tx,
+    );
+    vital(
+        &input,
+        "telemetry ingest",
+        ingest.run_telemetry(tele_in, tele_client, stop_input.clone()),
+        &running,
+        &fatal_tx,
+    );
 
     let (live_tx, _) = broadcast::channel(1024);
     let (escalate_tx, escalate_rx) = mpsc::unbounded_channel();
-    let notifier_task = tokio::spawn(notifier::run(
-        site.clone(),
-        journal.weak(),
-        alarm_client,
-        alert_rx,
-        live_tx.clone(),
-        escalate_tx,
-    ));
-    let background = [
-        tokio::spawn(alerting::escalator::run(
-            registry.clone(),
-            journal.clone(),
-            escalate_rx,
-        )),
-        tokio::spawn(alerting::supervisor::run(
-            registry.clone(),
-            journal.clone(),
-            seen_rx,
-            open_of_kind("device_offline"),
-            open_of_kind("low_battery"),
-        )),
-        tokio::spawn(alerting::checkin::run(registry.clone(), journal.clone())),
-        tokio::spawn(alerting::webhooks::run(journal.clone())),
-    ];
+    // Ends after the writer (its outlet closes): on the core tracker, vital like the writer.
+    vital(
+        &core,
+        "staff notifier",
+        notifier::run(
+            site.clone(),
+            journal.weak(),
+            alarm_client,
+            alert_rx,
+            live_tx.clone(),
+            escalate_tx,
+        ),
+        &running,
+        &fatal_tx,
+    );
+    // The watchers run until shutdown; the escalator and supervision are vital.
+    let watchers = CancellationToken::new();
+    let background = TaskTracker::new();
+    vital(
+        &background,
+        "escalator",
+        stop_with(
+            watchers.clone(),
+            alerting::escalator::run(registry.clone(), journal.clone(), escalate_rx),
+        ),
+        &running,
+        &fatal_tx,
+    );
+    vital(
+        &background,
+        "device supervision",
+        stop_with(
+            watchers.clone(),
+            alerting::supervisor::run(
+                registry.clone(),
+                journal.clone(),
+                seen_rx,
+                open_of_kind("device_offline"),
+                open_of_kind("low_battery"),
+            ),
+        ),
+        &running,
+        &fatal_tx,
+    );
+    vital(
+        &background,
+        "daily check-in",
+        done_or_stopped(
+            watchers.clone(),
+            alerting::checkin::run(registry.clone(), journal.clone()),
+        ),
+        &running,
+        &fatal_tx,
+    );
+    vital(
+        &background,
+        "webhook sender",
+        done_or_stopped(watchers.clone(), alerting::webhooks::run(journal.clone())),
+        &running,
+        &fatal_tx,
+    );
+    vital(
+        &background,
+        "disk guard",
+        disk.clone()
+            .watch(journal.clone(), cfg.gateway_id.clone(), watchers.clone()),
+        &running,
+        &fatal_tx,
+    );
 
-    let forwarder = tokio::spawn(
+    vital(
+        &input,
+        "outbox forwarder",
         OutboxForwarder {
             journal: journal.clone(),
             url: cfg.central.url.clone(),
@@ -191,51 +338,119 @@ pub async fn run(loaded: Loaded, stop: impl Future<Output = ()>) -> anyhow::Resu
             retry_max: Duration::from_secs(cfg.central.retry_max_s),
         }
         .run(stop_input.clone()),
+        &running,
+        &fatal_tx,
     );
 
     let listener = tokio::net::TcpListener::bind(cfg.http.listen)
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on http.listen {}: {e}", cfg.http.listen))?;
     tracing::info!(listen = %cfg.http.listen, "HTTP API listening");
-    let shutdown = tokio_util::sync::CancellationToken::new();
-    let http_task = tokio::spawn(http::serve(
-        listener,
-        http::Api {
-            journal: journal.clone(),
-            registry: registry.clone(),
-            metrics,
-            live: live_tx,
-            limits: http::Limits::new(&cfg.http),
-            shutdown: shutdown.clone(),
-        },
-    ));
+    vital(
+        &input,
+        "HTTP server",
+        http::serve(
+            listener,
+            http::Api {
+                journal: journal.clone(),
+                registry: registry.clone(),
+                metrics,
+                live: live_tx,
+                limits: http::Limits::new(&cfg.http),
+                shutdown: stop_input.clone(),
+                health: health.clone(),
+            },
+        ),
+        &running,
+        &fatal_tx,
+    );
     tracing::info!(gateway = %cfg.gateway_id, site = %site, "gateway running");
 
-    stop.await;
-    tracing::info!("shutting down: finishing queued commits and acks");
-    let _ = stop_input_tx.send(true);
-    shutdown.cancel();
-    let _ = alarm_ingest.await;
-    let _ = tele_ingest.await;
-    for port in serial_ports {
-        let _ = port.await;
+    let failure = tokio::select! {
+        _ = stop => None,
+        Some(why) = fatal_rx.recv() => Some(why),
+    };
+    if let Some(why) = failure {
+        health.set_fatal(why.clone());
+        metrics::counter!("eldergate_vital_task_failures_total").increment(1);
+        tracing::error!(reason = %why, "a vital task failed: alarms cannot be taken; exiting for the service manager to restart the gateway");
+        // Long enough for a monitor polling /healthz to see it red.
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        anyhow::bail!("vital task failed: {why}");
     }
+    tracing::info!("shutting down: finishing queued commits and acks");
+    running.cancel();
+    stop_input.cancel();
+    input.close();
+    input.wait().await;
     heartbeats.abort();
     let _ = heartbeats.await;
     intake.flush_once().await;
     drop(intake);
-    let _ = http_task.await;
-    let _ = forwarder.await;
-    for task in background {
-        task.abort();
-        let _ = task.await;
-    }
+    watchers.cancel();
+    background.close();
+    background.wait().await;
     drop(journal);
-    let _ = writer_task.await;
-    let _ = tokio::time::timeout(Duration::from_secs(3), notifier_task).await;
-    let _ = stop_io_tx.send(true);
-    let _ = alarm_conn.await;
-    let _ = tele_conn.await;
+    core.close();
+    // The writer drains everything queued; the notifier then publishes the last changes (a
+    // broker that is down cannot hold the shutdown for long).
+    if tokio::time::timeout(Duration::from_secs(30), core.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!("the writer or the notifier did not finish within 30 s; stopping anyway");
+    }
+    stop_io.cancel();
+    io.close();
+    io.wait().await;
     tracing::info!("gateway stopped cleanly");
     Ok(())
+}
+
+/// Runs `fut` (which may finish early, e.g. a check-in that is switched off) and then waits
+/// for `stop`: only a panic counts as a failure.
+async fn done_or_stopped<F: Future<Output = ()>>(stop: CancellationToken, fut: F) {
+    stop_with(stop.clone(), fut).await;
+    stop.cancelled().await;
+}
+
+/// Runs `fut` until `stop` is cancelled (for watchers that loop forever).
+async fn stop_with<F: Future<Output = ()>>(stop: CancellationToken, fut: F) {
+    tokio::select! {
+        _ = fut => {}
+        _ = stop.cancelled() => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_vital_task_that_panics_or_ends_early_is_reported_and_one_that_ends_at_shutdown_is_not(
+    ) {
+        let tracker = TaskTracker::new();
+        let running = CancellationToken::new();
+        let (fatal, mut reasons) = mpsc::unbounded_channel();
+        vital(
+            &tracker,
+            "writer",
+            async { panic!("boom") },
+            &running,
+            &fatal,
+        );
+        let why = reasons.recv().await.expect("a reason");
+        assert!(why.contains("writer panicked: boom"), "{why}");
+        vital(&tracker, "ingest", async {}, &running, &fatal);
+        let why = reasons.recv().await.expect("a reason");
+        assert_eq!(why, "ingest stopped unexpectedly");
+        running.cancel();
+        vital(&tracker, "forwarder", async {}, &running, &fatal);
+        tracker.close();
+        tracker.wait().await;
+        assert!(
+            reasons.try_recv().is_err(),
+            "an end after shutdown began is expected"
+        );
+    }
 }

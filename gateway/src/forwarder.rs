@@ -15,7 +15,7 @@ use futures_util::future::BoxFuture;
 use sqlx::{Row, SqlitePool};
 use std::path::PathBuf;
 use std::time::Duration;
-use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 
 type Prefetch = tokio::task::JoinHandle<Result<Vec<EventRow>, sqlx::Error>>;
 
@@ -54,8 +54,8 @@ pub struct OutboxForwarder {
 }
 
 impl OutboxForwarder {
-    /// Runs until `shutdown` turns true.
-    pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
+    /// Runs until `shutdown` is cancelled.
+    pub async fn run(self, shutdown: CancellationToken) {
         let mut committed = self.journal.committed();
         let mut cursor: i64 = match sqlx::query("SELECT forwarded_upto FROM forward_cursor")
             .fetch_one(self.journal.readers())
@@ -72,7 +72,7 @@ impl OutboxForwarder {
         let mut store: Option<CentralStore> = None;
         let mut prefetched: Option<(i64, Prefetch)> = None;
         loop {
-            if *shutdown.borrow() {
+            if shutdown.is_cancelled() {
                 break;
             }
             metrics::gauge!("eldergate_outbox_backlog")
@@ -94,14 +94,14 @@ impl OutboxForwarder {
                 Ok(r) => r,
                 Err(e) => {
                     tracing::error!(error = %e, "cannot read the outbox");
-                    self.pause(&mut backoff, &mut shutdown).await;
+                    self.pause(&mut backoff, &shutdown).await;
                     continue;
                 }
             };
             let Some(last) = rows.last().map(|r| r.seq) else {
                 tokio::select! {
                     _ = committed.changed() => {}
-                    _ = shutdown.changed() => {}
+                    _ = shutdown.cancelled() => {}
                     _ = tokio::time::sleep(Duration::from_secs(5)) => {}
                 }
                 continue;
@@ -115,7 +115,7 @@ impl OutboxForwarder {
                     Err(e) => {
                         metrics::counter!("eldergate_forward_failures_total").increment(1);
                         tracing::warn!(error = %e, backlog = *committed.borrow() - cursor, "central store unreachable; will retry");
-                        self.pause(&mut backoff, &mut shutdown).await;
+                        self.pause(&mut backoff, &shutdown).await;
                         continue;
                     }
                 }
@@ -148,16 +148,16 @@ impl OutboxForwarder {
                     ) {
                         store = None;
                     }
-                    self.pause(&mut backoff, &mut shutdown).await;
+                    self.pause(&mut backoff, &shutdown).await;
                 }
             }
         }
     }
 
-    async fn pause(&self, backoff: &mut Duration, shutdown: &mut watch::Receiver<bool>) {
+    async fn pause(&self, backoff: &mut Duration, shutdown: &CancellationToken) {
         tokio::select! {
             _ = tokio::time::sleep(*backoff) => {}
-            _ = shutdown.changed() => {}
+            _ = shutdown.cancelled() => {}
         }
         *backoff = (*backoff * 2).min(self.retry_max);
     }

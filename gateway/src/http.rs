@@ -48,6 +48,8 @@ pub struct Api {
     pub limits: Arc<Limits>,
     /// Cancelled at shutdown: the server stops accepting and every live stream ends.
     pub shutdown: CancellationToken,
+    /// What `/healthz` reports.
+    pub health: Arc<crate::health::Health>,
 }
 
 /// Builds the router.
@@ -125,12 +127,18 @@ impl From<sqlx::Error> for ApiError {
     }
 }
 
-async fn healthz(State(api): State<Api>) -> Json<serde_json::Value> {
-    Json(serde_json::json!({
-        "status": "ok",
-        "gateway_id": api.registry.gateway_id,
-        "committed_seq": *api.journal.committed().borrow(),
-    }))
+/// 200 while alarms can be taken (with every part's state), 503 when they cannot.
+async fn healthz(State(api): State<Api>) -> Response {
+    let (ok, report) = api
+        .health
+        .report(&api.journal, &api.registry.gateway_id)
+        .await;
+    let status = if ok {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, Json(report)).into_response()
 }
 
 /// An open live stream: holds one of `http.max_sse_clients` slots until the stream is dropped.

@@ -30,20 +30,18 @@ use eldergate_protocol::{MAX_DEVICE_PAYLOAD, MQTT_VERSION};
 use jiff::Timestamp;
 use rumqttc::{AsyncClient, Publish, QoS};
 use serde::de::DeserializeOwned;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 
-/// The next publish, or None once `stop` turns true (what is not taken stays unacked at the
+/// The next publish, or None once `stop` is cancelled (what is not taken stays unacked at the
 /// broker and is redelivered to our persistent session).
-async fn next(
-    incoming: &mut mpsc::Receiver<Publish>,
-    mut stop: watch::Receiver<bool>,
-) -> Option<Publish> {
-    if *stop.borrow() {
+async fn next(incoming: &mut mpsc::Receiver<Publish>, stop: &CancellationToken) -> Option<Publish> {
+    if stop.is_cancelled() {
         return None;
     }
     tokio::select! {
         p = incoming.recv() => p,
-        _ = stop.changed() => None,
+        _ = stop.cancelled() => None,
     }
 }
 
@@ -432,11 +430,11 @@ impl Ingest {
         alarm_conn: bool,
         mut incoming: mpsc::Receiver<Publish>,
         client: AsyncClient,
-        stop: watch::Receiver<bool>,
+        stop: CancellationToken,
     ) {
         let (pending_tx, pending_rx) = mpsc::channel(crate::journal::LANE_CAPACITY);
         let acker = tokio::spawn(ack_in_order(self.intake.clone(), client, pending_rx));
-        while let Some(p) = next(&mut incoming, stop.clone()).await {
+        while let Some(p) = next(&mut incoming, &stop).await {
             metrics::counter!("eldergate_mqtt_received_total", "connection" => name).increment(1);
             let pending = self.handle(p, alarm_conn).await;
             if pending_tx.send(pending).await.is_err() {
@@ -452,7 +450,7 @@ impl Ingest {
         self,
         incoming: mpsc::Receiver<Publish>,
         client: AsyncClient,
-        stop: watch::Receiver<bool>,
+        stop: CancellationToken,
     ) {
         self.run("alarm", true, incoming, client, stop).await
     }
@@ -462,7 +460,7 @@ impl Ingest {
         self,
         incoming: mpsc::Receiver<Publish>,
         client: AsyncClient,
-        stop: watch::Receiver<bool>,
+        stop: CancellationToken,
     ) {
         self.run("telemetry", false, incoming, client, stop).await
     }

@@ -17,6 +17,7 @@ use crate::alerting::supervisor::Seen;
 use crate::alerting::{AlarmEvent, AlarmOutcome};
 use crate::canteen::CardTap;
 use crate::community::{DeviceKind, Link};
+use crate::health::DiskGuard;
 use crate::journal::{format_ts, Journal, Lane, OpError, Operation, Tx, Waiting};
 use crate::registry::Registry;
 use eldergate_protocol::payload::{AlarmAction, Down, Tap};
@@ -217,6 +218,7 @@ pub struct Intake {
     /// Device supervision hears of every accepted device message.
     pub seen: mpsc::UnboundedSender<Seen>,
     latest: Arc<Mutex<HashMap<String, DeviceStatus>>>,
+    disk: Option<Arc<DiskGuard>>,
 }
 
 impl Intake {
@@ -231,7 +233,18 @@ impl Intake {
             journal,
             seen,
             latest: Arc::default(),
+            disk: None,
         }
+    }
+
+    /// Sheds routine data (heartbeats, dead-letter rows) while `disk` says space is low.
+    pub fn with_disk(mut self, disk: Arc<DiskGuard>) -> Intake {
+        self.disk = Some(disk);
+        self
+    }
+
+    fn disk_low(&self) -> bool {
+        self.disk.as_ref().is_some_and(|d| d.is_low())
     }
 
     /// Checks an uplink and routes it to its domain. A rejection is not yet kept: the caller
@@ -269,7 +282,9 @@ impl Intake {
                     anomaly,
                     received_at: up.received_at,
                 };
-                Ok(Accepted::Alarm(self.journal.submit(op).await))
+                Ok(Accepted::Alarm(
+                    self.journal.submit_until_committed(op).await,
+                ))
             }
             UplinkBody::Tap(tap) => {
                 if self.registry.canteen.is_none() {
@@ -292,7 +307,7 @@ impl Intake {
                     tap,
                     received_at: up.received_at,
                 };
-                Ok(Accepted::Tap(self.journal.submit(op).await))
+                Ok(Accepted::Tap(self.journal.submit_until_committed(op).await))
             }
             UplinkBody::Heartbeat {
                 battery_mv,
@@ -303,6 +318,11 @@ impl Intake {
                     return Err(reject("malformed", "battery_pct is above 100"));
                 }
                 let _ = self.seen.send(seen);
+                if self.disk_low() {
+                    // Supervision still heard it; only the stored status is skipped.
+                    metrics::counter!("eldergate_shed_total", "what" => "heartbeat").increment(1);
+                    return Ok(Accepted::Nothing);
+                }
                 if let Ok(mut m) = self.latest.lock() {
                     m.insert(
                         up.device.clone(),
@@ -329,9 +349,20 @@ impl Intake {
     pub async fn dead_letter(&self, source: &str, payload: &[u8], r: &Rejection) -> Waiting<()> {
         metrics::counter!("eldergate_rejected_total", "reason" => r.reason).increment(1);
         tracing::warn!(source, reason = r.reason, detail = %r.detail, bytes = payload.len(), "input rejected; kept as a dead letter");
+        if self.disk_low() {
+            metrics::counter!("eldergate_shed_total", "what" => "dead_letter").increment(1);
+            tracing::warn!(
+                source,
+                reason = r.reason,
+                "disk space is low: the dead-letter row is not kept (counted)"
+            );
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            let _ = tx.send(Ok(()));
+            return rx;
+        }
         let keep = payload.len().min(MAX_DEVICE_PAYLOAD);
         self.journal
-            .submit(DeadLetter {
+            .submit_until_committed(DeadLetter {
                 received_at: Timestamp::now(),
                 source: source.to_string(),
                 reason: r.reason,

@@ -27,6 +27,7 @@ pub mod central;
 pub mod community;
 pub mod config;
 pub mod forwarder;
+pub mod health;
 pub mod http;
 pub mod ingest;
 pub mod intake;

@@ -40,7 +40,8 @@ use rumqttc::{
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 
 /// Largest MQTT packet (whole packet, as Mosquitto counts it) the broker accepts from anyone:
 /// `max_packet_size 16384` in deploy/mosquitto/eldergate.conf and in the test harness. A device
@@ -169,6 +170,14 @@ pub struct Session {
     pub on_connect: Option<(String, Vec<u8>)>,
     /// Called on every connect (e.g. to give devices a grace period after a broker outage).
     pub connected: Option<Box<dyn Fn() + Send + Sync>>,
+    /// Set while the broker has accepted this connection (for `/healthz`).
+    pub up: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
+}
+
+fn set_up(session: &Session, up: bool) {
+    if let Some(flag) = &session.up {
+        flag.store(up, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 /// A client with Nagle's algorithm off: alarm traffic is small packets that must not wait for a
@@ -195,7 +204,7 @@ pub fn spawn(
     capacity: usize,
     session: Session,
     incoming: Option<mpsc::Sender<Publish>>,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: CancellationToken,
 ) -> (AsyncClient, tokio::task::JoinHandle<()>) {
     let normal_limit = opts.max_packet_size();
     let (client, mut eventloop) = new_client(opts, capacity);
@@ -222,12 +231,14 @@ pub fn spawn(
                         handle_event(name, ev, &c, &session, handoff.as_mut());
                     }
                     Err(e) => {
+                        set_up(&session, false);
                         connection_lost(name, &e, &mut eventloop, normal_limit, backoff);
                         tokio::time::sleep(backoff).await;
                         backoff = (backoff * 2).min(MAX_BACKOFF);
                     }
                 },
-                _ = shutdown.changed() => {
+                _ = shutdown.cancelled() => {
+                    set_up(&session, false);
                     drain_and_disconnect(name, &c, &mut eventloop).await;
                     break;
                 }
@@ -332,6 +343,7 @@ fn handle_event(
             );
             metrics::counter!("eldergate_mqtt_connects_total", "connection" => name).increment(1);
             metrics::gauge!("eldergate_mqtt_connected", "connection" => name).set(1.0);
+            set_up(session, true);
             if !ack.session_present {
                 for f in &session.subscriptions {
                     if let Err(e) = client.try_subscribe(f.clone(), QoS::AtLeastOnce) {

@@ -25,7 +25,8 @@ use eldergate_protocol::serial::{
 use jiff::Timestamp;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 
 /// Longest pause between attempts to (re)open a port.
 const MAX_REOPEN: Duration = Duration::from_secs(2);
@@ -172,12 +173,12 @@ fn frame_bytes(f: &Frame<'_>) -> Option<Vec<u8>> {
 }
 
 impl SerialIngest {
-    /// Runs until `stop` turns true: open, read, reopen after errors.
-    pub async fn run(self, mut stop: watch::Receiver<bool>) {
+    /// Runs until `stop` is cancelled: open, read, reopen after errors.
+    pub async fn run(self, stop: CancellationToken) {
         let path = self.port.port.clone();
         let mut backoff = Duration::from_millis(100);
         loop {
-            if *stop.borrow() {
+            if stop.is_cancelled() {
                 break;
             }
             let builder = tokio_serial::new(&path, self.port.baud);
@@ -187,8 +188,8 @@ impl SerialIngest {
                     metrics::counter!("eldergate_serial_opens_total", "port" => path.clone())
                         .increment(1);
                     tracing::info!(port = %path, baud = self.port.baud, "serial port open");
-                    self.serve(stream, &mut stop).await;
-                    if *stop.borrow() {
+                    self.serve(stream, &stop).await;
+                    if stop.is_cancelled() {
                         break;
                     }
                     tracing::warn!(port = %path, "serial port lost (unplugged?); reopening");
@@ -199,13 +200,13 @@ impl SerialIngest {
             }
             tokio::select! {
                 _ = tokio::time::sleep(backoff) => {}
-                _ = stop.changed() => {}
+                _ = stop.cancelled() => {}
             }
             backoff = (backoff * 2).min(MAX_REOPEN);
         }
     }
 
-    async fn serve(&self, stream: tokio_serial::SerialStream, stop: &mut watch::Receiver<bool>) {
+    async fn serve(&self, stream: tokio_serial::SerialStream, stop: &CancellationToken) {
         let path = self.port.port.clone();
         let (mut rd, mut wr) = tokio::io::split(stream);
         let (out_tx, mut out_rx) = mpsc::channel::<Vec<u8>>(1024);
@@ -265,7 +266,7 @@ impl SerialIngest {
                     Ok(0) | Err(_) => break,
                     Ok(n) => n,
                 },
-                _ = stop.changed() => break,
+                _ = stop.cancelled() => break,
             };
             for &b in &buf[..n] {
                 match reader.push(b) {

@@ -282,6 +282,22 @@ impl AlertBook {
                     .await?,
                 );
             }
+            Observation::DiskLow { gateway, detail } => {
+                let new = NewAlert {
+                    kind: "disk_low",
+                    priority: Priority::High,
+                    device: gateway,
+                    resident: None,
+                    detail: Some(detail.clone()),
+                };
+                changed.extend(self.raise_once(tx, new, now).await?);
+            }
+            Observation::DiskOk { gateway, detail } => {
+                changed.extend(
+                    self.auto_resolve(tx, gateway, None, "disk_low", detail, now)
+                        .await?,
+                );
+            }
             Observation::MissedCheckins {
                 local_date,
                 residents,

@@ -120,6 +120,21 @@ pub enum Observation {
         /// Percent.
         pct: u8,
     },
+    /// Free space in the journal's directory fell below `journal.low_disk_mb`: routine data is
+    /// being refused; alarms and money are kept with the reserve.
+    DiskLow {
+        /// The gateway's id (the alert's subject).
+        gateway: String,
+        /// What was seen.
+        detail: String,
+    },
+    /// Free space is back (resolves the disk alert).
+    DiskOk {
+        /// The gateway's id.
+        gateway: String,
+        /// What was seen.
+        detail: String,
+    },
     /// The daily check-in deadline passed: these residents living alone showed no activity.
     MissedCheckins {
         /// Local date, `YYYY-MM-DD`.

@@ -265,6 +265,22 @@ pub struct JournalConfig {
     /// How long a (device, device sequence) is remembered for dedupe, in seconds.
     #[serde(default = "default_dedupe_window")]
     pub dedupe_window_s: u64,
+    /// Space kept free in `data_dir` for alarms and money, MiB: a reserve file of this size is
+    /// released when a commit fails for lack of space (0 = none).
+    #[serde(default = "default_reserve_mb")]
+    pub reserve_mb: u64,
+    /// Below this much free space in `data_dir`, MiB, heartbeats and routine data are refused
+    /// (counted, logged) and staff are alerted.
+    #[serde(default = "default_low_disk_mb")]
+    pub low_disk_mb: u64,
+}
+
+fn default_reserve_mb() -> u64 {
+    64
+}
+
+fn default_low_disk_mb() -> u64 {
+    256
 }
 
 fn default_dedupe_window() -> u64 {
@@ -280,6 +296,8 @@ impl Default for JournalConfig {
         Self {
             max_batch: default_max_batch(),
             dedupe_window_s: default_dedupe_window(),
+            reserve_mb: default_reserve_mb(),
+            low_disk_mb: default_low_disk_mb(),
         }
     }
 }

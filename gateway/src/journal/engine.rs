@@ -24,6 +24,9 @@ use tokio::sync::{mpsc, watch};
 /// Most rows one bulk-lane transaction writes.
 pub const BULK_BUDGET: usize = 512;
 
+/// Called after a failed batch with its error.
+pub type FailureHook = Box<dyn Fn(&JournalError) + Send>;
+
 /// What the writer reports about itself (for `/healthz`).
 #[derive(Debug, Clone, Default)]
 pub struct WriterStatus {
@@ -44,6 +47,7 @@ pub struct Writer {
     committed: watch::Sender<i64>,
     status: watch::Sender<WriterStatus>,
     max_batch: usize,
+    on_failure: Option<FailureHook>,
 }
 
 impl Writer {
@@ -62,6 +66,7 @@ impl Writer {
             committed,
             status,
             max_batch: max_batch.max(1),
+            on_failure: None,
         }
     }
 
@@ -76,6 +81,11 @@ impl Writer {
     /// Provides a read-only value to operations (`Tx::ctx`) and to `after_commit`.
     pub fn provide<T: std::any::Any + Send + Sync>(&mut self, value: Arc<T>) {
         self.tx.context_mut().provide(value);
+    }
+
+    /// Called after every failed batch (e.g. to release a disk reserve when the disk is full).
+    pub fn on_commit_failure(&mut self, f: FailureHook) {
+        self.on_failure = Some(f);
     }
 
     /// A registered state, e.g. the open alerts at start.
@@ -154,6 +164,9 @@ impl Writer {
                 metrics::counter!("eldergate_journal_commit_failures_total").increment(1);
                 tracing::error!(error = %e, batch = size, "journal commit failed; nothing in this batch is acknowledged, devices will retransmit");
                 let _ = sqlx::query("ROLLBACK").execute(self.tx.conn()).await;
+                if let Some(f) = &self.on_failure {
+                    f(&e);
+                }
                 self.status.send_modify(|s| {
                     s.failing = Some((jiff::Timestamp::now(), e.to_string()));
                     s.consecutive_failures += 1;

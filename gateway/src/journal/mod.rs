@@ -83,10 +83,26 @@ pub struct Journal {
 /// See [`Journal::weak`].
 #[derive(Clone)]
 pub struct WeakJournal {
+    alarm_tx: mpsc::WeakSender<Box<dyn Job>>,
     bulk_tx: mpsc::WeakSender<Box<dyn Job>>,
 }
 
 impl WeakJournal {
+    /// Applies an operation and waits for the commit; `Stopped` once the writer is shutting down.
+    pub async fn run<O: Operation>(&self, op: O) -> Result<O::Answer, Failure> {
+        let lane = match op.lane() {
+            Lane::Alarm => &self.alarm_tx,
+            Lane::Bulk => &self.bulk_tx,
+        };
+        let Some(tx) = lane.upgrade() else {
+            return Err(Failure::Journal(JournalError::Stopped));
+        };
+        let (reply, rx) = oneshot::channel();
+        let _ = tx.send(queued(op, Some(reply))).await;
+        drop(tx);
+        answer(rx).await
+    }
+
     /// Queues a bulk-lane operation with nobody waiting; a no-op once the writer is shutting down.
     pub async fn tell<O: Operation>(&self, op: O) {
         if let Some(tx) = self.bulk_tx.upgrade() {
@@ -183,6 +199,29 @@ impl Journal {
         rx
     }
 
+    /// Queues an operation and, should its commit fail (a full disk, an I/O error), queues it
+    /// again with backoff until it commits, is refused, or the writer stops: what a device sent
+    /// is taken without a restart once the fault is gone, and its ack (the broker's PUBACK)
+    /// is not lost. The receiver resolves with the final answer.
+    pub async fn submit_until_committed<O: Operation + Clone>(&self, op: O) -> Waiting<O::Answer> {
+        let first = self.submit(op.clone()).await;
+        let (reply, rx) = oneshot::channel();
+        let weak = self.weak();
+        tokio::spawn(async move {
+            let mut result = answer(first).await;
+            let mut backoff = Duration::from_millis(200);
+            while let Err(Failure::Journal(JournalError::Write(e))) = &result {
+                metrics::counter!("eldergate_journal_retries_total", "op" => O::NAME).increment(1);
+                tracing::warn!(op = O::NAME, error = %e, retry_in_ms = u64::try_from(backoff.as_millis()).unwrap_or(u64::MAX), "not committed; trying again");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+                result = weak.run(op.clone()).await;
+            }
+            let _ = reply.send(result);
+        });
+        rx
+    }
+
     /// Applies an operation and waits for the commit.
     pub async fn run<O: Operation>(&self, op: O) -> Result<O::Answer, Failure> {
         answer(self.submit(op).await).await
@@ -197,6 +236,7 @@ impl Journal {
     /// writer, like the notifier: a strong handle there would make shutdown wait forever).
     pub fn weak(&self) -> WeakJournal {
         WeakJournal {
+            alarm_tx: self.alarm_tx.downgrade(),
             bulk_tx: self.bulk_tx.downgrade(),
         }
     }
