@@ -16,7 +16,7 @@ use std::net::SocketAddr;
 pub const AVAILABLE: bool = cfg!(feature = "embedded-broker");
 
 /// What a build without the embedded broker says to `broker.mode = "embedded"`.
-pub const NOT_IN_THIS_BUILD: &str = "this build has no embedded broker; build with --features embedded-broker or use an external broker (mode = \"external\")";
+pub const NOT_IN_THIS_BUILD: &str = crate::config::NO_EMBEDDED_BROKER;
 
 /// The largest MQTT packet (remaining length) the embedded broker accepts from a client; a
 /// bigger one disconnects that client before it is read. It must not exceed the gateway's own

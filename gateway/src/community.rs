@@ -1,5 +1,5 @@
-//! The community as the gateway knows it: what a device is and how it is attached, and who the
-//! residents are. Domain types, not configuration: config, the roster import and the operations
+//! The community as the gateway knows it: what a device is and how it is attached, who the
+//! residents and the staff are. Domain types, not configuration: config, the roster import and the operations
 //! all use them; this module imports nothing of the gateway.
 
 use serde::Deserialize;
@@ -85,4 +85,46 @@ impl Resident {
             .as_deref()
             .is_some_and(|s| s.split(';').any(|x| x.trim() == "独居"))
     }
+}
+
+/// One registered device.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Device {
+    /// Device id, as in its topics.
+    pub id: String,
+    /// What it is.
+    pub kind: DeviceKind,
+    /// How it connects.
+    #[serde(default)]
+    pub link: Link,
+    /// The resident it belongs to (alarm buttons).
+    #[serde(default)]
+    pub resident_id: Option<String>,
+    /// Where it is.
+    #[serde(default)]
+    pub location: Option<String>,
+    /// Expected heartbeat interval.
+    #[serde(default = "default_heartbeat")]
+    pub heartbeat_s: u32,
+}
+
+fn default_heartbeat() -> u32 {
+    300
+}
+
+/// One staff member.
+#[derive(Debug, Clone, Deserialize)]
+pub struct StaffMember {
+    /// Staff id, e.g. `S009`.
+    pub id: String,
+    /// Name.
+    pub name: String,
+    /// `grid_worker`, `duty`, `manager`, `canteen_operator`, `admin`.
+    pub role: String,
+    /// Grid for grid workers.
+    #[serde(default)]
+    pub grid: Option<String>,
+    /// Phone.
+    #[serde(default)]
+    pub phone: Option<String>,
 }

@@ -34,6 +34,7 @@ pub mod intake;
 pub mod journal;
 pub mod mqtt;
 pub mod notifier;
+pub mod problem;
 pub mod registry;
 pub mod roster;
 pub mod serial;

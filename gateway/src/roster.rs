@@ -11,7 +11,8 @@
 //! resident is in it; one card belongs to at most one resident. Names never leave this module in
 //! logs or summaries: summaries carry resident ids only.
 
-use crate::config::{DeviceConfig, Problem, Resident, StaffConfig};
+use crate::community::{Device as DeviceConfig, Resident, StaffMember as StaffConfig};
+use crate::problem::Problem;
 use arc_swap::ArcSwap;
 use eldergate_protocol::topic::is_valid_id;
 use std::collections::BTreeMap;

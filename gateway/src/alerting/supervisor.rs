@@ -8,7 +8,7 @@
 //! every device gets `grace_s` to report in before any is declared offline.
 
 use super::{Observation, Observe};
-use crate::config::DeviceKind;
+use crate::community::DeviceKind;
 use crate::journal::Journal;
 use crate::registry::Registry;
 use jiff::Timestamp;

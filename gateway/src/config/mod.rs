@@ -14,13 +14,21 @@
 
 use serde::Deserialize;
 use std::collections::BTreeMap;
-use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use eldergate_protocol::topic::is_valid_id;
 
-pub use crate::community::{DeviceKind, Link, Resident};
+pub use crate::community::{
+    Device as DeviceConfig, DeviceKind, Link, Resident, StaffMember as StaffConfig,
+};
+pub use crate::problem::Problem;
+
+mod broker_url;
+pub use broker_url::{parse_broker_url, BrokerAddr};
+
+/// Why a build without the `embedded-broker` feature refuses `broker.mode = "embedded"`.
+pub const NO_EMBEDDED_BROKER: &str = "this build has no embedded broker; build with --features embedded-broker or use an external broker (mode = \"external\")";
 
 /// Prefix of environment overrides.
 pub const ENV_PREFIX: &str = "ELDERGATE__";
@@ -302,48 +310,6 @@ impl Default for JournalConfig {
     }
 }
 
-/// One registered device.
-#[derive(Debug, Clone, Deserialize)]
-pub struct DeviceConfig {
-    /// Device id, as in its topics.
-    pub id: String,
-    /// What it is.
-    pub kind: DeviceKind,
-    /// How it connects.
-    #[serde(default)]
-    pub link: Link,
-    /// The resident it belongs to (alarm buttons).
-    #[serde(default)]
-    pub resident_id: Option<String>,
-    /// Where it is.
-    #[serde(default)]
-    pub location: Option<String>,
-    /// Expected heartbeat interval.
-    #[serde(default = "default_heartbeat")]
-    pub heartbeat_s: u32,
-}
-
-fn default_heartbeat() -> u32 {
-    300
-}
-
-/// One staff member.
-#[derive(Debug, Clone, Deserialize)]
-pub struct StaffConfig {
-    /// Staff id, e.g. `S009`.
-    pub id: String,
-    /// Name.
-    pub name: String,
-    /// `grid_worker`, `duty`, `manager`, `canteen_operator`, `admin`.
-    pub role: String,
-    /// Grid for grid workers.
-    #[serde(default)]
-    pub grid: Option<String>,
-    /// Phone.
-    #[serde(default)]
-    pub phone: Option<String>,
-}
-
 /// Escalation ladders per priority. A ladder entry names who to tell: `grid_worker` (the
 /// resident's grid worker, found via resident → grid), `role:NAME`, or a staff id.
 #[derive(Debug, Clone, Deserialize)]
@@ -492,21 +458,6 @@ impl Default for CheckinConfig {
             enabled: true,
             deadline: default_deadline(),
         }
-    }
-}
-
-/// One thing wrong with a config, with where it is.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Problem {
-    /// Key path, e.g. `broker.url` or `devices[3].id`, or `file.csv:12`.
-    pub path: String,
-    /// What is wrong and what to do.
-    pub message: String,
-}
-
-impl fmt::Display for Problem {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.path, self.message)
     }
 }
 

@@ -290,8 +290,8 @@ fn validate_http(h: &HttpConfig, problems: &mut Vec<Problem>) {
 fn validate_broker(b: &BrokerConfig, problems: &mut Vec<Problem>) {
     match b.mode {
         BrokerMode::Embedded => {
-            if !crate::broker::AVAILABLE {
-                problems.push(problem("broker.mode", crate::broker::NOT_IN_THIS_BUILD));
+            if !cfg!(feature = "embedded-broker") {
+                problems.push(problem("broker.mode", NO_EMBEDDED_BROKER));
             }
             if b.url.is_some() {
                 problems.push(problem(
@@ -307,7 +307,7 @@ fn validate_broker(b: &BrokerConfig, problems: &mut Vec<Problem>) {
                     "an external broker needs url = \"mqtt://host:1883\" (or mqtts://)",
                 )),
                 Some(u) => {
-                    if let Err(e) = crate::mqtt::parse_broker_url(u) {
+                    if let Err(e) = super::parse_broker_url(u) {
                         problems.push(problem("broker.url", e));
                     }
                 }
