@@ -178,6 +178,7 @@ pub async fn run(loaded: Loaded, stop: impl Future<Output = ()>) -> anyhow::Resu
         )),
         tokio::spawn(alerting::checkin::run(registry.clone(), journal.clone())),
         tokio::spawn(alerting::webhooks::run(journal.clone())),
+        tokio::spawn(alerting::journal_watch::run(journal.clone())),
     ];
 
     let forwarder = tokio::spawn(
