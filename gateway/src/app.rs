@@ -115,10 +115,19 @@ pub async fn run(loaded: Loaded, stop: impl Future<Output = ()>) -> anyhow::Resu
         cfg.journal.low_disk_mb,
     ));
     let health = Arc::new(Health::new(disk.clone()));
+    let (fatal_tx, mut fatal_rx) = mpsc::unbounded_channel::<String>();
     let releaser = disk.clone();
+    let journal_path = journal.start().path.clone();
+    let corrupt = fatal_tx.clone();
     writer.on_commit_failure(Box::new(move |e| {
-        if e.to_string().contains("full") {
+        let text = e.to_string();
+        if text.contains("full") {
             releaser.release(e);
+        }
+        if text.contains("malformed") || text.contains("not a database") {
+            // The next start sets the journal aside and begins a new epoch (ADR 0007).
+            journal::mark_if_corrupt(&journal_path, &text);
+            let _ = corrupt.send(format!("the journal is corrupt: {text}"));
         }
     }));
     writer.provide(registry.clone());
@@ -148,7 +157,6 @@ pub async fn run(loaded: Loaded, stop: impl Future<Output = ()>) -> anyhow::Resu
     let running = CancellationToken::new();
     let stop_input = CancellationToken::new();
     let stop_io = CancellationToken::new();
-    let (fatal_tx, mut fatal_rx) = mpsc::unbounded_channel::<String>();
     let input = TaskTracker::new();
     let core = TaskTracker::new();
     let io = TaskTracker::new();
@@ -321,6 +329,16 @@ pub async fn run(loaded: Loaded, stop: impl Future<Output = ()>) -> anyhow::Resu
         "disk guard",
         disk.clone()
             .watch(journal.clone(), cfg.gateway_id.clone(), watchers.clone()),
+        &running,
+        &fatal_tx,
+    );
+    vital(
+        &background,
+        "journal watch",
+        done_or_stopped(
+            watchers.clone(),
+            alerting::journal_watch::run(journal.clone()),
+        ),
         &running,
         &fatal_tx,
     );

@@ -1,10 +1,12 @@
-//! The central store: where every gateway's events end up, keyed by (gateway_id, seq).
+//! The central store: where every gateway's events end up, keyed by (gateway_id, epoch, seq).
 //!
 //! Invariant: [`CentralStore::insert`] is idempotent. Inserting a batch twice, or a batch that
-//! overlaps one already stored, stores each (gateway_id, seq) once (`ON CONFLICT DO NOTHING`),
-//! so the forwarder can retry anything it is unsure of.
+//! overlaps one already stored, stores each (gateway_id, epoch, seq) once (`ON CONFLICT DO
+//! NOTHING`), so the forwarder can retry anything it is unsure of. The epoch (the journal run
+//! that wrote the event, docs/adr/0007) keeps a journal that went back in time from reusing a
+//! key: without it central would drop its new events as repeats.
 
-use crate::journal::EventRow;
+use crate::journal::{Epochs, EventRow};
 use sqlx::postgres::{PgPool, PgPoolOptions};
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
@@ -52,16 +54,17 @@ impl CentralStore {
         }
     }
 
-    /// Stores a batch, idempotently, in one transaction.
+    /// Stores a batch, idempotently, in one transaction; `epochs` gives each row's epoch.
     pub async fn insert(
         &self,
         gateway_id: &str,
         site_id: &str,
+        epochs: &Epochs,
         rows: &[EventRow],
     ) -> Result<(), sqlx::Error> {
         match self {
             CentralStore::Postgres(pool) => {
-                let csv = to_csv(gateway_id, site_id, rows).map_err(|e| {
+                let csv = to_csv(gateway_id, site_id, epochs, rows).map_err(|e| {
                     sqlx::Error::Protocol(format!("cannot encode batch as CSV: {e}"))
                 })?;
                 // Fast path: COPY straight into the table. A COPY is all-or-nothing, so a batch
@@ -78,13 +81,12 @@ impl CentralStore {
             }
             CentralStore::Sqlite(pool) => {
                 let mut tx = pool.begin().await?;
-                // SQLite allows 32766 bound parameters; 10 per row.
-                for chunk in rows.chunks(3000) {
-                    let mut qb = QueryBuilder::new(
-                        "INSERT INTO events (gateway_id, seq, site_id, kind, device_id, device_seq, alert_id, received_at, device_time, body) ",
-                    );
+                // SQLite allows 32766 bound parameters; 11 per row.
+                for chunk in rows.chunks(2900) {
+                    let mut qb = QueryBuilder::new(format!("INSERT INTO events {COPY_COLUMNS} "));
                     qb.push_values(chunk, |mut b, r| {
                         b.push_bind(gateway_id)
+                            .push_bind(epochs.of(r.seq))
                             .push_bind(r.seq)
                             .push_bind(site_id)
                             .push_bind(&r.kind)
@@ -95,7 +97,7 @@ impl CentralStore {
                             .push_bind(&r.device_time)
                             .push_bind(&r.body);
                     });
-                    qb.push(" ON CONFLICT (gateway_id, seq) DO NOTHING");
+                    qb.push(" ON CONFLICT (gateway_id, epoch, seq) DO NOTHING");
                     qb.build().execute(&mut *tx).await?;
                 }
                 tx.commit().await
@@ -105,13 +107,13 @@ impl CentralStore {
 }
 
 const COPY_COLUMNS: &str =
-    "(gateway_id, seq, site_id, kind, device_id, device_seq, alert_id, received_at, device_time, body)";
+    "(gateway_id, epoch, seq, site_id, kind, device_id, device_seq, alert_id, received_at, device_time, body)";
 
 async fn copy_direct(pool: &PgPool, csv: &[u8]) -> Result<(), sqlx::Error> {
     let mut tx = pool.begin().await?;
     let mut copy = tx
         .copy_in_raw(&format!(
-            "COPY events {COPY_COLUMNS} FROM STDIN (FORMAT csv)"
+            "COPY events {COPY_COLUMNS} FROM STDIN (FORMAT csv, FORCE_NOT_NULL (epoch))"
         ))
         .await?;
     copy.send(csv).await?;
@@ -130,16 +132,16 @@ async fn copy_merge(pool: &PgPool, csv: &[u8]) -> Result<(), sqlx::Error> {
     .await?;
     let mut copy = tx
         .copy_in_raw(&format!(
-            "COPY staging_events {COPY_COLUMNS} FROM STDIN (FORMAT csv)"
+            "COPY staging_events {COPY_COLUMNS} FROM STDIN (FORMAT csv, FORCE_NOT_NULL (epoch))"
         ))
         .await?;
     copy.send(csv).await?;
     copy.finish().await?;
     sqlx::query(&format!(
         "INSERT INTO events {COPY_COLUMNS}
-         SELECT gateway_id, seq, site_id, kind, device_id, device_seq, alert_id, received_at, device_time, body
+         SELECT gateway_id, epoch, seq, site_id, kind, device_id, device_seq, alert_id, received_at, device_time, body
          FROM staging_events ORDER BY seq
-         ON CONFLICT (gateway_id, seq) DO NOTHING"
+         ON CONFLICT (gateway_id, epoch, seq) DO NOTHING"
     ))
     .execute(&mut *tx)
     .await?;
@@ -147,8 +149,14 @@ async fn copy_merge(pool: &PgPool, csv: &[u8]) -> Result<(), sqlx::Error> {
 }
 
 /// Encodes a batch as PostgreSQL CSV. `None` becomes an unquoted empty field, which COPY reads as
-/// NULL; every text value that could be mistaken for one is quoted by the csv writer.
-fn to_csv(gateway_id: &str, site_id: &str, rows: &[EventRow]) -> Result<Vec<u8>, csv::Error> {
+/// NULL; every text value that could be mistaken for one is quoted by the csv writer. The epoch is
+/// never NULL: the legacy epoch '' is an empty field, read as '' by `FORCE_NOT_NULL (epoch)`.
+fn to_csv(
+    gateway_id: &str,
+    site_id: &str,
+    epochs: &Epochs,
+    rows: &[EventRow],
+) -> Result<Vec<u8>, csv::Error> {
     let mut w = csv::WriterBuilder::new()
         .has_headers(false)
         .from_writer(Vec::with_capacity(rows.len() * 256));
@@ -158,6 +166,7 @@ fn to_csv(gateway_id: &str, site_id: &str, rows: &[EventRow]) -> Result<Vec<u8>,
         let alert_id = r.alert_id.map(|v| v.to_string()).unwrap_or_default();
         w.write_record([
             gateway_id,
+            epochs.of(r.seq),
             seq.as_str(),
             site_id,
             r.kind.as_str(),

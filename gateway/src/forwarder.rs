@@ -7,6 +7,9 @@
 //!   resends the batch, which the central store ignores.
 //! - Retries forever with capped exponential backoff; a central store that is down never blocks
 //!   ingest or alarms (the forwarder only reads the journal).
+//! - Each event goes with the epoch of the journal run that wrote it (`Journal::start().epochs`,
+//!   docs/adr/0007): the central key is (gateway_id, epoch, seq). The cursor is this journal's:
+//!   a new journal forwards its own events from 0.
 //! - `eldergate_outbox_backlog` is the number of committed events not yet at the central store.
 
 use crate::central::CentralStore;
@@ -109,7 +112,7 @@ impl OutboxForwarder {
             if store.is_none() {
                 match CentralStore::connect(&self.url, &self.data_dir).await {
                     Ok(s) => {
-                        tracing::info!("central store connected");
+                        tracing::info!(epoch = %self.journal.start().epochs.current(), "central store connected");
                         store = Some(s);
                     }
                     Err(e) => {
@@ -125,7 +128,11 @@ impl OutboxForwarder {
             let size = self.batch_size;
             prefetched = Some((last, tokio::spawn(read_batch(pool, last, size))));
             let t_insert = std::time::Instant::now();
-            match s.insert(&self.gateway_id, &self.site_id, &rows).await {
+            let epochs = &self.journal.start().epochs;
+            match s
+                .insert(&self.gateway_id, &self.site_id, epochs, &rows)
+                .await
+            {
                 Ok(()) => {
                     tracing::debug!(
                         rows = rows.len(),

@@ -126,6 +126,12 @@ impl Health {
             },
             "forward": { "backlog": (committed - cursor).max(0), "oldest_unforwarded_age_s": age_s },
             "disk": self.disk.report(),
+            "journal": {
+                "journal_id": journal.start().journal_id,
+                "epoch": journal.start().epochs.current(),
+                "origin": journal.start().origin,
+                "replaced_corrupt_journal": journal.start().replaced.as_ref().map(|p| p.display().to_string()),
+            },
         });
         (alarms_taken, report)
     }

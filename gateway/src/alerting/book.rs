@@ -298,6 +298,31 @@ impl AlertBook {
                         .await?,
                 );
             }
+            Observation::JournalReplaced { path } => {
+                let detail = format!(
+                    "the journal was corrupt and was set aside as {path}; a new journal started and alarms are taken. \
+                     Alerts that were open and events not yet at the central store are in the old file: \
+                     copy it off the gateway and follow docs/adr/0007-journal-identity.md"
+                );
+                changed.extend(
+                    self.raise_once(
+                        tx,
+                        gateway_alert("journal_replaced", &registry, detail),
+                        now,
+                    )
+                    .await?,
+                );
+            }
+            Observation::JournalCorrupt { detail } => {
+                let detail = format!(
+                    "the journal's integrity check found corruption ({detail}); alarms are still taken. \
+                     Restart the gateway soon: the start sets the journal aside and begins a new one (docs/adr/0007)"
+                );
+                changed.extend(
+                    self.raise_once(tx, gateway_alert("journal_corrupt", &registry, detail), now)
+                        .await?,
+                );
+            }
             Observation::MissedCheckins {
                 local_date,
                 residents,
@@ -495,6 +520,18 @@ impl AlertBook {
         metrics::counter!("eldergate_staff_actions_total", "action" => alert.change.clone(), "via" => via.as_str()).increment(1);
         self.alert_event(tx, &alert, now)?;
         Ok(Ok(alert))
+    }
+}
+
+/// An alert about the gateway itself (its subject and device are the gateway id), high
+/// priority: it walks the ladder until somebody acknowledges it (docs/adr/0007 says why high).
+fn gateway_alert<'a>(kind: &'static str, registry: &'a Registry, detail: String) -> NewAlert<'a> {
+    NewAlert {
+        kind,
+        priority: Priority::High,
+        device: &registry.gateway_id,
+        resident: None,
+        detail: Some(detail),
     }
 }
 

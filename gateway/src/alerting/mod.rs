@@ -8,6 +8,8 @@
 //!   and after broker reconnects; stores heartbeats.
 //! - [`checkin`]: the daily check-in of residents living alone.
 //! - [`webhooks`]: delivers the webhook outbox, retrying until 2xx.
+//! - [`journal_watch`]: tells staff when the journal was set aside at start or fails its
+//!   integrity check (docs/adr/0007).
 //!
 //! Invariant: every timer here is derived from what the journal holds (alert `raised_at` and
 //! `escalation_step`, `checkin_runs`, open alerts), so a restart neither forgets nor double-fires.
@@ -16,6 +18,7 @@
 pub mod book;
 pub mod checkin;
 pub mod escalator;
+pub mod journal_watch;
 pub mod ops;
 pub mod status;
 pub mod supervisor;
@@ -133,6 +136,16 @@ pub enum Observation {
         /// The gateway's id.
         gateway: String,
         /// What was seen.
+        detail: String,
+    },
+    /// The journal was corrupt at start: it was set aside at `path` and a new one started.
+    JournalReplaced {
+        /// Where the old journal is now.
+        path: String,
+    },
+    /// The journal's integrity check found corruption while the gateway runs.
+    JournalCorrupt {
+        /// What SQLite found.
         detail: String,
     },
     /// The daily check-in deadline passed: these residents living alone showed no activity.

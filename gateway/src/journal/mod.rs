@@ -19,11 +19,13 @@
 
 mod engine;
 mod events;
+mod identity;
 mod op;
 mod tx;
 
 pub use engine::{Writer, WriterStatus, BULK_BUDGET};
 pub use events::{EventRow, NewEvent};
+pub use identity::{is_corruption, mark_if_corrupt, Epochs, OpenError, StartReport};
 pub use op::{Failure, Lane, OpError, Operation, Refusal, RefusalKind};
 pub use tx::{Context, DomainState, RecentKey, Tx, TxParts};
 
@@ -35,6 +37,7 @@ use sqlx::sqlite::{
 };
 use sqlx::{ConnectOptions, Row};
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, watch};
 
@@ -78,6 +81,7 @@ pub struct Journal {
     committed: watch::Receiver<i64>,
     status: watch::Receiver<WriterStatus>,
     readers: SqlitePool,
+    start: Arc<StartReport>,
 }
 
 /// See [`Journal::weak`].
@@ -135,8 +139,9 @@ fn options(path: &Path) -> SqliteConnectOptions {
         .log_statements(tracing::log::LevelFilter::Trace)
 }
 
-/// Opens (creating and migrating) the journal in `data_dir`. Returns the handle and the writer,
-/// which the caller equips (domain states, context) and spawns.
+/// Opens (creating and migrating) the journal in `data_dir`, begins this run's epoch, and sets a
+/// corrupt journal aside for a new one ([`Journal::start`] says so; `identity.rs`). Returns the
+/// handle and the writer, which the caller equips (domain states, context) and spawns.
 pub async fn open(
     data_dir: &Path,
     max_batch: usize,
@@ -149,11 +154,15 @@ pub async fn open(
         ))
     })?;
     let path = data_dir.join("journal.db");
-    let mut conn: SqliteConnection = options(&path).connect().await?;
-    sqlx::migrate!("./migrations/journal")
-        .run_direct(&mut conn)
+    let (conn, start) = identity::open(&path, options(&path))
         .await
-        .map_err(|e| JournalError::Write(format!("journal migration failed: {e}")))?;
+        .map_err(|e| JournalError::Write(e.to_string()))?;
+    metrics::gauge!("eldergate_journal_replaced").set(if start.replaced.is_some() {
+        1.0
+    } else {
+        0.0
+    });
+    let mut conn: SqliteConnection = conn;
     let readers = SqlitePoolOptions::new()
         .max_connections(4)
         .connect_with(options(&path).read_only(true))
@@ -167,7 +176,10 @@ pub async fn open(
     let (committed_tx, committed) = watch::channel(last);
     let (status_tx, status) = watch::channel(WriterStatus::default());
     let mut tx = Tx::new(conn, dedupe_window);
-    tx.reload().await?;
+    if let Err(e) = tx.reload().await {
+        identity::mark_if_corrupt(&path, &e.to_string());
+        return Err(e);
+    }
     let writer = Writer::new(tx, alarm_rx, bulk_rx, committed_tx, status_tx, max_batch);
     Ok((
         Journal {
@@ -176,6 +188,7 @@ pub async fn open(
             committed,
             status,
             readers,
+            start: Arc::new(start),
         },
         writer,
     ))
@@ -257,6 +270,17 @@ impl Journal {
             LANE_CAPACITY - self.alarm_tx.capacity(),
             LANE_CAPACITY - self.bulk_tx.capacity(),
         )
+    }
+
+    /// What opening the journal found and did: its identity, epochs, a corrupt file set aside.
+    pub fn start(&self) -> &StartReport {
+        &self.start
+    }
+
+    /// Runs `PRAGMA quick_check` on the journal (seconds per GB, beside the writer); `Some`
+    /// names the corruption found, and the next start sets the journal aside.
+    pub async fn check(&self) -> Result<Option<String>, sqlx::Error> {
+        identity::quick_check(&self.start.path).await
     }
 
     /// Read-only pool for queries.
