@@ -1,6 +1,8 @@
 //! Property test of the canteen ledger, driving the real journal writer on a temporary SQLite
 //! file: no sequence of taps, retransmissions, double taps, top-ups, voids and payouts breaks the
-//! balance invariant or charges a meal twice.
+//! balance invariant or charges a meal twice; absurd prices and amounts are refused (never a
+//! journal failure, never a panic), and a tap's answer shows the balance as it is after it (a
+//! re-tap after a void is a new meal, not a replay).
 
 use eldergate::canteen::rules::RuleSet;
 use eldergate::canteen::{CanteenAdmin, CanteenOp, CardTap, SeedCards, TopUp};
@@ -28,8 +30,8 @@ amount = { percent = 10 }
 
 #[derive(Debug, Clone)]
 enum Op {
-    /// A new tap of resident i's card.
-    Tap(usize),
+    /// A new tap of resident i's card, with a price typed at the counter (or the menu price).
+    Tap(usize, Option<i64>),
     /// The reader retransmits its k-th most recent tap.
     Retransmit(usize),
     /// Top up resident i.
@@ -42,11 +44,32 @@ enum Op {
 
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
-        4 => (0usize..3).prop_map(Op::Tap),
+        4 => ((0usize..3), price()).prop_map(|(i, p)| Op::Tap(i, p)),
         2 => (0usize..5).prop_map(Op::Retransmit),
-        2 => ((0usize..3), 1i64..5000).prop_map(|(i, a)| Op::TopUp(i, a)),
+        2 => ((0usize..3), amount()).prop_map(|(i, a)| Op::TopUp(i, a)),
         1 => (0usize..5).prop_map(Op::Void),
         1 => ((0usize..3), proptest::option::of(1i64..4000)).prop_map(|(i, a)| Op::PayOut(i, a)),
+    ]
+}
+
+/// Mostly the menu price; sometimes a typed one, plausible or absurd.
+fn price() -> impl Strategy<Value = Option<i64>> {
+    prop_oneof![
+        6 => Just(None),
+        2 => (1i64..3000).prop_map(Some),
+        1 => prop_oneof![
+            Just(0i64), Just(-1), Just(i64::MIN), Just(1 << 62), Just(i64::MAX), Just(100_001)
+        ].prop_map(Some),
+    ]
+}
+
+/// Mostly plausible top-ups; sometimes absurd ones.
+fn amount() -> impl Strategy<Value = i64> {
+    prop_oneof![
+        6 => 1i64..5000,
+        1 => prop_oneof![
+            Just(0i64), Just(-1), Just(i64::MIN), Just(1_000_000_000_000_000), Just(i64::MAX), Just(1_000_001)
+        ],
     ]
 }
 
@@ -94,18 +117,22 @@ async fn run(ops: Vec<Op>, double_tap_s: u64) {
     let writer = tokio::spawn(writer.run());
     journal.run(SeedCards).await.unwrap();
     let mut seq = 0u32;
-    let mut sent: Vec<(u32, usize)> = Vec::new();
+    let mut sent: Vec<(u32, usize, Option<i64>)> = Vec::new();
     let mut answers: std::collections::HashMap<u32, Down> = Default::default();
     for op in ops {
         match op {
-            Op::Tap(i) | Op::Retransmit(i) if matches!(op, Op::Tap(_)) || sent.is_empty() => {
+            Op::Tap(i, _) | Op::Retransmit(i) if matches!(op, Op::Tap(..)) || sent.is_empty() => {
+                let price_fen = match op {
+                    Op::Tap(_, p) => p,
+                    _ => None,
+                };
                 seq += 1;
-                sent.push((seq, i));
+                sent.push((seq, i, price_fen));
                 let tap = Tap {
                     v: 1,
                     seq,
                     card: format!("c000000{i}"),
-                    price_fen: None,
+                    price_fen,
                     delivered_by: None,
                     ts: None,
                 };
@@ -117,15 +144,32 @@ async fn run(ops: Vec<Op>, double_tap_s: u64) {
                     })
                     .await
                     .unwrap();
+                let now = balance_of(&journal, i).await;
+                match &d {
+                    Down::Display {
+                        result: TapResult::Paid,
+                        balance_fen,
+                        ..
+                    } => assert_eq!(*balance_fen, now, "a paid answer shows today's balance"),
+                    Down::Display {
+                        result: TapResult::Refused,
+                        balance_fen,
+                        ..
+                    } => {
+                        assert!(price_fen.is_some_and(|p| !(1..=100_000).contains(&p)));
+                        assert_eq!(*balance_fen, now, "a refusal shows today's balance");
+                    }
+                    _ => {}
+                }
                 answers.insert(seq, d);
             }
             Op::Retransmit(k) => {
-                let (s, i) = sent[sent.len() - 1 - (k % sent.len())];
+                let (s, i, price_fen) = sent[sent.len() - 1 - (k % sent.len())];
                 let tap = Tap {
                     v: 1,
                     seq: s,
                     card: format!("C000000{i}"),
-                    price_fen: None,
+                    price_fen,
                     delivered_by: None,
                     ts: None,
                 };
@@ -144,21 +188,31 @@ async fn run(ops: Vec<Op>, double_tap_s: u64) {
                 );
             }
             Op::TopUp(i, a) => {
-                journal
+                let before = balance_of(&journal, i).await;
+                let r = journal
                     .run(TopUp {
                         resident: format!("R{i}"),
                         amount_fen: a,
                         by: "S1".into(),
                         reason: None,
                     })
-                    .await
-                    .unwrap();
+                    .await;
+                match r {
+                    Ok(b) => {
+                        assert!((1..=1_000_000).contains(&a), "{a} accepted");
+                        assert_eq!(b, before + a);
+                    }
+                    Err(eldergate::journal::Failure::Refused(_)) => {
+                        assert!(!(1..=1_000_000).contains(&a), "{a} refused")
+                    }
+                    Err(e) => panic!("the journal failed on a top-up of {a}: {e}"),
+                }
             }
             Op::Void(k) => {
                 let _ = journal
                     .run(CanteenAdmin {
                         op: CanteenOp::VoidMeal {
-                            meal: k as i64 + 1,
+                            meal: i64::try_from(k).unwrap() + 1,
                             reason: "test".into(),
                         },
                         by: "S1".into(),
@@ -187,7 +241,7 @@ async fn run(ops: Vec<Op>, double_tap_s: u64) {
                     "a payout happens exactly when the balance covers it: {r:?}"
                 );
             }
-            Op::Tap(_) => unreachable!(),
+            Op::Tap(..) => unreachable!(),
         }
     }
     let db = journal.readers().clone();

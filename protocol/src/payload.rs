@@ -86,7 +86,9 @@ pub enum Down {
         subsidy_fen: i64,
         /// Paid by the resident, fen.
         payable_fen: i64,
-        /// Balance after the meal, fen.
+        /// Balance after the meal (`paid`) or now (the other results), fen. For `unknown_card`,
+        /// `lost_card` and a `refused` without a name it is 0 meaning "not shown": the reader
+        /// shows "—", not ¥0.00 (MQTT.md, SPEC.md §6.4).
         balance_fen: i64,
     },
 }
@@ -107,7 +109,8 @@ pub enum TapResult {
     InsufficientBalance,
     /// The period has no menu price and the reader sent none.
     NoPrice,
-    /// Refused for another reason (e.g. a price outside the plausible range): "please see staff".
+    /// Refused: a price outside the rules' limits, a `delivered_by` that is not staff, a seq
+    /// reused for another card: "please see staff".
     Refused,
 }
 

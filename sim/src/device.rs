@@ -290,7 +290,8 @@ pub struct Shown {
     pub reader: String,
     /// The DISPLAY result code (SPEC.md §4) for an answer; None for a fixed message.
     pub result: Option<u8>,
-    /// Balance after the meal, fen, for an answer.
+    /// The balance shown, fen, for an answer that shows one (None for an unknown or lost card
+    /// and a refusal without a name).
     pub balance_fen: Option<i64>,
     /// The text on the screen.
     pub text: String,
@@ -313,7 +314,19 @@ impl DisplayLog {
     }
 }
 
-/// The text a senior reads for a settlement answer (amounts in yuan from integer fen).
+/// Whether a DISPLAY result shows a balance (SPEC.md §6.4, MQTT.md): never for an unknown or a
+/// lost card (a found card must not reveal one), nor for a refusal without a name (the gateway
+/// could not tell whose card it was); the balance of 0 those carry means "not shown".
+pub fn shows_balance(result: u8, name: &str) -> bool {
+    match result {
+        1 | 2 => false,
+        0 | 3..=5 => true,
+        _ => !name.is_empty(),
+    }
+}
+
+/// The text a senior reads for a settlement answer (amounts in yuan from integer fen); "—" where
+/// a result shows no balance, never a made-up ¥0.00.
 pub fn answer_text(
     result: u8,
     name: &str,
@@ -324,24 +337,30 @@ pub fn answer_text(
 ) -> String {
     let y = |fen: i32| yuan(i64::from(fen));
     let who = if name.is_empty() { "" } else { name };
+    let bal = if shows_balance(result, name) {
+        format!("¥{}", y(balance))
+    } else {
+        "—".to_string()
+    };
     match result {
         0 => format!(
-            "{who} 支付成功 paid: 价格 price ¥{} − 补贴 subsidy ¥{} = 实付 payable ¥{}; 余额 balance ¥{}",
+            "{who} 支付成功 paid: 价格 price ¥{} − 补贴 subsidy ¥{} = 实付 payable ¥{}; 余额 balance {bal}",
             y(price),
             y(subsidy),
             y(payable),
-            y(balance)
         ),
-        1 => "未登记的卡，请联系工作人员 (unknown card: ask the staff)".into(),
-        2 => format!("{who} 此卡已挂失 (card reported lost)"),
-        3 => "现在不是供餐时间 (outside the meal periods)".into(),
+        1 => format!("未登记的卡，请联系工作人员 (unknown card: ask the staff); 余额 balance {bal}"),
+        2 => format!("{who} 此卡已挂失 (card reported lost); 余额 balance {bal}"),
+        3 => format!("现在不是供餐时间 (outside the meal periods); 余额 balance {bal}"),
         4 => format!(
-            "{who} 余额不足 insufficient balance: 实付 payable ¥{}, 余额 balance ¥{}",
+            "{who} 余额不足 insufficient balance: 实付 payable ¥{}, 余额 balance {bal}",
             y(payable),
-            y(balance)
         ),
-        5 => "请重试 / 本餐未定价 (try again: no price for this meal)".into(),
-        other => format!("未知结果 (result code {other})"),
+        5 => format!("请重试 / 本餐未定价 (try again: no price for this meal); 余额 balance {bal}"),
+        // 6, and a code this display does not know, which it shows like 6 (SPEC.md §6.4).
+        other => format!(
+            "{who} 请联系工作人员 (refused: please see staff, result {other}); 余额 balance {bal}"
+        ),
     }
 }
 
@@ -378,7 +397,8 @@ impl Display for RecordingDisplay {
         balance: i32,
     ) {
         let text = answer_text(result, name, price, subsidy, payable, balance);
-        self.record(Some(result), Some(i64::from(balance)), text);
+        let shown = shows_balance(result, name).then_some(i64::from(balance));
+        self.record(Some(result), shown, text);
     }
 
     fn show_message(&mut self, message: Message) {
@@ -561,5 +581,20 @@ mod tests {
         assert!(paid.contains("张*华") && paid.contains("¥13.50") && paid.contains("¥86.50"));
         assert!(answer_text(4, "张*华", 1500, 0, 1500, 200).contains("余额不足"));
         assert!(answer_text(3, "", 0, 0, 0, 0).contains("outside the meal periods"));
+    }
+
+    #[test]
+    fn results_that_show_no_balance_print_a_dash_not_zero_yuan() {
+        for (result, name) in [(1, ""), (2, "张*华"), (6, "")] {
+            let text = answer_text(result, name, 0, 0, 0, 0);
+            assert!(
+                text.contains("balance —") && !text.contains("¥0.00"),
+                "{text}"
+            );
+            assert!(!shows_balance(result, name));
+        }
+        let refused = answer_text(6, "张*华", 0, 0, 0, 2000);
+        assert!(refused.contains("please see staff") && refused.contains("¥20.00"));
+        assert!(answer_text(9, "张*华", 0, 0, 0, 0).contains("please see staff, result 9"));
     }
 }

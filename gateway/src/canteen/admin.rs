@@ -1,7 +1,11 @@
 //! Staff operations on the canteen's money and cards: top-ups, lost cards, binding cards,
 //! voiding meals (refund through the ledger), cash payouts of a balance. Every one is an event
 //! and a ledger row where money moves; refusals are typed (404 unknown, 409 state, 422 invalid).
+//! Amounts are bounded by the rule file's `[limits]` (a top-up above `max_topup_fen` is 422, one
+//! that would take the balance above `max_balance_fen` is 409), so no sum of ledger rows
+//! overflows.
 
+use super::rules::Limits;
 use super::settle::{balance, card_key};
 use crate::journal::{format_ts, JournalError, Lane, NewEvent, OpError, Operation, Refusal, Tx};
 use crate::registry::Registry;
@@ -117,10 +121,24 @@ async fn apply_topup(
     by: &str,
     reason: Option<&str>,
 ) -> Result<Result<i64, Refusal>, JournalError> {
+    let limits = registry
+        .canteen
+        .as_ref()
+        .map(|(rules, _)| rules.limits)
+        .unwrap_or_default();
     if amount_fen <= 0 {
         return Ok(Err(Refusal::invalid(
             "bad_amount",
             "amount_fen must be positive (fen, e.g. 10000 for ¥100)".to_string(),
+        )));
+    }
+    if amount_fen > limits.max_topup_fen {
+        return Ok(Err(Refusal::invalid(
+            "topup_too_large",
+            format!(
+                "a top-up of {amount_fen} fen is above the limit of {} fen (limits.max_topup_fen in the canteen rules); split it or check the amount",
+                limits.max_topup_fen
+            ),
         )));
     }
     if !registry.residents.contains(resident) {
@@ -135,6 +153,13 @@ async fn apply_topup(
             format!("{by:?} is not a registered staff id"),
         )));
     }
+    let before = balance(tx.conn(), resident).await?;
+    let after = before
+        .checked_add(amount_fen)
+        .filter(|b| *b <= limits.max_balance_fen);
+    let Some(after) = after else {
+        return Ok(Err(balance_cap(resident, before, amount_fen, limits)));
+    };
     let at = Timestamp::now();
     sqlx::query("INSERT INTO ledger (resident_id, kind, amount_fen, staff_id, reason, at) VALUES (?, 'topup', ?, ?, ?, ?)")
             .bind(resident)
@@ -146,7 +171,17 @@ async fn apply_topup(
             .await?;
     let body = serde_json::json!({ "resident_id": resident, "amount_fen": amount_fen, "by": by, "reason": reason });
     tx.append(NewEvent::new("ledger_topup", at, body.to_string()));
-    Ok(Ok(balance(tx.conn(), resident).await?))
+    Ok(Ok(after))
+}
+
+fn balance_cap(resident: &str, before: i64, amount_fen: i64, limits: Limits) -> Refusal {
+    Refusal::conflict(
+        "balance_cap",
+        format!(
+            "a top-up of {amount_fen} fen would take resident {resident}'s balance of {before} fen above the limit of {} fen (limits.max_balance_fen in the canteen rules)",
+            limits.max_balance_fen
+        ),
+    )
 }
 
 /// Cards lost / bound, meals voided (refund through the ledger). Every operation is an event.
@@ -283,6 +318,13 @@ async fn apply_canteen_op(
                     "a payout needs a reason (receipt number, why)".to_string(),
                 )));
             }
+            if amount_fen.is_some_and(|a| a <= 0) {
+                return Ok(Err(Refusal::invalid(
+                    "bad_amount",
+                    "amount_fen must be positive (fen), or absent to pay out the whole balance"
+                        .to_string(),
+                )));
+            }
             let balance = balance(tx.conn(), resident).await?;
             let amount = amount_fen.unwrap_or(balance);
             if amount <= 0 {
@@ -308,7 +350,8 @@ async fn apply_canteen_op(
                     .await?;
             (
                 "balance_paid_out",
-                serde_json::json!({ "resident_id": resident, "amount_fen": amount, "balance_fen": balance - amount, "by": by, "reason": reason }),
+                // 0 < amount ≤ balance: cannot overflow.
+                serde_json::json!({ "resident_id": resident, "amount_fen": amount, "balance_fen": balance.saturating_sub(amount), "by": by, "reason": reason }),
             )
         }
     };

@@ -13,6 +13,14 @@ pub fn yuan(fen: i64) -> String {
     format!("{sign}{}.{:02}", a / 100, a % 100)
 }
 
+/// `a + b`, or an error naming the column when the sum leaves i64 (a ledger that large is corrupt:
+/// the rule file's limits keep every amount small).
+fn add(a: i64, b: i64, what: &str) -> Result<i64, sqlx::Error> {
+    a.checked_add(b).ok_or_else(|| {
+        sqlx::Error::Decode(format!("the total of {what} does not fit in 64 bits").into())
+    })
+}
+
 /// One line of the daily summary.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct PeriodTotals {
@@ -57,11 +65,11 @@ pub async fn daily(pool: &SqlitePool, date: &str) -> Result<Vec<PeriodTotals>, s
             paid_fen: r.try_get(4)?,
             delivered: r.try_get(5)?,
         };
-        total.meals += line.meals;
-        total.gross_fen += line.gross_fen;
-        total.subsidy_fen += line.subsidy_fen;
-        total.paid_fen += line.paid_fen;
-        total.delivered += line.delivered;
+        total.meals = add(total.meals, line.meals, "meals")?;
+        total.gross_fen = add(total.gross_fen, line.gross_fen, "gross_fen")?;
+        total.subsidy_fen = add(total.subsidy_fen, line.subsidy_fen, "subsidy_fen")?;
+        total.paid_fen = add(total.paid_fen, line.paid_fen, "paid_fen")?;
+        total.delivered = add(total.delivered, line.delivered, "delivered")?;
         out.push(line);
     }
     out.push(total);
@@ -106,8 +114,8 @@ pub async fn claim_csv(
         let subsidy: i64 = r.try_get(5)?;
         let applied: String = r.try_get(7)?;
         let applied: Vec<String> = serde_json::from_str(&applied).unwrap_or_default();
-        count += 1;
-        total += subsidy;
+        count = add(count, 1, "meals")?;
+        total = add(total, subsidy, "subsidy_fen")?;
         let _ = w.write_record([
             r.try_get::<String, _>(0)?,
             r.try_get::<String, _>(1)?,

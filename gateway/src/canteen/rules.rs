@@ -8,6 +8,11 @@
 //!
 //! Subsidies that match combine by `combine`: `max` (the single best, the usual reading of
 //! "the discount is deducted at checkout") or `sum`; then the per-meal cap, then the daily cap.
+//! A percentage is rounded to the fen by `rounding`: `half_up` (the default), `down` or `up`.
+//!
+//! Money arithmetic is checked: every amount in the file is at most [`MAX_LIMIT_FEN`], a price is
+//! refused above `limits.max_price_fen` (default ¥1,000), below 0, and at 0 unless
+//! `limits.allow_free_meals`; so no input can overflow a quote.
 
 use jiff::civil::{Date, Time};
 use serde::Deserialize;
@@ -30,6 +35,12 @@ pub struct RuleSet {
     /// At most this much subsidy per resident per day, fen.
     #[serde(default)]
     pub daily_cap_fen: Option<i64>,
+    /// How a percentage subsidy is rounded to the fen.
+    #[serde(default)]
+    pub rounding: Rounding,
+    /// Plausible amounts: what is beyond them is refused, never computed.
+    #[serde(default)]
+    pub limits: Limits,
     /// The subsidies.
     #[serde(default)]
     pub subsidies: Vec<Subsidy>,
@@ -37,6 +48,50 @@ pub struct RuleSet {
 
 fn one() -> u32 {
     1
+}
+
+/// The largest amount the file may hold anywhere (¥10,000,000,000): sums of a few of them and
+/// percentages of them stay far inside i64.
+pub const MAX_LIMIT_FEN: i64 = 1_000_000_000_000;
+
+/// How a percentage subsidy is rounded to the fen.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Rounding {
+    /// Half a fen or more rounds up (15 % of ¥14.99 = 224.85 → 225 fen).
+    #[default]
+    HalfUp,
+    /// Fractions of a fen are dropped (→ 224 fen).
+    Down,
+    /// Any fraction of a fen rounds up (→ 225 fen).
+    Up,
+}
+
+/// Plausible amounts (`[limits]` in the rule file). A tap beyond them is answered `refused`, a
+/// top-up beyond them is refused with the limit in the message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Highest price of one meal, fen (default 100,000 = ¥1,000).
+    pub max_price_fen: i64,
+    /// Highest single top-up, fen (default 1,000,000 = ¥10,000).
+    pub max_topup_fen: i64,
+    /// Highest balance a top-up may leave, fen (default 10,000,000 = ¥100,000).
+    pub max_balance_fen: i64,
+    /// Whether a price of 0 (on the menu or entered at the counter) is a free meal; when false
+    /// (the default) it is refused as a mistake.
+    pub allow_free_meals: bool,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_price_fen: 100_000,
+            max_topup_fen: 1_000_000,
+            max_balance_fen: 10_000_000,
+            allow_free_meals: false,
+        }
+    }
 }
 
 /// How matching subsidies combine.
@@ -108,7 +163,7 @@ pub struct Subsidy {
 pub enum Amount {
     /// A fixed amount, fen.
     FixedFen(i64),
-    /// A percentage of the price, rounded down to the fen.
+    /// A percentage of the price, rounded to the fen by the file's `rounding`.
     Percent(u8),
     /// The resident pays at most this much, fen (the rest is subsidy).
     PayAtMostFen(i64),
@@ -157,8 +212,32 @@ pub enum QuoteError {
     #[error("no price: period {0} has no menu price; enter one at the counter")]
     NoPrice(String),
     /// A negative price was entered.
-    #[error("price must not be negative")]
-    NegativePrice,
+    #[error("price {0} fen is negative")]
+    NegativePrice(i64),
+    /// A price above `limits.max_price_fen`.
+    #[error("price {price} fen is above the limit of {limit} fen per meal (limits.max_price_fen)")]
+    PriceTooHigh {
+        /// The price, fen.
+        price: i64,
+        /// The limit, fen.
+        limit: i64,
+    },
+    /// A price of 0 where the rules do not allow free meals.
+    #[error("price 0: free meals are not allowed by these rules (limits.allow_free_meals)")]
+    FreeMeal,
+}
+
+impl QuoteError {
+    /// The reason label (metric, dead letter) of a refused price.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            QuoteError::OutsideMealPeriod => "outside_meal_period",
+            QuoteError::NoPrice(_) => "no_price",
+            QuoteError::NegativePrice(_) => "negative_price",
+            QuoteError::PriceTooHigh { .. } => "price_too_high",
+            QuoteError::FreeMeal => "free_meal_not_allowed",
+        }
+    }
 }
 
 /// Why a rule file was rejected.
@@ -177,7 +256,20 @@ pub fn age_on(birth: Date, on: Date) -> u32 {
     if (on.month(), on.day()) < (birth.month(), birth.day()) {
         years -= 1;
     }
-    years.max(0) as u32
+    u32::try_from(years).unwrap_or(0)
+}
+
+/// `percent` % of `price`, rounded to the fen; None when out of range (never for a price within
+/// [`MAX_LIMIT_FEN`]).
+pub fn percent_of(price: i64, percent: u8, rounding: Rounding) -> Option<i64> {
+    let n = i128::from(price).checked_mul(i128::from(percent))?;
+    let add = match rounding {
+        Rounding::HalfUp => 50,
+        Rounding::Down => 0,
+        Rounding::Up => 99,
+    };
+    // Prices are not negative here, so adding before dividing rounds as named.
+    i64::try_from(n.checked_add(add)?.checked_div(100)?).ok()
 }
 
 impl RuleSet {
@@ -195,6 +287,21 @@ impl RuleSet {
     pub fn parse(text: &str) -> Result<RuleSet, String> {
         let rules: RuleSet = toml::from_str(text).map_err(|e| e.to_string())?;
         let mut problems = Vec::new();
+        let l = rules.limits;
+        for (name, v) in [
+            ("limits.max_price_fen", l.max_price_fen),
+            ("limits.max_topup_fen", l.max_topup_fen),
+            ("limits.max_balance_fen", l.max_balance_fen),
+        ] {
+            if !(1..=MAX_LIMIT_FEN).contains(&v) {
+                problems.push(format!("{name}: {v} is outside 1..={MAX_LIMIT_FEN}"));
+            }
+        }
+        if let Some(v) = rules.daily_cap_fen {
+            if !(0..=MAX_LIMIT_FEN).contains(&v) {
+                problems.push(format!("daily_cap_fen: {v} is outside 0..={MAX_LIMIT_FEN}"));
+            }
+        }
         if rules.periods.is_empty() {
             problems.push("periods: at least one meal period is needed".to_string());
         }
@@ -205,8 +312,17 @@ impl RuleSet {
                     p.name, p.end, p.start
                 ));
             }
-            if p.price_fen.is_some_and(|v| v < 0) {
-                problems.push(format!("periods[{i}].price_fen: must not be negative"));
+            if let Some(v) = p.price_fen {
+                if v < 0 || v > rules.limits.max_price_fen {
+                    problems.push(format!(
+                        "periods[{i}].price_fen: {v} is outside 0..={} (limits.max_price_fen)",
+                        rules.limits.max_price_fen
+                    ));
+                } else if v == 0 && !rules.limits.allow_free_meals {
+                    problems.push(format!(
+                        "periods[{i}].price_fen: 0 is a free meal; set limits.allow_free_meals = true if that is meant"
+                    ));
+                }
             }
             for (j, q) in rules.periods.iter().enumerate().skip(i + 1) {
                 if p.start < q.end && q.start < p.end {
@@ -226,10 +342,21 @@ impl RuleSet {
                 Amount::FixedFen(v) | Amount::PayAtMostFen(v) if v < 0 => {
                     problems.push(format!("{at}.amount: must not be negative"))
                 }
+                Amount::FixedFen(v) | Amount::PayAtMostFen(v) if v > MAX_LIMIT_FEN => {
+                    problems.push(format!("{at}.amount: {v} is above {MAX_LIMIT_FEN}"))
+                }
                 _ => {}
             }
-            if s.extra_fen.is_some_and(|v| v < 0) {
-                problems.push(format!("{at}.extra_fen: must not be negative"));
+            for (field, v) in [
+                ("extra_fen", s.extra_fen),
+                ("cap_fen", s.cap_fen),
+                ("min_price_fen", s.min_price_fen),
+            ] {
+                if let Some(v) = v {
+                    if !(0..=MAX_LIMIT_FEN).contains(&v) {
+                        problems.push(format!("{at}.{field}: {v} is outside 0..={MAX_LIMIT_FEN}"));
+                    }
+                }
             }
             if let (Some(a), Some(b)) = (s.min_age, s.max_age) {
                 if a > b {
@@ -274,7 +401,16 @@ impl RuleSet {
             .or(period.price_fen)
             .ok_or_else(|| QuoteError::NoPrice(period.name.clone()))?;
         if price < 0 {
-            return Err(QuoteError::NegativePrice);
+            return Err(QuoteError::NegativePrice(price));
+        }
+        if price > self.limits.max_price_fen {
+            return Err(QuoteError::PriceTooHigh {
+                price,
+                limit: self.limits.max_price_fen,
+            });
+        }
+        if price == 0 && !self.limits.allow_free_meals {
+            return Err(QuoteError::FreeMeal);
         }
         let age = age_on(who.birth_date, date);
         let mut applied = Vec::new();
@@ -292,11 +428,14 @@ impl RuleSet {
                 if !matches {
                     continue;
                 }
-                let mut amount = match s.amount {
+                // Every operand is within 0..=MAX_LIMIT_FEN (checked at load and above), so
+                // saturating never saturates; the result is clamped to the price anyway.
+                let base = match s.amount {
                     Amount::FixedFen(v) => v,
-                    Amount::Percent(p) => price * i64::from(p) / 100,
-                    Amount::PayAtMostFen(v) => (price - v).max(0),
-                } + s.extra_fen.unwrap_or(0);
+                    Amount::Percent(p) => percent_of(price, p, self.rounding).unwrap_or(price),
+                    Amount::PayAtMostFen(v) => price.saturating_sub(v).max(0),
+                };
+                let mut amount = base.saturating_add(s.extra_fen.unwrap_or(0));
                 if let Some(cap) = s.cap_fen {
                     amount = amount.min(cap);
                 }
@@ -306,7 +445,7 @@ impl RuleSet {
                 }
                 match self.combine {
                     Combine::Sum => {
-                        subsidy += amount;
+                        subsidy = subsidy.saturating_add(amount);
                         applied.push(s.name.clone());
                     }
                     Combine::Max if amount > subsidy => {
@@ -319,7 +458,7 @@ impl RuleSet {
         }
         subsidy = subsidy.min(price);
         if let Some(cap) = self.daily_cap_fen {
-            subsidy = subsidy.min((cap - today.subsidy_fen).max(0));
+            subsidy = subsidy.min(cap.saturating_sub(today.subsidy_fen).max(0));
         }
         if subsidy == 0 {
             applied.clear();
@@ -328,7 +467,7 @@ impl RuleSet {
             period: period.name.clone(),
             price_fen: price,
             subsidy_fen: subsidy,
-            payable_fen: price - subsidy,
+            payable_fen: price.saturating_sub(subsidy),
             applied,
         })
     }

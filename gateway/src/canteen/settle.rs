@@ -1,9 +1,14 @@
 //! Meal settlement: the canteen's card-tap operation inside the writer's transaction.
 //! Idempotent by (reader, reader seq): a retransmitted tap gets the stored answer again. A second
-//! tap of the same card within the double-tap window is the same meal. Money moves only through
-//! ledger rows (append-only, fen). The reader's answer is sent only after COMMIT.
+//! tap of the same card within the double-tap window is the same meal (unless that meal was
+//! voided since), answered with today's balance. Money moves only through ledger rows
+//! (append-only, fen). The reader's answer is sent only after COMMIT.
+//!
+//! Every tap is answered: bad input in a tap (a price out of range, a `delivered_by` that is not
+//! staff) is answered `refused` and stored with the tap, so a retransmission gets the same
+//! answer; it is also counted, logged and kept as a dead letter.
 
-use crate::canteen::rules::{ResidentFacts, Today};
+use crate::canteen::rules::{QuoteError, ResidentFacts, Today};
 use crate::journal::{format_ts, JournalError, Lane, NewEvent, OpError, Operation, Refusal, Tx};
 use crate::registry::{mask_name, Registry};
 use eldergate_protocol::payload::{Down, Tap, TapResult};
@@ -128,7 +133,7 @@ async fn apply_tap(
                 name,
                 price_fen: price,
                 subsidy_fen: subsidy,
-                payable_fen: price - subsidy,
+                payable_fen: price.saturating_sub(subsidy),
                 balance_fen: balance,
             }
         };
@@ -194,27 +199,47 @@ async fn settle(
     let Some((rules, double_tap_s)) = registry.canteen.as_ref() else {
         return Ok((refuse(TapResult::OutsideMealPeriod, 0), None));
     };
-    // A second tap of the same card within the window is the same meal.
+    if let Some(worker) = tap.delivered_by.as_deref() {
+        if !registry.staff.contains_key(worker) {
+            let detail = format!(
+                "delivered_by {worker:?} is not a registered staff id; add the delivery worker under [[staff]]"
+            );
+            bad_tap(tx, reader, tap, at, "unknown_staff", &detail).await?;
+            let balance = balance(tx.conn(), resident).await?;
+            return Ok((refuse(TapResult::Refused, balance), None));
+        }
+    }
+    // A second tap of the same card within the window is the same meal — unless it was voided
+    // since (then this tap is a new meal). The answer is today's: the meal's amounts and the
+    // balance as it is now, never a stored balance from before a void or a top-up.
     let since = at
-        .checked_sub(jiff::SignedDuration::from_secs(*double_tap_s as i64))
+        .checked_sub(jiff::SignedDuration::from_secs(
+            i64::try_from(*double_tap_s).unwrap_or(i64::MAX),
+        ))
         .unwrap_or(at);
     if let Some(row) = sqlx::query(
-            "SELECT answer, meal_id FROM taps WHERE card_id = ? AND meal_id IS NOT NULL AND received_at >= ? ORDER BY id DESC LIMIT 1",
-        )
-        .bind(card)
-        .bind(format_ts(since))
-        .fetch_optional(tx.conn())
-        .await?
-        {
-            let answer: String = row.try_get(0)?;
-            let meal_id: i64 = row.try_get(1)?;
-            let mut down: Down = serde_json::from_str(&answer).map_err(|e| JournalError::Write(e.to_string()))?;
-            if let Down::Display { seq, .. } = &mut down {
-                *seq = tap.seq;
-            }
-            metrics::counter!("eldergate_double_taps_total").increment(1);
-            return Ok((down, Some(meal_id)));
-        }
+        "SELECT m.id, m.price_fen, m.subsidy_fen, m.payable_fen FROM taps t JOIN meals m ON m.id = t.meal_id
+         WHERE t.card_id = ? AND t.received_at >= ? AND m.voided_by IS NULL ORDER BY t.id DESC LIMIT 1",
+    )
+    .bind(card)
+    .bind(format_ts(since))
+    .fetch_optional(tx.conn())
+    .await?
+    {
+        let meal_id: i64 = row.try_get(0)?;
+        let down = Down::Display {
+            v: 1,
+            seq: tap.seq,
+            result: TapResult::Paid,
+            name: name.clone(),
+            price_fen: row.try_get(1)?,
+            subsidy_fen: row.try_get(2)?,
+            payable_fen: row.try_get(3)?,
+            balance_fen: balance(tx.conn(), resident).await?,
+        };
+        metrics::counter!("eldergate_double_taps_total").increment(1);
+        return Ok((down, Some(meal_id)));
+    }
     let tz = jiff::tz::TimeZone::get(&registry.time_zone)
         .map_err(|e| JournalError::Write(e.to_string()))?;
     let local = at.to_zoned(tz);
@@ -255,14 +280,20 @@ async fn settle(
         .await?;
     let today = Today {
         subsidy_fen: row.try_get(0)?,
-        subsidized_in_period: row.try_get::<i64, _>(1)? as u32,
+        subsidized_in_period: u32::try_from(row.try_get::<i64, _>(1)?).unwrap_or(u32::MAX),
     };
     let quote = match rules.quote(local.date(), local.time(), &facts, tap.price_fen, today) {
         Ok(q) => q,
-        Err(crate::canteen::rules::QuoteError::OutsideMealPeriod) => {
+        Err(QuoteError::OutsideMealPeriod) => {
             return Ok((refuse(TapResult::OutsideMealPeriod, balance), None))
         }
-        Err(_) => return Ok((refuse(TapResult::NoPrice, balance), None)),
+        Err(QuoteError::NoPrice(_)) => return Ok((refuse(TapResult::NoPrice, balance), None)),
+        // A price out of range is a mistake at the counter or a broken reader: refused (the
+        // reader shows "please see staff"), never computed.
+        Err(e) => {
+            bad_tap(tx, reader, tap, at, e.reason(), &e.to_string()).await?;
+            return Ok((refuse(TapResult::Refused, balance), None));
+        }
     };
     if quote.payable_fen > balance {
         let mut d = refuse(TapResult::InsufficientBalance, balance);
@@ -322,7 +353,42 @@ async fn settle(
         price_fen: quote.price_fen,
         subsidy_fen: quote.subsidy_fen,
         payable_fen: quote.payable_fen,
-        balance_fen: balance - quote.payable_fen,
+        // payable ≤ balance here, both within i64: cannot overflow.
+        balance_fen: balance.saturating_sub(quote.payable_fen),
     };
     Ok((down, Some(meal_id)))
+}
+
+/// Keeps bad input in a tap that is answered `refused`: a counter, a log line (no names) and a
+/// dead-letter row in the same transaction as the tap's answer.
+async fn bad_tap(
+    tx: &mut Tx,
+    reader: &str,
+    tap: &Tap,
+    at: Timestamp,
+    reason: &'static str,
+    detail: &str,
+) -> Result<(), JournalError> {
+    metrics::counter!("eldergate_rejected_total", "reason" => reason).increment(1);
+    tracing::warn!(
+        reader,
+        seq = tap.seq,
+        reason,
+        detail,
+        "tap refused; answered and kept as a dead letter"
+    );
+    let payload = serde_json::to_vec(tap).map_err(|e| JournalError::Write(e.to_string()))?;
+    sqlx::query(
+        "INSERT INTO dead_letters (received_at, source, reason, detail, payload, payload_len)
+         VALUES (?, ?, ?, ?, ?, ?)",
+    )
+    .bind(format_ts(at))
+    .bind(format!("tap/{reader}"))
+    .bind(reason)
+    .bind(detail)
+    .bind(&payload)
+    .bind(i64::try_from(payload.len()).unwrap_or(i64::MAX))
+    .execute(tx.conn())
+    .await?;
+    Ok(())
 }

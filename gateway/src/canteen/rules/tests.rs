@@ -167,9 +167,127 @@ end = "13:00"
     }
 }
 
+const LUNCH_ONLY: &str = r#"
+name = "x"
+[[periods]]
+name = "lunch"
+start = "11:00"
+end = "13:00"
+"#;
+
+#[test]
+fn percentages_round_half_up_to_the_fen_unless_the_rules_say_otherwise() {
+    let r = load("shanghai-putuo.toml");
+    let eighty_five = who(date(1941, 1, 1), &[]);
+    // 15 % of ¥14.99 = 224.85 fen.
+    assert_eq!(
+        q(&r, time(12, 0, 0, 0), &eighty_five, Some(1499)),
+        (225, 1274)
+    );
+    let with = |rounding: &str| {
+        let text = format!(
+            "rounding = \"{rounding}\"\n{LUNCH_ONLY}[[subsidies]]\nname = \"s\"\namount = {{ percent = 15 }}\n"
+        );
+        let r = RuleSet::parse(&text).unwrap();
+        let w = who(date(1941, 1, 1), &[]);
+        [1499, 1490, 1501].map(|p| q(&r, time(12, 0, 0, 0), &w, Some(p)).0)
+    };
+    assert_eq!(with("half_up"), [225, 224, 225], "224.85, 223.5, 225.15");
+    assert_eq!(with("down"), [224, 223, 225]);
+    assert_eq!(with("up"), [225, 224, 226]);
+}
+
+#[test]
+fn absurd_prices_are_refused_not_computed() {
+    let r = load("shanghai-putuo.toml");
+    let w = who(date(1941, 1, 1), &[]);
+    let at = |price: i64| {
+        r.quote(
+            MEAL_DAY,
+            time(12, 0, 0, 0),
+            &w,
+            Some(price),
+            Today::default(),
+        )
+    };
+    assert_eq!(
+        at(1 << 62),
+        Err(QuoteError::PriceTooHigh {
+            price: 1 << 62,
+            limit: 100_000
+        })
+    );
+    assert!(matches!(at(i64::MAX), Err(QuoteError::PriceTooHigh { .. })));
+    assert_eq!(at(-1), Err(QuoteError::NegativePrice(-1)));
+    assert_eq!(at(i64::MIN), Err(QuoteError::NegativePrice(i64::MIN)));
+    assert_eq!(
+        at(0),
+        Err(QuoteError::FreeMeal),
+        "no free meals unless allowed"
+    );
+    assert!(at(100_000).is_ok(), "the limit itself is a price");
+}
+
+#[test]
+fn free_meals_and_limits_are_set_in_the_rules_file() {
+    let text = format!("{LUNCH_ONLY}[limits]\nmax_price_fen = 5000\nallow_free_meals = true\n");
+    let r = RuleSet::parse(&text).unwrap();
+    let w = who(date(1941, 1, 1), &[]);
+    assert_eq!(q(&r, time(12, 0, 0, 0), &w, Some(0)), (0, 0));
+    assert!(matches!(
+        r.quote(
+            MEAL_DAY,
+            time(12, 0, 0, 0),
+            &w,
+            Some(5001),
+            Today::default()
+        ),
+        Err(QuoteError::PriceTooHigh { limit: 5000, .. })
+    ));
+    let defaults = RuleSet::parse(LUNCH_ONLY).unwrap().limits;
+    assert_eq!(defaults, Limits::default());
+    assert_eq!(
+        (defaults.max_price_fen, defaults.max_topup_fen),
+        (100_000, 1_000_000)
+    );
+}
+
+#[test]
+fn amounts_in_the_rules_file_that_could_overflow_are_rejected() {
+    let cases = [
+        (format!("{LUNCH_ONLY}[[subsidies]]\nname = \"s\"\namount = {{ fixed_fen = 9223372036854775807 }}\n"), "is above"),
+        (format!("{LUNCH_ONLY}[[subsidies]]\nname = \"s\"\nextra_fen = 9223372036854775807\namount = {{ fixed_fen = 1 }}\n"), "extra_fen"),
+        (format!("daily_cap_fen = -1\n{LUNCH_ONLY}"), "daily_cap_fen"),
+        (format!("{LUNCH_ONLY}price_fen = 0\n"), "free meal"),
+        (format!("{LUNCH_ONLY}price_fen = 100001\n"), "limits.max_price_fen"),
+        (format!("{LUNCH_ONLY}[limits]\nmax_topup_fen = 0\n"), "limits.max_topup_fen"),
+        (format!("{LUNCH_ONLY}[limits]\nmax_price = 1\n"), "unknown field"),
+        (format!("rounding = \"banker\"\n{LUNCH_ONLY}"), "unknown variant"),
+    ];
+    for (text, want) in cases {
+        let err = RuleSet::parse(&text).unwrap_err();
+        assert!(err.contains(want), "{want:?} not in {err:?}");
+    }
+}
+
 proptest::proptest! {
     #[test]
-    fn a_quote_never_subsidizes_more_than_the_price(price in 0i64..100_000, pct in 0u8..=100, fixed in 0i64..100_000, year in 1920i16..1970) {
+    fn any_price_is_quoted_or_refused_without_panicking(price in proptest::num::i64::ANY, pct in 0u8..=100, extra in 0i64..=MAX_LIMIT_FEN) {
+        let text = format!("combine = \"sum\"\ndaily_cap_fen = {extra}\n{LUNCH_ONLY}[[subsidies]]\nname = \"a\"\namount = {{ percent = {pct} }}\nextra_fen = {extra}\n[[subsidies]]\nname = \"b\"\namount = {{ fixed_fen = {extra} }}\n");
+        let r = RuleSet::parse(&text).unwrap();
+        let today = Today { subsidy_fen: i64::MIN, subsidized_in_period: 0 };
+        match r.quote(MEAL_DAY, time(12, 0, 0, 0), &who(date(1950, 1, 1), &[]), Some(price), today) {
+            Ok(q) => {
+                proptest::prop_assert!((1..=100_000).contains(&price));
+                proptest::prop_assert!(q.subsidy_fen >= 0 && q.subsidy_fen <= price);
+                proptest::prop_assert_eq!(q.subsidy_fen + q.payable_fen, price);
+            }
+            Err(e) => proptest::prop_assert!(!(1..=100_000).contains(&price), "{e}"),
+        }
+    }
+
+    #[test]
+    fn a_quote_never_subsidizes_more_than_the_price(price in 1i64..=100_000, pct in 0u8..=100, fixed in 0i64..100_000, year in 1920i16..1970) {
         let text = format!(r#"
 name = "p"
 combine = "sum"
