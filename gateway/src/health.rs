@@ -256,23 +256,30 @@ impl DiskGuard {
                 self.low.store(true, Ordering::Relaxed);
                 metrics::counter!("eldergate_disk_low_total").increment(1);
                 tracing::error!(free_mib = mib, "free space in data_dir is low: refusing heartbeats and routine data; alarms and money go on");
-                journal
-                    .tell(Observe(Observation::DiskLow {
-                        gateway: gateway.clone(),
-                        detail: format!(
-                            "only {mib} MiB free in the journal's directory; free space now"
-                        ),
-                    }))
-                    .await;
+                // Retried until committed: on a disk that filled between two looks this very
+                // commit is the one that fails (and releases the reserve); `low` is set, so
+                // the alert would never be sent again.
+                drop(
+                    journal
+                        .submit_until_committed(Observe(Observation::DiskLow {
+                            gateway: gateway.clone(),
+                            detail: format!(
+                                "only {mib} MiB free in the journal's directory; free space now"
+                            ),
+                        }))
+                        .await,
+                );
             } else if self.is_low() && free > self.low_water.saturating_mul(2) {
                 self.low.store(false, Ordering::Relaxed);
                 tracing::info!(free_mib = mib, "free space in data_dir is back");
-                journal
-                    .tell(Observe(Observation::DiskOk {
-                        gateway: gateway.clone(),
-                        detail: format!("{mib} MiB free again"),
-                    }))
-                    .await;
+                drop(
+                    journal
+                        .submit_until_committed(Observe(Observation::DiskOk {
+                            gateway: gateway.clone(),
+                            detail: format!("{mib} MiB free again"),
+                        }))
+                        .await,
+                );
             }
         }
     }

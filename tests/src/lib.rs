@@ -290,8 +290,19 @@ pub fn button(i: usize) -> String {
 impl Gateway {
     /// Writes the config and starts the gateway; returns when `/healthz` answers.
     pub async fn start(spec: &GatewaySpec) -> anyhow::Result<Gateway> {
+        Self::start_with_data_dir(spec, None).await
+    }
+
+    /// [`Gateway::start`] with the journal in `data_dir` (e.g. on a small tmpfs) instead of the
+    /// test's own temporary directory; the config and the log stay there.
+    pub async fn start_with_data_dir(
+        spec: &GatewaySpec,
+        data_dir: Option<&Path>,
+    ) -> anyhow::Result<Gateway> {
         let dir = tempfile::tempdir()?;
-        let data_dir = dir.path().join("data");
+        let data_dir = data_dir
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| dir.path().join("data"));
         let http_port = free_port();
         let mut devices = String::from("device_id,kind,link,resident_id,location,heartbeat_s\n");
         let link = if spec.serial { "serial" } else { "mqtt" };
@@ -372,12 +383,10 @@ retry_max_s = 1
                 bin.display()
             );
         }
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(
-            self.data_dir
-                .parent()
-                .unwrap_or(Path::new("."))
-                .join("gateway.log"),
-        )?;
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log_path())?;
         let child = Command::new(bin)
             .args(["run", "--config"])
             .arg(&self.config)
@@ -406,10 +415,7 @@ retry_max_s = 1
 
     /// Path of the gateway's log file.
     pub fn log_path(&self) -> PathBuf {
-        self.data_dir
-            .parent()
-            .unwrap_or(Path::new("."))
-            .join("gateway.log")
+        self._dir.path().join("gateway.log")
     }
 
     /// `http://127.0.0.1:{port}{path}`.
