@@ -114,6 +114,10 @@ impl From<Failure> for ApiError {
                 ApiError(status, r.message)
             }
             Failure::Journal(e) => e.into(),
+            Failure::Broken(e) => {
+                tracing::error!(error = %e, "request failed inside its operation");
+                ApiError(StatusCode::INTERNAL_SERVER_ERROR, e)
+            }
         }
     }
 }

@@ -478,6 +478,23 @@ fn tap_seq(payload: &[u8]) -> u32 {
         .unwrap_or_default()
 }
 
+/// Keeps a publish whose operation failed alone as a dead letter and releases the broker's
+/// delivery (PUBACK) once that is committed.
+async fn release(
+    intake: &Intake,
+    client: &AsyncClient,
+    publish: &Publish,
+    reason: &'static str,
+    detail: String,
+) {
+    let kept = intake
+        .dead_letter(&publish.topic, &publish.payload, &reject(reason, detail))
+        .await;
+    if !matches!(answer(kept).await, Err(Failure::Journal(_))) {
+        let _ = client.ack(publish).await;
+    }
+}
+
 /// Acks in arrival order, each only after its commit.
 async fn ack_in_order(intake: Intake, client: AsyncClient, mut rx: mpsc::Receiver<Pending>) {
     let site = intake.registry.site_id.clone();
@@ -504,8 +521,22 @@ async fn ack_in_order(intake: Intake, client: AsyncClient, mut rx: mpsc::Receive
                     let _ = client.ack(&publish).await;
                     metrics::counter!("eldergate_device_acks_total", "duplicate" => if outcome.duplicate { "true" } else { "false" }).increment(1);
                 }
-                Err(e) => {
+                Err(Failure::Journal(e)) => {
                     tracing::error!(device = %device, device_seq, error = %e, "alarm event not committed; not acknowledged (the device retransmits)");
+                }
+                Err(e) => {
+                    // Failed on its own (or refused): keep it, release the broker's delivery so
+                    // it cannot hold every later ack; no device ack — the device retransmits
+                    // and each retransmission is tried again alone.
+                    release(
+                        &intake,
+                        &client,
+                        &publish,
+                        "alarm_not_committed",
+                        e.to_string(),
+                    )
+                    .await;
+                    tracing::error!(device = %device, device_seq, error = %e, "alarm event failed alone; kept as a dead letter, not acknowledged to the device");
                 }
             },
             Pending::Staff {
@@ -521,6 +552,7 @@ async fn ack_in_order(intake: Intake, client: AsyncClient, mut rx: mpsc::Receive
                         tracing::error!(error = %e, alert_id, "staff command not committed; not acknowledged");
                         continue;
                     }
+                    Err(e @ Failure::Broken(_)) => (false, Some(e.to_string())),
                 };
                 let result = StaffCommandResult {
                     v: MQTT_VERSION,
@@ -543,7 +575,7 @@ async fn ack_in_order(intake: Intake, client: AsyncClient, mut rx: mpsc::Receive
                 publish,
                 answer: staff_answer,
             } => {
-                if answer(rx).await.is_ok() {
+                if !matches!(answer(rx).await, Err(Failure::Journal(_))) {
                     if let Some(result) = staff_answer {
                         publish_json(
                             &client,
@@ -604,8 +636,19 @@ async fn ack_in_order(intake: Intake, client: AsyncClient, mut rx: mpsc::Receive
                         let _ = client.ack(&publish).await;
                     }
                 }
-                Err(e) => {
+                Err(Failure::Journal(e)) => {
                     tracing::error!(reader = %reader, error = %e, "tap not committed; no answer (the reader retransmits)")
+                }
+                Err(e) => {
+                    release(
+                        &intake,
+                        &client,
+                        &publish,
+                        "tap_not_committed",
+                        e.to_string(),
+                    )
+                    .await;
+                    tracing::error!(reader = %reader, error = %e, "tap failed alone; kept as a dead letter, no answer (the reader retransmits)")
                 }
             },
         }

@@ -247,8 +247,8 @@ impl SerialIngest {
                             drop(intake.dead_letter(&source, &raw, &rejection).await);
                             frame_bytes(&Frame::nak(&device, seq, nak_reason(r.reason)))
                         }
-                        Err(Failure::Journal(_)) => {
-                            tracing::error!(device = %device, seq, "serial tap not committed; no answer (the reader retries)");
+                        Err(e) => {
+                            tracing::error!(device = %device, seq, error = %e, "serial tap not committed; no answer (the reader retries)");
                             None
                         }
                     },

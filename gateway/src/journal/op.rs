@@ -98,10 +98,15 @@ pub enum Failure {
     /// Refused: a definite answer (do not retry unchanged).
     #[error(transparent)]
     Refused(Refusal),
-    /// Not committed (the operation failed, the batch's COMMIT failed, or the writer stopped):
-    /// nothing was acknowledged, retrying later may succeed.
+    /// Not committed because the batch's COMMIT failed or the writer stopped: nothing was
+    /// acknowledged, retrying later may succeed.
     #[error(transparent)]
     Journal(JournalError),
+    /// This operation failed on its own (an SQLite error inside it, or a panic: a bug) and was
+    /// rolled back alone. Retrying it unchanged fails again: the transports keep it as a dead
+    /// letter and release the broker's delivery instead of holding every later ack behind it.
+    #[error("the operation failed and was rolled back: {0}")]
+    Broken(String),
 }
 
 /// An operation on the journal, owned by its domain.
@@ -202,10 +207,8 @@ impl<O: Operation> Job for Queued<O> {
                 Ok(a)
             }
             Outcome::Refused(r) => Err(Failure::Refused(r)),
-            Outcome::Failed(e) => Err(Failure::Journal(e)),
-            Outcome::Pending => Err(Failure::Journal(JournalError::Write(
-                "operation was not applied".into(),
-            ))),
+            Outcome::Failed(e) => Err(Failure::Broken(e.to_string())),
+            Outcome::Pending => Err(Failure::Broken("operation was not applied".into())),
         };
         if let Some(reply) = self.reply.take() {
             let _ = reply.send(answer);

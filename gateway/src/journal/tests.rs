@@ -170,7 +170,7 @@ async fn a_command_that_always_fails_cannot_stall_alarms_or_taps() {
         );
     }
     for rx in doomed {
-        assert!(matches!(answer(rx).await, Err(Failure::Journal(_))));
+        assert!(matches!(answer(rx).await, Err(Failure::Broken(_))));
     }
     for rx in alarms {
         let outcome = answer(rx)
@@ -230,7 +230,7 @@ async fn a_panicking_operation_is_rolled_back_and_the_writer_goes_on() {
             received_at: jiff::Timestamp::now(),
         })
         .await;
-    assert!(matches!(answer(bad).await, Err(Failure::Journal(_))));
+    assert!(matches!(answer(bad).await, Err(Failure::Broken(_))));
     let outcome = answer(press).await.expect("the press is committed");
     assert!(outcome.alert.is_some(), "and raises an alert");
     assert!(!writer.is_finished());
