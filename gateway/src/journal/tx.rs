@@ -120,16 +120,7 @@ impl Tx {
 
     /// Appends an event under a seq taken with [`Tx::take_seq`].
     pub fn append_at(&mut self, seq: i64, ev: NewEvent) {
-        self.events.push(EventRow {
-            seq,
-            kind: ev.kind,
-            device_id: ev.device_id,
-            device_seq: ev.device_seq.map(i64::from),
-            alert_id: ev.alert_id,
-            received_at: format_ts(ev.received_at),
-            device_time: ev.device_time.map(format_ts),
-            body: ev.body,
-        });
+        self.events.push(row(seq, ev));
     }
 
     /// Appends an event with the next seq; returns the seq.
@@ -334,6 +325,20 @@ impl Tx {
     }
 }
 
+/// The stored form of an event.
+fn row(seq: i64, ev: NewEvent) -> EventRow {
+    EventRow {
+        seq,
+        kind: ev.kind,
+        device_id: ev.device_id,
+        device_seq: ev.device_seq.map(i64::from),
+        alert_id: ev.alert_id,
+        received_at: format_ts(ev.received_at),
+        device_time: ev.device_time.map(format_ts),
+        body: ev.body,
+    }
+}
+
 /// The transaction beside a borrowed domain state (see [`Tx::split`]).
 pub struct TxParts<'a> {
     /// The connection.
@@ -357,16 +362,7 @@ impl TxParts<'_> {
 
     /// See [`Tx::append_at`].
     pub fn append_at(&mut self, seq: i64, ev: NewEvent) {
-        self.events.push(EventRow {
-            seq,
-            kind: ev.kind,
-            device_id: ev.device_id,
-            device_seq: ev.device_seq.map(i64::from),
-            alert_id: ev.alert_id,
-            received_at: format_ts(ev.received_at),
-            device_time: ev.device_time.map(format_ts),
-            body: ev.body,
-        });
+        self.events.push(row(seq, ev));
     }
 
     /// See [`Tx::append`].
