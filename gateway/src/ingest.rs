@@ -45,8 +45,8 @@ async fn next(incoming: &mut mpsc::Receiver<Publish>, stop: &CancellationToken) 
     }
 }
 
-/// Decodes a JSON payload, telling a wrong `v` apart from malformed JSON.
-pub fn decode<T: DeserializeOwned>(payload: &[u8]) -> Result<T, Rejection> {
+/// Device payloads above the contract's limit are refused before any parsing.
+fn check_size(payload: &[u8]) -> Result<(), Rejection> {
     if payload.len() > MAX_DEVICE_PAYLOAD {
         return Err(reject(
             "oversize",
@@ -56,6 +56,12 @@ pub fn decode<T: DeserializeOwned>(payload: &[u8]) -> Result<T, Rejection> {
             ),
         ));
     }
+    Ok(())
+}
+
+/// Decodes a JSON payload, telling a wrong `v` apart from malformed JSON.
+pub fn decode<T: DeserializeOwned>(payload: &[u8]) -> Result<T, Rejection> {
+    check_size(payload)?;
     match serde_json::from_slice::<T>(payload) {
         Ok(v) => Ok(v),
         Err(e) => {
@@ -110,15 +116,7 @@ fn decode_alarm(payload: &[u8]) -> Result<(u8, u32, UplinkBody), Rejection> {
         #[serde(flatten)]
         rest: serde_json::Map<String, serde_json::Value>,
     }
-    if payload.len() > MAX_DEVICE_PAYLOAD {
-        return Err(reject(
-            "oversize",
-            format!(
-                "payload is {} bytes; the limit is {MAX_DEVICE_PAYLOAD}",
-                payload.len()
-            ),
-        ));
-    }
+    check_size(payload)?;
     let m: Lenient = match serde_json::from_slice(payload) {
         Ok(m) => m,
         Err(e) => {
