@@ -53,6 +53,40 @@ fn metrics_handle() -> PrometheusHandle {
         .clone()
 }
 
+/// Logs to stderr: `RUST_LOG` if set, else `default` (shared by the `eldergate` and
+/// `eldergate-sim` binaries).
+pub fn init_logs(default: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false)
+        .init();
+}
+
+/// Resolves on SIGTERM or Ctrl-C.
+pub async fn stop_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
 /// Why the gateway must stop: a vital task ended before shutdown was asked for.
 type Fatal = mpsc::UnboundedSender<String>;
 

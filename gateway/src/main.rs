@@ -142,38 +142,6 @@ async fn roster(config: PathBuf, which: RosterCommand) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn init_logs(default: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_target(false)
-        .init();
-}
-
-/// Resolves on SIGTERM or Ctrl-C.
-async fn stop_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = term.recv() => {}
-                    _ = tokio::signal::ctrl_c() => {}
-                }
-            }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
-    }
-}
-
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
@@ -194,7 +162,7 @@ fn main() -> ExitCode {
             }
         },
         command => {
-            init_logs("info,rumqttd=warn,sqlx=warn,rumqttc=warn");
+            eldergate::app::init_logs("info,rumqttd=warn,sqlx=warn,rumqttc=warn");
             let rt = match tokio::runtime::Runtime::new() {
                 Ok(rt) => rt,
                 Err(e) => {
@@ -206,7 +174,7 @@ fn main() -> ExitCode {
                 match command {
                     Command::Run { config } => {
                         let loaded = eldergate::config::load(&config)?;
-                        eldergate::app::run(loaded, stop_signal()).await
+                        eldergate::app::run(loaded, eldergate::app::stop_signal()).await
                     }
                     Command::Report { config, which } => report(config, which).await,
                     Command::Roster { config, which } => roster(config, which).await,

@@ -25,42 +25,10 @@ enum Command {
     Sim(eldergate_sim::cli::SimArgs),
 }
 
-fn init_logs(default: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_target(false)
-        .init();
-}
-
-/// Resolves on SIGTERM or Ctrl-C.
-async fn stop_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = term.recv() => {}
-                    _ = tokio::signal::ctrl_c() => {}
-                }
-            }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
-    }
-}
-
 fn main() -> ExitCode {
     let cli = Cli::parse();
     // The demo prints its own story; its logs show warnings only unless RUST_LOG says more.
-    init_logs(match cli.command {
+    eldergate::app::init_logs(match cli.command {
         Command::Demo(_) => "warn,rumqttd=error",
         Command::Sim(_) => "info,rumqttd=warn,sqlx=warn,rumqttc=warn",
     });
@@ -73,8 +41,12 @@ fn main() -> ExitCode {
     };
     let result = rt.block_on(async move {
         match cli.command {
-            Command::Demo(args) => eldergate_sim::demo::run(args, stop_signal()).await,
-            Command::Sim(args) => eldergate_sim::cli::run_cli(args, stop_signal()).await,
+            Command::Demo(args) => {
+                eldergate_sim::demo::run(args, eldergate::app::stop_signal()).await
+            }
+            Command::Sim(args) => {
+                eldergate_sim::cli::run_cli(args, eldergate::app::stop_signal()).await
+            }
         }
         .context("eldergate-sim stopped with an error")
     });
