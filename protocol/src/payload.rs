@@ -91,6 +91,139 @@ pub enum Down {
         /// shows "—", not ¥0.00 (MQTT.md, SPEC.md §6.4).
         balance_fen: i64,
     },
+    /// A health kiosk's answer to a reading or a card tap, after commit: what to show.
+    Reading {
+        /// Contract version, always 1.
+        v: u8,
+        /// The reading's (or the card tap's) sequence number.
+        seq: u32,
+        /// Outcome.
+        result: ReadingResult,
+        /// The resident's name, masked (张*华), when the reading or card is a known resident's.
+        name: Option<String>,
+    },
+}
+
+/// What became of a kiosk reading or card tap (SPEC.md §6.7 has the serial codes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReadingResult {
+    /// Stored for the resident named.
+    Stored,
+    /// Stored, and it raised an alert: the kiosk shows "please see the staff".
+    SeeStaff,
+    /// Stored without a resident (no card tapped, none named): staff will assign it.
+    Unassigned,
+    /// A card tap opened a session: the next readings from this kiosk are this resident's.
+    SessionOpened,
+    /// The card belongs to nobody on the roster; no session.
+    UnknownCard,
+}
+
+impl ReadingResult {
+    /// The READING_RESULT code of the serial protocol.
+    pub fn code(self) -> u8 {
+        crate::serial::ReadingResultCode::from(self).code()
+    }
+}
+
+/// What a kiosk measured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Measure {
+    /// Blood pressure: `value` systolic, `value2` diastolic.
+    BloodPressure,
+    /// Capillary blood glucose.
+    Glucose,
+    /// Oxygen saturation (SpO2).
+    Spo2,
+    /// Body temperature.
+    Temperature,
+    /// Body weight.
+    Weight,
+    /// Pulse (heart rate).
+    Pulse,
+}
+
+/// When a glucose reading was taken, or a blood pressure's position.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReadingContext {
+    /// Glucose: fasting.
+    Fasting,
+    /// Glucose: after a meal.
+    AfterMeal,
+    /// Glucose: random.
+    Random,
+    /// Blood pressure: sitting.
+    Sitting,
+    /// Blood pressure: standing.
+    Standing,
+    /// Blood pressure: lying.
+    Lying,
+}
+
+/// Which arm a blood pressure was measured on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Arm {
+    /// Left arm.
+    Left,
+    /// Right arm.
+    Right,
+}
+
+/// `eldergate/v1/{site}/tele/{kiosk}/reading`: one measurement from a health kiosk (QoS 1). The
+/// kiosk retransmits (same `seq`) until it gets a `Down::Reading` with that `seq`.
+///
+/// Values are decimal strings (`"142"`, `"7.8"`, `"98.6"`), never JSON numbers: the gateway
+/// converts them exactly, without floating point (MQTT.md lists the units).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Reading {
+    /// Contract version, always 1.
+    pub v: u8,
+    /// Per-kiosk sequence number.
+    pub seq: u32,
+    /// What was measured.
+    pub measure: Measure,
+    /// The value (systolic for blood pressure), a decimal string with at most two decimals.
+    pub value: String,
+    /// Diastolic, for blood pressure only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value2: Option<String>,
+    /// The unit as the device measured, e.g. `mmHg`, `kPa`, `mmol/L`, `mg/dL`, `%`, `Cel`,
+    /// `degF`, `kg`, `lb`, `/min`.
+    pub unit: String,
+    /// Glucose: fasting / after_meal / random; blood pressure: sitting / standing / lying.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub context: Option<ReadingContext>,
+    /// Blood pressure: which arm.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub arm: Option<Arm>,
+    /// The resident, when the kiosk knows them (e.g. chosen on its screen); else the card
+    /// tapped on this kiosk binds the reading.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resident: Option<String>,
+    /// When the device measured, Unix ms by its clock.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ts: Option<i64>,
+}
+
+/// `eldergate/v1/{site}/tele/{kiosk}/card`: a resident card tapped on a health kiosk (QoS 1):
+/// opens a kiosk session. Answered with a `Down::Reading` (`session_opened` / `unknown_card`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KioskCard {
+    /// Contract version, always 1.
+    pub v: u8,
+    /// Per-kiosk sequence number (shared with its readings).
+    pub seq: u32,
+    /// Card UID, hex, as printed in the roster.
+    pub card: String,
+    /// The kiosk's clock, Unix ms.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ts: Option<i64>,
 }
 
 /// The outcome of a card tap.

@@ -44,7 +44,9 @@ pub const MAX_NAME: usize = 24;
 mod codes;
 mod decode;
 
-pub use codes::{clamp_fen, fit_name, CardId, DisplayResult, MessageType, NakReason, MAX_UID};
+pub use codes::{
+    clamp_fen, fit_name, CardId, DisplayResult, MessageType, NakReason, ReadingResultCode, MAX_UID,
+};
 pub use decode::{check, decode, decode_header, Header, Refusal, Rejected};
 
 /// Message type codes.
@@ -63,6 +65,8 @@ pub mod kind {
     pub const NAK: u8 = 0x11;
     /// Gateway → reader: what to show.
     pub const DISPLAY: u8 = 0x12;
+    /// Gateway → health kiosk: what became of a reading or a card tap (SPEC.md §6.7).
+    pub const READING_RESULT: u8 = 0x13;
 }
 
 /// What a frame carries.
@@ -103,6 +107,9 @@ pub enum Body<'a> {
         value1: i32,
         /// Second value (0 when unused).
         value2: i32,
+        /// Optional trailing `context:u8` (SPEC.md §4): glucose 1 fasting, 2 after a meal,
+        /// 3 random; blood pressure 1 sitting, 2 standing, 3 lying; 0 or absent (None) = not given.
+        context: Option<u8>,
     },
     /// The frame with this `seq` is committed.
     Ack,
@@ -127,6 +134,14 @@ pub enum Body<'a> {
         payable: i32,
         /// Balance after, fen.
         balance: i32,
+    },
+    /// What a health kiosk shows after a reading or a card tap ([`ReadingResultCode`], SPEC.md
+    /// §6.7). Any result byte decodes (a kiosk shows an unknown one as "please see the staff").
+    ReadingResult {
+        /// Result code.
+        result: u8,
+        /// The resident's masked name, UTF-8, empty when none.
+        name: &'a str,
     },
 }
 
@@ -187,6 +202,7 @@ impl Body<'_> {
             Body::Ack => MessageType::Ack,
             Body::Nak { .. } => MessageType::Nak,
             Body::Display { .. } => MessageType::Display,
+            Body::ReadingResult { .. } => MessageType::ReadingResult,
         }
     }
 }
@@ -272,10 +288,18 @@ pub fn encode(frame: &Frame<'_>, out: &mut [u8]) -> Result<usize, EncodeError> {
             reading,
             value1,
             value2,
+            context,
         } => {
             w.put(&[reading])?;
             w.put(&value1.to_le_bytes())?;
             w.put(&value2.to_le_bytes())?;
+            if let Some(c) = context {
+                w.put(&[c])?;
+            }
+        }
+        Body::ReadingResult { result, name } => {
+            w.put(&[result])?;
+            w.short(name.as_bytes(), MAX_NAME)?;
         }
         Body::Ack => {}
         Body::Nak { reason } => w.put(&[reason])?,

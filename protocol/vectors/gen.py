@@ -72,6 +72,20 @@ vectors = [
      "hex": frame(0x04, "kiosk-01", 9, struct.pack("<Bii", 1, 135, 85))},
     {"name": "glucose 6.1 mmol/L", "type": "health", "device": "kiosk-01", "seq": 10, "reading": 2, "value1": 61, "value2": 0,
      "hex": frame(0x04, "kiosk-01", 10, struct.pack("<Bii", 2, 61, 0))},
+    {"name": "glucose 5.4 mmol/L, fasting (context 1)", "type": "health", "device": "kiosk-01", "seq": 11, "reading": 2, "value1": 54, "value2": 0, "context": 1,
+     "hex": frame(0x04, "kiosk-01", 11, struct.pack("<BiiB", 2, 54, 0, 1))},
+    {"name": "temperature 36.8 °C", "type": "health", "device": "kiosk-01", "seq": 12, "reading": 4, "value1": 368, "value2": 0,
+     "hex": frame(0x04, "kiosk-01", 12, struct.pack("<Bii", 4, 368, 0))},
+    {"name": "reading result: stored, 张*华", "type": "reading_result", "device": "kiosk-01", "seq": 9, "result": 0, "name_utf8": "张*华",
+     "hex": frame(0x13, "kiosk-01", 9, bytes([0]) + short(name))},
+    {"name": "reading result: stored, please see the staff", "type": "reading_result", "device": "kiosk-01", "seq": 10, "result": 1, "name_utf8": "张*华",
+     "hex": frame(0x13, "kiosk-01", 10, bytes([1]) + short(name))},
+    {"name": "reading result: stored without a resident, no name", "type": "reading_result", "device": "kiosk-01", "seq": 12, "result": 2, "name_utf8": "",
+     "hex": frame(0x13, "kiosk-01", 12, bytes([2]) + short(b""))},
+    {"name": "reading result: card tap opened a session", "type": "reading_result", "device": "kiosk-01", "seq": 8, "result": 3, "name_utf8": "张*华",
+     "hex": frame(0x13, "kiosk-01", 8, bytes([3]) + short(name))},
+    {"name": "reading result: unknown card", "type": "reading_result", "device": "kiosk-01", "seq": 7, "result": 4, "name_utf8": "",
+     "hex": frame(0x13, "kiosk-01", 7, bytes([4]) + short(b""))},
     {"name": "ack", "type": "ack", "device": "btn-0003", "seq": 1,
      "hex": frame(0x10, "btn-0003", 1, b"")},
     {"name": "nak: unknown device", "type": "nak", "device": "btn-9999", "seq": 5, "reason": 2,
@@ -103,7 +117,7 @@ vectors += [
 
 # SPEC.md §6.1: every NAK reason, addressed; and the anonymous NAK of §6.3 (id_len 0, seq 0).
 NAK_REASONS = {1: "unparseable", 2: "unknown device", 3: "unsupported version", 4: "unsupported type",
-               5: "wrong device kind", 6: "conflict"}
+               5: "wrong device kind", 6: "conflict", 7: "implausible reading"}
 for reason, what in NAK_REASONS.items():
     vectors.append({"name": f"nak {reason}: {what}", "type": "nak", "device": "btn-0003", "seq": 100 + reason,
                     "reason": reason, "hex": frame(0x11, "btn-0003", 100 + reason, bytes([reason]))})
@@ -169,6 +183,11 @@ refused_cases = [
     ("ACK sent by a device", header(0x10, "btn-0003", 225), 4, "btn-0003", 225),
     ("NAK sent by a device", header(0x11, "btn-0003", 226) + bytes([1]), 4, "btn-0003", 226),
     ("DISPLAY sent by a device", header(0x12, "rdr-01", 227) + bytes([0, 0]) + bytes(16), 4, "rdr-01", 227),
+    ("READING_RESULT sent by a device", header(0x13, "kiosk-01", 228) + bytes([0, 0]), 4, "kiosk-01", 228),
+    ("health reading 0", header(0x04, "kiosk-01", 229) + struct.pack("<Bii", 0, 135, 85), 1, "kiosk-01", 229),
+    ("health reading 7", header(0x04, "kiosk-01", 230) + struct.pack("<Bii", 7, 135, 85), 1, "kiosk-01", 230),
+    ("health, value2 one byte short", header(0x04, "kiosk-01", 231) + struct.pack("<Bi", 1, 135) + bytes(3), 1, "kiosk-01", 231),
+    ("health, two bytes after the values (neither no context nor one)", header(0x04, "kiosk-01", 232) + struct.pack("<BiiBB", 2, 54, 0, 1, 1), 1, "kiosk-01", 232),
 ]
 refused = []
 for what, raw, reason, device, seq in refused_cases:
@@ -194,10 +213,10 @@ gateway = [
      "reply": nak("nobody", 10, 2)},
     {"name": "heartbeat from a registered button: accepted, no reply", "frame": frame(0x02, "btn-0003", 300, struct.pack("<HB", 2950, 81)),
      "reply": None},
-    {"name": "health reading from a kiosk: HEALTH not taken yet", "frame": frame(0x04, "kiosk-01", 301, struct.pack("<Bii", 1, 135, 85)),
-     "reply": nak("kiosk-01", 301, 4)},
-    {"name": "health reading 9 from a kiosk: HEALTH not taken yet wins over the body (1 once it is taken)",
-     "frame": frame(0x04, "kiosk-01", 302, struct.pack("<Bii", 9, 135, 85)), "reply": nak("kiosk-01", 302, 4)},
+    {"name": "health reading over serial from a kiosk registered on MQTT: wrong link", "frame": frame(0x04, "kiosk-01", 301, struct.pack("<Bii", 1, 135, 85)),
+     "reply": nak("kiosk-01", 301, 5)},
+    {"name": "health reading 9 from a kiosk: the body wins over the link",
+     "frame": frame(0x04, "kiosk-01", 302, struct.pack("<Bii", 9, 135, 85)), "reply": nak("kiosk-01", 302, 1)},
     {"name": "a card reader's ALARM: wrong kind", "frame": frame(0x01, "rdr-01", 303, bytes([1])),
      "reply": nak("rdr-01", 303, 5)},
     {"name": "a button's CARD_TAP: wrong kind (4 on a gateway without a canteen)", "frame": tap("btn-0003", 304, "1ddccf2d"),

@@ -128,6 +128,7 @@ pub fn frame_to_publish(
         Body::Ack => Err(TranslateError::NotFromDevice("ACK")),
         Body::Nak { .. } => Err(TranslateError::NotFromDevice("NAK")),
         Body::Display { .. } => Err(TranslateError::NotFromDevice("DISPLAY")),
+        Body::ReadingResult { .. } => Err(TranslateError::NotFromDevice("READING_RESULT")),
     }
 }
 

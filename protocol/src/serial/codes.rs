@@ -25,6 +25,8 @@ pub enum MessageType {
     Nak,
     /// 0x12, gateway → reader.
     Display,
+    /// 0x13, gateway → health kiosk.
+    ReadingResult,
 }
 
 impl MessageType {
@@ -38,6 +40,7 @@ impl MessageType {
             MessageType::Ack => super::kind::ACK,
             MessageType::Nak => super::kind::NAK,
             MessageType::Display => super::kind::DISPLAY,
+            MessageType::ReadingResult => super::kind::READING_RESULT,
         }
     }
 
@@ -51,6 +54,7 @@ impl MessageType {
             super::kind::ACK => MessageType::Ack,
             super::kind::NAK => MessageType::Nak,
             super::kind::DISPLAY => MessageType::Display,
+            super::kind::READING_RESULT => MessageType::ReadingResult,
             _ => return None,
         })
     }
@@ -79,7 +83,7 @@ pub enum NakReason {
     /// 3: the version byte is not 1.
     UnsupportedVersion = 3,
     /// 4: an unknown type byte, a gateway-to-device type sent by a device, or a type this
-    /// gateway does not take (HEALTH for now; CARD_TAP without a canteen).
+    /// gateway does not take (CARD_TAP from a card reader without a canteen).
     UnsupportedType = 4,
     /// 5: the device is registered as a kind that may not send this type (a card reader's ALARM,
     /// a button's CARD_TAP).
@@ -87,6 +91,9 @@ pub enum NakReason {
     /// 6: the gateway already committed this device's seq with different content; the device
     /// must send the event under a new seq.
     Conflict = 6,
+    /// 7: a health reading that cannot be true of a living person (systolic 400, SpO2 120 %,
+    /// diastolic above systolic) or outside the kiosk contract's ranges; measure again.
+    Implausible = 7,
 }
 
 impl NakReason {
@@ -104,6 +111,7 @@ impl NakReason {
             4 => NakReason::UnsupportedType,
             5 => NakReason::WrongKind,
             6 => NakReason::Conflict,
+            7 => NakReason::Implausible,
             _ => return None,
         })
     }
@@ -164,6 +172,55 @@ impl From<crate::payload::TapResult> for DisplayResult {
             TapResult::InsufficientBalance => DisplayResult::InsufficientBalance,
             TapResult::NoPrice => DisplayResult::NoPrice,
             TapResult::Refused => DisplayResult::Refused,
+        }
+    }
+}
+
+/// What a health kiosk shows: the `result` byte of a READING_RESULT (SPEC.md §6.7).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ReadingResultCode {
+    /// 0: the reading is stored for the resident named.
+    Stored = 0,
+    /// 1: stored, and it raised an alert: "please see the staff".
+    SeeStaff = 1,
+    /// 2: stored without a resident (no card tapped): staff will assign it.
+    Unassigned = 2,
+    /// 3: the card opened a session: the next readings are this resident's.
+    SessionOpened = 3,
+    /// 4: the card belongs to nobody on the roster; no session.
+    UnknownCard = 4,
+}
+
+impl ReadingResultCode {
+    /// The result byte.
+    pub const fn code(self) -> u8 {
+        self as u8
+    }
+
+    /// The result of a result byte; None for a code this version does not define (a kiosk
+    /// shows it like [`ReadingResultCode::SeeStaff`]).
+    pub const fn from_code(code: u8) -> Option<Self> {
+        Some(match code {
+            0 => ReadingResultCode::Stored,
+            1 => ReadingResultCode::SeeStaff,
+            2 => ReadingResultCode::Unassigned,
+            3 => ReadingResultCode::SessionOpened,
+            4 => ReadingResultCode::UnknownCard,
+            _ => return None,
+        })
+    }
+}
+
+#[cfg(feature = "alloc")]
+impl From<crate::payload::ReadingResult> for ReadingResultCode {
+    fn from(r: crate::payload::ReadingResult) -> Self {
+        use crate::payload::ReadingResult as R;
+        match r {
+            R::Stored => ReadingResultCode::Stored,
+            R::SeeStaff => ReadingResultCode::SeeStaff,
+            R::Unassigned => ReadingResultCode::Unassigned,
+            R::SessionOpened => ReadingResultCode::SessionOpened,
+            R::UnknownCard => ReadingResultCode::UnknownCard,
         }
     }
 }

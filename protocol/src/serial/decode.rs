@@ -16,7 +16,7 @@ const BAD_ID_LEN: &str = "id_len is 0 or above 16";
 const BAD_ID_CHAR: &str = "the device id has a byte outside A-Z a-z 0-9 - _ .";
 const SHORT_HEADER: &str = "the frame ends inside its header (id or seq)";
 const UNKNOWN_TYPE: &str = "the type byte is not one SPEC.md §4 defines";
-const TO_DEVICE_TYPE: &str = "a gateway-to-device type (ACK, NAK, DISPLAY) sent by a device";
+const TO_DEVICE_TYPE: &str = "a gateway-to-device type (ACK, NAK, DISPLAY, READING_RESULT) sent by a device";
 
 /// A frame the gateway refuses with a NAK: to whom, and why.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -226,10 +226,15 @@ fn parse_body(kind: u8, body: &[u8]) -> Result<Body<'_>, BodyFault> {
             if !(1..=6).contains(&reading) {
                 return Err(malformed("health reading is not 1-6"));
             }
+            let value1 = c.i32().ok_or_else(short)?;
+            let value2 = c.i32().ok_or_else(short)?;
+            // The optional context is the only thing that may follow the values.
+            let context = if c.rest() == 1 { c.u8() } else { None };
             Body::Health {
                 reading,
-                value1: c.i32().ok_or_else(short)?,
-                value2: c.i32().ok_or_else(short)?,
+                value1,
+                value2,
+                context,
             }
         }
         kind::ACK => Body::Ack,
@@ -253,6 +258,17 @@ fn parse_body(kind: u8, body: &[u8]) -> Result<Body<'_>, BodyFault> {
                 payable: c.i32().ok_or_else(short)?,
                 balance: c.i32().ok_or_else(short)?,
             }
+        }
+        kind::READING_RESULT => {
+            let result = c.u8().ok_or_else(short)?;
+            let name_len = usize::from(c.u8().ok_or_else(short)?);
+            if name_len > MAX_NAME {
+                return Err(malformed("name_len is above 24"));
+            }
+            let name = c.take(name_len).ok_or_else(short)?;
+            let name =
+                core::str::from_utf8(name).map_err(|_| malformed("the name is not UTF-8"))?;
+            Body::ReadingResult { result, name }
         }
         other => return Err((DecodeError::UnknownType(other), UNKNOWN_TYPE)),
     };

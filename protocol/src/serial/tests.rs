@@ -45,6 +45,11 @@ fn body_of<'a>(v: &'a serde_json::Value, uid: &'a [u8], mac: &'a [u8]) -> Body<'
             reading: n("reading") as u8,
             value1: n("value1") as i32,
             value2: n("value2") as i32,
+            context: v["context"].as_u64().map(|c| c as u8),
+        },
+        "reading_result" => Body::ReadingResult {
+            result: n("result") as u8,
+            name: v["name_utf8"].as_str().unwrap(),
         },
         "ack" => Body::Ack,
         "nak" => Body::Nak {
@@ -180,7 +185,7 @@ proptest! {
             0 => Body::Alarm { action: 1 + pct % 3 },
             1 => Body::Heartbeat { battery_mv: mv, battery_pct: pct },
             2 => Body::CardTap { uid: &uid, mac: &mac, price: (a % 3 != 0).then_some(b) },
-            3 => Body::Health { reading: 1 + pct % 6, value1: a, value2: b },
+            3 => Body::Health { reading: 1 + pct % 6, value1: a, value2: b, context: (pct % 2 == 0).then_some(pct) },
             4 => Body::Ack,
             5 | 6 => Body::Nak { reason: pct },
             _ => Body::Display { result: pct, name: &name, price: a, subsidy: b, payable: a, balance: b },
