@@ -165,6 +165,7 @@ pub async fn run(loaded: Loaded, stop: impl Future<Output = ()>) -> anyhow::Resu
         }
     }));
     writer.provide(registry.clone());
+    writer.provide(Arc::new(loaded.vitals.clone()));
     writer
         .register(alerting::AlertBook::new(registry.clone()))
         .await?;

@@ -22,8 +22,8 @@ use crate::community::Link;
 use crate::intake::{reject, Accepted, Intake, Rejection, Uplink, UplinkBody};
 use crate::journal::{answer, Failure, Waiting};
 use eldergate_protocol::payload::{
-    AlarmAction, DeviceLink, Down, Heartbeat, StaffAlert, StaffCommand, StaffCommandResult, Tap,
-    TapResult,
+    AlarmAction, DeviceLink, Down, Heartbeat, KioskCard, Reading, StaffAlert, StaffCommand,
+    StaffCommandResult, Tap, TapResult,
 };
 use eldergate_protocol::topic::{self, TopicError, UpTopic};
 use eldergate_protocol::{MAX_DEVICE_PAYLOAD, MQTT_VERSION};
@@ -282,6 +282,15 @@ pub fn decode_publish(
                             rssi: hb.rssi,
                         },
                     ))
+                }
+                // Health kiosks (MQTT.md "Health kiosks"): QoS 1, answered after commit.
+                "reading" => {
+                    let r: Reading = decode(payload)?;
+                    Ok(device(d, r.v, Some(r.seq), UplinkBody::Reading(r)))
+                }
+                "card" => {
+                    let c: KioskCard = decode(payload)?;
+                    Ok(device(d, c.v, Some(c.seq), UplinkBody::KioskCard { card: c.card }))
                 }
                 other => {
                     Err(reject("bad_topic", format!("unknown telemetry kind {other:?}")).into())

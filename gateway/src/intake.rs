@@ -20,7 +20,8 @@ use crate::community::{DeviceKind, Link};
 use crate::health::DiskGuard;
 use crate::journal::{format_ts, Journal, Lane, OpError, Operation, Tx, Waiting};
 use crate::registry::Registry;
-use eldergate_protocol::payload::{AlarmAction, Down, Tap};
+use crate::vitals::{units, KioskTap, RecordReading, VitalInput};
+use eldergate_protocol::payload::{AlarmAction, Down, Reading, Tap};
 use eldergate_protocol::{MAX_DEVICE_PAYLOAD, MQTT_VERSION};
 use futures_util::future::BoxFuture;
 use jiff::Timestamp;
@@ -74,6 +75,14 @@ pub enum UplinkBody {
         /// Online?
         online: bool,
     },
+    /// A health kiosk's reading, as sent (units are checked by intake, one place for every
+    /// transport).
+    Reading(Reading),
+    /// A resident card tapped on a health kiosk: opens a kiosk session.
+    KioskCard {
+        /// Card id (hex UID as in the roster).
+        card: String,
+    },
 }
 
 impl UplinkBody {
@@ -82,6 +91,9 @@ impl UplinkBody {
         match self {
             UplinkBody::Alarm { .. } => kind == DeviceKind::AlarmButton,
             UplinkBody::Tap(_) => kind == DeviceKind::CardReader,
+            UplinkBody::Reading(_) | UplinkBody::KioskCard { .. } => {
+                kind == DeviceKind::HealthKiosk
+            }
             UplinkBody::Heartbeat { .. } | UplinkBody::Link { .. } => true,
         }
     }
@@ -92,6 +104,8 @@ impl UplinkBody {
             UplinkBody::Heartbeat { .. } => "heartbeat",
             UplinkBody::Tap(_) => "card tap",
             UplinkBody::Link { .. } => "link status",
+            UplinkBody::Reading(_) => "health reading",
+            UplinkBody::KioskCard { .. } => "kiosk card tap",
         }
     }
 }
@@ -163,6 +177,34 @@ impl Operation for DeadLetter {
             Ok(())
         })
     }
+}
+
+/// A reading's units and plausibility, checked (vitals/units.rs): an unknown unit or an
+/// impossible value is a rejection (`unknown_unit`, `implausible`, `malformed`), never stored.
+pub fn vital_input(r: &Reading) -> Result<VitalInput, Rejection> {
+    let measurement = units::measurement(r.measure, &r.value, r.value2.as_deref(), &r.unit)
+        .map_err(|e| reject(e.reason(), e.to_string()))?;
+    let value_in = match &r.value2 {
+        Some(v2) => format!("{}/{} {}", r.value, v2, r.unit),
+        None => format!("{} {}", r.value, r.unit),
+    };
+    let device_time = r
+        .ts
+        .and_then(|ms| Timestamp::from_millisecond(ms).ok());
+    let resident = match r.resident.as_deref() {
+        Some(id) if id.is_empty() || id.len() > 64 => {
+            return Err(reject("malformed", "resident is empty or longer than 64 bytes"))
+        }
+        other => other.map(str::to_string),
+    };
+    Ok(VitalInput {
+        measurement,
+        value_in: value_in.chars().take(64).collect(),
+        context: r.context,
+        arm: r.arm,
+        resident,
+        device_time,
+    })
 }
 
 /// The checks every uplink passes, whatever its transport: contract version, registration,
@@ -285,6 +327,28 @@ impl Intake {
                 Ok(Accepted::Alarm(
                     self.journal.submit_until_committed(op).await,
                 ))
+            }
+            UplinkBody::KioskCard { card } => {
+                let Some(device_seq) = up.seq else {
+                    return Err(reject("malformed", "a card tap needs a sequence number"));
+                };
+                let _ = self.seen.send(seen);
+                let op = KioskTap {
+                    kiosk: up.device,
+                    device_seq,
+                    card,
+                    received_at: up.received_at,
+                };
+                Ok(Accepted::Tap(self.journal.submit_until_committed(op).await))
+            }
+            UplinkBody::Reading(reading) => {
+                let Some(device_seq) = up.seq else {
+                    return Err(reject("malformed", "a reading needs a sequence number"));
+                };
+                let input = vital_input(&reading)?;
+                let _ = self.seen.send(seen);
+                let op = RecordReading::new(up.device, device_seq, input, up.received_at);
+                Ok(Accepted::Tap(self.journal.submit_until_committed(op).await))
             }
             UplinkBody::Tap(tap) => {
                 if self.registry.canteen.is_none() {

@@ -8,6 +8,7 @@
 //! - [`notifier`]: committed alert changes → staff topics (broadcast and per person), live
 //!   listeners (SSE) and the escalator.
 //! - [`alerting`]: escalation ladders, device supervision, daily check-in, webhooks.
+//! - [`vitals`]: health-kiosk readings: units, rules, sessions, FHIR export.
 //! - [`forwarder`]: journal events → [`central`] store, exactly once in effect.
 //! - [`http`]: health, metrics, alert API.
 //! - [`config`] / [`registry`]: validated configuration and what it names.
@@ -38,3 +39,4 @@ pub mod problem;
 pub mod registry;
 pub mod roster;
 pub mod serial;
+pub mod vitals;

@@ -17,7 +17,7 @@ use crate::community::Link;
 use crate::config::SerialPortConfig;
 use crate::intake::{reject, Accepted, Intake, Rejection, Uplink, UplinkBody};
 use crate::journal::{answer, Failure, Waiting};
-use eldergate_protocol::payload::{AlarmAction, Down, Tap};
+use eldergate_protocol::payload::{AlarmAction, Down, Measure, Reading, ReadingResult, Tap};
 use eldergate_protocol::serial::{
     decode_header, encode, Body, DecodeError, Frame, FrameReader, MessageType, NakReason, Push,
     Rejected, MAX_WIRE,
@@ -63,6 +63,7 @@ fn nak_reason(reason: &str) -> NakReason {
         "unsupported_type" | "wrong_direction" => NakReason::UnsupportedType,
         "wrong_device_kind" | "wrong_link" | "unknown_staff" => NakReason::WrongKind,
         "seq_conflict" => NakReason::Conflict,
+        "implausible" => NakReason::Implausible,
         _ => NakReason::Unparseable,
     }
 }
@@ -117,15 +118,65 @@ fn uplink_body(body: &Body<'_>) -> Result<UplinkBody, Rejection> {
             delivered_by: None,
             ts: None,
         })),
-        Body::Health { .. } => Err(reject(
-            "unsupported_type",
-            "health readings are not taken by this gateway yet (SPEC.md §4: NAK 4)",
-        )),
-        Body::Ack | Body::Nak { .. } | Body::Display { .. } => Err(reject(
+        Body::Health {
+            reading,
+            value1,
+            value2,
+            context,
+        } => health_reading(reading, value1, value2, context).map(UplinkBody::Reading),
+        Body::Ack | Body::Nak { .. } | Body::Display { .. } | Body::ReadingResult { .. } => Err(reject(
             "wrong_direction",
             "a gateway-to-device message arrived from a device",
         )),
     }
+}
+
+/// A HEALTH frame (SPEC.md §4: natural integers in the canonical units) as the MQTT reading
+/// it means, so that intake checks both transports' readings in one place. A negative value
+/// or a context byte outside its table does not fit the type (NAK 1); a value no person has is
+/// refused later by intake (NAK 7).
+fn health_reading(
+    reading: u8,
+    value1: i32,
+    value2: i32,
+    context: Option<u8>,
+) -> Result<Reading, Rejection> {
+    use eldergate_protocol::payload::ReadingContext as C;
+    let (measure, unit) = match reading {
+        1 => (Measure::BloodPressure, "mmHg"),
+        2 => (Measure::Glucose, "mmol/L"),
+        3 => (Measure::Spo2, "%"),
+        4 => (Measure::Temperature, "Cel"),
+        5 => (Measure::Weight, "kg"),
+        6 => (Measure::Pulse, "/min"),
+        other => return Err(reject("malformed", format!("health reading {other} is not 1-6"))),
+    };
+    if value1 < 0 || value2 < 0 {
+        return Err(reject("malformed", "health values are never negative"));
+    }
+    let context = match (measure, context.unwrap_or(0)) {
+        (_, 0) => None,
+        (Measure::Glucose, 1) => Some(C::Fasting),
+        (Measure::Glucose, 2) => Some(C::AfterMeal),
+        (Measure::Glucose, 3) => Some(C::Random),
+        (Measure::BloodPressure, 1) => Some(C::Sitting),
+        (Measure::BloodPressure, 2) => Some(C::Standing),
+        (Measure::BloodPressure, 3) => Some(C::Lying),
+        (_, c) => return Err(reject("malformed", format!("context {c} is not defined for health reading {reading}"))),
+    };
+    let show = |v: i32| crate::vitals::units::show(measure, i64::from(v));
+    Ok(Reading {
+        v: 1,
+        seq: 0,
+        measure,
+        value: show(value1),
+        value2: (measure == Measure::BloodPressure || value2 != 0).then(|| show(value2)),
+        unit: unit.into(),
+        context,
+        arm: None,
+        resident: None,
+        ts: None,
+    })
 }
 
 /// The serial frame for a message to a device (`Down::Ack` → ACK, `Down::Display` → DISPLAY with
@@ -164,7 +215,21 @@ pub fn down_frame(device: &str, down: &Down) -> Option<Vec<u8>> {
                 },
             })
         }
+        Down::Reading {
+            seq, result, name, ..
+        } => reading_frame(device, *seq, *result, name.as_deref()),
     }
+}
+
+fn reading_frame(device: &str, seq: u32, result: ReadingResult, name: Option<&str>) -> Option<Vec<u8>> {
+    frame_bytes(&Frame {
+        device,
+        seq,
+        body: Body::ReadingResult {
+            result: result.code(),
+            name: eldergate_protocol::serial::fit_name(name.unwrap_or_default()),
+        },
+    })
 }
 
 fn frame_bytes(f: &Frame<'_>) -> Option<Vec<u8>> {
@@ -336,14 +401,17 @@ impl SerialIngest {
                     "unsupported_type",
                     format!("message type 0x{:02x}", header.kind),
                 )),
-                Some(MessageType::Health) => Some(reject(
-                    "unsupported_type",
-                    "health readings are not taken by this gateway yet",
-                )),
-                Some(MessageType::CardTap) if registry.canteen.is_none() => Some(reject(
+                // A kiosk's card tap opens a kiosk session: no canteen needed.
+                Some(MessageType::CardTap)
+                    if registry.canteen.is_none()
+                        && registry.devices.get(device).map(|d| d.kind)
+                            != Some(crate::community::DeviceKind::HealthKiosk) =>
+                {
+                    Some(reject(
                     "unsupported_type",
                     "card taps need a [canteen] in this gateway's config",
-                )),
+                    ))
+                }
                 Some(t) if !t.from_device() => Some(reject(
                     "wrong_direction",
                     "a gateway-to-device message arrived from a device",
@@ -369,8 +437,18 @@ impl SerialIngest {
             }
         };
         let mut body = body;
-        if let UplinkBody::Tap(tap) = &mut body {
-            tap.seq = seq;
+        let kiosk = registry.devices.get(device).map(|d| d.kind)
+            == Some(crate::community::DeviceKind::HealthKiosk);
+        match &mut body {
+            // A card tapped on a kiosk opens a kiosk session (SPEC.md §4).
+            UplinkBody::Tap(tap) if kiosk => {
+                body = UplinkBody::KioskCard {
+                    card: std::mem::take(&mut tap.card),
+                }
+            }
+            UplinkBody::Tap(tap) => tap.seq = seq,
+            UplinkBody::Reading(r) => r.seq = seq,
+            _ => {}
         }
         // 7. kind and link, and on into the domain (8. conflicts are the operation's).
         let up = Uplink {

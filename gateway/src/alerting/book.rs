@@ -359,7 +359,7 @@ impl AlertBook {
     }
 
     /// Raises unless one of the same kind is already open for the subject (dedupe).
-    async fn raise_once(
+    pub(crate) async fn raise_once(
         &mut self,
         tx: &mut TxParts<'_>,
         new: NewAlert<'_>,

@@ -1,7 +1,8 @@
 //! The daily check-in (平安键, the digital 敲门行动): every resident living alone (roster status
 //! 独居) should show some activity each day by the deadline (local time): a check-in double press,
 //! an alarm press, any other event from a device of theirs, or their resident card tapped at a
-//! canteen counter or by a meal-delivery worker at their door. At the deadline the gateway raises
+//! canteen counter or by a meal-delivery worker at their door, or a health reading of theirs at a
+//! kiosk. At the deadline the gateway raises
 //! one `missed_checkin` welfare-visit task per resident without activity, addressed to their grid
 //! worker, who closes it (resolve) with a visit note.
 //!
@@ -46,6 +47,8 @@ pub async fn missing(
     for r in rows {
         active.insert(r.try_get(0)?);
     }
+    // A health reading taken at a kiosk (by card or named) is activity too (issue 14).
+    active.extend(crate::vitals::query::active_residents(journal.readers(), from, to).await?);
     Ok(registry
         .residents
         .current()

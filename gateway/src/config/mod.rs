@@ -90,6 +90,39 @@ pub struct Config {
     /// The canteen (meal settlement by resident card).
     #[serde(default)]
     pub canteen: Option<CanteenConfig>,
+    /// Health kiosks (两测): rules file, session length, blood-pressure averaging window.
+    #[serde(default)]
+    pub vitals: VitalsConfig,
+}
+
+/// Health-kiosk settings (`[vitals]`).
+#[derive(Debug, Clone, Deserialize)]
+pub struct VitalsConfig {
+    /// Thresholds and trends, relative to the config file (see deploy/vitals/default.toml);
+    /// the built-in defaults (that file) when absent.
+    #[serde(default)]
+    pub rules: Option<PathBuf>,
+    /// A card tapped on a kiosk binds its readings to the resident for this long (or until
+    /// the next tap), seconds.
+    #[serde(default = "default_vitals_window")]
+    pub session_s: u64,
+    /// A resident's blood-pressure readings within this many seconds are averaged.
+    #[serde(default = "default_vitals_window")]
+    pub bp_window_s: u64,
+}
+
+impl Default for VitalsConfig {
+    fn default() -> Self {
+        VitalsConfig {
+            rules: None,
+            session_s: default_vitals_window(),
+            bp_window_s: default_vitals_window(),
+        }
+    }
+}
+
+fn default_vitals_window() -> u64 {
+    300
 }
 
 /// Canteen settings.
@@ -496,6 +529,8 @@ pub struct Loaded {
     pub checkin_deadline: jiff::civil::Time,
     /// The canteen's rules, when a canteen is configured.
     pub canteen_rules: Option<crate::canteen::rules::RuleSet>,
+    /// The health kiosks' settings with their rules loaded.
+    pub vitals: crate::vitals::Settings,
 }
 
 fn problem(path: impl Into<String>, message: impl Into<String>) -> Problem {

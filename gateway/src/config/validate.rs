@@ -196,6 +196,25 @@ pub(super) fn validate(config: Config, base: &Path, problems: &mut Vec<Problem>)
             }
         }
     });
+    let vitals = crate::vitals::Settings {
+        rules: match config.vitals.rules.as_ref() {
+            None => crate::vitals::VitalRules::default(),
+            Some(path) => match crate::vitals::VitalRules::load(&base.join(path)) {
+                Ok(r) => r,
+                Err(e) => {
+                    problems.push(problem("vitals.rules", e.to_string()));
+                    crate::vitals::VitalRules::default()
+                }
+            },
+        },
+        session_s: config.vitals.session_s,
+        bp_window_s: config.vitals.bp_window_s,
+    };
+    for (key, v) in [("vitals.session_s", config.vitals.session_s), ("vitals.bp_window_s", config.vitals.bp_window_s)] {
+        if !(10..=3600).contains(&v) {
+            problems.push(problem(key, format!("{v} is not 10–3600 seconds")));
+        }
+    }
     Loaded {
         config,
         devices,
@@ -204,6 +223,7 @@ pub(super) fn validate(config: Config, base: &Path, problems: &mut Vec<Problem>)
         roster_path,
         checkin_deadline,
         canteen_rules,
+        vitals,
     }
 }
 
