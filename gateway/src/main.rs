@@ -42,6 +42,25 @@ enum Command {
         #[command(subcommand)]
         which: Report,
     },
+    /// A resident's health readings as a FHIR R4 Bundle of Observations (JSON, to stdout or
+    /// --out), from a gateway's journal (read-only; the gateway may be running).
+    Fhir {
+        /// The gateway's config (for data_dir, the site and the time zone).
+        #[arg(long, short, env = "ELDERGATE_CONFIG")]
+        config: PathBuf,
+        /// Resident id.
+        #[arg(long)]
+        resident: String,
+        /// First local date, YYYY-MM-DD (default: 30 days ago).
+        #[arg(long)]
+        from: Option<String>,
+        /// Last local date, YYYY-MM-DD, inclusive (default: today).
+        #[arg(long)]
+        to: Option<String>,
+        /// Write to this file instead of stdout.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -106,6 +125,48 @@ async fn report(config: PathBuf, which: Report) -> anyhow::Result<()> {
                 }
             }
         }
+    }
+    Ok(())
+}
+
+async fn fhir(
+    config: PathBuf,
+    resident: String,
+    from: Option<String>,
+    to: Option<String>,
+    out: Option<PathBuf>,
+) -> anyhow::Result<()> {
+    use eldergate::vitals::query::day_bound;
+    let loaded = eldergate::config::load(&config)?;
+    let tz = &loaded.config.time_zone;
+    let now = jiff::Timestamp::now();
+    let from = match from {
+        Some(d) => day_bound(tz, &d, false).context("--from is not a date like 2026-11-01")?,
+        None => eldergate::journal::format_ts(now - jiff::SignedDuration::from_hours(24 * 30)),
+    };
+    let to = match to {
+        Some(d) => day_bound(tz, &d, true).context("--to is not a date like 2026-11-30")?,
+        None => "9999-12-31T00:00:00.000Z".into(),
+    };
+    let opts = sqlx::sqlite::SqliteConnectOptions::new()
+        .filename(loaded.config.data_dir.join("journal.db"))
+        .read_only(true);
+    let pool = sqlx::sqlite::SqlitePoolOptions::new()
+        .max_connections(1)
+        .connect_with(opts)
+        .await
+        .context("cannot open the journal (is data_dir right?)")?;
+    let readings = eldergate::vitals::query::history(&pool, &resident, &from, &to, i64::MAX).await?;
+    let bundle = eldergate::vitals::fhir::bundle(
+        &loaded.config.site_id,
+        &loaded.config.gateway_id,
+        &readings,
+        &eldergate::journal::format_ts(now),
+    );
+    let text = serde_json::to_string_pretty(&bundle)?;
+    match out {
+        Some(path) => std::fs::write(&path, text).with_context(|| format!("cannot write {}", path.display()))?,
+        None => println!("{text}"),
     }
     Ok(())
 }
@@ -177,6 +238,13 @@ fn main() -> ExitCode {
                         eldergate::app::run(loaded, eldergate::app::stop_signal()).await
                     }
                     Command::Report { config, which } => report(config, which).await,
+                    Command::Fhir {
+                        config,
+                        resident,
+                        from,
+                        to,
+                        out,
+                    } => fhir(config, resident, from, to, out).await,
                     Command::Roster { config, which } => roster(config, which).await,
                     Command::CheckConfig { .. } => Ok(()),
                 }

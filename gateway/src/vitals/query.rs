@@ -82,6 +82,18 @@ fn view(r: &sqlx::sqlite::SqliteRow) -> Result<ReadingView, sqlx::Error> {
     })
 }
 
+/// A local date (`YYYY-MM-DD`) in the community's time zone as an RFC 3339 UTC bound: its
+/// start, or (`end`) the next day's start; an RFC 3339 instant as itself. None when neither.
+pub fn day_bound(time_zone: &str, s: &str, end: bool) -> Option<String> {
+    if let Ok(t) = s.parse::<jiff::Timestamp>() {
+        return Some(crate::journal::format_ts(t));
+    }
+    let date: jiff::civil::Date = s.parse().ok()?;
+    let date = if end { date.tomorrow().ok()? } else { date };
+    let tz = jiff::tz::TimeZone::get(time_zone).unwrap_or(jiff::tz::TimeZone::UTC);
+    Some(crate::journal::format_ts(date.to_zoned(tz).ok()?.timestamp()))
+}
+
 /// A resident's readings received in `[from, to)` (RFC 3339 UTC strings or dates
 /// `YYYY-MM-DD`, compared as text), oldest first, at most `limit`.
 pub async fn history(
