@@ -73,8 +73,14 @@ pub fn router(api: Api) -> Router {
         .route("/api/reports/claim", get(report_claim))
         // The roster reads its own body, with its own limit.
         .route("/api/roster", post(roster::import))
-        .route("/api/residents/{id}/readings", get(vitals::resident_readings))
-        .route("/api/residents/{id}/vital-targets", post(vitals::set_target))
+        .route(
+            "/api/residents/{id}/readings",
+            get(vitals::resident_readings),
+        )
+        .route(
+            "/api/residents/{id}/vital-targets",
+            post(vitals::set_target),
+        )
         .route("/api/residents/{id}/fhir", get(vitals::fhir_bundle))
         .route("/api/readings/unassigned", get(vitals::unassigned_readings))
         .layer(DefaultBodyLimit::max(MAX_JSON_BODY_BYTES))

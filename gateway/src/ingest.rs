@@ -290,7 +290,12 @@ pub fn decode_publish(
                 }
                 "card" => {
                     let c: KioskCard = decode(payload)?;
-                    Ok(device(d, c.v, Some(c.seq), UplinkBody::KioskCard { card: c.card }))
+                    Ok(device(
+                        d,
+                        c.v,
+                        Some(c.seq),
+                        UplinkBody::KioskCard { card: c.card },
+                    ))
                 }
                 other => {
                     Err(reject("bad_topic", format!("unknown telemetry kind {other:?}")).into())

@@ -188,12 +188,13 @@ pub fn vital_input(r: &Reading) -> Result<VitalInput, Rejection> {
         Some(v2) => format!("{}/{} {}", r.value, v2, r.unit),
         None => format!("{} {}", r.value, r.unit),
     };
-    let device_time = r
-        .ts
-        .and_then(|ms| Timestamp::from_millisecond(ms).ok());
+    let device_time = r.ts.and_then(|ms| Timestamp::from_millisecond(ms).ok());
     let resident = match r.resident.as_deref() {
         Some(id) if id.is_empty() || id.len() > 64 => {
-            return Err(reject("malformed", "resident is empty or longer than 64 bytes"))
+            return Err(reject(
+                "malformed",
+                "resident is empty or longer than 64 bytes",
+            ))
         }
         other => other.map(str::to_string),
     };

@@ -156,7 +156,8 @@ async fn fhir(
         .connect_with(opts)
         .await
         .context("cannot open the journal (is data_dir right?)")?;
-    let readings = eldergate::vitals::query::history(&pool, &resident, &from, &to, i64::MAX).await?;
+    let readings =
+        eldergate::vitals::query::history(&pool, &resident, &from, &to, i64::MAX).await?;
     let bundle = eldergate::vitals::fhir::bundle(
         &loaded.config.site_id,
         &loaded.config.gateway_id,
@@ -165,7 +166,8 @@ async fn fhir(
     );
     let text = serde_json::to_string_pretty(&bundle)?;
     match out {
-        Some(path) => std::fs::write(&path, text).with_context(|| format!("cannot write {}", path.display()))?,
+        Some(path) => std::fs::write(&path, text)
+            .with_context(|| format!("cannot write {}", path.display()))?,
         None => println!("{text}"),
     }
     Ok(())

@@ -124,10 +124,12 @@ fn uplink_body(body: &Body<'_>) -> Result<UplinkBody, Rejection> {
             value2,
             context,
         } => health_reading(reading, value1, value2, context).map(UplinkBody::Reading),
-        Body::Ack | Body::Nak { .. } | Body::Display { .. } | Body::ReadingResult { .. } => Err(reject(
-            "wrong_direction",
-            "a gateway-to-device message arrived from a device",
-        )),
+        Body::Ack | Body::Nak { .. } | Body::Display { .. } | Body::ReadingResult { .. } => {
+            Err(reject(
+                "wrong_direction",
+                "a gateway-to-device message arrived from a device",
+            ))
+        }
     }
 }
 
@@ -149,7 +151,12 @@ fn health_reading(
         4 => (Measure::Temperature, "Cel"),
         5 => (Measure::Weight, "kg"),
         6 => (Measure::Pulse, "/min"),
-        other => return Err(reject("malformed", format!("health reading {other} is not 1-6"))),
+        other => {
+            return Err(reject(
+                "malformed",
+                format!("health reading {other} is not 1-6"),
+            ))
+        }
     };
     if value1 < 0 || value2 < 0 {
         return Err(reject("malformed", "health values are never negative"));
@@ -162,7 +169,12 @@ fn health_reading(
         (Measure::BloodPressure, 1) => Some(C::Sitting),
         (Measure::BloodPressure, 2) => Some(C::Standing),
         (Measure::BloodPressure, 3) => Some(C::Lying),
-        (_, c) => return Err(reject("malformed", format!("context {c} is not defined for health reading {reading}"))),
+        (_, c) => {
+            return Err(reject(
+                "malformed",
+                format!("context {c} is not defined for health reading {reading}"),
+            ))
+        }
     };
     let show = |v: i32| crate::vitals::units::show(measure, i64::from(v));
     Ok(Reading {
@@ -221,7 +233,12 @@ pub fn down_frame(device: &str, down: &Down) -> Option<Vec<u8>> {
     }
 }
 
-fn reading_frame(device: &str, seq: u32, result: ReadingResult, name: Option<&str>) -> Option<Vec<u8>> {
+fn reading_frame(
+    device: &str,
+    seq: u32,
+    result: ReadingResult,
+    name: Option<&str>,
+) -> Option<Vec<u8>> {
     frame_bytes(&Frame {
         device,
         seq,
@@ -408,8 +425,8 @@ impl SerialIngest {
                             != Some(crate::community::DeviceKind::HealthKiosk) =>
                 {
                     Some(reject(
-                    "unsupported_type",
-                    "card taps need a [canteen] in this gateway's config",
+                        "unsupported_type",
+                        "card taps need a [canteen] in this gateway's config",
                     ))
                 }
                 Some(t) if !t.from_device() => Some(reject(

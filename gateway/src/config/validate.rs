@@ -210,7 +210,10 @@ pub(super) fn validate(config: Config, base: &Path, problems: &mut Vec<Problem>)
         session_s: config.vitals.session_s,
         bp_window_s: config.vitals.bp_window_s,
     };
-    for (key, v) in [("vitals.session_s", config.vitals.session_s), ("vitals.bp_window_s", config.vitals.bp_window_s)] {
+    for (key, v) in [
+        ("vitals.session_s", config.vitals.session_s),
+        ("vitals.bp_window_s", config.vitals.bp_window_s),
+    ] {
         if !(10..=3600).contains(&v) {
             problems.push(problem(key, format!("{v} is not 10–3600 seconds")));
         }

@@ -43,7 +43,10 @@ fn bound(api: &Api, s: &str, end: bool) -> Result<String, ApiError> {
     crate::vitals::query::day_bound(&api.registry.time_zone, s, end).ok_or_else(|| {
         bad_request(
             "bad_query",
-            format!("{:?} is not a date like 2026-11-30 or an instant like 2026-11-30T08:00:00Z", s.chars().take(40).collect::<String>()),
+            format!(
+                "{:?} is not a date like 2026-11-30 or an instant like 2026-11-30T08:00:00Z",
+                s.chars().take(40).collect::<String>()
+            ),
         )
     })
 }
@@ -52,7 +55,10 @@ fn range(api: &Api, q: &RangeQuery) -> Result<(String, String, i64), ApiError> {
     let now = Timestamp::now();
     let from = match q.from.as_deref() {
         Some(s) => bound(api, s, false)?,
-        None => format_ts(now.checked_sub(jiff::SignedDuration::from_hours(24 * 30)).unwrap_or(now)),
+        None => format_ts(
+            now.checked_sub(jiff::SignedDuration::from_hours(24 * 30))
+                .unwrap_or(now),
+        ),
     };
     let to = match q.to.as_deref() {
         Some(s) => bound(api, s, true)?,
@@ -60,7 +66,10 @@ fn range(api: &Api, q: &RangeQuery) -> Result<(String, String, i64), ApiError> {
     };
     let limit = q.limit.unwrap_or(1000);
     if !(1..=MAX_READINGS).contains(&limit) {
-        return Err(bad_request("bad_query", format!("limit must be 1–{MAX_READINGS}")));
+        return Err(bad_request(
+            "bad_query",
+            format!("limit must be 1–{MAX_READINGS}"),
+        ));
     }
     Ok((from, to, limit))
 }
@@ -69,18 +78,29 @@ fn resident_known(api: &Api, id: &str) -> Result<(), ApiError> {
     if api.registry.residents.get(id).is_none() {
         return Err(ApiError(
             StatusCode::NOT_FOUND,
-            format!("resident {} is not on the roster", id.chars().take(64).collect::<String>()),
+            format!(
+                "resident {} is not on the roster",
+                id.chars().take(64).collect::<String>()
+            ),
         ));
     }
     Ok(())
 }
 
 fn query_of(q: Result<Query<RangeQuery>, QueryRejection>) -> Result<RangeQuery, ApiError> {
-    q.map(|Query(q)| q)
-        .map_err(|e| bad_request("bad_query", format!("{e}; use ?from=2026-11-01&to=2026-11-30&limit=100")))
+    q.map(|Query(q)| q).map_err(|e| {
+        bad_request(
+            "bad_query",
+            format!("{e}; use ?from=2026-11-01&to=2026-11-30&limit=100"),
+        )
+    })
 }
 
-async fn readings_of(api: &Api, id: &str, q: &RangeQuery) -> Result<(String, String, Vec<ReadingView>), ApiError> {
+async fn readings_of(
+    api: &Api,
+    id: &str,
+    q: &RangeQuery,
+) -> Result<(String, String, Vec<ReadingView>), ApiError> {
     resident_known(api, id)?;
     let (from, to, limit) = range(api, q)?;
     let rows = history(api.journal.readers(), id, &from, &to, limit).await?;
@@ -179,5 +199,9 @@ pub async fn fhir_bundle(
         &readings,
         &format_ts(Timestamp::now()),
     );
-    Ok(([(header::CONTENT_TYPE, "application/fhir+json")], b.to_string()).into_response())
+    Ok((
+        [(header::CONTENT_TYPE, "application/fhir+json")],
+        b.to_string(),
+    )
+        .into_response())
 }

@@ -46,13 +46,21 @@ fn interpretation(r: &ReadingView) -> Option<Value> {
         (false, true) => "HH",
         (false, false) => "H",
     };
-    Some(json!([{ "coding": [{ "system": INTERPRETATION, "code": code }],
-                   "text": f.get("detail").and_then(Value::as_str).unwrap_or_default() }]))
+    Some(
+        json!([{ "coding": [{ "system": INTERPRETATION, "code": code }],
+                   "text": f.get("detail").and_then(Value::as_str).unwrap_or_default() }]),
+    )
 }
 
 fn fhir_id(s: &str) -> String {
     s.chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '.' { c } else { '-' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '.' {
+                c
+            } else {
+                '-'
+            }
+        })
         .take(64)
         .collect()
 }
@@ -107,12 +115,18 @@ pub fn observation(site: &str, gateway: &str, r: &ReadingView) -> Option<Value> 
         }
         Measure::Weight => {
             obj.insert("category".into(), vital);
-            obj.insert("code".into(), json!({ "coding": [coding("29463-7", "Body weight")], "text": "Body weight" }));
+            obj.insert(
+                "code".into(),
+                json!({ "coding": [coding("29463-7", "Body weight")], "text": "Body weight" }),
+            );
             obj.insert("valueQuantity".into(), quantity(m, r.v1, "kg"));
         }
         Measure::Pulse => {
             obj.insert("category".into(), vital);
-            obj.insert("code".into(), json!({ "coding": [coding("8867-4", "Heart rate")], "text": "Pulse" }));
+            obj.insert(
+                "code".into(),
+                json!({ "coding": [coding("8867-4", "Heart rate")], "text": "Pulse" }),
+            );
             obj.insert("valueQuantity".into(), quantity(m, r.v1, "/min"));
         }
     }
@@ -128,7 +142,11 @@ pub fn bundle(site: &str, gateway: &str, readings: &[ReadingView], now: &str) ->
         .iter()
         .filter_map(|r| observation(site, gateway, r))
         .map(|o| {
-            let id = o.get("id").and_then(Value::as_str).unwrap_or_default().to_string();
+            let id = o
+                .get("id")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string();
             json!({ "fullUrl": format!("urn:eldergate:{site}:observation:{id}"), "resource": o })
         })
         .collect();

@@ -20,7 +20,9 @@ use super::units::{measure_name, Measurement};
 use super::Settings;
 use crate::alerting::book::{subject_key, NewAlert};
 use crate::alerting::{AlertBook, AlertOutlet};
-use crate::journal::{format_ts, Context, JournalError, Lane, NewEvent, OpError, Operation, Refusal, Tx};
+use crate::journal::{
+    format_ts, Context, JournalError, Lane, NewEvent, OpError, Operation, Refusal, Tx,
+};
 use crate::registry::{mask_name, Registry};
 use eldergate_protocol::payload::{
     Arm, Down, Measure, Priority, ReadingContext, ReadingResult, StaffAlert,
@@ -116,12 +118,13 @@ async fn earlier_answer(
     seq: u32,
     fingerprint: &str,
 ) -> Result<Option<Down>, OpError> {
-    let Some(row) =
-        sqlx::query("SELECT fingerprint, answer FROM vital_inputs WHERE device_id = ? AND device_seq = ?")
-            .bind(kiosk)
-            .bind(i64::from(seq))
-            .fetch_optional(&mut *conn)
-            .await?
+    let Some(row) = sqlx::query(
+        "SELECT fingerprint, answer FROM vital_inputs WHERE device_id = ? AND device_seq = ?",
+    )
+    .bind(kiosk)
+    .bind(i64::from(seq))
+    .fetch_optional(&mut *conn)
+    .await?
     else {
         return Ok(None);
     };
@@ -161,7 +164,10 @@ async fn keep_answer(
 }
 
 /// The target ranges in force for a resident (latest row per quantity, unless cleared).
-pub async fn targets(conn: &mut SqliteConnection, resident: &str) -> Result<Vec<Target>, JournalError> {
+pub async fn targets(
+    conn: &mut SqliteConnection,
+    resident: &str,
+) -> Result<Vec<Target>, JournalError> {
     let rows = sqlx::query(
         "SELECT quantity, min_value, max_value, priority, set_by, reason, cleared FROM vital_targets t
          WHERE resident_id = ? AND id = (SELECT MAX(id) FROM vital_targets u WHERE u.resident_id = t.resident_id AND u.quantity = t.quantity)",
@@ -193,7 +199,10 @@ pub async fn targets(conn: &mut SqliteConnection, resident: &str) -> Result<Vec<
 }
 
 fn ago(at: Timestamp, secs: i64) -> String {
-    format_ts(at.checked_sub(SignedDuration::from_secs(secs)).unwrap_or(at))
+    format_ts(
+        at.checked_sub(SignedDuration::from_secs(secs))
+            .unwrap_or(at),
+    )
 }
 
 impl Operation for RecordReading {
@@ -227,7 +236,9 @@ impl Operation for RecordReading {
             // Who it belongs to.
             let mut note = None;
             let (resident, session, how) = match self.input.resident.as_deref() {
-                Some(r) if registry.residents.get(r).is_some() => (Some(r.to_string()), None, "named"),
+                Some(r) if registry.residents.get(r).is_some() => {
+                    (Some(r.to_string()), None, "named")
+                }
                 Some(r) => {
                     note = Some(format!("the kiosk named {r:?}, who is not on the roster"));
                     (None, None, "unassigned")
@@ -239,7 +250,11 @@ impl Operation for RecordReading {
                         .fetch_optional(tx.conn())
                         .await?;
                     match row {
-                        Some(r) => (Some(r.try_get::<String, _>(1)?), Some(r.try_get::<i64, _>(0)?), "session"),
+                        Some(r) => (
+                            Some(r.try_get::<String, _>(1)?),
+                            Some(r.try_get::<i64, _>(0)?),
+                            "session",
+                        ),
                         None => (None, None, "unassigned"),
                     }
                 }
@@ -284,18 +299,46 @@ impl Operation for RecordReading {
                                 .bind(ago(now, i64::try_from(settings.bp_window_s).unwrap_or(300)))
                                 .fetch_one(&mut *parts.conn)
                                 .await?;
-                            (row.try_get::<i64, _>(0)?, row.try_get::<i64, _>(1)?, row.try_get::<i64, _>(2)?)
+                            (
+                                row.try_get::<i64, _>(0)?,
+                                row.try_get::<i64, _>(1)?,
+                                row.try_get::<i64, _>(2)?,
+                            )
                         }
                         None => (1, m.v1, m.v2.unwrap_or_default()),
                     };
-                    values.push(Judged { quantity: Quantity::Systolic, sum: s1, n });
-                    values.push(Judged { quantity: Quantity::Diastolic, sum: s2, n });
+                    values.push(Judged {
+                        quantity: Quantity::Systolic,
+                        sum: s1,
+                        n,
+                    });
+                    values.push(Judged {
+                        quantity: Quantity::Diastolic,
+                        sum: s2,
+                        n,
+                    });
                     judged = Some((s1, s2, n));
                 }
-                Measure::Glucose => values.push(Judged { quantity: Quantity::Glucose, sum: m.v1, n: 1 }),
-                Measure::Spo2 => values.push(Judged { quantity: Quantity::Spo2, sum: m.v1, n: 1 }),
-                Measure::Temperature => values.push(Judged { quantity: Quantity::Temperature, sum: m.v1, n: 1 }),
-                Measure::Pulse => values.push(Judged { quantity: Quantity::Pulse, sum: m.v1, n: 1 }),
+                Measure::Glucose => values.push(Judged {
+                    quantity: Quantity::Glucose,
+                    sum: m.v1,
+                    n: 1,
+                }),
+                Measure::Spo2 => values.push(Judged {
+                    quantity: Quantity::Spo2,
+                    sum: m.v1,
+                    n: 1,
+                }),
+                Measure::Temperature => values.push(Judged {
+                    quantity: Quantity::Temperature,
+                    sum: m.v1,
+                    n: 1,
+                }),
+                Measure::Pulse => values.push(Judged {
+                    quantity: Quantity::Pulse,
+                    sum: m.v1,
+                    n: 1,
+                }),
                 Measure::Weight => {}
             }
             let mut findings = judge(&thresholds, &values);
@@ -370,7 +413,15 @@ impl Operation for RecordReading {
                 result,
                 name,
             };
-            keep_answer(parts.conn, &self.kiosk, self.device_seq, &fingerprint, &down, now).await?;
+            keep_answer(
+                parts.conn,
+                &self.kiosk,
+                self.device_seq,
+                &fingerprint,
+                &down,
+                now,
+            )
+            .await?;
             metrics::counter!("eldergate_vital_readings_total", "measure" => measure_name(m.measure), "how" => how).increment(1);
             Ok(down)
         })
@@ -425,7 +476,8 @@ async fn trends(
             let Some((s1, s2, n)) = judged else {
                 return Ok(out);
             };
-            let high = |s1: i64, s2: i64, n: i64| s1 >= t.bp_systolic * n || s2 >= t.bp_diastolic * n;
+            let high =
+                |s1: i64, s2: i64, n: i64| s1 >= t.bp_systolic * n || s2 >= t.bp_diastolic * n;
             if !high(s1, s2, n) {
                 return Ok(out);
             }
@@ -491,15 +543,18 @@ impl Operation for KioskTap {
             let settings = tx.ctx::<Settings>()?;
             let now = self.received_at;
             // Any tap ends the previous person's session, even an unknown card's.
-            sqlx::query("UPDATE vital_sessions SET closed_at = ? WHERE kiosk = ? AND closed_at IS NULL")
-                .bind(format_ts(now))
-                .bind(&self.kiosk)
-                .execute(tx.conn())
-                .await?;
-            let holder = sqlx::query("SELECT resident_id FROM cards WHERE card_id = ? AND state = 'active'")
-                .bind(&card)
-                .fetch_optional(tx.conn())
-                .await?;
+            sqlx::query(
+                "UPDATE vital_sessions SET closed_at = ? WHERE kiosk = ? AND closed_at IS NULL",
+            )
+            .bind(format_ts(now))
+            .bind(&self.kiosk)
+            .execute(tx.conn())
+            .await?;
+            let holder =
+                sqlx::query("SELECT resident_id FROM cards WHERE card_id = ? AND state = 'active'")
+                    .bind(&card)
+                    .fetch_optional(tx.conn())
+                    .await?;
             let resident = match holder {
                 Some(r) => Some(r.try_get::<String, _>(0)?),
                 None => None,
@@ -508,7 +563,9 @@ impl Operation for KioskTap {
             let down = match resident {
                 Some(r) => {
                     let until = now
-                        .checked_add(SignedDuration::from_secs(i64::try_from(settings.session_s).unwrap_or(300)))
+                        .checked_add(SignedDuration::from_secs(
+                            i64::try_from(settings.session_s).unwrap_or(300),
+                        ))
                         .unwrap_or(now);
                     let id: i64 = sqlx::query("INSERT INTO vital_sessions (kiosk, resident_id, card_id, opened_at, expires_at) VALUES (?, ?, ?, ?, ?) RETURNING id")
                         .bind(&self.kiosk)
@@ -520,7 +577,10 @@ impl Operation for KioskTap {
                         .await?
                         .try_get(0)?;
                     let body = serde_json::json!({"session_id": id, "resident_id": r, "card_id": card, "expires_at": format_ts(until)});
-                    tx.append(NewEvent::new("vital_session_opened", now, body.to_string()).device(&self.kiosk));
+                    tx.append(
+                        NewEvent::new("vital_session_opened", now, body.to_string())
+                            .device(&self.kiosk),
+                    );
                     Down::Reading {
                         v: 1,
                         seq: self.device_seq,
@@ -535,7 +595,15 @@ impl Operation for KioskTap {
                     name: None,
                 },
             };
-            keep_answer(tx.conn(), &self.kiosk, self.device_seq, &fingerprint, &down, now).await?;
+            keep_answer(
+                tx.conn(),
+                &self.kiosk,
+                self.device_seq,
+                &fingerprint,
+                &down,
+                now,
+            )
+            .await?;
             Ok(down)
         })
     }

@@ -91,7 +91,9 @@ pub fn day_bound(time_zone: &str, s: &str, end: bool) -> Option<String> {
     let date: jiff::civil::Date = s.parse().ok()?;
     let date = if end { date.tomorrow().ok()? } else { date };
     let tz = jiff::tz::TimeZone::get(time_zone).unwrap_or(jiff::tz::TimeZone::UTC);
-    Some(crate::journal::format_ts(date.to_zoned(tz).ok()?.timestamp()))
+    Some(crate::journal::format_ts(
+        date.to_zoned(tz).ok()?.timestamp(),
+    ))
 }
 
 /// A resident's readings received in `[from, to)` (RFC 3339 UTC strings or dates

@@ -461,34 +461,85 @@ mod tests {
     fn the_default_rules_parse_and_follow_health_md() {
         let r = VitalRules::parse(DEFAULT_RULES, "default").expect("default rules");
         assert!(r.thresholds.len() >= 14);
-        assert_eq!(one(Quantity::Systolic, 180), vec![("bp_high", Priority::High)]);
-        assert_eq!(one(Quantity::Systolic, 179), vec![("bp_high", Priority::Medium)]);
-        assert_eq!(one(Quantity::Systolic, 160), vec![("bp_high", Priority::Medium)]);
+        assert_eq!(
+            one(Quantity::Systolic, 180),
+            vec![("bp_high", Priority::High)]
+        );
+        assert_eq!(
+            one(Quantity::Systolic, 179),
+            vec![("bp_high", Priority::Medium)]
+        );
+        assert_eq!(
+            one(Quantity::Systolic, 160),
+            vec![("bp_high", Priority::Medium)]
+        );
         assert!(one(Quantity::Systolic, 159).is_empty());
-        assert_eq!(one(Quantity::Systolic, 90), vec![("bp_low", Priority::High)]);
+        assert_eq!(
+            one(Quantity::Systolic, 90),
+            vec![("bp_low", Priority::High)]
+        );
         assert!(one(Quantity::Systolic, 91).is_empty());
-        assert_eq!(one(Quantity::Diastolic, 110), vec![("bp_high", Priority::High)]);
-        assert_eq!(one(Quantity::Diastolic, 100), vec![("bp_high", Priority::Medium)]);
+        assert_eq!(
+            one(Quantity::Diastolic, 110),
+            vec![("bp_high", Priority::High)]
+        );
+        assert_eq!(
+            one(Quantity::Diastolic, 100),
+            vec![("bp_high", Priority::Medium)]
+        );
         assert!(one(Quantity::Diastolic, 99).is_empty());
         // ADA: < 3.0 level 2 (high), < 3.9 level 1 (medium); > 13.9 medium, > 16.7 high.
-        assert_eq!(one(Quantity::Glucose, 29), vec![("glucose_low", Priority::High)]);
-        assert_eq!(one(Quantity::Glucose, 30), vec![("glucose_low", Priority::Medium)]);
-        assert_eq!(one(Quantity::Glucose, 38), vec![("glucose_low", Priority::Medium)]);
+        assert_eq!(
+            one(Quantity::Glucose, 29),
+            vec![("glucose_low", Priority::High)]
+        );
+        assert_eq!(
+            one(Quantity::Glucose, 30),
+            vec![("glucose_low", Priority::Medium)]
+        );
+        assert_eq!(
+            one(Quantity::Glucose, 38),
+            vec![("glucose_low", Priority::Medium)]
+        );
         assert!(one(Quantity::Glucose, 39).is_empty());
         assert!(one(Quantity::Glucose, 139).is_empty());
-        assert_eq!(one(Quantity::Glucose, 140), vec![("glucose_high", Priority::Medium)]);
-        assert_eq!(one(Quantity::Glucose, 168), vec![("glucose_high", Priority::High)]);
+        assert_eq!(
+            one(Quantity::Glucose, 140),
+            vec![("glucose_high", Priority::Medium)]
+        );
+        assert_eq!(
+            one(Quantity::Glucose, 168),
+            vec![("glucose_high", Priority::High)]
+        );
         // NEWS2.
         assert_eq!(one(Quantity::Spo2, 91), vec![("spo2_low", Priority::High)]);
-        assert_eq!(one(Quantity::Spo2, 93), vec![("spo2_low", Priority::Medium)]);
+        assert_eq!(
+            one(Quantity::Spo2, 93),
+            vec![("spo2_low", Priority::Medium)]
+        );
         assert!(one(Quantity::Spo2, 94).is_empty());
-        assert_eq!(one(Quantity::Temperature, 350), vec![("temperature_low", Priority::High)]);
+        assert_eq!(
+            one(Quantity::Temperature, 350),
+            vec![("temperature_low", Priority::High)]
+        );
         assert!(one(Quantity::Temperature, 351).is_empty());
-        assert_eq!(one(Quantity::Temperature, 391), vec![("temperature_high", Priority::Medium)]);
+        assert_eq!(
+            one(Quantity::Temperature, 391),
+            vec![("temperature_high", Priority::Medium)]
+        );
         assert!(one(Quantity::Temperature, 390).is_empty());
-        assert_eq!(one(Quantity::Pulse, 40), vec![("pulse_low", Priority::High)]);
-        assert_eq!(one(Quantity::Pulse, 131), vec![("pulse_high", Priority::High)]);
-        assert_eq!(one(Quantity::Pulse, 111), vec![("pulse_high", Priority::Medium)]);
+        assert_eq!(
+            one(Quantity::Pulse, 40),
+            vec![("pulse_low", Priority::High)]
+        );
+        assert_eq!(
+            one(Quantity::Pulse, 131),
+            vec![("pulse_high", Priority::High)]
+        );
+        assert_eq!(
+            one(Quantity::Pulse, 111),
+            vec![("pulse_high", Priority::Medium)]
+        );
         assert!(one(Quantity::Pulse, 110).is_empty());
         assert!(one(Quantity::Pulse, 41).is_empty());
     }

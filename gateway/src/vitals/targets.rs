@@ -89,12 +89,20 @@ impl Operation for SetTarget {
         Box::pin(async move {
             let registry = tx.ctx::<Registry>()?;
             let Some(staff) = registry.staff.get(&self.by) else {
-                return Err(invalid("unknown_staff", format!("{:?} is not a registered staff id", self.by)));
+                return Err(invalid(
+                    "unknown_staff",
+                    format!("{:?} is not a registered staff id", self.by),
+                ));
             };
             if !TARGET_ROLES.contains(&staff.role.as_str()) {
                 return Err(invalid(
                     "not_permitted",
-                    format!("staff {} ({}) may not set target ranges; roles that may: {}", self.by, staff.role, TARGET_ROLES.join(", ")),
+                    format!(
+                        "staff {} ({}) may not set target ranges; roles that may: {}",
+                        self.by,
+                        staff.role,
+                        TARGET_ROLES.join(", ")
+                    ),
                 ));
             }
             if registry.residents.get(&self.resident).is_none() {
@@ -113,28 +121,46 @@ impl Operation for SetTarget {
             }
             let priority = match r.priority.as_deref() {
                 None => eldergate_protocol::payload::Priority::Medium,
-                Some(p) => parse_priority(p).ok_or_else(|| invalid("malformed", "priority is high, medium or low"))?,
+                Some(p) => parse_priority(p)
+                    .ok_or_else(|| invalid("malformed", "priority is high, medium or low"))?,
             };
             let bound = |v: &Option<String>| -> Result<Option<i64>, OpError> {
                 match v {
                     None => Ok(None),
-                    Some(s) => parse_bound(q, s).map(Some).map_err(|m| invalid("malformed", m)),
+                    Some(s) => parse_bound(q, s)
+                        .map(Some)
+                        .map_err(|m| invalid("malformed", m)),
                 }
             };
             let (min, max) = (bound(&r.min)?, bound(&r.max)?);
             if !r.clear {
                 if min.is_none() && max.is_none() {
-                    return Err(invalid("malformed", "give min, max or both (or clear = true)"));
+                    return Err(invalid(
+                        "malformed",
+                        "give min, max or both (or clear = true)",
+                    ));
                 }
                 let m = q.measure();
                 for v in [min, max].into_iter().flatten() {
-                    let probe = super::units::Measurement { measure: m, v1: v, v2: (m == eldergate_protocol::payload::Measure::BloodPressure).then_some(if q == Quantity::Diastolic { v } else { 20 }) };
+                    let probe = super::units::Measurement {
+                        measure: m,
+                        v1: v,
+                        v2: (m == eldergate_protocol::payload::Measure::BloodPressure)
+                            .then_some(if q == Quantity::Diastolic { v } else { 20 }),
+                    };
                     let ok = match q {
                         Quantity::Diastolic => (20..=200).contains(&v),
                         _ => super::units::check(probe).is_ok(),
                     };
                     if !ok {
-                        return Err(invalid("implausible", format!("{} {} is outside what a person can have", q.as_str(), super::units::show(m, v))));
+                        return Err(invalid(
+                            "implausible",
+                            format!(
+                                "{} {} is outside what a person can have",
+                                q.as_str(),
+                                super::units::show(m, v)
+                            ),
+                        ));
                     }
                 }
                 if let (Some(a), Some(b)) = (min, max) {
@@ -168,7 +194,8 @@ impl Operation for SetTarget {
                 reason: reason.to_string(),
                 cleared: r.clear,
             };
-            let body = serde_json::to_string(&set).map_err(|e| crate::journal::JournalError::Write(e.to_string()))?;
+            let body = serde_json::to_string(&set)
+                .map_err(|e| crate::journal::JournalError::Write(e.to_string()))?;
             tx.append(NewEvent::new("vital_target_set", now, body));
             Ok(set)
         })

@@ -249,9 +249,7 @@ pub fn check(m: Measurement) -> Result<Measurement, UnitError> {
     }
     match (m.measure, m.v2) {
         (Measure::BloodPressure, None) => {
-            return Err(UnitError::Shape(
-                "blood pressure needs value2 (diastolic)",
-            ))
+            return Err(UnitError::Shape("blood pressure needs value2 (diastolic)"))
         }
         (Measure::BloodPressure, Some(dia)) => {
             if !(20..=200).contains(&dia) {
@@ -350,7 +348,18 @@ mod tests {
             m(Measure::Spo2, "97", "mmHg").unwrap_err().reason(),
             "unknown_unit"
         );
-        for bad in ["", "-5", "1e3", "7.", ".5", "7.123", "NaN", "１２０", "1234567", "5,4"] {
+        for bad in [
+            "",
+            "-5",
+            "1e3",
+            "7.",
+            ".5",
+            "7.123",
+            "NaN",
+            "１２０",
+            "1234567",
+            "5,4",
+        ] {
             assert!(parse_hundredths(bad).is_err(), "{bad:?}");
         }
     }

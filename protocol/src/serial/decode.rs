@@ -16,7 +16,8 @@ const BAD_ID_LEN: &str = "id_len is 0 or above 16";
 const BAD_ID_CHAR: &str = "the device id has a byte outside A-Z a-z 0-9 - _ .";
 const SHORT_HEADER: &str = "the frame ends inside its header (id or seq)";
 const UNKNOWN_TYPE: &str = "the type byte is not one SPEC.md §4 defines";
-const TO_DEVICE_TYPE: &str = "a gateway-to-device type (ACK, NAK, DISPLAY, READING_RESULT) sent by a device";
+const TO_DEVICE_TYPE: &str =
+    "a gateway-to-device type (ACK, NAK, DISPLAY, READING_RESULT) sent by a device";
 
 /// A frame the gateway refuses with a NAK: to whom, and why.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
