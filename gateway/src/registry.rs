@@ -3,11 +3,11 @@
 //! resolves. The one part that changes while the gateway runs is the roster ([`Roster`]), which a
 //! roster import replaces as a whole (the import checks that devices still resolve).
 
+pub use crate::community::Roster;
 use crate::config::{
     CheckinConfig, DeviceConfig, EscalationConfig, Ladder, Loaded, StaffConfig, SupervisionConfig,
     WebhookConfig,
 };
-pub use crate::roster::Roster;
 use eldergate_protocol::payload::Priority;
 use std::collections::BTreeMap;
 
