@@ -135,6 +135,7 @@ async fn run(ops: Vec<Op>, double_tap_s: u64) {
                     price_fen,
                     delivered_by: None,
                     ts: None,
+                    mac: None,
                 };
                 let d = journal
                     .run(CardTap {
@@ -172,6 +173,7 @@ async fn run(ops: Vec<Op>, double_tap_s: u64) {
                     price_fen,
                     delivered_by: None,
                     ts: None,
+                    mac: None,
                 };
                 let d = journal
                     .run(CardTap {
@@ -195,6 +197,7 @@ async fn run(ops: Vec<Op>, double_tap_s: u64) {
                         amount_fen: a,
                         by: "S1".into(),
                         reason: None,
+                        method: None,
                     })
                     .await;
                 match r {
