@@ -473,6 +473,7 @@ async fn payout(
 struct ReportQuery {
     date: Option<String>,
     month: Option<String>,
+    quarter: Option<String>,
 }
 
 /// `GET /api/reports/daily?date=YYYY-MM-DD`
@@ -494,17 +495,24 @@ async fn report_daily(
     ))
 }
 
-/// `GET /api/reports/claim?month=YYYY-MM`: CSV (UTF-8 with BOM).
+/// `GET /api/reports/claim?month=YYYY-MM` or `?quarter=YYYY-Qn`: CSV (UTF-8 with BOM).
 async fn report_claim(
     State(api): State<Api>,
     Query(q): Query<ReportQuery>,
 ) -> Result<Response, ApiError> {
-    let month = q
+    let period = q
         .month
-        .filter(|m| format!("{m}-01").parse::<jiff::civil::Date>().is_ok() && m.len() == 7)
-        .ok_or_else(|| bad_request("bad_query", "month=YYYY-MM is required".into()))?;
+        .or(q.quarter)
+        .and_then(|p| crate::canteen::claim::ClaimPeriod::parse(&p))
+        .ok_or_else(|| {
+            bad_request(
+                "bad_query",
+                "month=YYYY-MM or quarter=YYYY-Qn is required".into(),
+            )
+        })?;
+    let month = &period.label;
     let csv =
-        crate::canteen::reports::claim_csv(api.journal.readers(), &api.registry, &month).await?;
+        crate::canteen::claim::claim_csv(api.journal.readers(), &api.registry, &period).await?;
     let disposition = format!("attachment; filename=\"subsidy-claim-{month}.csv\"");
     Ok((
         [

@@ -319,10 +319,14 @@ async fn a_serial_reader_gets_its_display_answer_after_commit() {
         "UTF-8 BOM for Excel"
     );
     let text = String::from_utf8(claim.to_vec()).unwrap();
-    assert!(
-        text.contains("R00003,张三3,CA000003,18.00,1.80,16.20"),
-        "{text}"
-    );
+    // One detail row: count and money in their own columns, then a subtotal per resident and
+    // per category and the total, each with the count 1.
+    assert!(text.contains("明细,"), "{text}");
+    assert!(text.contains(",R00003,张三3,CA000003,"), "{text}");
+    assert!(text.contains(",1,18.00,1.80,16.20,"), "{text}");
+    assert!(text.contains("居民小计,,,R00003,张三3,,,1,18.00,1.80,16.20"), "{text}");
+    assert!(text.contains("合计,,,,,,,1,18.00,1.80,16.20"), "{text}");
+    assert!(text.lines().next().unwrap().contains("SHA-256"), "{text}");
     assert_eq!(
         reqwest::get(gw.url("/api/reports/claim?month=2026-13"))
             .await

@@ -24,6 +24,12 @@ use std::path::Path;
 pub struct RuleSet {
     /// Name shown in reports, e.g. "上海普陀 2024".
     pub name: String,
+    /// The file's version, as its authors number it (printed on the claim with its hash).
+    #[serde(default)]
+    pub version: Option<String>,
+    /// SHA-256 of the file's text, hex (printed on the claim: which rules priced these meals).
+    #[serde(skip)]
+    pub sha256: String,
     /// Meal periods, local time.
     pub periods: Vec<Period>,
     /// How matching subsidies combine.
@@ -329,7 +335,11 @@ impl RuleSet {
 
     /// Parses and checks rule text.
     pub fn parse(text: &str) -> Result<RuleSet, String> {
-        let rules: RuleSet = toml::from_str(text).map_err(|e| e.to_string())?;
+        let mut rules: RuleSet = toml::from_str(text).map_err(|e| e.to_string())?;
+        rules.sha256 = {
+            use sha2::Digest;
+            crate::canteen::mac::to_hex(&sha2::Sha256::digest(text.as_bytes())).to_lowercase()
+        };
         let mut problems = Vec::new();
         let l = rules.limits;
         for (name, v) in [
