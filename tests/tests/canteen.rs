@@ -324,7 +324,10 @@ async fn a_serial_reader_gets_its_display_answer_after_commit() {
     assert!(text.contains("明细,"), "{text}");
     assert!(text.contains(",R00003,张三3,CA000003,"), "{text}");
     assert!(text.contains(",1,18.00,1.80,16.20,"), "{text}");
-    assert!(text.contains("居民小计,,,R00003,张三3,,,1,18.00,1.80,16.20"), "{text}");
+    assert!(
+        text.contains("居民小计,,,R00003,张三3,,,1,18.00,1.80,16.20"),
+        "{text}"
+    );
     assert!(text.contains("合计,,,,,,,1,18.00,1.80,16.20"), "{text}");
     assert!(text.lines().next().unwrap().contains("SHA-256"), "{text}");
     assert_eq!(

@@ -138,15 +138,19 @@ pub async fn claim_csv(
             Some(r) => r.name,
             None => r.try_get::<Option<String>, _>(9)?.unwrap_or_default(),
         };
-        let (price, subsidy, paid): (i64, i64, i64) =
-            (r.try_get(4)?, r.try_get(5)?, r.try_get(6)?);
+        let (price, subsidy, paid): (i64, i64, i64) = (r.try_get(4)?, r.try_get(5)?, r.try_get(6)?);
         let applied: String = r.try_get(7)?;
         let category = serde_json::from_str::<Vec<String>>(&applied)
             .unwrap_or_default()
             .join("; ");
         let voided_by: Option<String> = r.try_get(10)?;
         let record = [
-            if voided_by.is_some() { "已作废" } else { "明细" }.to_string(),
+            if voided_by.is_some() {
+                "已作废"
+            } else {
+                "明细"
+            }
+            .to_string(),
             r.try_get::<String, _>(0)?,
             r.try_get::<String, _>(1)?,
             resident.clone(),
@@ -215,11 +219,35 @@ mod tests {
     #[test]
     fn months_and_quarters_are_claim_periods_and_nothing_else() {
         let p = |s: &str| ClaimPeriod::parse(s).map(|p| (p.from.to_string(), p.to.to_string()));
-        assert_eq!(p("2026-11"), Some(("2026-11-01".into(), "2026-12-01".into())));
-        assert_eq!(p("2026-12"), Some(("2026-12-01".into(), "2027-01-01".into())));
-        assert_eq!(p("2026-Q1"), Some(("2026-01-01".into(), "2026-04-01".into())));
-        assert_eq!(p("2026-Q4"), Some(("2026-10-01".into(), "2027-01-01".into())));
-        for bad in ["2026-13", "2026-00", "2026-Q0", "2026-Q5", "2026-Q12", "26-01", "2026-1", "2026", "", "9999-Q4x", "２０２６-01"] {
+        assert_eq!(
+            p("2026-11"),
+            Some(("2026-11-01".into(), "2026-12-01".into()))
+        );
+        assert_eq!(
+            p("2026-12"),
+            Some(("2026-12-01".into(), "2027-01-01".into()))
+        );
+        assert_eq!(
+            p("2026-Q1"),
+            Some(("2026-01-01".into(), "2026-04-01".into()))
+        );
+        assert_eq!(
+            p("2026-Q4"),
+            Some(("2026-10-01".into(), "2027-01-01".into()))
+        );
+        for bad in [
+            "2026-13",
+            "2026-00",
+            "2026-Q0",
+            "2026-Q5",
+            "2026-Q12",
+            "26-01",
+            "2026-1",
+            "2026",
+            "",
+            "9999-Q4x",
+            "２０２６-01",
+        ] {
             assert_eq!(p(bad), None, "{bad}");
         }
         assert!(ClaimPeriod::parse("9999-12").is_none() || ClaimPeriod::parse("9999-12").is_some());
