@@ -68,7 +68,7 @@ enum Report {
         #[arg(long)]
         date: String,
     },
-    /// Monthly subsidy claim per resident, CSV with UTF-8 BOM (to stdout or --out).
+    /// Subsidy claim (month or quarter), CSV with UTF-8 BOM (to stdout or --out); docs/CANTEEN.md.
     Claim {
         /// Month `YYYY-MM`, or quarter `YYYY-Qn`.
         #[arg(long)]
