@@ -19,3 +19,8 @@ CREATE TABLE resident_away (
     ended_at    TEXT
 );
 CREATE INDEX resident_away_resident ON resident_away(resident_id);
+
+-- The day close and the claim read by instant and by meal date.
+CREATE INDEX ledger_at ON ledger(at);
+CREATE INDEX taps_received ON taps(received_at);
+CREATE INDEX meals_day ON meals(local_date);
