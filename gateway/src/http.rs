@@ -28,6 +28,7 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
+mod canteen;
 mod roster;
 mod serve;
 
@@ -70,6 +71,14 @@ pub fn router(api: Api) -> Router {
         .route("/api/meals/{id}/void", post(meal_void))
         .route("/api/reports/daily", get(report_daily))
         .route("/api/reports/claim", get(report_claim))
+        .route(
+            "/api/residents/{id}/statement",
+            get(canteen::resident_statement),
+        )
+        .route("/api/residents/{id}/away", post(canteen::resident_away))
+        .route("/api/residents/{id}/back", post(canteen::resident_back))
+        .route("/api/meals", get(canteen::list_meals))
+        .route("/api/cards/{card}", get(canteen::get_card))
         // The roster reads its own body, with its own limit.
         .route("/api/roster", post(roster::import))
         .layer(DefaultBodyLimit::max(MAX_JSON_BODY_BYTES))
@@ -107,6 +116,7 @@ impl From<Failure> for ApiError {
                     RefusalKind::NotFound => StatusCode::NOT_FOUND,
                     RefusalKind::Conflict => StatusCode::CONFLICT,
                     RefusalKind::Invalid => StatusCode::UNPROCESSABLE_ENTITY,
+                    RefusalKind::Forbidden => StatusCode::FORBIDDEN,
                 };
                 metrics::counter!("eldergate_http_rejected_total", "reason" => r.reason)
                     .increment(1);
@@ -323,6 +333,9 @@ pub struct TopUpBody {
     /// Why (receipt number, cash, transfer…).
     #[serde(default)]
     pub reason: Option<String>,
+    /// How it was paid: cash, wechat, alipay, bank or other (docs/CANTEEN.md).
+    #[serde(default)]
+    pub method: Option<String>,
 }
 
 async fn topup(
@@ -341,6 +354,7 @@ async fn topup(
         amount_fen: body.amount_fen,
         by: body.by,
         reason: body.reason,
+        method: body.method,
     };
     let balance = api.journal.run(op).await?;
     Ok(Json(
@@ -381,6 +395,9 @@ pub struct AdminBody {
     /// Fen (payout; absent = the whole balance).
     #[serde(default)]
     pub amount_fen: Option<i64>,
+    /// `away` or `hospital` (away).
+    #[serde(default)]
+    pub kind: Option<String>,
 }
 
 async fn admin(api: &Api, op: CanteenOp, by: String) -> Result<Json<serde_json::Value>, ApiError> {
@@ -456,6 +473,7 @@ async fn payout(
 struct ReportQuery {
     date: Option<String>,
     month: Option<String>,
+    quarter: Option<String>,
 }
 
 /// `GET /api/reports/daily?date=YYYY-MM-DD`
@@ -468,20 +486,33 @@ async fn report_daily(
         .filter(|d| d.parse::<jiff::civil::Date>().is_ok())
         .ok_or_else(|| bad_request("bad_query", "date=YYYY-MM-DD is required".into()))?;
     let lines = crate::canteen::reports::daily(api.journal.readers(), &date).await?;
-    Ok(Json(serde_json::json!({ "date": date, "periods": lines })))
+    let day: jiff::civil::Date = date
+        .parse()
+        .map_err(|_| bad_request("bad_query", "date=YYYY-MM-DD is required".into()))?;
+    let close = crate::canteen::dayclose::close(api.journal.readers(), &api.registry, day).await?;
+    Ok(Json(
+        serde_json::json!({ "date": date, "periods": lines, "close": close }),
+    ))
 }
 
-/// `GET /api/reports/claim?month=YYYY-MM`: CSV (UTF-8 with BOM).
+/// `GET /api/reports/claim?month=YYYY-MM` or `?quarter=YYYY-Qn`: CSV (UTF-8 with BOM).
 async fn report_claim(
     State(api): State<Api>,
     Query(q): Query<ReportQuery>,
 ) -> Result<Response, ApiError> {
-    let month = q
+    let period = q
         .month
-        .filter(|m| format!("{m}-01").parse::<jiff::civil::Date>().is_ok() && m.len() == 7)
-        .ok_or_else(|| bad_request("bad_query", "month=YYYY-MM is required".into()))?;
+        .or(q.quarter)
+        .and_then(|p| crate::canteen::claim::ClaimPeriod::parse(&p))
+        .ok_or_else(|| {
+            bad_request(
+                "bad_query",
+                "month=YYYY-MM or quarter=YYYY-Qn is required".into(),
+            )
+        })?;
+    let month = &period.label;
     let csv =
-        crate::canteen::reports::claim_csv(api.journal.readers(), &api.registry, &month).await?;
+        crate::canteen::claim::claim_csv(api.journal.readers(), &api.registry, &period).await?;
     let disposition = format!("attachment; filename=\"subsidy-claim-{month}.csv\"");
     Ok((
         [

@@ -68,9 +68,9 @@ enum Report {
         #[arg(long)]
         date: String,
     },
-    /// Monthly subsidy claim per resident, CSV with UTF-8 BOM (to stdout or --out).
+    /// Subsidy claim (month or quarter), CSV with UTF-8 BOM (to stdout or --out); docs/CANTEEN.md.
     Claim {
-        /// Month, YYYY-MM.
+        /// Month `YYYY-MM`, or quarter `YYYY-Qn`.
         #[arg(long)]
         month: String,
         /// Write to this file instead of stdout.
@@ -96,7 +96,9 @@ async fn report(config: PathBuf, which: Report) -> anyhow::Result<()> {
             println!("{}", serde_json::to_string_pretty(&lines)?);
         }
         Report::Claim { month, out } => {
-            let csv = eldergate::canteen::reports::claim_csv(&pool, &registry, &month).await?;
+            let period = eldergate::canteen::claim::ClaimPeriod::parse(&month)
+                .with_context(|| format!("--month {month:?}: use YYYY-MM or YYYY-Qn"))?;
+            let csv = eldergate::canteen::claim::claim_csv(&pool, &registry, &period).await?;
             match out {
                 Some(path) => std::fs::write(&path, csv)
                     .with_context(|| format!("cannot write {}", path.display()))?,

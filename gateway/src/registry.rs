@@ -40,6 +40,8 @@ pub struct Registry {
     pub checkin_deadline: jiff::civil::Time,
     /// Canteen rules and the double-tap window (seconds), when a canteen is configured.
     pub canteen: Option<(crate::canteen::rules::RuleSet, u64)>,
+    /// The site secret card MACs are checked with, when configured.
+    pub card_mac: Option<crate::canteen::mac::SiteSecret>,
 }
 
 impl From<&Loaded> for Registry {
@@ -61,6 +63,7 @@ impl From<&Loaded> for Registry {
                 .canteen_rules
                 .clone()
                 .zip(l.config.canteen.as_ref().map(|c| c.double_tap_s)),
+            card_mac: l.card_mac_secret.clone(),
         }
     }
 }
@@ -82,6 +85,7 @@ impl Registry {
             checkin: CheckinConfig::default(),
             checkin_deadline: jiff::civil::Time::midnight(),
             canteen: None,
+            card_mac: None,
         }
     }
 

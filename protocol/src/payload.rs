@@ -141,6 +141,10 @@ pub struct Tap {
     /// The reader's clock, Unix ms.
     #[serde(default)]
     pub ts: Option<i64>,
+    /// The card's MAC over this tap, 16 hex digits, when the reader computes one (the scheme is
+    /// in the gateway's docs/CANTEEN.md); a mismatch is refused as a cloned card.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mac: Option<String>,
 }
 
 /// How urgent an alert is (IEC 60601-1-8 style: three levels).

@@ -249,7 +249,8 @@ impl GatewaySpec {
 /// The site id every test gateway uses.
 pub const SITE: &str = "test-site";
 
-/// Staff of every test gateway: S001 (grid worker of G01), S009 and S010 (duty), S012 (manager).
+/// Staff of every test gateway: S001 (grid worker of G01), S009 and S010 (duty), S012 (manager),
+/// S013 and S014 (canteen operators: top-ups, voids, payouts, binding cards), S015 (admin).
 const STAFF: &str = r#"
 [[staff]]
 id = "S001"
@@ -268,6 +269,18 @@ role = "duty"
 id = "S012"
 name = "Manager"
 role = "manager"
+[[staff]]
+id = "S013"
+name = "Canteen One"
+role = "canteen_operator"
+[[staff]]
+id = "S014"
+name = "Canteen Two"
+role = "canteen_operator"
+[[staff]]
+id = "S015"
+name = "Admin"
+role = "admin"
 "#;
 
 /// A running `eldergate run` process with its own data dir and HTTP port.

@@ -20,7 +20,7 @@ async fn a_tap_is_settled_once_and_answered_after_commit() {
     let http = reqwest::Client::new();
     let r = http
         .post(gw.url("/api/residents/R00001/topup"))
-        .json(&serde_json::json!({"amount_fen": 2000, "by": "S009", "reason": "cash"}))
+        .json(&serde_json::json!({"amount_fen": 2000, "by": "S013", "reason": "cash"}))
         .send()
         .await
         .unwrap();
@@ -129,19 +129,19 @@ async fn a_tap_is_settled_once_and_answered_after_commit() {
     ));
     let bind = post(
         "/api/cards/0B0B0B0B/bind".into(),
-        serde_json::json!({"by": "S009", "resident_id": "R00001"}),
+        serde_json::json!({"by": "S013", "resident_id": "R00001"}),
     )
     .await;
     assert_eq!(bind.status(), 200);
     let again = post(
         "/api/cards/0B0B0B0B/bind".into(),
-        serde_json::json!({"by": "S009", "resident_id": "R00002"}),
+        serde_json::json!({"by": "S013", "resident_id": "R00002"}),
     )
     .await;
     assert_eq!(again.status(), 409, "a card binds once");
     let topup = post(
         "/api/residents/R00001/topup".into(),
-        serde_json::json!({"amount_fen": 2000, "by": "S009"}),
+        serde_json::json!({"amount_fen": 2000, "by": "S013"}),
     )
     .await;
     assert_eq!(topup.status(), 200);
@@ -164,13 +164,13 @@ async fn a_tap_is_settled_once_and_answered_after_commit() {
     // Staff void the first meal: its charge comes back as a refund row; nothing is rewritten.
     let void = post(
         "/api/meals/1/void".into(),
-        serde_json::json!({"by": "S009", "reason": "wrong dish"}),
+        serde_json::json!({"by": "S013", "reason": "wrong dish"}),
     )
     .await;
     assert_eq!(void.status(), 200);
     let twice = post(
         "/api/meals/1/void".into(),
-        serde_json::json!({"by": "S009", "reason": "again"}),
+        serde_json::json!({"by": "S013", "reason": "again"}),
     )
     .await;
     assert_eq!(twice.status(), 409, "a meal is voided once");
@@ -222,7 +222,7 @@ async fn a_serial_reader_gets_its_display_answer_after_commit() {
     let gw = Gateway::start(&spec).await.unwrap();
     let r = reqwest::Client::new()
         .post(gw.url("/api/residents/R00003/topup"))
-        .json(&serde_json::json!({"amount_fen": 5000, "by": "S009"}))
+        .json(&serde_json::json!({"amount_fen": 5000, "by": "S013"}))
         .send()
         .await
         .unwrap();
@@ -319,10 +319,17 @@ async fn a_serial_reader_gets_its_display_answer_after_commit() {
         "UTF-8 BOM for Excel"
     );
     let text = String::from_utf8(claim.to_vec()).unwrap();
+    // One detail row: count and money in their own columns, then a subtotal per resident and
+    // per category and the total, each with the count 1.
+    assert!(text.contains("明细,"), "{text}");
+    assert!(text.contains(",R00003,张三3,CA000003,"), "{text}");
+    assert!(text.contains(",1,18.00,1.80,16.20,"), "{text}");
     assert!(
-        text.contains("R00003,张三3,CA000003,18.00,1.80,16.20"),
+        text.contains("居民小计,,,R00003,张三3,,,1,18.00,1.80,16.20"),
         "{text}"
     );
+    assert!(text.contains("合计,,,,,,,1,18.00,1.80,16.20"), "{text}");
+    assert!(text.lines().next().unwrap().contains("SHA-256"), "{text}");
     assert_eq!(
         reqwest::get(gw.url("/api/reports/claim?month=2026-13"))
             .await
@@ -342,7 +349,7 @@ async fn a_reader_retransmitting_across_a_gateway_kill_is_charged_once() {
     let mut gw = Gateway::start(&spec).await.unwrap();
     let r = reqwest::Client::new()
         .post(gw.url("/api/residents/R00002/topup"))
-        .json(&serde_json::json!({"amount_fen": 5000, "by": "S009"}))
+        .json(&serde_json::json!({"amount_fen": 5000, "by": "S013"}))
         .send()
         .await
         .unwrap();
@@ -405,7 +412,7 @@ async fn delivered_meals_settle_offline_and_reach_the_central_store_once_it_is_b
     for r in ["R00001", "R00002", "R00003"] {
         let resp = http
             .post(gw.url(&format!("/api/residents/{r}/topup")))
-            .json(&serde_json::json!({"amount_fen": 3000, "by": "S009"}))
+            .json(&serde_json::json!({"amount_fen": 3000, "by": "S013"}))
             .send()
             .await
             .unwrap();

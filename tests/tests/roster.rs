@@ -55,7 +55,7 @@ async fn a_new_roster_is_checked_applied_live_and_kept_across_a_restart() {
     for r in ["R00002"] {
         let ok = http
             .post(gw.url(&format!("/api/residents/{r}/topup")))
-            .json(&serde_json::json!({"amount_fen": 5000, "by": "S009"}))
+            .json(&serde_json::json!({"amount_fen": 5000, "by": "S013"}))
             .send()
             .await
             .unwrap();
@@ -131,7 +131,7 @@ async fn a_new_roster_is_checked_applied_live_and_kept_across_a_restart() {
     );
     let ok = http
         .post(gw.url("/api/residents/R00010/topup"))
-        .json(&serde_json::json!({"amount_fen": 5000, "by": "S009"}))
+        .json(&serde_json::json!({"amount_fen": 5000, "by": "S013"}))
         .send()
         .await
         .unwrap();
@@ -176,7 +176,7 @@ async fn a_new_roster_is_checked_applied_live_and_kept_across_a_restart() {
     // What is left of their balance is paid out in cash, once.
     let payout = |reason: &'static str| {
         http.post(gw.url("/api/residents/R00010/payout"))
-            .json(&serde_json::json!({"by": "S009", "reason": reason}))
+            .json(&serde_json::json!({"by": "S013", "reason": reason}))
             .send()
     };
     let paid = payout("moved away; receipt 0042").await.unwrap();

@@ -100,6 +100,11 @@ pub struct CanteenConfig {
     /// A second tap of the same card within this many seconds is the same meal.
     #[serde(default = "default_double_tap")]
     pub double_tap_s: u64,
+    /// File holding the site secret card MACs are derived from (docs/CANTEEN.md "Card MAC"),
+    /// relative to the config file; env `ELDERGATE_CANTEEN__CARD_MAC_SECRET_FILE`. Without it a
+    /// MAC sent by a reader is counted as unchecked.
+    #[serde(default)]
+    pub card_mac_secret_file: Option<PathBuf>,
 }
 
 fn default_double_tap() -> u64 {
@@ -496,6 +501,8 @@ pub struct Loaded {
     pub checkin_deadline: jiff::civil::Time,
     /// The canteen's rules, when a canteen is configured.
     pub canteen_rules: Option<crate::canteen::rules::RuleSet>,
+    /// The site secret card MACs are checked with (`canteen.card_mac_secret_file`).
+    pub card_mac_secret: Option<crate::canteen::mac::SiteSecret>,
 }
 
 fn problem(path: impl Into<String>, message: impl Into<String>) -> Problem {

@@ -196,6 +196,19 @@ pub(super) fn validate(config: Config, base: &Path, problems: &mut Vec<Problem>)
             }
         }
     });
+    let card_mac_secret = config
+        .canteen
+        .as_ref()
+        .and_then(|c| c.card_mac_secret_file.as_ref())
+        .and_then(
+            |f| match crate::canteen::mac::SiteSecret::load(&base.join(f)) {
+                Ok(s) => Some(s),
+                Err(e) => {
+                    problems.push(problem("canteen.card_mac_secret_file", e.to_string()));
+                    None
+                }
+            },
+        );
     Loaded {
         config,
         devices,
@@ -204,6 +217,7 @@ pub(super) fn validate(config: Config, base: &Path, problems: &mut Vec<Problem>)
         roster_path,
         checkin_deadline,
         canteen_rules,
+        card_mac_secret,
     }
 }
 

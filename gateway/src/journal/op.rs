@@ -35,6 +35,8 @@ pub enum RefusalKind {
     Conflict,
     /// The request itself is wrong: a value out of range, an unknown staff id … (HTTP 422).
     Invalid,
+    /// The staff member's role may not do this (HTTP 403).
+    Forbidden,
 }
 
 /// Why an operation was not acted on. Nothing it wrote is kept.
@@ -72,6 +74,11 @@ impl Refusal {
     /// 422: the request is wrong.
     pub fn invalid(reason: &'static str, message: impl Into<String>) -> Refusal {
         Refusal::new(RefusalKind::Invalid, reason, message)
+    }
+
+    /// 403: the staff member's role may not do this.
+    pub fn forbidden(reason: &'static str, message: impl Into<String>) -> Refusal {
+        Refusal::new(RefusalKind::Forbidden, reason, message)
     }
 }
 

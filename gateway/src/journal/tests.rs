@@ -126,6 +126,7 @@ async fn a_command_that_always_fails_cannot_stall_alarms_or_taps() {
             amount_fen: 1_000_000,
             by: "S1".into(),
             reason: None,
+            method: None,
         })
         .await
         .expect("top-up");
@@ -163,6 +164,7 @@ async fn a_command_that_always_fails_cannot_stall_alarms_or_taps() {
                         price_fen: None,
                         delivered_by: None,
                         ts: None,
+                        mac: None,
                     },
                     received_at: jiff::Timestamp::now(),
                 })
@@ -277,6 +279,7 @@ async fn a_refusal_writes_nothing_and_says_why() {
             amount_fen: 100,
             by: "S1".into(),
             reason: None,
+            method: None,
         })
         .await;
     match r {
