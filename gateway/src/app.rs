@@ -58,9 +58,12 @@ fn metrics_handle() -> PrometheusHandle {
 pub fn init_logs(default: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_target(false)
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    tracing_subscriber::registry()
+        .with(crate::broker::QuietBrokerDisconnects)
+        .with(filter)
+        .with(tracing_subscriber::fmt::layer().with_target(false))
         .init();
 }
 
