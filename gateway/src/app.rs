@@ -478,6 +478,26 @@ async fn stop_with<F: Future<Output = ()>>(stop: CancellationToken, fut: F) {
     }
 }
 
+/// Pruning of what the central store already has (src/retention.rs). Not vital: if it stops,
+/// the journal only grows, which the disk guard watches.
+fn tracker_retention(
+    tracker: &TaskTracker,
+    journal: &journal::Journal,
+    cfg: &crate::config::Config,
+    disk: &Arc<DiskGuard>,
+    stop: &CancellationToken,
+) {
+    let retention =
+        crate::retention::Retention::from_config(&cfg.retention, cfg.journal.dedupe_window_s);
+    tracker.spawn(crate::retention::run(
+        journal.clone(),
+        retention,
+        Duration::from_secs(cfg.retention.interval_s),
+        disk.clone(),
+        stop.clone(),
+    ));
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -509,24 +529,4 @@ mod tests {
             "an end after shutdown began is expected"
         );
     }
-}
-
-/// Pruning of what the central store already has (src/retention.rs). Not vital: if it stops,
-/// the journal only grows, which the disk guard watches.
-fn tracker_retention(
-    tracker: &TaskTracker,
-    journal: &journal::Journal,
-    cfg: &crate::config::Config,
-    disk: &Arc<DiskGuard>,
-    stop: &CancellationToken,
-) {
-    let retention =
-        crate::retention::Retention::from_config(&cfg.retention, cfg.journal.dedupe_window_s);
-    tracker.spawn(crate::retention::run(
-        journal.clone(),
-        retention,
-        Duration::from_secs(cfg.retention.interval_s),
-        disk.clone(),
-        stop.clone(),
-    ));
 }
