@@ -10,8 +10,11 @@
 use eldergate::canteen::rules::{ResidentFacts, RuleSet, Today};
 use eldergate::ingest::decode_publish;
 
+/// One target's check.
+pub type Check = fn(&[u8]);
+
 /// The targets, by name (the corpus directory of each).
-pub const TARGETS: &[(&str, fn(&[u8]))] = &[
+pub const TARGETS: &[(&str, Check)] = &[
     ("mqtt_publish", mqtt_publish),
     ("config_toml", config_toml),
     ("roster_csv", roster_csv),
