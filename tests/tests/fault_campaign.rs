@@ -15,7 +15,7 @@
 //!
 //! The suite runs the short form (6 cycles, about ten seconds). The long form (after
 //! `cargo build --workspace --bins`):
-//! `ELDERGATE_CAMPAIGN_CYCLES=100 ELDERGATE_CAMPAIGN_OUTAGE_S=60 cargo nextest run --workspace
+//! `ELDERGATE_CAMPAIGN_CYCLES=100 ELDERGATE_CAMPAIGN_OUTAGE_S=30 cargo nextest run --workspace
 //! -E 'binary(fault_campaign)' --no-capture` — it prints one line per cycle and a summary.
 
 mod common;
