@@ -58,9 +58,12 @@ fn metrics_handle() -> PrometheusHandle {
 pub fn init_logs(default: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_target(false)
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    tracing_subscriber::registry()
+        .with(crate::broker::QuietBrokerDisconnects)
+        .with(filter)
+        .with(tracing_subscriber::fmt::layer().with_target(false))
         .init();
 }
 
@@ -366,6 +369,7 @@ pub async fn run(loaded: Loaded, stop: impl Future<Output = ()>) -> anyhow::Resu
         &running,
         &fatal_tx,
     );
+    tracker_retention(&background, &journal, &cfg, &disk, &watchers);
     vital(
         &background,
         "journal watch",
@@ -472,6 +476,26 @@ async fn stop_with<F: Future<Output = ()>>(stop: CancellationToken, fut: F) {
         _ = fut => {}
         _ = stop.cancelled() => {}
     }
+}
+
+/// Pruning of what the central store already has (src/retention.rs). Not vital: if it stops,
+/// the journal only grows, which the disk guard watches.
+fn tracker_retention(
+    tracker: &TaskTracker,
+    journal: &journal::Journal,
+    cfg: &crate::config::Config,
+    disk: &Arc<DiskGuard>,
+    stop: &CancellationToken,
+) {
+    let retention =
+        crate::retention::Retention::from_config(&cfg.retention, cfg.journal.dedupe_window_s);
+    tracker.spawn(crate::retention::run(
+        journal.clone(),
+        retention,
+        Duration::from_secs(cfg.retention.interval_s),
+        disk.clone(),
+        stop.clone(),
+    ));
 }
 
 #[cfg(test)]

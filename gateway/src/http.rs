@@ -32,6 +32,7 @@ mod canteen;
 mod roster;
 mod serve;
 
+pub use roster::ImportQuery;
 pub use serve::{serve, Limits, MAX_HEAD_BYTES, MAX_JSON_BODY_BYTES};
 
 /// Shared state of the handlers.

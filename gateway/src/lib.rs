@@ -10,6 +10,7 @@
 //! - [`alerting`]: escalation ladders, device supervision, daily check-in, webhooks.
 //! - [`forwarder`]: journal events → [`central`] store, exactly once in effect.
 //! - [`http`]: health, metrics, alert API.
+//! - [`retention`]: what the journal forgets once the central store has it.
 //! - [`config`] / [`registry`]: validated configuration and what it names.
 //! - [`broker`]: the embedded MQTT broker for the demo (cargo feature `embedded-broker`, off by
 //!   default); [`mqtt`]: connection handling.
@@ -36,5 +37,6 @@ pub mod mqtt;
 pub mod notifier;
 pub mod problem;
 pub mod registry;
+pub mod retention;
 pub mod roster;
 pub mod serial;

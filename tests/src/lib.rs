@@ -117,6 +117,24 @@ impl Mosquitto {
     }
 }
 
+impl Mosquitto {
+    /// Kills the broker (SIGKILL) and starts it again on the same port with the same config.
+    /// Without persistence it comes back empty: every session, subscription and queued message
+    /// is gone, as after a crash of a broker without a disk.
+    pub fn restart(&mut self) -> anyhow::Result<()> {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.child = Command::new(find_program("mosquitto")?)
+            .arg("-c")
+            .arg(self._dir.path().join("mosquitto.conf"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .context("cannot restart mosquitto")?;
+        wait_for_port(self.port)
+    }
+}
+
 impl Drop for Mosquitto {
     fn drop(&mut self) {
         let _ = self.child.kill();

@@ -90,6 +90,59 @@ pub struct Config {
     /// The canteen (meal settlement by resident card).
     #[serde(default)]
     pub canteen: Option<CanteenConfig>,
+    /// How long the journal keeps what the central store already has (src/retention.rs).
+    #[serde(default)]
+    pub retention: RetentionConfig,
+}
+
+/// Retention of forwarded events and local records, in days (0 = kept forever). Nothing the
+/// central store does not have is ever pruned; no age may be below two days nor the dedupe
+/// window.
+#[derive(Debug, Clone, Deserialize)]
+pub struct RetentionConfig {
+    /// Routine events (readings, telemetry), days after forwarding; pruned first.
+    #[serde(default = "default_routine_days")]
+    pub routine_days: u32,
+    /// Alarms, alert audit trail, money and roster events, days after forwarding (0 = forever).
+    #[serde(default = "default_records_days")]
+    pub records_days: u32,
+    /// Dead letters, days (0 = forever).
+    #[serde(default = "default_dead_letter_days")]
+    pub dead_letter_days: u32,
+    /// Delivered webhook rows, days (0 = forever).
+    #[serde(default = "default_webhook_days")]
+    pub webhook_days: u32,
+    /// Seconds between pruning runs (every minute at most while the disk is low).
+    #[serde(default = "default_retention_interval")]
+    pub interval_s: u64,
+}
+
+fn default_routine_days() -> u32 {
+    7
+}
+fn default_records_days() -> u32 {
+    400
+}
+fn default_dead_letter_days() -> u32 {
+    90
+}
+fn default_webhook_days() -> u32 {
+    30
+}
+fn default_retention_interval() -> u64 {
+    3600
+}
+
+impl Default for RetentionConfig {
+    fn default() -> Self {
+        Self {
+            routine_days: default_routine_days(),
+            records_days: default_records_days(),
+            dead_letter_days: default_dead_letter_days(),
+            webhook_days: default_webhook_days(),
+            interval_s: default_retention_interval(),
+        }
+    }
 }
 
 /// Canteen settings.

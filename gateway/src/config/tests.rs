@@ -228,3 +228,29 @@ fn live_streams_cannot_take_every_http_connection() {
         .iter()
         .any(|p| p.path == "http.header_read_timeout_s"));
 }
+
+#[test]
+fn a_retention_shorter_than_two_days_or_the_dedupe_window_is_refused_with_its_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = vec![("ELDERGATE__BROKER__PASSWORD".to_string(), "x".to_string())];
+    let text = format!(
+        "{GOOD}\n[journal]\ndedupe_window_s = 259200\n[retention]\nroutine_days = 1\nrecords_days = 2\ndead_letter_days = 0\nwebhook_days = 0\ninterval_s = 0\n"
+    );
+    let f = write(dir.path(), "c.toml", &text);
+    let e = load_with_env(&f, env.clone()).unwrap_err();
+    let keys: Vec<&str> = e.problems.iter().map(|p| p.path.as_str()).collect();
+    for key in [
+        "retention.routine_days",
+        "retention.records_days",
+        "retention.interval_s",
+    ] {
+        assert!(keys.contains(&key), "{key} not refused: {e}");
+    }
+    // 0 = keep forever is allowed except for routine readings.
+    assert!(!keys.contains(&"retention.dead_letter_days"), "{e}");
+    // The defaults are valid.
+    let f = write(dir.path(), "d.toml", GOOD);
+    let l = load_with_env(&f, env).unwrap();
+    assert_eq!(l.config.retention.routine_days, 7);
+    assert_eq!(l.config.retention.records_days, 400);
+}

@@ -33,6 +33,7 @@ pub(super) fn validate(config: Config, base: &Path, problems: &mut Vec<Problem>)
     if config.journal.max_batch == 0 {
         problems.push(problem("journal.max_batch", "must be at least 1"));
     }
+    validate_retention(&config, problems);
 
     let mut devices = BTreeMap::new();
     if let Some(csv_path) = &config.device_csv {
@@ -461,4 +462,34 @@ fn read_csv<T: serde::de::DeserializeOwned>(
         }
     }
     rows
+}
+
+/// Every retention age is 0 (forever, where allowed) or at least the floor: two days, or the
+/// dedupe window if longer (src/retention.rs).
+fn validate_retention(config: &Config, problems: &mut Vec<Problem>) {
+    let r = &config.retention;
+    let floor = crate::retention::floor_days(config.journal.dedupe_window_s);
+    let ages = [
+        ("retention.routine_days", r.routine_days, false),
+        ("retention.records_days", r.records_days, true),
+        ("retention.dead_letter_days", r.dead_letter_days, true),
+        ("retention.webhook_days", r.webhook_days, true),
+    ];
+    for (key, days, forever_ok) in ages {
+        if days == 0 && forever_ok {
+            continue;
+        }
+        if days < floor {
+            problems.push(problem(
+                key,
+                format!(
+                    "must be at least {floor} days (two days, or journal.dedupe_window_s if longer){}",
+                    if forever_ok { ", or 0 to keep forever" } else { "" }
+                ),
+            ));
+        }
+    }
+    if r.interval_s == 0 {
+        problems.push(problem("retention.interval_s", "must be at least 1"));
+    }
 }
