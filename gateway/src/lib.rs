@@ -21,11 +21,13 @@
 
 pub mod alerting;
 pub mod app;
+pub mod auth;
 pub mod broker;
 pub mod canteen;
 pub mod central;
 pub mod community;
 pub mod config;
+pub mod console;
 pub mod forwarder;
 pub mod health;
 pub mod http;
@@ -36,5 +38,6 @@ pub mod mqtt;
 pub mod notifier;
 pub mod problem;
 pub mod registry;
+pub mod roles;
 pub mod roster;
 pub mod serial;

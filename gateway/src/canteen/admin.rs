@@ -147,11 +147,8 @@ async fn apply_topup(
             format!("resident {resident} is not in the roster"),
         )));
     }
-    if !registry.staff.contains_key(by) {
-        return Ok(Err(Refusal::invalid(
-            "unknown_staff",
-            format!("{by:?} is not a registered staff id"),
-        )));
+    if let Err(r) = may_handle_money(registry, by) {
+        return Ok(Err(r));
     }
     let before = balance(tx.conn(), resident).await?;
     let after = before
@@ -191,11 +188,8 @@ async fn apply_canteen_op(
     op: &CanteenOp,
     by: &str,
 ) -> Result<Result<serde_json::Value, Refusal>, JournalError> {
-    if !registry.staff.contains_key(by) {
-        return Ok(Err(Refusal::invalid(
-            "unknown_staff",
-            format!("{by:?} is not a registered staff id"),
-        )));
+    if let Err(r) = may_handle_money(registry, by) {
+        return Ok(Err(r));
     }
     let at = Timestamp::now();
     let (kind, summary) = match op {
@@ -357,4 +351,19 @@ async fn apply_canteen_op(
     };
     tx.append(NewEvent::new(kind, at, summary.to_string()));
     Ok(Ok(summary))
+}
+
+/// `by` is registered and their role may move money (admin, duty, canteen operator).
+fn may_handle_money(registry: &Registry, by: &str) -> Result<(), Refusal> {
+    match crate::roles::role_of(registry, by) {
+        None => Err(Refusal::invalid(
+            "unknown_staff",
+            format!("{by:?} is not a registered staff id"),
+        )),
+        Some(role) if !role.may_handle_canteen_money() => Err(Refusal::forbidden(
+            "role_not_allowed",
+            format!("{by} is a {}; only admin, duty and canteen operators handle the canteen's money and cards", role.as_str()),
+        )),
+        Some(_) => Ok(()),
+    }
 }
