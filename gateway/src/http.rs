@@ -219,7 +219,10 @@ async fn stream(
         Ok(a) => to_event(&a),
         Err(tokio_stream::wrappers::errors::BroadcastStreamRecvError::Lagged(n)) => {
             metrics::counter!("eldergate_http_sse_resync_total").increment(1);
-            tracing::warn!(missed = n, "a live alert stream lagged; telling it to resync");
+            tracing::warn!(
+                missed = n,
+                "a live alert stream lagged; telling it to resync"
+            );
             Ok(SseEvent::default().event("resync").data(n.to_string()))
         }
     });

@@ -123,7 +123,10 @@ async fn user(config: PathBuf, which: UserCommand) -> anyhow::Result<()> {
     match which {
         UserCommand::SetPassword { staff_id } => {
             known_staff(&loaded, &staff_id)?;
-            eprintln!("password for {staff_id} (one line on stdin, at least {} characters):", eldergate::auth::store::MIN_PASSWORD_CHARS);
+            eprintln!(
+                "password for {staff_id} (one line on stdin, at least {} characters):",
+                eldergate::auth::store::MIN_PASSWORD_CHARS
+            );
             let mut line = String::new();
             std::io::stdin().read_line(&mut line)?;
             store
@@ -257,7 +260,10 @@ async fn roster(config: PathBuf, which: RosterCommand) -> anyhow::Result<()> {
     let loaded = eldergate::config::load(&config)?;
     let csv = std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
     let url = format!("http://{}/api/roster", loaded.config.http.listen);
-    let mut query = vec![("dry_run", if dry_run { "true" } else { "false" }.to_string())];
+    let mut query = vec![(
+        "dry_run",
+        if dry_run { "true" } else { "false" }.to_string(),
+    )];
     if let Some(by) = by {
         query.push(("by", by));
     }

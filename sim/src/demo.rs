@@ -205,11 +205,17 @@ pub async fn run(
         .find(|s| s.role == "admin")
         .map(|s| s.id.clone())
         .unwrap_or_else(|| duty.clone());
-    let console_password: String = eldergate::auth::store::new_secret().chars().take(12).collect();
+    let console_password: String = eldergate::auth::store::new_secret()
+        .chars()
+        .take(12)
+        .collect();
     accounts
         .set_password(&console_user, &console_password)
         .await?;
-    let cashier_password: String = eldergate::auth::store::new_secret().chars().take(12).collect();
+    let cashier_password: String = eldergate::auth::store::new_secret()
+        .chars()
+        .take(12)
+        .collect();
     accounts.set_password(&cashier, &cashier_password).await?;
     let api_token = accounts
         .create_token(&console_user, "demo-curl", "read,alerts,canteen,roster")

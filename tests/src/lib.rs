@@ -298,17 +298,27 @@ pub struct Gateway {
 }
 
 /// Creates an API token with the gateway's CLI (before or while it runs).
-pub fn create_token(config: &Path, staff: &str, name: &str, scopes: &str) -> anyhow::Result<String> {
+pub fn create_token(
+    config: &Path,
+    staff: &str,
+    name: &str,
+    scopes: &str,
+) -> anyhow::Result<String> {
     let bin = bin_dir().join("eldergate");
     let out = Command::new(&bin)
         .args(["token", "--config"])
         .arg(config)
-        .args(["create", "--staff", staff, "--name", name, "--scopes", scopes])
+        .args([
+            "create", "--staff", staff, "--name", name, "--scopes", scopes,
+        ])
         .env("RUST_LOG", "error")
         .output()
         .with_context(|| format!("cannot run {}", bin.display()))?;
     if !out.status.success() {
-        bail!("eldergate token create failed: {}", String::from_utf8_lossy(&out.stderr));
+        bail!(
+            "eldergate token create failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     let stdout = String::from_utf8_lossy(&out.stdout);
     stdout
@@ -466,7 +476,12 @@ retry_max_s = 1
 
     /// A new API token acting as `staff` with `scopes` (`eldergate token create`).
     pub fn token_for(&self, staff: &str, scopes: &str) -> anyhow::Result<String> {
-        create_token(&self.config, staff, &format!("{staff}-{}", free_port()), scopes)
+        create_token(
+            &self.config,
+            staff,
+            &format!("{staff}-{}", free_port()),
+            scopes,
+        )
     }
 
     /// Sets `staff`'s console password (`eldergate user set-password`, on stdin).
@@ -484,7 +499,10 @@ retry_max_s = 1
         }
         let out = child.wait_with_output()?;
         if !out.status.success() {
-            bail!("set-password failed: {}", String::from_utf8_lossy(&out.stderr));
+            bail!(
+                "set-password failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
         }
         Ok(())
     }

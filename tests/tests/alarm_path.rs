@@ -178,12 +178,15 @@ async fn repeated_presses_join_the_open_alert_and_a_cancel_is_recorded() {
     fleet.send("btn-0002", AlarmAction::Press).await;
     fleet.send("btn-0002", AlarmAction::Press).await;
     assert!(fleet.wait_all_acked(WAIT).await);
-    let open: Vec<serde_json::Value> = w.gw.api().get(w.gw.url("/api/alerts")).send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let open: Vec<serde_json::Value> =
+        w.gw.api()
+            .get(w.gw.url("/api/alerts"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
     assert_eq!(open.len(), 1);
     assert_eq!(open[0]["alert_id"], first.alert_id);
     assert_eq!(open[0]["press_count"], 3);

@@ -291,13 +291,15 @@ async fn a_serial_reader_gets_its_display_answer_after_commit() {
     let today = jiff::Timestamp::now()
         .to_zoned(jiff::tz::TimeZone::get("Asia/Shanghai").unwrap())
         .date();
-    let daily: serde_json::Value =
-        gw.api().get(gw.url(&format!("/api/reports/daily?date={today}"))).send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+    let daily: serde_json::Value = gw
+        .api()
+        .get(gw.url(&format!("/api/reports/daily?date={today}")))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     let all = daily["periods"].as_array().unwrap().last().unwrap().clone();
     assert_eq!(
         (
@@ -309,7 +311,10 @@ async fn a_serial_reader_gets_its_display_answer_after_commit() {
         (Some(1), Some(1800), Some(180), Some(1620))
     );
     let month = &today.to_string()[..7];
-    let claim = gw.api().get(gw.url(&format!("/api/reports/claim?month={month}"))).send()
+    let claim = gw
+        .api()
+        .get(gw.url(&format!("/api/reports/claim?month={month}")))
+        .send()
         .await
         .unwrap()
         .bytes()
@@ -325,7 +330,9 @@ async fn a_serial_reader_gets_its_display_answer_after_commit() {
         "{text}"
     );
     assert_eq!(
-        gw.api().get(gw.url("/api/reports/claim?month=2026-13")).send()
+        gw.api()
+            .get(gw.url("/api/reports/claim?month=2026-13"))
+            .send()
             .await
             .unwrap()
             .status(),
@@ -376,7 +383,10 @@ async fn a_reader_retransmitting_across_a_gateway_kill_is_charged_once() {
     );
     let second = next_answer(&mut answers).await;
     assert_eq!(first, second, "the retransmission gets the same answer");
-    let balance: serde_json::Value = gw.api().get(gw.url("/api/residents/R00002/balance")).send()
+    let balance: serde_json::Value = gw
+        .api()
+        .get(gw.url("/api/residents/R00002/balance"))
+        .send()
         .await
         .unwrap()
         .json()

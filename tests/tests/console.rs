@@ -74,7 +74,10 @@ async fn csrf(gw: &Gateway, cookie: &str) -> String {
         .unwrap();
     assert_eq!(page.status(), 200);
     let html = page.text().await.unwrap();
-    let at = html.find("name=\"csrf-token\" content=\"").expect("csrf meta") + 27;
+    let at = html
+        .find("name=\"csrf-token\" content=\"")
+        .expect("csrf meta")
+        + 27;
     html[at..at + 64].to_string()
 }
 
@@ -101,7 +104,11 @@ async fn raise_alarm(w: &World) -> i64 {
 async fn the_api_needs_a_login_or_token_but_health_and_metrics_stay_open_on_loopback() {
     let w = world().await;
     let anonymous = browser();
-    for path in ["/api/alerts", "/api/alerts/stream", "/api/reports/daily?date=2026-01-01"] {
+    for path in [
+        "/api/alerts",
+        "/api/alerts/stream",
+        "/api/reports/daily?date=2026-01-01",
+    ] {
         let r = anonymous.get(w.gw.url(path)).send().await.unwrap();
         assert_eq!(r.status(), 401, "{path} without credentials");
     }
@@ -119,10 +126,30 @@ async fn the_api_needs_a_login_or_token_but_health_and_metrics_stay_open_on_loop
         .await
         .unwrap();
     assert_eq!(r.status(), 401, "a made-up token");
-    assert_eq!(anonymous.get(w.gw.url("/healthz")).send().await.unwrap().status(), 200);
-    assert_eq!(anonymous.get(w.gw.url("/metrics")).send().await.unwrap().status(), 200);
+    assert_eq!(
+        anonymous
+            .get(w.gw.url("/healthz"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    assert_eq!(
+        anonymous
+            .get(w.gw.url("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
     let r = anonymous.get(w.gw.url("/console")).send().await.unwrap();
-    assert_eq!(r.status(), 303, "a page without login goes to the login page");
+    assert_eq!(
+        r.status(),
+        303,
+        "a page without login goes to the login page"
+    );
     assert_eq!(r.headers()["location"], "/console/login");
 }
 
@@ -131,8 +158,15 @@ async fn a_wrong_password_is_refused_counted_and_then_throttled() {
     let w = world().await;
     w.gw.set_password("S009", "correct horse battery").unwrap();
     assert!(w.gw.set_password("S009", "short").is_err(), "too short");
-    assert!(w.gw.set_password("S404", "long enough password").is_err(), "unknown staff");
-    assert_eq!(login(&w.gw, "S010", "correct horse battery").await, Err(401), "no password set");
+    assert!(
+        w.gw.set_password("S404", "long enough password").is_err(),
+        "unknown staff"
+    );
+    assert_eq!(
+        login(&w.gw, "S010", "correct horse battery").await,
+        Err(401),
+        "no password set"
+    );
     for _ in 0..4 {
         assert_eq!(login(&w.gw, "S009", "wrong password!!").await, Err(401));
     }
@@ -141,11 +175,17 @@ async fn a_wrong_password_is_refused_counted_and_then_throttled() {
     for _ in 0..5 {
         assert_eq!(login(&w.gw, "S009", "wrong password!!").await, Err(401));
     }
-    assert_eq!(login(&w.gw, "S009", "correct horse battery").await, Err(429));
+    assert_eq!(
+        login(&w.gw, "S009", "correct horse battery").await,
+        Err(429)
+    );
     assert!(w.gw.metric("eldergate_login_failed_total").await.unwrap() >= 10.0);
     let log = std::fs::read_to_string(w.gw.log_path()).unwrap();
     assert!(log.contains("failed login") && log.contains("S009"));
-    assert!(!log.contains("wrong password!!"), "passwords are never logged");
+    assert!(
+        !log.contains("wrong password!!"),
+        "passwords are never logged"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -167,9 +207,13 @@ async fn a_session_acknowledges_as_its_own_staff_id_and_only_with_its_csrf_token
     };
     let r = ack(None, serde_json::json!({"note": "x"})).await.unwrap();
     assert_eq!(r.status(), 403, "no CSRF token");
-    let r = ack(Some("0".repeat(64)), serde_json::json!({})).await.unwrap();
+    let r = ack(Some("0".repeat(64)), serde_json::json!({}))
+        .await
+        .unwrap();
     assert_eq!(r.status(), 403, "a wrong CSRF token");
-    let r = ack(Some(token.clone()), serde_json::json!({"by": "S010"})).await.unwrap();
+    let r = ack(Some(token.clone()), serde_json::json!({"by": "S010"}))
+        .await
+        .unwrap();
     assert_eq!(r.status(), 403, "a session cannot act as someone else");
     let r = browser()
         .post(w.gw.url(&format!("/api/alerts/{id}/ack")))
@@ -181,9 +225,12 @@ async fn a_session_acknowledges_as_its_own_staff_id_and_only_with_its_csrf_token
         .await
         .unwrap();
     assert_eq!(r.status(), 403, "cross-origin");
-    let r = ack(Some(token.clone()), serde_json::json!({"note": "on my way"}))
-        .await
-        .unwrap();
+    let r = ack(
+        Some(token.clone()),
+        serde_json::json!({"note": "on my way"}),
+    )
+    .await
+    .unwrap();
     assert_eq!(r.status(), 200);
     let a: serde_json::Value = r.json().await.unwrap();
     assert_eq!(a["acknowledged"]["by"], "S009", "by comes from the session");
@@ -287,5 +334,9 @@ async fn a_token_names_someone_else_only_with_act_as() {
         .fetch_all(&w.gw.journal().await.unwrap())
         .await
         .unwrap();
-    assert_eq!(ledger, vec![("S009".to_string(),)], "the token's staff id is recorded");
+    assert_eq!(
+        ledger,
+        vec![("S009".to_string(),)],
+        "the token's staff id is recorded"
+    );
 }

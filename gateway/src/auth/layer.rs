@@ -130,14 +130,18 @@ async fn identify(auth: &Auth, headers: axum::http::HeaderMap) -> Result<Option<
             return Err(Refused::new(
                 StatusCode::UNAUTHORIZED,
                 "bad_token",
-                "this API token is unknown or revoked; create one with eldergate token create".into(),
+                "this API token is unknown or revoked; create one with eldergate token create"
+                    .into(),
             ));
         };
         let Some(role) = auth.role(&row.staff_id) else {
             return Err(Refused::new(
                 StatusCode::UNAUTHORIZED,
                 "token_staff_gone",
-                format!("this token acts as {}, who is no longer in the staff registry", row.staff_id),
+                format!(
+                    "this token acts as {}, who is no longer in the staff registry",
+                    row.staff_id
+                ),
             ));
         };
         return Ok(Some(Actor {
@@ -192,8 +196,15 @@ async fn authorize(auth: Auth, actor: Actor, req: Request, next: Next) -> Respon
             }
         }
         Via::Session { csrf } if !safe => {
-            if let Some(origin) = req.headers().get(header::ORIGIN).and_then(|v| v.to_str().ok()) {
-                let host = req.headers().get(header::HOST).and_then(|v| v.to_str().ok());
+            if let Some(origin) = req
+                .headers()
+                .get(header::ORIGIN)
+                .and_then(|v| v.to_str().ok())
+            {
+                let host = req
+                    .headers()
+                    .get(header::HOST)
+                    .and_then(|v| v.to_str().ok());
                 let origin_host = origin.split("://").nth(1);
                 if origin != "null" && origin_host != host {
                     return Refused::new(
@@ -228,7 +239,11 @@ async fn authorize(auth: Auth, actor: Actor, req: Request, next: Next) -> Respon
 /// The CSRF token a request carries (header, or the `csrf` field of a form body, which is read
 /// and put back).
 async fn csrf_of(req: Request) -> Result<(Option<String>, Request), Refused> {
-    if let Some(v) = req.headers().get("x-csrf-token").and_then(|v| v.to_str().ok()) {
+    if let Some(v) = req
+        .headers()
+        .get("x-csrf-token")
+        .and_then(|v| v.to_str().ok())
+    {
         return Ok((Some(v.to_string()), req));
     }
     let is_form = req
@@ -240,15 +255,20 @@ async fn csrf_of(req: Request) -> Result<(Option<String>, Request), Refused> {
         return Ok((None, req));
     }
     let (parts, body) = req.into_parts();
-    let bytes = axum::body::to_bytes(body, MAX_FORM_BYTES).await.map_err(|_| {
-        Refused::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "form_too_large",
-            format!("a form may be at most {MAX_FORM_BYTES} bytes"),
-        )
-    })?;
+    let bytes = axum::body::to_bytes(body, MAX_FORM_BYTES)
+        .await
+        .map_err(|_| {
+            Refused::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "form_too_large",
+                format!("a form may be at most {MAX_FORM_BYTES} bytes"),
+            )
+        })?;
     let fields: Vec<(String, String)> = serde_urlencoded::from_bytes(&bytes).unwrap_or_default();
-    let csrf = fields.into_iter().find(|(k, _)| k == "csrf").map(|(_, v)| v);
+    let csrf = fields
+        .into_iter()
+        .find(|(k, _)| k == "csrf")
+        .map(|(_, v)| v);
     Ok((csrf, Request::from_parts(parts, Body::from(bytes))))
 }
 
@@ -261,7 +281,10 @@ mod tests {
         assert_eq!(scope_needed(&Method::GET, "/api/alerts"), "read");
         assert_eq!(scope_needed(&Method::POST, "/api/alerts/3/ack"), "alerts");
         assert_eq!(scope_needed(&Method::POST, "/api/roster"), "roster");
-        assert_eq!(scope_needed(&Method::POST, "/api/residents/R1/topup"), "canteen");
+        assert_eq!(
+            scope_needed(&Method::POST, "/api/residents/R1/topup"),
+            "canteen"
+        );
         assert_eq!(scope_needed(&Method::DELETE, "/api/anything"), "canteen");
     }
 

@@ -82,7 +82,10 @@ impl AccountStore {
     /// Opens (creating) `data_dir/accounts.db`.
     pub async fn open(data_dir: &Path) -> Result<AccountStore, AuthError> {
         std::fs::create_dir_all(data_dir).map_err(|e| {
-            AuthError::Store(format!("cannot create data_dir {}: {e}", data_dir.display()))
+            AuthError::Store(format!(
+                "cannot create data_dir {}: {e}",
+                data_dir.display()
+            ))
         })?;
         let opts = SqliteConnectOptions::new()
             .filename(data_dir.join("accounts.db"))
@@ -153,10 +156,10 @@ impl AccountStore {
                     .clone()
             });
             match PasswordHash::new(&hash) {
-            Ok(h) => Argon2::default()
-                .verify_password(password.as_bytes(), &h)
-                .is_ok(),
-            Err(_) => false,
+                Ok(h) => Argon2::default()
+                    .verify_password(password.as_bytes(), &h)
+                    .is_ok(),
+                Err(_) => false,
             }
         })
         .await

@@ -35,8 +35,16 @@ async fn open_alerts(api: &Api) -> Result<Vec<StaffAlert>, String> {
     };
     // Priority first, then the oldest first; unacknowledged before acknowledged.
     alerts.sort_by(|a, b| {
-        (rank(a.priority), a.state != AlertState::Raised, &a.raised_at)
-            .cmp(&(rank(b.priority), b.state != AlertState::Raised, &b.raised_at))
+        (
+            rank(a.priority),
+            a.state != AlertState::Raised,
+            &a.raised_at,
+        )
+            .cmp(&(
+                rank(b.priority),
+                b.state != AlertState::Raised,
+                &b.raised_at,
+            ))
     });
     Ok(alerts)
 }
@@ -106,7 +114,11 @@ fn rows_markup(lang: Lang, actor: &Actor, alerts: &[StaffAlert]) -> Markup {
 }
 
 /// `GET /console`: the board.
-pub(super) async fn board_page(State(api): State<Api>, actor: Actor, headers: HeaderMap) -> Response {
+pub(super) async fn board_page(
+    State(api): State<Api>,
+    actor: Actor,
+    headers: HeaderMap,
+) -> Response {
     let lang = Lang::of(&headers);
     let alerts = match open_alerts(&api).await {
         Ok(a) => a,
@@ -116,7 +128,7 @@ pub(super) async fn board_page(State(api): State<Api>, actor: Actor, headers: He
         div.bar {
             h2 { (lang.t("告警看板", "Alert board")) }
             span.live #live { (lang.t("连接中…", "connecting…")) }
-            button #sound type="button" { (lang.t("🔔 开启提示音", "🔔 Enable sound")) }
+            button #sound type="button" { (lang.t("开启提示音", "Enable sound")) }
         }
         div.status #status role="status" {}
         section #rows data-lang=(if lang == Lang::En { "en" } else { "zh" }) { (rows_markup(lang, &actor, &alerts)) }
@@ -185,7 +197,7 @@ function beep() {
 }
 document.getElementById('sound').addEventListener('click', ev => {
   audio = audio || new (window.AudioContext || window.webkitAudioContext)();
-  audio.resume(); beep(); ev.target.textContent = en ? '🔔 sound on' : '🔔 提示音已开启';
+  audio.resume(); beep(); ev.target.textContent = en ? 'sound on' : '提示音已开启';
 });
 const es = new EventSource('/api/alerts/stream');
 es.addEventListener('open', () => { live.textContent = en ? 'live' : '实时'; if (everOpen) soon(); everOpen = true; });

@@ -68,7 +68,10 @@ pub(super) async fn submit(State(api): State<Api>, req: Request) -> Response {
     let Ok(Form(f)) = Form::<LoginForm>::from_request(req, &()).await else {
         return (
             StatusCode::BAD_REQUEST,
-            page(login_page(lang, Some(lang.t("请填写员工号和密码", "Fill in staff id and password")))),
+            page(login_page(
+                lang,
+                Some(lang.t("请填写员工号和密码", "Fill in staff id and password")),
+            )),
         )
             .into_response();
     };
@@ -98,16 +101,24 @@ pub(super) async fn submit(State(api): State<Api>, req: Request) -> Response {
         Ok(ok) => ok && auth.role(&staff).is_some(),
         Err(e) => {
             tracing::error!(error = %e, "accounts database failed during login");
-            return (StatusCode::SERVICE_UNAVAILABLE, "accounts database unavailable").into_response();
+            return (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "accounts database unavailable",
+            )
+                .into_response();
         }
     };
     if !ok {
         auth.throttle.failed(&staff, addr);
-        metrics::counter!("eldergate_login_failed_total", "reason" => "wrong_password").increment(1);
+        metrics::counter!("eldergate_login_failed_total", "reason" => "wrong_password")
+            .increment(1);
         tracing::warn!(staff_id = %staff, %addr, "failed login: wrong staff id or password");
         return (
             StatusCode::UNAUTHORIZED,
-            page(login_page(lang, Some(lang.t("员工号或密码不对", "Wrong staff id or password")))),
+            page(login_page(
+                lang,
+                Some(lang.t("员工号或密码不对", "Wrong staff id or password")),
+            )),
         )
             .into_response();
     }
@@ -124,7 +135,11 @@ pub(super) async fn submit(State(api): State<Api>, req: Request) -> Response {
         }
         Err(e) => {
             tracing::error!(error = %e, "cannot create a session");
-            (StatusCode::SERVICE_UNAVAILABLE, "accounts database unavailable").into_response()
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "accounts database unavailable",
+            )
+                .into_response()
         }
     }
 }
@@ -212,20 +227,37 @@ pub(super) async fn invite_submit(
         }
         Err(AuthError::WeakPassword) => (
             StatusCode::UNPROCESSABLE_ENTITY,
-            page(invite_page(lang, Some(lang.t("密码需要 10 到 256 个字符", "A password needs 10 to 256 characters")))),
+            page(invite_page(
+                lang,
+                Some(lang.t(
+                    "密码需要 10 到 256 个字符",
+                    "A password needs 10 to 256 characters",
+                )),
+            )),
         )
             .into_response(),
         Err(AuthError::BadInvite) => {
-            metrics::counter!("eldergate_login_failed_total", "reason" => "bad_invite").increment(1);
+            metrics::counter!("eldergate_login_failed_total", "reason" => "bad_invite")
+                .increment(1);
             (
                 StatusCode::NOT_FOUND,
-                page(invite_page(lang, Some(lang.t("邀请链接无效、已用过或已过期", "This invite link is unknown, used or expired")))),
+                page(invite_page(
+                    lang,
+                    Some(lang.t(
+                        "邀请链接无效、已用过或已过期",
+                        "This invite link is unknown, used or expired",
+                    )),
+                )),
             )
                 .into_response()
         }
         Err(e) => {
             tracing::error!(error = %e, "cannot redeem an invite");
-            (StatusCode::SERVICE_UNAVAILABLE, "accounts database unavailable").into_response()
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "accounts database unavailable",
+            )
+                .into_response()
         }
     }
 }

@@ -94,13 +94,13 @@ pub(super) async fn import(
     let Query(q) = query.map_err(|e| {
         bad_request(
             "bad_query",
-            format!(
-                "{e}; use POST /api/roster (add &dry_run=true to only see the changes)"
-            ),
+            format!("{e}; use POST /api/roster (add &dry_run=true to only see the changes)"),
         )
         .into_response()
     })?;
-    let by = actor.acting_for(q.by).map_err(IntoResponse::into_response)?;
+    let by = actor
+        .acting_for(q.by)
+        .map_err(IntoResponse::into_response)?;
     let max = api.limits.config.roster_max_bytes;
     let declared = headers
         .get(axum::http::header::CONTENT_LENGTH)
