@@ -104,7 +104,7 @@ impl AccountStore {
     /// Sets `staff_id`'s password (argon2id) and ends their sessions.
     pub async fn set_password(&self, staff_id: &str, password: &str) -> Result<(), AuthError> {
         let n = password.chars().count();
-        if n < MIN_PASSWORD_CHARS || n > MAX_PASSWORD_CHARS {
+        if !(MIN_PASSWORD_CHARS..=MAX_PASSWORD_CHARS).contains(&n) {
             return Err(AuthError::WeakPassword);
         }
         let password = password.to_string();
@@ -182,7 +182,7 @@ impl AccountStore {
     /// Uses an invite once: sets the password and returns the staff id.
     pub async fn redeem_invite(&self, secret: &str, password: &str) -> Result<String, AuthError> {
         let n = password.chars().count();
-        if n < MIN_PASSWORD_CHARS || n > MAX_PASSWORD_CHARS {
+        if !(MIN_PASSWORD_CHARS..=MAX_PASSWORD_CHARS).contains(&n) {
             return Err(AuthError::WeakPassword);
         }
         let row = sqlx::query(
