@@ -398,6 +398,16 @@ pub async fn run(loaded: Loaded, stop: impl Future<Output = ()>) -> anyhow::Resu
         &fatal_tx,
     );
 
+    let auth = crate::auth::Auth {
+        store: crate::auth::AccountStore::open(&cfg.data_dir)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot open the accounts database in data_dir: {e}"))?,
+        registry: registry.clone(),
+        throttle: Default::default(),
+        idle_s: i64::try_from(cfg.http.session_idle_s).unwrap_or(i64::MAX),
+        max_s: i64::try_from(cfg.http.session_max_s).unwrap_or(i64::MAX),
+        behind_proxy: cfg.http.behind_proxy,
+    };
     let listener = tokio::net::TcpListener::bind(cfg.http.listen)
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on http.listen {}: {e}", cfg.http.listen))?;
@@ -415,6 +425,7 @@ pub async fn run(loaded: Loaded, stop: impl Future<Output = ()>) -> anyhow::Resu
                 limits: http::Limits::new(&cfg.http),
                 shutdown: stop_input.clone(),
                 health: health.clone(),
+                auth,
             },
         ),
         &running,

@@ -8,6 +8,7 @@
 //! ends at shutdown (see `serve.rs`).
 
 use crate::alerting::{alert_from_row, StaffAction, Via};
+use crate::auth::{Actor, Refused};
 use crate::canteen::{CanteenAdmin, CanteenOp, TopUp};
 use crate::journal::{Failure, Journal, JournalError, RefusalKind};
 use crate::registry::Registry;
@@ -52,6 +53,8 @@ pub struct Api {
     pub shutdown: CancellationToken,
     /// What `/healthz` reports.
     pub health: Arc<crate::health::Health>,
+    /// Sessions, tokens, CSRF and throttling (the layer over every route).
+    pub auth: crate::auth::Auth,
 }
 
 /// Builds the router.
@@ -82,7 +85,13 @@ pub fn router(api: Api) -> Router {
         .route("/api/cards/{card}", get(canteen::get_card))
         // The roster reads its own body, with its own limit.
         .route("/api/roster", post(roster::import))
+        .merge(crate::console::routes())
         .layer(DefaultBodyLimit::max(MAX_JSON_BODY_BYTES))
+        // Last, so that it wraps every route above (routes added after it would be open).
+        .layer(axum::middleware::from_fn_with_state(
+            api.auth.clone(),
+            crate::auth::require_login,
+        ))
         .with_state(api)
 }
 
@@ -99,6 +108,13 @@ fn bad_request(reason: &'static str, message: String) -> ApiError {
     metrics::counter!("eldergate_http_rejected_total", "reason" => reason).increment(1);
     tracing::warn!(reason, %message, "HTTP request rejected");
     ApiError(StatusCode::BAD_REQUEST, message)
+}
+
+impl From<Refused> for ApiError {
+    fn from(r: Refused) -> Self {
+        let (status, message) = r.parts();
+        ApiError(status, message)
+    }
 }
 
 impl From<JournalError> for ApiError {
@@ -207,9 +223,19 @@ async fn stream(
             .data(serde_json::to_string(a).unwrap_or_default()))
     };
     let first = futures_util::stream::iter(open.iter().map(to_event).collect::<Vec<_>>());
-    let live = tokio_stream::wrappers::BroadcastStream::new(rx)
-        .filter_map(|m| async move { m.ok() })
-        .map(move |a| to_event(&a));
+    // A client too slow for the broadcast buffer is told to resynchronize (refetch the open
+    // alerts) instead of silently missing changes.
+    let live = tokio_stream::wrappers::BroadcastStream::new(rx).map(move |m| match m {
+        Ok(a) => to_event(&a),
+        Err(tokio_stream::wrappers::errors::BroadcastStreamRecvError::Lagged(n)) => {
+            metrics::counter!("eldergate_http_sse_resync_total").increment(1);
+            tracing::warn!(
+                missed = n,
+                "a live alert stream lagged; telling it to resync"
+            );
+            Ok(SseEvent::default().event("resync").data(n.to_string()))
+        }
+    });
     let events = first
         .chain(live)
         .take_until(api.shutdown.clone().cancelled_owned())
@@ -278,8 +304,9 @@ async fn get_alert(
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ActionBody {
-    /// Staff id.
-    pub by: String,
+    /// Staff id: absent = the logged-in staff member (see `auth::Actor::acting_for`).
+    #[serde(default)]
+    pub by: Option<String>,
     /// Optional note.
     #[serde(default)]
     pub note: Option<String>,
@@ -287,22 +314,25 @@ pub struct ActionBody {
 
 async fn ack(
     state: State<Api>,
+    actor: Actor,
     id: Path<i64>,
     body: Result<Json<ActionBody>, JsonRejection>,
 ) -> Result<Json<StaffAlert>, ApiError> {
-    act(state, id, body, StaffVerb::Ack).await
+    act(state, actor, id, body, StaffVerb::Ack).await
 }
 
 async fn resolve(
     state: State<Api>,
+    actor: Actor,
     id: Path<i64>,
     body: Result<Json<ActionBody>, JsonRejection>,
 ) -> Result<Json<StaffAlert>, ApiError> {
-    act(state, id, body, StaffVerb::Resolve).await
+    act(state, actor, id, body, StaffVerb::Resolve).await
 }
 
 async fn act(
     State(api): State<Api>,
+    actor: Actor,
     Path(id): Path<i64>,
     body: Result<Json<ActionBody>, JsonRejection>,
     verb: StaffVerb,
@@ -310,13 +340,13 @@ async fn act(
     let Json(body) = body.map_err(|e| {
         bad_request(
             "bad_body",
-            format!("{e}; send JSON like {{\"by\": \"S009\", \"note\": \"on my way\"}}"),
+            format!("{e}; send JSON like {{\"note\": \"on my way\"}}"),
         )
     })?;
     let action = StaffAction {
         alert_id: id,
         verb,
-        by: body.by,
+        by: actor.acting_for(body.by)?,
         note: body.note,
         via: Via::Http,
     };
@@ -329,8 +359,9 @@ async fn act(
 pub struct TopUpBody {
     /// Fen, positive (10000 = ¥100).
     pub amount_fen: i64,
-    /// Staff id.
-    pub by: String,
+    /// Staff id: absent = the logged-in staff member.
+    #[serde(default)]
+    pub by: Option<String>,
     /// Why (receipt number, cash, transfer…).
     #[serde(default)]
     pub reason: Option<String>,
@@ -341,19 +372,20 @@ pub struct TopUpBody {
 
 async fn topup(
     State(api): State<Api>,
+    actor: Actor,
     Path(id): Path<String>,
     body: Result<Json<TopUpBody>, JsonRejection>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let Json(body) = body.map_err(|e| {
         bad_request(
             "bad_body",
-            format!("{e}; send JSON like {{\"amount_fen\": 10000, \"by\": \"S013\"}}"),
+            format!("{e}; send JSON like {{\"amount_fen\": 10000}}"),
         )
     })?;
     let op = TopUp {
         resident: id.clone(),
         amount_fen: body.amount_fen,
-        by: body.by,
+        by: actor.acting_for(body.by)?,
         reason: body.reason,
         method: body.method,
     };
@@ -385,8 +417,9 @@ async fn balance(
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AdminBody {
-    /// Staff id.
-    pub by: String,
+    /// Staff id: absent = the logged-in staff member.
+    #[serde(default)]
+    pub by: Option<String>,
     /// Resident id (bind).
     #[serde(default)]
     pub resident_id: Option<String>,
@@ -401,7 +434,13 @@ pub struct AdminBody {
     pub kind: Option<String>,
 }
 
-async fn admin(api: &Api, op: CanteenOp, by: String) -> Result<Json<serde_json::Value>, ApiError> {
+async fn admin(
+    api: &Api,
+    actor: &Actor,
+    op: CanteenOp,
+    by: Option<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let by = actor.acting_for(by)?;
     Ok(Json(api.journal.run(CanteenAdmin { op, by }).await?))
 }
 
@@ -409,22 +448,24 @@ fn admin_body(body: Result<Json<AdminBody>, JsonRejection>) -> Result<AdminBody,
     body.map(|Json(b)| b).map_err(|e| {
         bad_request(
             "bad_body",
-            format!("{e}; send JSON like {{\"by\": \"S013\"}}"),
+            format!("{e}; send JSON like {{\"reason\": \"…\"}}"),
         )
     })
 }
 
 async fn card_lost(
     State(api): State<Api>,
+    actor: Actor,
     Path(card): Path<String>,
     body: Result<Json<AdminBody>, JsonRejection>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let b = admin_body(body)?;
-    admin(&api, CanteenOp::CardLost { card }, b.by).await
+    admin(&api, &actor, CanteenOp::CardLost { card }, b.by).await
 }
 
 async fn card_bind(
     State(api): State<Api>,
+    actor: Actor,
     Path(card): Path<String>,
     body: Result<Json<AdminBody>, JsonRejection>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
@@ -432,17 +473,19 @@ async fn card_bind(
     let resident = b
         .resident_id
         .ok_or_else(|| bad_request("bad_body", "resident_id is required".into()))?;
-    admin(&api, CanteenOp::BindCard { card, resident }, b.by).await
+    admin(&api, &actor, CanteenOp::BindCard { card, resident }, b.by).await
 }
 
 async fn meal_void(
     State(api): State<Api>,
+    actor: Actor,
     Path(meal): Path<i64>,
     body: Result<Json<AdminBody>, JsonRejection>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let b = admin_body(body)?;
     admin(
         &api,
+        &actor,
         CanteenOp::VoidMeal {
             meal,
             reason: b.reason.unwrap_or_default(),
@@ -454,12 +497,14 @@ async fn meal_void(
 
 async fn payout(
     State(api): State<Api>,
+    actor: Actor,
     Path(resident): Path<String>,
     body: Result<Json<AdminBody>, JsonRejection>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let b = admin_body(body)?;
     admin(
         &api,
+        &actor,
         CanteenOp::PayOut {
             resident,
             amount_fen: b.amount_fen,

@@ -22,11 +22,13 @@
 
 pub mod alerting;
 pub mod app;
+pub mod auth;
 pub mod broker;
 pub mod canteen;
 pub mod central;
 pub mod community;
 pub mod config;
+pub mod console;
 pub mod forwarder;
 pub mod health;
 pub mod http;
@@ -38,5 +40,6 @@ pub mod notifier;
 pub mod problem;
 pub mod registry;
 pub mod retention;
+pub mod roles;
 pub mod roster;
 pub mod serial;

@@ -42,6 +42,141 @@ enum Command {
         #[command(subcommand)]
         which: Report,
     },
+    /// Console accounts: passwords, invites, sessions (accounts.db in data_dir).
+    User {
+        /// The gateway's config (for data_dir and the staff registry).
+        #[arg(long, short, env = "ELDERGATE_CONFIG")]
+        config: PathBuf,
+        #[command(subcommand)]
+        which: UserCommand,
+    },
+    /// API tokens for integrations (shown once, stored hashed).
+    Token {
+        /// The gateway's config (for data_dir and the staff registry).
+        #[arg(long, short, env = "ELDERGATE_CONFIG")]
+        config: PathBuf,
+        #[command(subcommand)]
+        which: TokenCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum UserCommand {
+    /// Set a staff member's console password (argon2id), read from the first line of stdin;
+    /// ends their sessions.
+    SetPassword {
+        /// Staff id from the staff registry.
+        staff_id: String,
+    },
+    /// Print a one-time link (valid 72 h) with which a staff member sets their own password.
+    Invite {
+        /// Staff id from the staff registry.
+        staff_id: String,
+    },
+    /// End every console session of a staff member now.
+    Revoke {
+        /// Staff id.
+        staff_id: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum TokenCommand {
+    /// Create a token acting as a staff member, with scopes (read, alerts, canteen, roster,
+    /// act_as); prints it once.
+    Create {
+        /// Staff id the token acts as (recorded as `by`).
+        #[arg(long)]
+        staff: String,
+        /// A unique name, to revoke it by.
+        #[arg(long)]
+        name: String,
+        /// Comma-separated scopes.
+        #[arg(long, default_value = "read")]
+        scopes: String,
+    },
+    /// Revoke a token by name.
+    Revoke {
+        /// The token's name.
+        name: String,
+    },
+}
+
+/// Opens the accounts database of the gateway named by `config`, and its staff registry.
+async fn accounts(
+    config: &std::path::Path,
+) -> anyhow::Result<(eldergate::auth::AccountStore, eldergate::config::Loaded)> {
+    let loaded = eldergate::config::load(config)?;
+    let store = eldergate::auth::AccountStore::open(&loaded.config.data_dir).await?;
+    Ok((store, loaded))
+}
+
+fn known_staff(loaded: &eldergate::config::Loaded, staff_id: &str) -> anyhow::Result<()> {
+    if !loaded.staff.contains_key(staff_id) {
+        anyhow::bail!("{staff_id:?} is not in the staff registry; add them under [[staff]] or to staff_csv first");
+    }
+    Ok(())
+}
+
+async fn user(config: PathBuf, which: UserCommand) -> anyhow::Result<()> {
+    let (store, loaded) = accounts(&config).await?;
+    match which {
+        UserCommand::SetPassword { staff_id } => {
+            known_staff(&loaded, &staff_id)?;
+            eprintln!(
+                "password for {staff_id} (one line on stdin, at least {} characters):",
+                eldergate::auth::store::MIN_PASSWORD_CHARS
+            );
+            let mut line = String::new();
+            std::io::stdin().read_line(&mut line)?;
+            store
+                .set_password(&staff_id, line.trim_end_matches(['\r', '\n']))
+                .await?;
+            println!("password of {staff_id} set; their sessions were ended");
+        }
+        UserCommand::Invite { staff_id } => {
+            known_staff(&loaded, &staff_id)?;
+            let secret = store.create_invite(&staff_id).await?;
+            println!(
+                "http://{}/console/invite/{secret}  (one use, valid 72 h, for {staff_id})",
+                loaded.config.http.listen
+            );
+        }
+        UserCommand::Revoke { staff_id } => {
+            let n = store.end_sessions_of(&staff_id).await?;
+            println!("{n} session(s) of {staff_id} ended");
+        }
+    }
+    Ok(())
+}
+
+async fn token(config: PathBuf, which: TokenCommand) -> anyhow::Result<()> {
+    let (store, loaded) = accounts(&config).await?;
+    match which {
+        TokenCommand::Create {
+            staff,
+            name,
+            scopes,
+        } => {
+            known_staff(&loaded, &staff)?;
+            for s in scopes.split(',') {
+                if !eldergate::auth::SCOPES.contains(&s.trim()) {
+                    anyhow::bail!(
+                        "unknown scope {s:?}; use some of {}",
+                        eldergate::auth::SCOPES.join(",")
+                    );
+                }
+            }
+            println!("{}", store.create_token(&staff, &name, &scopes).await?);
+        }
+        TokenCommand::Revoke { name } => {
+            if !store.revoke_token(&name).await? {
+                anyhow::bail!("no live token is named {name:?}");
+            }
+            println!("token {name:?} revoked");
+        }
+    }
+    Ok(())
 }
 
 #[derive(Subcommand)]
@@ -51,9 +186,13 @@ enum RosterCommand {
     Import {
         /// The roster CSV.
         file: PathBuf,
-        /// Staff id of who imports (recorded with the import).
+        /// Staff id of who imports (recorded with the import); by default the token's staff
+        /// member (another only with a token's `act_as` scope).
         #[arg(long)]
-        by: String,
+        by: Option<String>,
+        /// API token with the `roster` scope (`eldergate token create`).
+        #[arg(long, env = "ELDERGATE_TOKEN", hide_env_values = true)]
+        token: String,
         /// Only show what would change.
         #[arg(long)]
         dry_run: bool,
@@ -114,16 +253,26 @@ async fn report(config: PathBuf, which: Report) -> anyhow::Result<()> {
 
 /// Sends a roster to the running gateway named by `config` and prints its answer.
 async fn roster(config: PathBuf, which: RosterCommand) -> anyhow::Result<()> {
-    let RosterCommand::Import { file, by, dry_run } = which;
+    let RosterCommand::Import {
+        file,
+        by,
+        token,
+        dry_run,
+    } = which;
     let loaded = eldergate::config::load(&config)?;
     let csv = std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
     let url = format!("http://{}/api/roster", loaded.config.http.listen);
+    let mut query = vec![(
+        "dry_run",
+        if dry_run { "true" } else { "false" }.to_string(),
+    )];
+    if let Some(by) = by {
+        query.push(("by", by));
+    }
     let response = reqwest::Client::new()
         .post(&url)
-        .query(&[
-            ("by", by.as_str()),
-            ("dry_run", if dry_run { "true" } else { "false" }),
-        ])
+        .bearer_auth(token.trim())
+        .query(&query)
         .header("content-type", "text/csv; charset=utf-8")
         .body(csv)
         .send()
@@ -180,6 +329,8 @@ fn main() -> ExitCode {
                     }
                     Command::Report { config, which } => report(config, which).await,
                     Command::Roster { config, which } => roster(config, which).await,
+                    Command::User { config, which } => user(config, which).await,
+                    Command::Token { config, which } => token(config, which).await,
                     Command::CheckConfig { .. } => Ok(()),
                 }
                 .context("eldergate stopped with an error")

@@ -268,7 +268,8 @@ impl GatewaySpec {
 pub const SITE: &str = "test-site";
 
 /// Staff of every test gateway: S001 (grid worker of G01), S009 and S010 (duty), S012 (manager),
-/// S013 and S014 (canteen operators: top-ups, voids, payouts, binding cards), S015 (admin).
+/// S013 (canteen operator: top-ups, voids, payouts, binding cards), S014 (admin: the test's API
+/// token acts as S014), S015 (admin).
 const STAFF: &str = r#"
 [[staff]]
 id = "S001"
@@ -289,17 +290,21 @@ name = "Manager"
 role = "manager"
 [[staff]]
 id = "S013"
-name = "Canteen One"
+name = "Canteen Operator"
 role = "canteen_operator"
 [[staff]]
 id = "S014"
-name = "Canteen Two"
-role = "canteen_operator"
+name = "Test Admin"
+role = "admin"
 [[staff]]
 id = "S015"
 name = "Admin"
 role = "admin"
 "#;
+
+/// Scopes of the token every test gateway's [`Gateway::api`] client carries: everything, and
+/// `act_as`, so that tests may name the staff member acting (`"by"`), as MQTT staff commands do.
+pub const TEST_TOKEN_SCOPES: &str = "read,alerts,canteen,roster,act_as";
 
 /// A running `eldergate run` process with its own data dir and HTTP port.
 pub struct Gateway {
@@ -310,7 +315,41 @@ pub struct Gateway {
     pub data_dir: PathBuf,
     /// HTTP port.
     pub http_port: u16,
+    /// API token (staff S014, [`TEST_TOKEN_SCOPES`]) created with `eldergate token create`.
+    pub token: String,
     _dir: tempfile::TempDir,
+}
+
+/// Creates an API token with the gateway's CLI (before or while it runs).
+pub fn create_token(
+    config: &Path,
+    staff: &str,
+    name: &str,
+    scopes: &str,
+) -> anyhow::Result<String> {
+    let bin = bin_dir().join("eldergate");
+    let out = Command::new(&bin)
+        .args(["token", "--config"])
+        .arg(config)
+        .args([
+            "create", "--staff", staff, "--name", name, "--scopes", scopes,
+        ])
+        .env("RUST_LOG", "error")
+        .output()
+        .with_context(|| format!("cannot run {}", bin.display()))?;
+    if !out.status.success() {
+        bail!(
+            "eldergate token create failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    stdout
+        .lines()
+        .rev()
+        .find(|l| l.starts_with("egt_"))
+        .map(str::to_string)
+        .ok_or_else(|| anyhow::anyhow!("eldergate token create printed no token: {stdout}"))
 }
 
 /// Button ids `btn-0001` …
@@ -394,11 +433,13 @@ retry_max_s = 1
                 extra = extra,
             ),
         )?;
+        let token = create_token(&config, "S014", "e2e", TEST_TOKEN_SCOPES)?;
         let mut gw = Gateway {
             child: None,
             config,
             data_dir,
             http_port,
+            token,
             _dir: dir,
         };
         gw.spawn().await?;
@@ -442,6 +483,51 @@ retry_max_s = 1
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         bail!("gateway did not answer /healthz within 30 s")
+    }
+
+    /// The HTTP client of the tests: every request carries the test's API token.
+    pub fn api(&self) -> reqwest::Client {
+        let mut headers = reqwest::header::HeaderMap::new();
+        if let Ok(v) = format!("Bearer {}", self.token).parse() {
+            headers.insert(reqwest::header::AUTHORIZATION, v);
+        }
+        reqwest::Client::builder()
+            .default_headers(headers)
+            .build()
+            .unwrap_or_default()
+    }
+
+    /// A new API token acting as `staff` with `scopes` (`eldergate token create`).
+    pub fn token_for(&self, staff: &str, scopes: &str) -> anyhow::Result<String> {
+        create_token(
+            &self.config,
+            staff,
+            &format!("{staff}-{}", free_port()),
+            scopes,
+        )
+    }
+
+    /// Sets `staff`'s console password (`eldergate user set-password`, on stdin).
+    pub fn set_password(&self, staff: &str, password: &str) -> anyhow::Result<()> {
+        let mut child = Command::new(bin_dir().join("eldergate"))
+            .args(["user", "--config"])
+            .arg(&self.config)
+            .args(["set-password", staff])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()?;
+        if let Some(mut stdin) = child.stdin.take() {
+            writeln!(stdin, "{password}")?;
+        }
+        let out = child.wait_with_output()?;
+        if !out.status.success() {
+            bail!(
+                "set-password failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Ok(())
     }
 
     /// Path of the gateway's log file.

@@ -33,12 +33,13 @@ impl Canteen {
             connect_as(broker.port, None, "t-reader-down", Some(&down_topic)).await;
         assert!(ok);
         let reader = raw_client(broker.port, "t-reader").await;
+        let http = gw.api();
         Canteen {
             gw,
             db,
             _broker: broker,
             _dir: dir,
-            http: reqwest::Client::new(),
+            http,
             reader,
             answers,
             _down: down,

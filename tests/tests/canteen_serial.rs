@@ -17,8 +17,8 @@ const WAIT: Duration = Duration::from_secs(30);
 const SECRET: &[u8] = b"the site secret of the serial test";
 
 /// The API client (the console work puts it behind login: switch it here).
-fn api(_gw: &Gateway) -> reqwest::Client {
-    reqwest::Client::new()
+fn api(gw: &Gateway) -> reqwest::Client {
+    gw.api()
 }
 
 /// Sends `frame` and returns the gateway's reply to its (device, seq): (type, body fields).

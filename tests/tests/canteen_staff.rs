@@ -10,8 +10,8 @@ mod common;
 use common::{canteen_spec, next_answer, publish_tap};
 
 /// The API client (the console work puts it behind login: switch it here).
-fn api(_gw: &Gateway) -> reqwest::Client {
-    reqwest::Client::new()
+fn api(gw: &Gateway) -> reqwest::Client {
+    gw.api()
 }
 
 async fn post(

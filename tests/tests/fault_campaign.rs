@@ -41,8 +41,8 @@ const WAIT: Duration = Duration::from_secs(120);
 
 /// The HTTP client every request of this file goes through (the console helper switches it to
 /// an authenticated one at merge).
-fn api(_gw: &Gateway) -> reqwest::Client {
-    reqwest::Client::new()
+fn api(gw: &Gateway) -> reqwest::Client {
+    gw.api()
 }
 
 /// How long the central store stays down at the end of each outage (long form: minutes).

@@ -24,7 +24,8 @@ fn roster(more: &str) -> String {
 }
 
 async fn import(gw: &Gateway, csv: String, by: &str, dry_run: bool) -> (u16, serde_json::Value) {
-    let r = reqwest::Client::new()
+    let r = gw
+        .api()
         .post(gw.url("/api/roster"))
         .query(&[
             ("by", by),
@@ -51,7 +52,7 @@ async fn a_new_roster_is_checked_applied_live_and_kept_across_a_restart() {
     let db = TestDb::create().await.unwrap();
     let spec = canteen_spec(dir.path(), broker.port, db.url.clone(), 3, 0, "");
     let mut gw = Gateway::start(&spec).await.unwrap();
-    let http = reqwest::Client::new();
+    let http = gw.api();
     for r in ["R00002"] {
         let ok = http
             .post(gw.url(&format!("/api/residents/{r}/topup")))
@@ -242,6 +243,7 @@ async fn the_cli_imports_through_the_running_gateway_and_says_why_not() {
             .arg(&gw.config)
             .arg("import")
             .arg(&file)
+            .env("ELDERGATE_TOKEN", &gw.token)
             .args(args)
             .output()
             .unwrap();

@@ -72,6 +72,14 @@ pub enum StaffRefusal {
     /// `by` is not in the staff registry.
     #[error("{0:?} is not a registered staff id")]
     UnknownStaff(String),
+    /// `by`'s role may not act on alerts (a canteen operator, a manager).
+    #[error("{by} is a {role}; only admin, duty and grid workers acknowledge or resolve alerts")]
+    NotAllowed {
+        /// Staff id.
+        by: String,
+        /// Their role.
+        role: &'static str,
+    },
     /// The alert is closed.
     #[error("alert {id} is already {state}{}", by.as_deref().map(|b| format!(" by {b}")).unwrap_or_default())]
     Closed {

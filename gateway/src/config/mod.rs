@@ -192,7 +192,8 @@ fn default_time_zone() -> String {
 /// gateway's memory and descriptors.
 #[derive(Debug, Clone, Deserialize)]
 pub struct HttpConfig {
-    /// Address to listen on; loopback only until the console has a login.
+    /// Address to listen on. Beyond loopback only behind a declared TLS reverse proxy
+    /// (`behind_proxy`): the gateway does not terminate TLS itself yet.
     #[serde(default = "default_http_listen")]
     pub listen: SocketAddr,
     /// Open connections at most; one more is answered 503 and closed at once.
@@ -216,6 +217,25 @@ pub struct HttpConfig {
     /// Largest roster import body, bytes (a community's few thousand rows are well below 1 MiB).
     #[serde(default = "default_roster_max_bytes")]
     pub roster_max_bytes: usize,
+    /// The gateway is behind a reverse proxy that terminates TLS (nginx, caddy): cookies get
+    /// `Secure`, the client address is the last `X-Forwarded-For` entry, and `listen` may be
+    /// beyond loopback.
+    #[serde(default)]
+    pub behind_proxy: bool,
+    /// A console session ends after this long without a request, seconds.
+    #[serde(default = "default_session_idle_s")]
+    pub session_idle_s: u64,
+    /// A console session ends this long after login whatever happens, seconds.
+    #[serde(default = "default_session_max_s")]
+    pub session_max_s: u64,
+}
+
+fn default_session_idle_s() -> u64 {
+    30 * 60
+}
+
+fn default_session_max_s() -> u64 {
+    12 * 3600
 }
 
 fn default_http_listen() -> SocketAddr {
@@ -256,6 +276,9 @@ impl Default for HttpConfig {
             idle_timeout_s: default_idle_timeout_s(),
             shutdown_grace_s: default_shutdown_grace_s(),
             roster_max_bytes: default_roster_max_bytes(),
+            behind_proxy: false,
+            session_idle_s: default_session_idle_s(),
+            session_max_s: default_session_max_s(),
         }
     }
 }

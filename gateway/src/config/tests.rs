@@ -163,7 +163,7 @@ fn an_embedded_broker_is_refused_by_a_build_without_one() {
 }
 
 #[test]
-fn the_http_api_stays_on_loopback_until_there_is_a_login() {
+fn listening_beyond_loopback_needs_a_declared_tls_proxy() {
     let dir = tempfile::tempdir().unwrap();
     let f = write(
         dir.path(),
@@ -173,6 +173,13 @@ fn the_http_api_stays_on_loopback_until_there_is_a_login() {
     let env = vec![("ELDERGATE__BROKER__PASSWORD".to_string(), "x".to_string())];
     let e = load_with_env(&f, env).unwrap_err();
     assert!(e.problems.iter().any(|p| p.path == "http.listen"));
+    let f = write(
+        dir.path(),
+        "p.toml",
+        &format!("{GOOD}\n[http]\nlisten = \"0.0.0.0:8080\"\nbehind_proxy = true\n"),
+    );
+    let env = vec![("ELDERGATE__BROKER__PASSWORD".to_string(), "x".to_string())];
+    assert!(load_with_env(&f, env).is_ok(), "a declared proxy allows it");
 }
 
 #[test]

@@ -21,10 +21,16 @@ pub(super) fn validate(config: Config, base: &Path, problems: &mut Vec<Problem>)
             format!("{:?} is not a known IANA time zone", config.time_zone),
         ));
     }
-    if !config.http.listen.ip().is_loopback() {
+    if !config.http.listen.ip().is_loopback() && !config.http.behind_proxy {
         problems.push(problem(
             "http.listen",
-            "the HTTP API has no login yet; listen on 127.0.0.1 only",
+            format!("{} is reachable beyond this machine, and logins and session cookies would cross the network unencrypted; the gateway does not terminate TLS itself: listen on 127.0.0.1 behind a reverse proxy with TLS, or declare that proxy with http.behind_proxy = true", config.http.listen.ip()),
+        ));
+    }
+    if config.http.session_idle_s == 0 || config.http.session_max_s < config.http.session_idle_s {
+        problems.push(problem(
+            "http.session_max_s",
+            "session_idle_s must be at least 1 and session_max_s at least session_idle_s",
         ));
     }
     validate_http(&config.http, problems);

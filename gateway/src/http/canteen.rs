@@ -4,6 +4,7 @@
 
 use super::{admin, admin_body, bad_request, AdminBody, Api, ApiError};
 use crate::canteen::statement::{self, MealFilter};
+use crate::auth::Actor;
 use crate::canteen::CanteenOp;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, Query, State};
@@ -90,6 +91,7 @@ pub(super) async fn get_card(
 /// `POST /api/residents/{id}/away` `{"by", "kind": "away"|"hospital", "note"}`
 pub(super) async fn resident_away(
     State(api): State<Api>,
+    actor: Actor,
     Path(resident): Path<String>,
     body: Result<Json<AdminBody>, JsonRejection>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
@@ -97,6 +99,7 @@ pub(super) async fn resident_away(
     let kind = b.kind.unwrap_or_else(|| "away".into());
     admin(
         &api,
+        &actor,
         CanteenOp::Away {
             resident,
             kind,
@@ -110,9 +113,10 @@ pub(super) async fn resident_away(
 /// `POST /api/residents/{id}/back` `{"by"}`
 pub(super) async fn resident_back(
     State(api): State<Api>,
+    actor: Actor,
     Path(resident): Path<String>,
     body: Result<Json<AdminBody>, JsonRejection>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let b = admin_body(body)?;
-    admin(&api, CanteenOp::Back { resident }, b.by).await
+    admin(&api, &actor, CanteenOp::Back { resident }, b.by).await
 }

@@ -71,14 +71,14 @@ impl Refusal {
         Refusal::new(RefusalKind::Conflict, reason, message)
     }
 
+    /// 403: the acting staff member's role may not do this.
+    pub fn forbidden(reason: &'static str, message: impl Into<String>) -> Refusal {
+        Refusal::new(RefusalKind::Forbidden, reason, message)
+    }
+
     /// 422: the request is wrong.
     pub fn invalid(reason: &'static str, message: impl Into<String>) -> Refusal {
         Refusal::new(RefusalKind::Invalid, reason, message)
-    }
-
-    /// 403: the staff member's role may not do this.
-    pub fn forbidden(reason: &'static str, message: impl Into<String>) -> Refusal {
-        Refusal::new(RefusalKind::Forbidden, reason, message)
     }
 }
 
