@@ -8,7 +8,8 @@
 //! - [`notifier`]: committed alert changes → staff topics (broadcast and per person), live
 //!   listeners (SSE) and the escalator.
 //! - [`alerting`]: escalation ladders, device supervision, daily check-in, webhooks.
-//! - [`forwarder`]: journal events → [`central`] store, exactly once in effect.
+//! - [`forwarder`]: journal events → [`central`] store, exactly once in effect; [`central_link`]:
+//!   TLS to the central PostgreSQL, no plaintext fallback; [`tls`]: the process's one TLS stack.
 //! - [`http`]: health, metrics, alert API.
 //! - [`config`] / [`registry`]: validated configuration and what it names.
 //! - [`broker`]: the embedded MQTT broker for the demo (cargo feature `embedded-broker`, off by
@@ -24,6 +25,7 @@ pub mod app;
 pub mod broker;
 pub mod canteen;
 pub mod central;
+pub mod central_link;
 pub mod community;
 pub mod config;
 pub mod forwarder;
@@ -38,3 +40,4 @@ pub mod problem;
 pub mod registry;
 pub mod roster;
 pub mod serial;
+pub mod tls;

@@ -7,7 +7,8 @@
 //! - [`supervisor`]: device offline / back online, low battery, with a grace period after start
 //!   and after broker reconnects; stores heartbeats.
 //! - [`checkin`]: the daily check-in of residents living alone.
-//! - [`webhooks`]: delivers the webhook outbox, retrying until 2xx.
+//! - [`webhooks`]: delivers the webhook outbox, retrying until accepted; [`channels`]: each
+//!   channel's preset, secrets and trust roots; [`presets`]: WeCom / DingTalk messages.
 //! - [`journal_watch`]: tells staff when the journal was set aside at start or fails its
 //!   integrity check (docs/adr/0007).
 //!
@@ -22,6 +23,8 @@ pub mod journal_watch;
 pub mod ops;
 pub mod status;
 pub mod supervisor;
+pub mod channels;
+pub mod presets;
 pub mod webhooks;
 
 pub use book::{alert_from_row, AlertBook};
