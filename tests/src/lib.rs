@@ -14,6 +14,8 @@ use std::time::Duration;
 
 pub mod proxy;
 pub mod raw_mqtt;
+pub mod private_pg;
+pub mod test_ca;
 
 /// A free TCP port on loopback.
 pub fn free_port() -> u16 {
