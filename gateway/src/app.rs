@@ -355,10 +355,13 @@ pub async fn run(loaded: Loaded, stop: impl Future<Output = ()>) -> anyhow::Resu
     vital(
         &background,
         "webhook sender",
-        done_or_stopped(watchers.clone(), alerting::webhooks::run(
+        done_or_stopped(
+            watchers.clone(),
+            alerting::webhooks::run(
                 journal.clone(),
                 alerting::channels::Channels::from_config(&cfg),
-            )),
+            ),
+        ),
         &running,
         &fatal_tx,
     );

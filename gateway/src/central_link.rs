@@ -126,7 +126,10 @@ fn is_local(opts: &PgConnectOptions) -> bool {
     if opts.get_socket().is_some() || opts.get_host().starts_with('/') {
         return true;
     }
-    let host = opts.get_host().trim_start_matches('[').trim_end_matches(']');
+    let host = opts
+        .get_host()
+        .trim_start_matches('[')
+        .trim_end_matches(']');
     host == "localhost"
         || host
             .parse::<std::net::IpAddr>()
@@ -140,7 +143,9 @@ fn check_ca_file(path: &Path) -> Result<(), CentralLinkError> {
     };
     let pem = std::fs::read_to_string(path).map_err(|e| fail(format!("cannot be read: {e}")))?;
     if !pem.contains("-----BEGIN CERTIFICATE-----") {
-        return Err(fail("holds no PEM certificate (-----BEGIN CERTIFICATE-----)".into()));
+        return Err(fail(
+            "holds no PEM certificate (-----BEGIN CERTIFICATE-----)".into(),
+        ));
     }
     Ok(())
 }

@@ -112,7 +112,9 @@ impl OutboxForwarder {
                 continue;
             };
             if store.is_none() {
-                match CentralStore::connect(&self.url, &self.data_dir, self.ca_file.as_deref()).await {
+                match CentralStore::connect(&self.url, &self.data_dir, self.ca_file.as_deref())
+                    .await
+                {
                     Ok(s) => {
                         tracing::info!(epoch = %self.journal.start().epochs.current(), "central store connected");
                         store = Some(s);

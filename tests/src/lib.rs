@@ -12,9 +12,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+pub mod private_pg;
 pub mod proxy;
 pub mod raw_mqtt;
-pub mod private_pg;
 pub mod test_ca;
 
 /// A free TCP port on loopback.

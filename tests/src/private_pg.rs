@@ -35,7 +35,10 @@ fn postgres_ids() -> anyhow::Result<(u32, u32)> {
     let id = |flag: &str| -> anyhow::Result<u32> {
         let out = Command::new("id").args([flag, "postgres"]).output()?;
         if !out.status.success() {
-            bail!("there is no postgres user: {}", String::from_utf8_lossy(&out.stderr));
+            bail!(
+                "there is no postgres user: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
         }
         Ok(String::from_utf8_lossy(&out.stdout).trim().parse()?)
     };

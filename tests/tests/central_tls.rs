@@ -159,9 +159,15 @@ async fn a_wrong_ca_a_wrong_host_name_or_plaintext_is_refused_and_nothing_is_for
 
     let line = log_line_with(&wrong_ca, "TLS to the central store failed").await;
     assert!(line.contains("UnknownIssuer"), "{line}");
-    assert!(line.contains("central.ca_file"), "the remedy is named: {line}");
+    assert!(
+        line.contains("central.ca_file"),
+        "the remedy is named: {line}"
+    );
     let line = log_line_with(&wrong_host, "TLS to the central store failed").await;
-    assert!(line.contains("localhost") || line.contains("NotValidForName"), "{line}");
+    assert!(
+        line.contains("localhost") || line.contains("NotValidForName"),
+        "{line}"
+    );
     let line = log_line_with(&plaintext, "accepts only TLS").await;
     assert!(line.contains("no encryption"), "{line}");
 
@@ -171,5 +177,9 @@ async fn a_wrong_ca_a_wrong_host_name_or_plaintext_is_refused_and_nothing_is_for
         assert_eq!(cursor, 0, "nothing is marked forwarded");
         assert!(gw.metric("eldergate_forward_failures_total").await.unwrap() >= 1.0);
     }
-    assert_eq!(central_events(&pg).await, 0, "nothing reached the central store");
+    assert_eq!(
+        central_events(&pg).await,
+        0,
+        "nothing reached the central store"
+    );
 }

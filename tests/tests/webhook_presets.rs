@@ -113,11 +113,7 @@ async fn robots_and_json_webhooks_are_reached_over_https_with_keys_signatures_an
     std::fs::write(&secret_file, DING_SECRET).unwrap();
     // The gateway inherits this when it starts.
     std::env::set_var("EG_TEST_DING_TOKEN", DING_TOKEN);
-    let (ca_s, key_s, secret_s) = (
-        ca_file.display(),
-        key_file.display(),
-        secret_file.display(),
-    );
+    let (ca_s, key_s, secret_s) = (ca_file.display(), key_file.display(), secret_file.display());
     let extra = format!(
         r#"
 [[webhooks]]
@@ -192,10 +188,16 @@ url = "https://127.0.0.1:{port}/notify?untrusted"
     assert!(delivered);
     assert_eq!(*attempts, 2, "errcode 45009, then accepted");
     assert!(
-        last_error.as_deref().unwrap_or("").contains("errcode 45009"),
+        last_error
+            .as_deref()
+            .unwrap_or("")
+            .contains("errcode 45009"),
         "{last_error:?}"
     );
-    assert!(by_ref["duty-dingtalk"].2, "the signed DingTalk message was accepted");
+    assert!(
+        by_ref["duty-dingtalk"].2,
+        "the signed DingTalk message was accepted"
+    );
     assert!(by_ref[&format!("https://127.0.0.1:{port}/notify")].2);
     // Without the private CA the certificate is refused: nothing is sent, the row stays pending.
     let untrusted = eventually(WAIT, "the untrusted channel to fail", || async {
@@ -209,7 +211,10 @@ url = "https://127.0.0.1:{port}/notify?untrusted"
     .unwrap();
     assert!(untrusted.1.is_none(), "never delivered");
     let err = untrusted.0.unwrap_or_default();
-    assert!(err.contains("UnknownIssuer") || err.contains("certificate"), "{err}");
+    assert!(
+        err.contains("UnknownIssuer") || err.contains("certificate"),
+        "{err}"
+    );
 
     let s = seen.lock().unwrap();
     assert!(s.refused.is_empty(), "receivers refused: {:?}", s.refused);
@@ -236,7 +241,10 @@ url = "https://127.0.0.1:{port}/notify?untrusted"
         .find(|(r, _)| *r == "dingtalk")
         .map(|(_, b)| b["markdown"]["text"].as_str().unwrap().to_string())
         .unwrap();
-    assert!(md.starts_with("**\\[紧急\\] 一键呼叫 SOS · 新告警**"), "{md}");
+    assert!(
+        md.starts_with("**\\[紧急\\] 一键呼叫 SOS · 新告警**"),
+        "{md}"
+    );
     assert!(md.contains("(https://console.test/console/alerts/"), "{md}");
     let generic = s.accepted.iter().find(|(r, _)| *r == "json").unwrap();
     assert_eq!(generic.1["device_id"], "btn-0001");
@@ -244,16 +252,21 @@ url = "https://127.0.0.1:{port}/notify?untrusted"
 
     // No secret is in the journal or the log.
     let log = std::fs::read_to_string(gw.log_path()).unwrap();
-    let stored: Vec<String> = sqlx::query("SELECT url || ' ' || COALESCE(last_error, '') || ' ' || body FROM webhook_outbox")
-        .fetch_all(&journal)
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+    let stored: Vec<String> = sqlx::query(
+        "SELECT url || ' ' || COALESCE(last_error, '') || ' ' || body FROM webhook_outbox",
+    )
+    .fetch_all(&journal)
+    .await
+    .unwrap()
+    .iter()
+    .map(|r| r.get(0))
+    .collect();
     for secret in [WECOM_KEY, DING_TOKEN, DING_SECRET] {
         assert!(!log.contains(secret), "a secret is in the log");
-        assert!(!stored.iter().any(|s| s.contains(secret)), "a secret is in the journal");
+        assert!(
+            !stored.iter().any(|s| s.contains(secret)),
+            "a secret is in the journal"
+        );
     }
     db.drop_db().await;
 }

@@ -40,8 +40,9 @@ pub fn read_secret(file: Option<&Path>, env: Option<&str>) -> Result<Option<Secr
     let value = match (file, env) {
         (None, None) => return Ok(None),
         (Some(_), Some(_)) => return Err("set the _file or the _env, not both".into()),
-        (Some(f), None) => std::fs::read_to_string(f)
-            .map_err(|e| format!("cannot read {}: {e}", f.display()))?,
+        (Some(f), None) => {
+            std::fs::read_to_string(f).map_err(|e| format!("cannot read {}: {e}", f.display()))?
+        }
         (None, Some(v)) => std::env::var(v)
             .map_err(|_| format!("environment variable {v} is not set (or not UTF-8)"))?,
     };
@@ -128,7 +129,13 @@ impl Channels {
         let Some(ch) = self.by_ref.get(channel_ref) else {
             // A row written before its channel had a name, or whose channel left the config.
             if channel_ref.starts_with("http://") || channel_ref.starts_with("https://") {
-                return post(&self.plain, channel_ref.to_string(), body.to_string(), false).await;
+                return post(
+                    &self.plain,
+                    channel_ref.to_string(),
+                    body.to_string(),
+                    false,
+                )
+                .await;
             }
             return Err(format!(
                 "no webhook channel named {channel_ref:?} in the config; the delivery waits until it is configured again"
@@ -165,7 +172,12 @@ impl Channels {
 }
 
 /// POSTs JSON; `robot`: the answer must also say `errcode: 0`. Errors carry no URL.
-async fn post(client: &reqwest::Client, url: String, body: String, robot: bool) -> Result<(), String> {
+async fn post(
+    client: &reqwest::Client,
+    url: String,
+    body: String,
+    robot: bool,
+) -> Result<(), String> {
     let resp = client
         .post(url)
         .header("content-type", "application/json")
@@ -180,10 +192,12 @@ async fn post(client: &reqwest::Client, url: String, body: String, robot: bool) 
     if !robot {
         return Ok(());
     }
-    let answer: serde_json::Value = resp
-        .json()
-        .await
-        .map_err(|e| format!("HTTP {status} but the answer is not JSON: {}", e.without_url()))?;
+    let answer: serde_json::Value = resp.json().await.map_err(|e| {
+        format!(
+            "HTTP {status} but the answer is not JSON: {}",
+            e.without_url()
+        )
+    })?;
     match answer.get("errcode").and_then(serde_json::Value::as_i64) {
         Some(0) => Ok(()),
         code => {

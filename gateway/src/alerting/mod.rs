@@ -17,14 +17,14 @@
 //! The watchers observe and ask; the operations decide and record.
 
 pub mod book;
+pub mod channels;
 pub mod checkin;
 pub mod escalator;
 pub mod journal_watch;
 pub mod ops;
+pub mod presets;
 pub mod status;
 pub mod supervisor;
-pub mod channels;
-pub mod presets;
 pub mod webhooks;
 
 pub use book::{alert_from_row, AlertBook};

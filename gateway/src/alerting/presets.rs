@@ -123,7 +123,9 @@ pub fn markdown(a: &StaffAlert, console_url: Option<&str>) -> String {
 /// A WeCom group robot message (`msgtype` text or markdown).
 pub fn wecom_body(a: &StaffAlert, format: WebhookFormat, console_url: Option<&str>) -> Value {
     match format {
-        WebhookFormat::Text => json!({"msgtype": "text", "text": {"content": text(a, console_url)}}),
+        WebhookFormat::Text => {
+            json!({"msgtype": "text", "text": {"content": text(a, console_url)}})
+        }
         WebhookFormat::Markdown => {
             json!({"msgtype": "markdown", "markdown": {"content": markdown(a, console_url)}})
         }
@@ -133,7 +135,9 @@ pub fn wecom_body(a: &StaffAlert, format: WebhookFormat, console_url: Option<&st
 /// A DingTalk custom robot message (`msgtype` text or markdown with a title).
 pub fn dingtalk_body(a: &StaffAlert, format: WebhookFormat, console_url: Option<&str>) -> Value {
     match format {
-        WebhookFormat::Text => json!({"msgtype": "text", "text": {"content": text(a, console_url)}}),
+        WebhookFormat::Text => {
+            json!({"msgtype": "text", "text": {"content": text(a, console_url)}})
+        }
         WebhookFormat::Markdown => json!({
             "msgtype": "markdown",
             "markdown": {"title": title(a), "text": markdown(a, console_url)}

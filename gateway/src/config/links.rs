@@ -22,7 +22,8 @@ pub(super) fn resolve_paths(config: &mut Config, base: &Path) {
 
 pub(super) fn validate(config: &Config, problems: &mut Vec<Problem>) {
     use crate::central_link::CentralLinkError;
-    if let Err(e) = crate::central_link::check(&config.central.url, config.central.ca_file.as_deref())
+    if let Err(e) =
+        crate::central_link::check(&config.central.url, config.central.ca_file.as_deref())
     {
         let key = match e {
             CentralLinkError::CaFile { .. } | CentralLinkError::CaWithoutTls => "central.ca_file",
@@ -45,7 +46,14 @@ pub(super) fn validate(config: &Config, problems: &mut Vec<Problem>) {
         // Two entries may share a channel (same name or URL) only if they send the same way.
         let how = format!(
             "{:?}{:?}{:?}{:?}{:?}{:?}{:?}{:?}",
-            w.url, w.preset, w.format, w.key_file, w.key_env, w.secret_file, w.secret_env, w.ca_file
+            w.url,
+            w.preset,
+            w.format,
+            w.key_file,
+            w.key_env,
+            w.secret_file,
+            w.secret_env,
+            w.ca_file
         );
         match seen.get(w.channel_ref()) {
             Some(other) if *other != how => problems.push(problem(
@@ -86,7 +94,11 @@ fn validate_webhook(w: &WebhookConfig, path: &str, problems: &mut Vec<Problem>) 
     }
     match w.preset {
         WebhookPreset::Json => {
-            if w.key_file.is_some() || w.key_env.is_some() || w.secret_file.is_some() || w.secret_env.is_some() {
+            if w.key_file.is_some()
+                || w.key_env.is_some()
+                || w.secret_file.is_some()
+                || w.secret_env.is_some()
+            {
                 problems.push(problem(
                     format!("{path}.preset"),
                     "a json webhook sends no key or secret; use preset = \"wecom\" or \"dingtalk\", or remove them",
@@ -136,5 +148,141 @@ fn validate_webhook(w: &WebhookConfig, path: &str, problems: &mut Vec<Problem>) 
         if let Err(e) = crate::tls::load_ca_file(ca) {
             problems.push(problem(format!("{path}.ca_file"), e.to_string()));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::load_with_env;
+    use std::path::Path;
+
+    const BASE: &str = r#"
+site_id = "s1"
+gateway_id = "gw-1"
+data_dir = "/tmp/x"
+[broker]
+mode = "external"
+url = "mqtt://127.0.0.1:1883"
+anonymous = true
+[central]
+url = "CENTRAL"
+[[staff]]
+id = "S1"
+name = "Duty"
+role = "duty"
+"#;
+
+    /// The problems' (path, message) of a config with `central` as central.url and `extra`.
+    fn problems(dir: &Path, central: &str, extra: &str) -> Vec<(String, String)> {
+        let f = dir.join("c.toml");
+        std::fs::write(&f, format!("{}{extra}", BASE.replace("CENTRAL", central))).unwrap();
+        match load_with_env(&f, Vec::new()) {
+            Ok(_) => Vec::new(),
+            Err(e) => e
+                .problems
+                .into_iter()
+                .map(|p| (p.path, p.message))
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn check_config_refuses_a_remote_central_store_without_tls_and_prefer() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = problems(dir.path(), "postgres://gw:pw@central.example/eg", "");
+        assert!(
+            p.iter()
+                .any(|(k, m)| k == "central.url" && m.contains("without TLS")),
+            "{p:?}"
+        );
+        let p = problems(
+            dir.path(),
+            "postgres://gw@central.example/eg?sslmode=prefer",
+            "",
+        );
+        assert!(
+            p.iter().any(|(_, m)| m.contains("falls back to plaintext")),
+            "{p:?}"
+        );
+        assert!(problems(
+            dir.path(),
+            "postgres://gw@central.example/eg?sslmode=verify-full",
+            ""
+        )
+        .is_empty());
+        assert!(problems(dir.path(), "postgres://postgres@127.0.0.1/eg", "").is_empty());
+    }
+
+    #[test]
+    fn a_relative_central_ca_file_is_read_beside_the_config() {
+        let dir = tempfile::tempdir().unwrap();
+        let cert = rcgen::generate_simple_self_signed(vec!["central.example".into()]).unwrap();
+        std::fs::write(dir.path().join("ca.pem"), cert.cert.pem()).unwrap();
+        let url = "postgres://gw@central.example/eg";
+        let p = problems(dir.path(), url, "");
+        assert!(!p.is_empty());
+        // ca_file is a key of [central]: write the table again with it.
+        let f = dir.path().join("c.toml");
+        let text = BASE.replace(
+            "url = \"CENTRAL\"",
+            &format!("url = \"{url}\"\nca_file = \"ca.pem\""),
+        );
+        std::fs::write(&f, text).unwrap();
+        let l = load_with_env(&f, Vec::new()).unwrap();
+        assert_eq!(l.config.central.ca_file, Some(dir.path().join("ca.pem")));
+    }
+
+    #[test]
+    fn a_robot_needs_a_name_https_and_its_key_outside_the_url() {
+        let dir = tempfile::tempdir().unwrap();
+        let local = "postgres://postgres@127.0.0.1/eg";
+        let p = problems(
+            dir.path(),
+            local,
+            "[[webhooks]]\ntarget = \"S1\"\npreset = \"wecom\"\nurl = \"http://qyapi.example/send?key=abc\"\n",
+        );
+        let keys: Vec<&str> = p.iter().map(|(k, _)| k.as_str()).collect();
+        assert!(keys.contains(&"webhooks[0].name"), "{p:?}");
+        assert!(keys.contains(&"webhooks[0].key_file"), "{p:?}");
+        assert!(
+            p.iter().any(|(_, m)| m.contains("must be https://")),
+            "{p:?}"
+        );
+        assert!(p.iter().any(|(_, m)| m.contains("remove the key")), "{p:?}");
+        std::fs::write(dir.path().join("k"), "wecom-secret-value\n").unwrap();
+        let good = "[[webhooks]]\nname = \"duty\"\ntarget = \"S1\"\npreset = \"wecom\"\nurl = \"https://qyapi.example/send\"\nkey_file = \"k\"\n";
+        assert!(problems(dir.path(), local, good).is_empty());
+    }
+
+    #[test]
+    fn an_unreadable_secret_is_named_without_its_value() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("empty"), "  \n").unwrap();
+        let p = problems(
+            dir.path(),
+            "postgres://postgres@127.0.0.1/eg",
+            "[[webhooks]]\nname = \"d\"\ntarget = \"S1\"\npreset = \"dingtalk\"\nurl = \"https://ding.example/robot/send\"\nkey_env = \"EG_NO_SUCH_VARIABLE_SET\"\nsecret_file = \"empty\"\n",
+        );
+        assert!(
+            p.iter()
+                .any(|(k, m)| k == "webhooks[0].key_file" && m.contains("EG_NO_SUCH_VARIABLE_SET")),
+            "{p:?}"
+        );
+        assert!(
+            p.iter()
+                .any(|(k, m)| k == "webhooks[0].secret_file" && m.contains("empty")),
+            "{p:?}"
+        );
+    }
+
+    #[test]
+    fn two_channels_that_send_differently_cannot_share_a_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = problems(
+            dir.path(),
+            "postgres://postgres@127.0.0.1/eg",
+            "[[webhooks]]\nname = \"d\"\ntarget = \"S1\"\nurl = \"https://a.example/\"\n[[webhooks]]\nname = \"d\"\ntarget = \"role:duty\"\nurl = \"https://b.example/\"\n",
+        );
+        assert!(p.iter().any(|(k, _)| k == "webhooks[1].name"), "{p:?}");
     }
 }
