@@ -150,12 +150,21 @@ fn check_ca_file(path: &Path) -> Result<(), CentralLinkError> {
     Ok(())
 }
 
+/// sqlx reports a refused certificate as an I/O error ("invalid peer certificate: …").
+fn is_tls_failure(e: &sqlx::Error) -> bool {
+    if matches!(e, sqlx::Error::Tls(_)) {
+        return true;
+    }
+    let s = e.to_string();
+    s.contains("certificate") || s.contains("TLS") || s.contains("tls handshake")
+}
+
 /// An error from reaching the central store, with what to check when it is about TLS. Used in
 /// the forwarder's log line, so an operator reading `journalctl` sees the cause and the remedy.
 pub fn explain(e: &sqlx::Error) -> String {
     match e {
-        sqlx::Error::Tls(inner) => format!(
-            "TLS to the central store failed: {inner}; check that central.ca_file is the CA that signed the server's certificate and that the host in central.url is a name in that certificate"
+        sqlx::Error::Tls(_) | sqlx::Error::Io(_) if is_tls_failure(e) => format!(
+            "TLS to the central store failed: {e}; check that central.ca_file is the CA that signed the server's certificate and that the host in central.url is a name in that certificate"
         ),
         sqlx::Error::Database(db) if db.message().contains("no encryption") => format!(
             "{e}; the central store accepts only TLS connections: add sslmode=verify-full and central.ca_file"

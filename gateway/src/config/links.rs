@@ -170,6 +170,10 @@ url = "CENTRAL"
 id = "S1"
 name = "Duty"
 role = "duty"
+[[staff]]
+id = "S2"
+name = "Manager"
+role = "manager"
 "#;
 
     /// The problems' (path, message) of a config with `central` as central.url and `extra`.
