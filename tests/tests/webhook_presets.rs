@@ -184,13 +184,20 @@ url = "https://127.0.0.1:{port}/notify?untrusted"
         .collect();
 
     // WeCom: refused once with errcode 45009 (HTTP 200), which counted as a failure and was retried.
-    let (attempts, last_error, delivered) = &by_ref["duty-wecom"];
-    assert!(delivered);
-    assert_eq!(*attempts, 2, "errcode 45009, then accepted");
-    let _ = last_error; // cleared once delivered; the receiver counts the two calls below
+    // (A press can make more than one alert change, so a channel can have several rows.)
+    let wecom_attempts: Vec<i64> = rows
+        .iter()
+        .filter(|r| r.get::<String, _>(0) == "duty-wecom")
+        .map(|r| r.get(1))
+        .collect();
+    assert!(by_ref["duty-wecom"].2, "delivered");
     assert_eq!(
-        seen.lock().unwrap().wecom_calls,
-        2,
+        wecom_attempts.first(),
+        Some(&2),
+        "errcode 45009, then accepted: {wecom_attempts:?}"
+    );
+    assert!(
+        seen.lock().unwrap().wecom_calls >= 2,
         "refused once, then accepted"
     );
     assert!(
