@@ -222,39 +222,40 @@ url = "https://127.0.0.1:{port}/notify?untrusted"
         "{err}"
     );
 
-    let s = seen.lock().unwrap();
-    assert!(s.refused.is_empty(), "receivers refused: {:?}", s.refused);
-    let text = s
-        .accepted
-        .iter()
-        .find(|(r, _)| *r == "wecom")
-        .map(|(_, b)| b["text"]["content"].as_str().unwrap().to_string())
-        .unwrap();
-    for part in [
-        "[紧急] 一键呼叫 SOS · 新告警",
-        "老人：张*1",
-        "位置：楼1",
-        "通知：第 1 级",
-        "设备：btn-0001",
-        "处理：https://console.test/console/alerts/",
-    ] {
-        assert!(text.contains(part), "{part:?} missing in\n{text}");
+    {
+        let s = seen.lock().unwrap();
+        assert!(s.refused.is_empty(), "receivers refused: {:?}", s.refused);
+        let text = s
+            .accepted
+            .iter()
+            .find(|(r, _)| *r == "wecom")
+            .map(|(_, b)| b["text"]["content"].as_str().unwrap().to_string())
+            .unwrap();
+        for part in [
+            "[紧急] 一键呼叫 SOS · 新告警",
+            "老人：张*1",
+            "位置：楼1",
+            "通知：第 1 级",
+            "设备：btn-0001",
+            "处理：https://console.test/console/alerts/",
+        ] {
+            assert!(text.contains(part), "{part:?} missing in\n{text}");
+        }
+        assert!(!text.contains("张三1"), "the name is masked");
+        let md = s
+            .accepted
+            .iter()
+            .find(|(r, _)| *r == "dingtalk")
+            .map(|(_, b)| b["markdown"]["text"].as_str().unwrap().to_string())
+            .unwrap();
+        assert!(
+            md.starts_with("**\\[紧急\\] 一键呼叫 SOS · 新告警**"),
+            "{md}"
+        );
+        assert!(md.contains("(https://console.test/console/alerts/"), "{md}");
+        let generic = s.accepted.iter().find(|(r, _)| *r == "json").unwrap();
+        assert_eq!(generic.1["device_id"], "btn-0001");
     }
-    assert!(!text.contains("张三1"), "the name is masked");
-    let md = s
-        .accepted
-        .iter()
-        .find(|(r, _)| *r == "dingtalk")
-        .map(|(_, b)| b["markdown"]["text"].as_str().unwrap().to_string())
-        .unwrap();
-    assert!(
-        md.starts_with("**\\[紧急\\] 一键呼叫 SOS · 新告警**"),
-        "{md}"
-    );
-    assert!(md.contains("(https://console.test/console/alerts/"), "{md}");
-    let generic = s.accepted.iter().find(|(r, _)| *r == "json").unwrap();
-    assert_eq!(generic.1["device_id"], "btn-0001");
-    drop(s);
 
     // No secret is in the journal or the log.
     let log = std::fs::read_to_string(gw.log_path()).unwrap();
