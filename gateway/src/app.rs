@@ -127,6 +127,7 @@ fn vital<F>(
 
 /// Runs the gateway until `stop` completes (Ok) or a vital task dies (Err).
 pub async fn run(loaded: Loaded, stop: impl Future<Output = ()>) -> anyhow::Result<()> {
+    crate::tls::install_crypto_provider();
     let cfg = loaded.config.clone();
     let registry = Arc::new(Registry::from(&loaded));
     let metrics = metrics_handle();
@@ -357,7 +358,13 @@ pub async fn run(loaded: Loaded, stop: impl Future<Output = ()>) -> anyhow::Resu
     vital(
         &background,
         "webhook sender",
-        done_or_stopped(watchers.clone(), alerting::webhooks::run(journal.clone())),
+        done_or_stopped(
+            watchers.clone(),
+            alerting::webhooks::run(
+                journal.clone(),
+                alerting::channels::Channels::from_config(&cfg),
+            ),
+        ),
         &running,
         &fatal_tx,
     );
@@ -388,6 +395,7 @@ pub async fn run(loaded: Loaded, stop: impl Future<Output = ()>) -> anyhow::Resu
             journal: journal.clone(),
             url: cfg.central.url.clone(),
             data_dir: cfg.data_dir.clone(),
+            ca_file: cfg.central.ca_file.clone(),
             gateway_id: cfg.gateway_id.clone(),
             site_id: site.clone(),
             batch_size: cfg.central.batch_size,

@@ -25,8 +25,13 @@ pub enum CentralStore {
 }
 
 impl CentralStore {
-    /// Connects and runs the migrations. `sqlite:` paths are relative to `data_dir`.
-    pub async fn connect(url: &str, data_dir: &Path) -> Result<Self, sqlx::Error> {
+    /// Connects and runs the migrations. `sqlite:` paths are relative to `data_dir`. A PostgreSQL
+    /// URL goes through [`crate::central_link::pg_options`] (TLS policy, `ca_file` as trust root).
+    pub async fn connect(
+        url: &str,
+        data_dir: &Path,
+        ca_file: Option<&Path>,
+    ) -> Result<Self, sqlx::Error> {
         if let Some(path) = url.strip_prefix("sqlite:") {
             let path = path.trim_start_matches("//");
             let opts = SqliteConnectOptions::new()
@@ -44,10 +49,12 @@ impl CentralStore {
                 .await?;
             Ok(CentralStore::Sqlite(pool))
         } else {
+            let (options, _) = crate::central_link::pg_options(url, ca_file)
+                .map_err(|e| sqlx::Error::Configuration(Box::new(e)))?;
             let pool = PgPoolOptions::new()
                 .max_connections(2)
                 .acquire_timeout(Duration::from_secs(5))
-                .connect(url)
+                .connect_with(options)
                 .await?;
             sqlx::migrate!("./migrations/central_pg").run(&pool).await?;
             Ok(CentralStore::Postgres(pool))

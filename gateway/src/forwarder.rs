@@ -69,6 +69,8 @@ pub struct OutboxForwarder {
     pub url: String,
     /// For `sqlite:` URLs.
     pub data_dir: PathBuf,
+    /// `central.ca_file`: the trust root for TLS to PostgreSQL (crate::central_link).
+    pub ca_file: Option<PathBuf>,
     /// Gateway id.
     pub gateway_id: String,
     /// Site id.
@@ -138,14 +140,16 @@ impl OutboxForwarder {
                 continue;
             };
             if store.is_none() {
-                match CentralStore::connect(&self.url, &self.data_dir).await {
+                match CentralStore::connect(&self.url, &self.data_dir, self.ca_file.as_deref())
+                    .await
+                {
                     Ok(s) => {
                         tracing::info!(epoch = %self.journal.start().epochs.current(), "central store connected");
                         store = Some(s);
                     }
                     Err(e) => {
                         metrics::counter!("eldergate_forward_failures_total").increment(1);
-                        tracing::warn!(error = %e, backlog = *committed.borrow() - cursor, "central store unreachable; will retry");
+                        tracing::warn!(error = %crate::central_link::explain(&e), backlog = *committed.borrow() - cursor, "central store unreachable; will retry");
                         self.pause(&mut backoff, &shutdown).await;
                         continue;
                     }

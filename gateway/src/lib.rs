@@ -8,7 +8,8 @@
 //! - [`notifier`]: committed alert changes → staff topics (broadcast and per person), live
 //!   listeners (SSE) and the escalator.
 //! - [`alerting`]: escalation ladders, device supervision, daily check-in, webhooks.
-//! - [`forwarder`]: journal events → [`central`] store, exactly once in effect.
+//! - [`forwarder`]: journal events → [`central`] store, exactly once in effect; [`central_link`]:
+//!   TLS to the central PostgreSQL, no plaintext fallback; [`tls`]: the process's one TLS stack.
 //! - [`http`]: health, metrics, alert API.
 //! - [`retention`]: what the journal forgets once the central store has it.
 //! - [`config`] / [`registry`]: validated configuration and what it names.
@@ -26,6 +27,7 @@ pub mod auth;
 pub mod broker;
 pub mod canteen;
 pub mod central;
+pub mod central_link;
 pub mod community;
 pub mod config;
 pub mod console;
@@ -43,3 +45,4 @@ pub mod retention;
 pub mod roles;
 pub mod roster;
 pub mod serial;
+pub mod tls;

@@ -159,7 +159,8 @@ impl Registry {
         ladder.repeat_s.map(|r| last + r * (step - n + 1) as u64)
     }
 
-    /// Webhook URLs for a staff member (by id or by role).
+    /// The webhook channels for a staff member (by id or by role), as outbox rows refer to them
+    /// ([`crate::config::WebhookConfig::channel_ref`]: the name, else the URL).
     pub fn webhooks_for(&self, staff_id: &str) -> Vec<&str> {
         let role = self.staff.get(staff_id).map(|s| s.role.as_str());
         self.webhooks
@@ -170,7 +171,7 @@ impl Registry {
                         .strip_prefix("role:")
                         .is_some_and(|r| Some(r) == role)
             })
-            .map(|w| w.url.as_str())
+            .map(|w| w.channel_ref())
             .collect()
     }
 

@@ -12,8 +12,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+pub mod private_pg;
 pub mod proxy;
 pub mod raw_mqtt;
+pub mod test_ca;
 
 /// A free TCP port on loopback.
 pub fn free_port() -> u16 {

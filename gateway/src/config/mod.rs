@@ -25,6 +25,7 @@ pub use crate::community::{
 pub use crate::problem::Problem;
 
 mod broker_url;
+mod links;
 pub use broker_url::{parse_broker_url, BrokerAddr};
 
 /// Why a build without the `embedded-broker` feature refuses `broker.mode = "embedded"`.
@@ -75,9 +76,13 @@ pub struct Config {
     /// Who is told about alerts, and when, per priority.
     #[serde(default)]
     pub escalation: EscalationConfig,
-    /// Webhooks (SMS/voice gateway, WeChat work bot) per person or role.
+    /// Webhooks (SMS/voice gateway, WeCom / DingTalk robots) per person or role.
     #[serde(default)]
     pub webhooks: Vec<WebhookConfig>,
+    /// The console's address as staff reach it, e.g. `https://eldergate.community-0001.example`;
+    /// robot messages link to `{console_url}/console/alerts/{id}`. No link when absent.
+    #[serde(default)]
+    pub console_url: Option<String>,
     /// Device supervision: heartbeats, last wills, battery.
     #[serde(default)]
     pub supervision: SupervisionConfig,
@@ -336,6 +341,10 @@ pub struct CentralConfig {
     /// Longest pause between retries, in seconds.
     #[serde(default = "default_retry_max")]
     pub retry_max_s: u64,
+    /// PEM CA bundle that signed the central PostgreSQL's certificate (relative to the config
+    /// file). With it and no `sslmode` in the URL, TLS is `verify-full`. See crate::central_link.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
 }
 
 fn default_batch() -> u32 {
@@ -470,14 +479,73 @@ fn ladder_low() -> Ladder {
     }
 }
 
-/// A webhook: every notification to `target` is also POSTed to `url` (JSON `StaffAlert`),
-/// retried until it answers 2xx.
+/// A webhook: every notification to `target` is also sent to `url` — the `StaffAlert` JSON as
+/// it is (`preset = "json"`), or a message for a WeCom or DingTalk group robot — and retried until
+/// it is accepted (2xx, and `errcode` 0 for the robots). See crate::alerting::channels.
 #[derive(Debug, Clone, Deserialize)]
 pub struct WebhookConfig {
     /// `role:NAME` or a staff id.
     pub target: String,
-    /// `http://…` or `https://…`.
+    /// `http://…` or `https://…`; for the robots, without the key (it comes from `key_file` or
+    /// `key_env`), e.g. `https://qyapi.weixin.qq.com/cgi-bin/webhook/send`.
     pub url: String,
+    /// The channel's name; pending deliveries refer to it across restarts. Required for the
+    /// robot presets; a `json` webhook without one is referred to by its URL.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// `json` (default), `wecom` (企业微信群机器人) or `dingtalk` (钉钉自定义机器人).
+    #[serde(default)]
+    pub preset: WebhookPreset,
+    /// `text` (default) or `markdown`, for the robot presets.
+    #[serde(default)]
+    pub format: WebhookFormat,
+    /// File holding the robot's key (WeCom `key`, DingTalk `access_token`), relative to the
+    /// config file. Never logged.
+    #[serde(default)]
+    pub key_file: Option<PathBuf>,
+    /// Or the environment variable holding it.
+    #[serde(default)]
+    pub key_env: Option<String>,
+    /// File holding DingTalk's signing secret (`SEC…`, 加签), relative to the config file.
+    #[serde(default)]
+    pub secret_file: Option<PathBuf>,
+    /// Or the environment variable holding it.
+    #[serde(default)]
+    pub secret_env: Option<String>,
+    /// PEM CA bundle to trust for this `https://` URL (a private CA), besides the public roots.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+}
+
+impl WebhookConfig {
+    /// What a pending delivery stores to find this channel again: its name, else its URL.
+    pub fn channel_ref(&self) -> &str {
+        self.name.as_deref().unwrap_or(&self.url)
+    }
+}
+
+/// What a webhook sends.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WebhookPreset {
+    /// The `StaffAlert` JSON (protocol/MQTT.md), for an SMS/voice gateway or your own service.
+    #[default]
+    Json,
+    /// A WeCom (企业微信) group robot: `msgtype` text or markdown, `key` in the URL.
+    Wecom,
+    /// A DingTalk (钉钉) custom robot: `access_token` in the URL, optional HMAC-SHA256 signature.
+    Dingtalk,
+}
+
+/// The robots' message format.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WebhookFormat {
+    /// Plain text.
+    #[default]
+    Text,
+    /// Markdown (bold title, a link to the console).
+    Markdown,
 }
 
 /// Device supervision settings.

@@ -3,7 +3,8 @@
 
 use super::*;
 
-pub(super) fn validate(config: Config, base: &Path, problems: &mut Vec<Problem>) -> Loaded {
+pub(super) fn validate(mut config: Config, base: &Path, problems: &mut Vec<Problem>) -> Loaded {
+    super::links::resolve_paths(&mut config, base);
     for (key, v) in [
         ("site_id", &config.site_id),
         ("gateway_id", &config.gateway_id),
@@ -36,6 +37,7 @@ pub(super) fn validate(config: Config, base: &Path, problems: &mut Vec<Problem>)
     validate_http(&config.http, problems);
     validate_broker(&config.broker, problems);
     validate_central(&config.central, problems);
+    super::links::validate(&config, problems);
     if config.journal.max_batch == 0 {
         problems.push(problem("journal.max_batch", "must be at least 1"));
     }
