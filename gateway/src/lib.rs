@@ -21,11 +21,13 @@
 
 pub mod alerting;
 pub mod app;
+pub mod backup;
 pub mod broker;
 pub mod canteen;
 pub mod central;
 pub mod community;
 pub mod config;
+pub mod district;
 pub mod forwarder;
 pub mod health;
 pub mod http;
