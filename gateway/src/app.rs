@@ -56,12 +56,20 @@ fn metrics_handle() -> PrometheusHandle {
 /// Logs to stderr: `RUST_LOG` if set, else `default` (shared by the `eldergate` and
 /// `eldergate-sim` binaries).
 pub fn init_logs(default: &str) {
+    init_logs_as(default, crate::config::LogFormat::Human);
+}
+
+/// [`init_logs`] in the format the config names (`[log] format`).
+pub fn init_logs_as(default: &str, format: crate::config::LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    tracing_subscriber::fmt()
+    let fmt = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_target(false)
-        .init();
+        .with_target(false);
+    match format {
+        crate::config::LogFormat::Human => fmt.init(),
+        crate::config::LogFormat::Json => fmt.json().init(),
+    }
 }
 
 /// Resolves on SIGTERM or Ctrl-C.
