@@ -299,6 +299,14 @@ impl Gateway {
         spec: &GatewaySpec,
         data_dir: Option<&Path>,
     ) -> anyhow::Result<Gateway> {
+        let mut gw = Self::prepare(spec, data_dir)?;
+        gw.spawn().await?;
+        Ok(gw)
+    }
+
+    /// Writes the config (and the device, roster files) without starting the process: a test
+    /// may edit `config` before [`Gateway::spawn`].
+    pub fn prepare(spec: &GatewaySpec, data_dir: Option<&Path>) -> anyhow::Result<Gateway> {
         let dir = tempfile::tempdir()?;
         let data_dir = data_dir
             .map(Path::to_path_buf)
@@ -363,15 +371,13 @@ retry_max_s = 1
                 extra = extra,
             ),
         )?;
-        let mut gw = Gateway {
+        Ok(Gateway {
             child: None,
             config,
             data_dir,
             http_port,
             _dir: dir,
-        };
-        gw.spawn().await?;
-        Ok(gw)
+        })
     }
 
     /// Starts (again) the process.
