@@ -294,15 +294,15 @@ pub async fn restore(req: RestoreRequest<'_>) -> Result<RestoreSummary, BackupEr
     let mut moved_to = None;
     if journal.exists() {
         let stamp = Timestamp::now().strftime("%Y%m%dT%H%M%SZ").to_string();
-        let aside = req.data_dir.join(format!("journal.before-restore-{stamp}.db"));
+        let aside = req
+            .data_dir
+            .join(format!("journal.before-restore-{stamp}.db"));
         for suffix in ["", "-wal", "-shm"] {
             let from = PathBuf::from(format!("{}{suffix}", journal.display()));
             if from.exists() {
                 let to = PathBuf::from(format!("{}{suffix}", aside.display()));
-                std::fs::rename(&from, &to).map_err(io(format!(
-                    "cannot move {} aside",
-                    from.display()
-                )))?;
+                std::fs::rename(&from, &to)
+                    .map_err(io(format!("cannot move {} aside", from.display())))?;
             }
         }
         moved_to = Some(aside);

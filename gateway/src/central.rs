@@ -61,11 +61,7 @@ impl CentralStore {
             let rls: bool = sqlx::query_scalar("SELECT row_security_active('events')")
                 .fetch_one(&pool)
                 .await?;
-            let how = if rls {
-                PgInsert::Merge
-            } else {
-                PgInsert::Copy
-            };
+            let how = if rls { PgInsert::Merge } else { PgInsert::Copy };
             Ok(CentralStore::Postgres(pool, how))
         }
     }
@@ -152,12 +148,11 @@ pub async fn migrate_postgres(pool: &PgPool) -> Result<i32, sqlx::Error> {
 async fn migrate_if_behind(pool: &PgPool) -> Result<(), sqlx::Error> {
     let migrator = sqlx::migrate!("./migrations/central_pg");
     let wanted = migrator.iter().map(|m| m.version).max().unwrap_or(0);
-    let applied: Option<i64> = sqlx::query_scalar(
-        "SELECT max(version) FROM _sqlx_migrations WHERE success",
-    )
-    .fetch_one(pool)
-    .await
-    .unwrap_or(None);
+    let applied: Option<i64> =
+        sqlx::query_scalar("SELECT max(version) FROM _sqlx_migrations WHERE success")
+            .fetch_one(pool)
+            .await
+            .unwrap_or(None);
     if applied.unwrap_or(0) >= wanted {
         return Ok(());
     }

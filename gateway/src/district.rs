@@ -105,7 +105,10 @@ mod tests {
 
     #[test]
     fn identifiers_are_quoted_so_a_name_cannot_end_the_statement() {
-        assert_eq!(ident("a\"; DROP TABLE events; --"), "\"a\"\"; DROP TABLE events; --\"");
+        assert_eq!(
+            ident("a\"; DROP TABLE events; --"),
+            "\"a\"\"; DROP TABLE events; --\""
+        );
     }
 
     #[test]

@@ -24,7 +24,11 @@ struct District {
 }
 
 fn url_as(db: &TestDb, role: &str, password: &str) -> String {
-    format!("postgres://{role}:{password}@{}/{}", pg_host_port(), db.name)
+    format!(
+        "postgres://{role}:{password}@{}/{}",
+        pg_host_port(),
+        db.name
+    )
 }
 
 fn eldergate(args: &[&str], migrator_url: &str) -> std::process::Output {
@@ -138,7 +142,10 @@ async fn district_gateway(
     let mut gw = Gateway::prepare(&spec, None).unwrap();
     let config = std::fs::read_to_string(&gw.config).unwrap();
     let config = config
-        .replace("gateway_id = \"gw-test\"", &format!("gateway_id = \"{gateway_id}\""))
+        .replace(
+            "gateway_id = \"gw-test\"",
+            &format!("gateway_id = \"{gateway_id}\""),
+        )
         .replace(
             &format!("url = \"{url}\""),
             &format!(
@@ -163,8 +170,12 @@ async fn two_gateways_forward_at_once_under_their_own_roles_without_collisions()
     let (broker_a, broker_b) = (Mosquitto::start().unwrap(), Mosquitto::start().unwrap());
     let gw_a = district_gateway(&broker_a, &a, &url_a, &pw_a, "").await;
     let gw_b = district_gateway(&broker_b, &b, &url_b, &pw_b, "[log]\nformat = \"json\"\n").await;
-    let fleet_a = Fleet::start(fleet_options(broker_a.port, "fa")).await.unwrap();
-    let fleet_b = Fleet::start(fleet_options(broker_b.port, "fb")).await.unwrap();
+    let fleet_a = Fleet::start(fleet_options(broker_a.port, "fa"))
+        .await
+        .unwrap();
+    let fleet_b = Fleet::start(fleet_options(broker_b.port, "fb"))
+        .await
+        .unwrap();
     // The same button ids and, likely, overlapping device and gateway seqs in both communities.
     const ROUNDS: usize = 20;
     for _ in 0..ROUNDS {
@@ -176,23 +187,29 @@ async fn two_gateways_forward_at_once_under_their_own_roles_without_collisions()
     assert!(fleet_a.wait_all_acked(Duration::from_secs(120)).await);
     assert!(fleet_b.wait_all_acked(Duration::from_secs(120)).await);
     let admin = d.admin().await;
-    let counts = eventually(Duration::from_secs(120), "both gateways' presses at central", || {
-        let admin = admin.clone();
-        let (a, b) = (a.clone(), b.clone());
-        async move {
-            let rows = sqlx::query(
+    let counts = eventually(
+        Duration::from_secs(120),
+        "both gateways' presses at central",
+        || {
+            let admin = admin.clone();
+            let (a, b) = (a.clone(), b.clone());
+            async move {
+                let rows = sqlx::query(
                 "SELECT gateway_id, site_id, count(DISTINCT (device_id, device_seq)) FROM events
                  WHERE kind = 'alarm_press' GROUP BY 1, 2 ORDER BY 1",
             )
             .fetch_all(&admin)
             .await?;
-            let got: Vec<(String, String, i64)> =
-                rows.iter().map(|r| (r.get(0), r.get(1), r.get(2))).collect();
-            let want = (ROUNDS * 5) as i64;
-            // Both test gateways use the harness's site id; the gateway id keeps them apart.
-            Ok((got == vec![(a, SITE.into(), want), (b, SITE.into(), want)]).then_some(got))
-        }
-    })
+                let got: Vec<(String, String, i64)> = rows
+                    .iter()
+                    .map(|r| (r.get(0), r.get(1), r.get(2)))
+                    .collect();
+                let want = (ROUNDS * 5) as i64;
+                // Both test gateways use the harness's site id; the gateway id keeps them apart.
+                Ok((got == vec![(a, SITE.into(), want), (b, SITE.into(), want)]).then_some(got))
+            }
+        },
+    )
     .await
     .unwrap();
     println!("central holds {counts:?}");
@@ -209,7 +226,10 @@ async fn two_gateways_forward_at_once_under_their_own_roles_without_collisions()
     for (gw, pw) in [(&gw_a, &pw_a), (&gw_b, &pw_b)] {
         let log = std::fs::read_to_string(gw.log_path()).unwrap();
         let pw = std::fs::read_to_string(pw).unwrap();
-        assert!(!log.contains(pw.trim()), "the central password is in the log");
+        assert!(
+            !log.contains(pw.trim()),
+            "the central password is in the log"
+        );
     }
     let log_b = std::fs::read_to_string(gw_b.log_path()).unwrap();
     let lines: Vec<&str> = log_b.lines().filter(|l| !l.trim().is_empty()).collect();
@@ -222,7 +242,14 @@ async fn two_gateways_forward_at_once_under_their_own_roles_without_collisions()
     d.drop().await;
 }
 
-fn row(seq: i64, kind: &str, device: Option<&str>, alert: Option<i64>, at: &str, body: serde_json::Value) -> EventRow {
+fn row(
+    seq: i64,
+    kind: &str,
+    device: Option<&str>,
+    alert: Option<i64>,
+    at: &str,
+    body: serde_json::Value,
+) -> EventRow {
     EventRow {
         seq,
         kind: kind.into(),
@@ -251,24 +278,55 @@ async fn a_gateway_role_cannot_update_delete_or_read_another_gateways_rows() {
     let (role_a, pw_a) = d.add_gateway(&a, "site-a");
     let (role_b, pw_b) = d.add_gateway(&b, "site-b");
     let dir = tempfile::tempdir().unwrap();
-    let store_a = CentralStore::connect(&d.role_url(&role_a, &pw_a), dir.path()).await.unwrap();
-    let store_b = CentralStore::connect(&d.role_url(&role_b, &pw_b), dir.path()).await.unwrap();
+    let store_a = CentralStore::connect(&d.role_url(&role_a, &pw_a), dir.path())
+        .await
+        .unwrap();
+    let store_b = CentralStore::connect(&d.role_url(&role_b, &pw_b), dir.path())
+        .await
+        .unwrap();
     let rows: Vec<EventRow> = (1..=10)
-        .map(|s| row(s, "alarm_press", Some("btn-0001"), None, "2026-11-02T01:02:03.000Z", serde_json::json!({})))
+        .map(|s| {
+            row(
+                s,
+                "alarm_press",
+                Some("btn-0001"),
+                None,
+                "2026-11-02T01:02:03.000Z",
+                serde_json::json!({}),
+            )
+        })
         .collect();
     let epochs = Epochs::default();
     // The same (seq) at both gateways; a retry of a batch is a repeat.
     store_a.insert(&a, "site-a", &epochs, &rows).await.unwrap();
-    store_a.insert(&a, "site-a", &epochs, &rows[3..]).await.unwrap();
-    store_b.insert(&b, "site-b", &epochs, &rows).await.unwrap();
-    // A gateway writing under another gateway's id is refused, whole.
-    let err = store_a.insert(&b, "site-b", &epochs, &[row(99, "x", None, None, "2026-11-02T01:02:03.000Z", serde_json::json!({}))]).await;
-    assert!(err.is_err(), "gateway A wrote a row as gateway B");
-    let admin = d.admin().await;
-    let per: Vec<(String, i64)> = sqlx::query_as("SELECT gateway_id, count(*) FROM events GROUP BY 1 ORDER BY 1")
-        .fetch_all(&admin)
+    store_a
+        .insert(&a, "site-a", &epochs, &rows[3..])
         .await
         .unwrap();
+    store_b.insert(&b, "site-b", &epochs, &rows).await.unwrap();
+    // A gateway writing under another gateway's id is refused, whole.
+    let err = store_a
+        .insert(
+            &b,
+            "site-b",
+            &epochs,
+            &[row(
+                99,
+                "x",
+                None,
+                None,
+                "2026-11-02T01:02:03.000Z",
+                serde_json::json!({}),
+            )],
+        )
+        .await;
+    assert!(err.is_err(), "gateway A wrote a row as gateway B");
+    let admin = d.admin().await;
+    let per: Vec<(String, i64)> =
+        sqlx::query_as("SELECT gateway_id, count(*) FROM events GROUP BY 1 ORDER BY 1")
+            .fetch_all(&admin)
+            .await
+            .unwrap();
     assert_eq!(per, vec![(a.clone(), 10), (b.clone(), 10)]);
 
     let pool_a = PgPool::connect(&d.role_url(&role_a, &pw_a)).await.unwrap();
@@ -278,7 +336,10 @@ async fn a_gateway_role_cannot_update_delete_or_read_another_gateways_rows() {
         .await
         .unwrap();
     assert_eq!(seen, 0, "gateway A read gateway B's rows");
-    let own: i64 = sqlx::query_scalar("SELECT count(*) FROM events").fetch_one(&pool_a).await.unwrap();
+    let own: i64 = sqlx::query_scalar("SELECT count(*) FROM events")
+        .fetch_one(&pool_a)
+        .await
+        .unwrap();
     assert_eq!(own, 10);
     // 42501 insufficient_privilege; 42501 too for "must be owner" and an RLS violation.
     for sql in [
@@ -299,50 +360,97 @@ async fn a_gateway_role_cannot_update_delete_or_read_another_gateways_rows() {
         assert_eq!(code, "42501", "{sql}: SQLSTATE {code}");
     }
     // Nothing changed.
-    let after: Vec<(String, i64)> = sqlx::query_as("SELECT gateway_id, count(*) FROM events WHERE kind = 'alarm_press' GROUP BY 1 ORDER BY 1")
-        .fetch_all(&admin)
-        .await
-        .unwrap();
+    let after: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT gateway_id, count(*) FROM events WHERE kind = 'alarm_press' GROUP BY 1 ORDER BY 1",
+    )
+    .fetch_all(&admin)
+    .await
+    .unwrap();
     assert_eq!(after, per);
 
     // A dashboard reads everything and writes nothing.
     let dash = format!("eg_dash_{}", rand::random::<u32>());
-    sqlx::query(&format!("CREATE ROLE {dash} LOGIN PASSWORD 'dash' IN ROLE eldergate_dashboard"))
-        .execute(&admin)
+    sqlx::query(&format!(
+        "CREATE ROLE {dash} LOGIN PASSWORD 'dash' IN ROLE eldergate_dashboard"
+    ))
+    .execute(&admin)
+    .await
+    .unwrap();
+    d.roles.push(dash.clone());
+    let pool_d = PgPool::connect(&url_as(&d.db, &dash, "dash"))
         .await
         .unwrap();
-    d.roles.push(dash.clone());
-    let pool_d = PgPool::connect(&url_as(&d.db, &dash, "dash")).await.unwrap();
-    let all: i64 = sqlx::query_scalar("SELECT count(*) FROM events").fetch_one(&pool_d).await.unwrap();
+    let all: i64 = sqlx::query_scalar("SELECT count(*) FROM events")
+        .fetch_one(&pool_d)
+        .await
+        .unwrap();
     assert_eq!(all, 20);
-    sqlx::query("SELECT * FROM district_alarm_ack_times").fetch_all(&pool_d).await.unwrap();
+    sqlx::query("SELECT * FROM district_alarm_ack_times")
+        .fetch_all(&pool_d)
+        .await
+        .unwrap();
     for sql in ["DELETE FROM events", "UPDATE events SET kind = 'x'", "INSERT INTO events (gateway_id, seq, site_id, kind, received_at, body) VALUES ('z', 1, 's', 'k', now(), '{}')"] {
         assert_eq!(refused(&pool_d, sql).await, "42501", "{sql}");
     }
     // Running the migration again changes nothing; a second add of the same gateway is refused.
     let out = eldergate(&["central", "migrate"], &d.migrator_url);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let again = d.dir.path().join("again.pw");
     let out = eldergate(
-        &["central", "add-gateway", "--gateway-id", &a, "--site-id", "site-a", "--password-file", again.to_str().unwrap()],
+        &[
+            "central",
+            "add-gateway",
+            "--gateway-id",
+            &a,
+            "--site-id",
+            "site-a",
+            "--password-file",
+            again.to_str().unwrap(),
+        ],
         &d.migrator_url,
     );
     assert!(!out.status.success());
-    assert!(!again.exists(), "a password file was written for a refused role");
+    assert!(
+        !again.exists(),
+        "a password file was written for a refused role"
+    );
     // An absurd gateway id never reaches SQL.
     let out = eldergate(
-        &["central", "add-gateway", "--gateway-id", "x\"; DROP TABLE events; --", "--site-id", "s", "--password-file", d.dir.path().join("bad.pw").to_str().unwrap()],
+        &[
+            "central",
+            "add-gateway",
+            "--gateway-id",
+            "x\"; DROP TABLE events; --",
+            "--site-id",
+            "s",
+            "--password-file",
+            d.dir.path().join("bad.pw").to_str().unwrap(),
+        ],
         &d.migrator_url,
     );
     assert!(!out.status.success());
-    let n: i64 = sqlx::query_scalar("SELECT count(*) FROM events").fetch_one(&admin).await.unwrap();
+    let n: i64 = sqlx::query_scalar("SELECT count(*) FROM events")
+        .fetch_one(&admin)
+        .await
+        .unwrap();
     assert_eq!(n, 20);
     drop((pool_a, pool_d, admin, store_a, store_b));
     d.drop().await;
 }
 
 /// An alert event body as the gateway writes it (the fields the views read).
-fn alert(kind: &str, id: i64, raised_at: &str, step: u32, ladder: u32, extra: serde_json::Value) -> serde_json::Value {
+fn alert(
+    kind: &str,
+    id: i64,
+    raised_at: &str,
+    step: u32,
+    ladder: u32,
+    extra: serde_json::Value,
+) -> serde_json::Value {
     let mut v = serde_json::json!({
         "v": 1, "alert_id": id, "kind": kind, "priority": "high", "raised_at": raised_at,
         "step": step, "ladder_steps": ladder, "device_id": "btn-0001", "resident_id": "R00001",
@@ -360,8 +468,12 @@ async fn district_views_return_the_right_numbers_for_a_known_data_set() {
     let (role_a, pw_a) = d.add_gateway(&a, "site-a");
     let (role_b, pw_b) = d.add_gateway(&b, "site-b");
     let dir = tempfile::tempdir().unwrap();
-    let store_a = CentralStore::connect(&d.role_url(&role_a, &pw_a), dir.path()).await.unwrap();
-    let store_b = CentralStore::connect(&d.role_url(&role_b, &pw_b), dir.path()).await.unwrap();
+    let store_a = CentralStore::connect(&d.role_url(&role_a, &pw_a), dir.path())
+        .await
+        .unwrap();
+    let store_b = CentralStore::connect(&d.role_url(&role_b, &pw_b), dir.path())
+        .await
+        .unwrap();
     let ts = |s: &str| s.parse::<jiff::Timestamp>().unwrap();
     let fmt = |t: jiff::Timestamp| t.strftime("%Y-%m-%dT%H:%M:%S%.3fZ").to_string();
     let mut seq = 0;
@@ -372,57 +484,214 @@ async fn district_views_return_the_right_numbers_for_a_known_data_set() {
     // Site A, October 2026 (local): five SOS alarms; four acknowledged after 30, 60, 90 and
     // 600 s (one of them closed by staff without an acknowledgement), one never.
     let mut ev = Vec::new();
-    for (i, ack_s) in [(1, Some(30)), (2, Some(60)), (3, Some(90)), (4, Some(600)), (5, None)] {
+    for (i, ack_s) in [
+        (1, Some(30)),
+        (2, Some(60)),
+        (3, Some(90)),
+        (4, Some(600)),
+        (5, None),
+    ] {
         let raised = ts(&format!("2026-10-10T0{i}:00:00Z"));
         let r = fmt(raised);
-        ev.push(row(next(), "alert_raised", Some("btn-0001"), Some(i), &r, alert("sos", i, &r, 0, 3, serde_json::json!({}))));
+        ev.push(row(
+            next(),
+            "alert_raised",
+            Some("btn-0001"),
+            Some(i),
+            &r,
+            alert("sos", i, &r, 0, 3, serde_json::json!({})),
+        ));
         if let Some(s) = ack_s {
             let at = fmt(raised + jiff::SignedDuration::from_secs(s));
             let (kind, extra) = if i == 3 {
-                ("alert_resolved", serde_json::json!({"resolved": {"by": "S001", "at": at, "via": "http"}}))
+                (
+                    "alert_resolved",
+                    serde_json::json!({"resolved": {"by": "S001", "at": at, "via": "http"}}),
+                )
             } else {
-                ("alert_acknowledged", serde_json::json!({"acknowledged": {"by": "S001", "at": at, "via": "mqtt"}}))
+                (
+                    "alert_acknowledged",
+                    serde_json::json!({"acknowledged": {"by": "S001", "at": at, "via": "mqtt"}}),
+                )
             };
-            ev.push(row(next(), kind, Some("btn-0001"), Some(i), &at, alert("sos", i, &r, 0, 3, extra)));
+            ev.push(row(
+                next(),
+                kind,
+                Some("btn-0001"),
+                Some(i),
+                &at,
+                alert("sos", i, &r, 0, 3, extra),
+            ));
         }
     }
     // Alarm 2 escalated to step 1 of 3 (not the end), alarm 5 to step 2 of 3 (the end).
-    ev.push(row(next(), "alert_escalated", Some("btn-0001"), Some(2), "2026-10-10T02:00:20.000Z", alert("sos", 2, "2026-10-10T02:00:00.000Z", 1, 3, serde_json::json!({}))));
-    ev.push(row(next(), "alert_escalated", Some("btn-0001"), Some(5), "2026-10-10T05:03:00.000Z", alert("sos", 5, "2026-10-10T05:00:00.000Z", 2, 3, serde_json::json!({}))));
+    ev.push(row(
+        next(),
+        "alert_escalated",
+        Some("btn-0001"),
+        Some(2),
+        "2026-10-10T02:00:20.000Z",
+        alert(
+            "sos",
+            2,
+            "2026-10-10T02:00:00.000Z",
+            1,
+            3,
+            serde_json::json!({}),
+        ),
+    ));
+    ev.push(row(
+        next(),
+        "alert_escalated",
+        Some("btn-0001"),
+        Some(5),
+        "2026-10-10T05:03:00.000Z",
+        alert(
+            "sos",
+            5,
+            "2026-10-10T05:00:00.000Z",
+            2,
+            3,
+            serde_json::json!({}),
+        ),
+    ));
     // Another kind of alert is not an alarm: acknowledged at once, not counted.
-    ev.push(row(next(), "alert_raised", Some("btn-0002"), Some(6), "2026-10-10T06:00:00.000Z", alert("low_battery", 6, "2026-10-10T06:00:00.000Z", 0, 3, serde_json::json!({}))));
+    ev.push(row(
+        next(),
+        "alert_raised",
+        Some("btn-0002"),
+        Some(6),
+        "2026-10-10T06:00:00.000Z",
+        alert(
+            "low_battery",
+            6,
+            "2026-10-10T06:00:00.000Z",
+            0,
+            3,
+            serde_json::json!({}),
+        ),
+    ));
     // btn-0001 offline 10 % of October (2 678 400 s): 267 840 s from 2026-10-15 00:00 local.
-    ev.push(row(next(), "alert_raised", Some("btn-0001"), Some(7), "2026-10-14T16:00:00.000Z", alert("device_offline", 7, "2026-10-14T16:00:00.000Z", 0, 3, serde_json::json!({}))));
+    ev.push(row(
+        next(),
+        "alert_raised",
+        Some("btn-0001"),
+        Some(7),
+        "2026-10-14T16:00:00.000Z",
+        alert(
+            "device_offline",
+            7,
+            "2026-10-14T16:00:00.000Z",
+            0,
+            3,
+            serde_json::json!({}),
+        ),
+    ));
     ev.push(row(next(), "alert_resolved", Some("btn-0001"), Some(7), "2026-10-17T18:24:00.000Z", alert("device_offline", 7, "2026-10-14T16:00:00.000Z", 0, 3, serde_json::json!({"resolved": {"by": "gateway", "at": "2026-10-17T18:24:00.000Z", "via": "supervision"}}))));
     // btn-0002 offline across the month's end: 1 h in October, 1 h in November (local).
-    ev.push(row(next(), "alert_raised", Some("btn-0002"), Some(8), "2026-10-31T15:00:00.000Z", alert("device_offline", 8, "2026-10-31T15:00:00.000Z", 0, 3, serde_json::json!({}))));
-    ev.push(row(next(), "alert_resolved", Some("btn-0002"), Some(8), "2026-10-31T17:00:00.000Z", alert("device_offline", 8, "2026-10-31T15:00:00.000Z", 0, 3, serde_json::json!({}))));
-    store_a.insert(&a, "site-a", &Epochs::default(), &ev).await.unwrap();
+    ev.push(row(
+        next(),
+        "alert_raised",
+        Some("btn-0002"),
+        Some(8),
+        "2026-10-31T15:00:00.000Z",
+        alert(
+            "device_offline",
+            8,
+            "2026-10-31T15:00:00.000Z",
+            0,
+            3,
+            serde_json::json!({}),
+        ),
+    ));
+    ev.push(row(
+        next(),
+        "alert_resolved",
+        Some("btn-0002"),
+        Some(8),
+        "2026-10-31T17:00:00.000Z",
+        alert(
+            "device_offline",
+            8,
+            "2026-10-31T15:00:00.000Z",
+            0,
+            3,
+            serde_json::json!({}),
+        ),
+    ));
+    store_a
+        .insert(&a, "site-a", &Epochs::default(), &ev)
+        .await
+        .unwrap();
 
     // Site B: three meals in October (one voided later), one in November.
-    let meal = |id: i64, date: &str| serde_json::json!({
-        "meal_id": id, "resident_id": "R00002", "card_id": "CA000002", "local_date": date,
-        "period": "lunch", "price_fen": 1500, "subsidy_fen": 150, "payable_fen": 1350,
-    });
+    let meal = |id: i64, date: &str| {
+        serde_json::json!({
+            "meal_id": id, "resident_id": "R00002", "card_id": "CA000002", "local_date": date,
+            "period": "lunch", "price_fen": 1500, "subsidy_fen": 150, "payable_fen": 1350,
+        })
+    };
     let ev_b = vec![
-        row(1, "meal_settled", Some("rdr-01"), None, "2026-10-08T04:00:00.000Z", meal(1, "2026-10-08")),
-        row(2, "meal_settled", Some("rdr-01"), None, "2026-10-09T04:00:00.000Z", meal(2, "2026-10-09")),
-        row(3, "meal_settled", Some("rdr-01"), None, "2026-10-10T04:00:00.000Z", meal(3, "2026-10-10")),
-        row(4, "meal_voided", None, None, "2026-10-10T05:00:00.000Z", serde_json::json!({"meal_id": 3, "resident_id": "R00002", "refund_fen": 1350, "by": "S012", "reason": "wrong card"})),
+        row(
+            1,
+            "meal_settled",
+            Some("rdr-01"),
+            None,
+            "2026-10-08T04:00:00.000Z",
+            meal(1, "2026-10-08"),
+        ),
+        row(
+            2,
+            "meal_settled",
+            Some("rdr-01"),
+            None,
+            "2026-10-09T04:00:00.000Z",
+            meal(2, "2026-10-09"),
+        ),
+        row(
+            3,
+            "meal_settled",
+            Some("rdr-01"),
+            None,
+            "2026-10-10T04:00:00.000Z",
+            meal(3, "2026-10-10"),
+        ),
+        row(
+            4,
+            "meal_voided",
+            None,
+            None,
+            "2026-10-10T05:00:00.000Z",
+            serde_json::json!({"meal_id": 3, "resident_id": "R00002", "refund_fen": 1350, "by": "S012", "reason": "wrong card"}),
+        ),
         // Local date 1 November, still 31 October in UTC.
-        row(5, "meal_settled", Some("rdr-01"), None, "2026-10-31T17:00:00.000Z", meal(4, "2026-11-01")),
+        row(
+            5,
+            "meal_settled",
+            Some("rdr-01"),
+            None,
+            "2026-10-31T17:00:00.000Z",
+            meal(4, "2026-11-01"),
+        ),
     ];
-    store_b.insert(&b, "site-b", &Epochs::default(), &ev_b).await.unwrap();
+    store_b
+        .insert(&b, "site-b", &Epochs::default(), &ev_b)
+        .await
+        .unwrap();
 
     // Read as a dashboard would.
     let admin = d.admin().await;
     let dash = format!("eg_dash_{}", rand::random::<u32>());
-    sqlx::query(&format!("CREATE ROLE {dash} LOGIN PASSWORD 'dash' IN ROLE eldergate_dashboard"))
-        .execute(&admin)
+    sqlx::query(&format!(
+        "CREATE ROLE {dash} LOGIN PASSWORD 'dash' IN ROLE eldergate_dashboard"
+    ))
+    .execute(&admin)
+    .await
+    .unwrap();
+    d.roles.push(dash.clone());
+    let pool = PgPool::connect(&url_as(&d.db, &dash, "dash"))
         .await
         .unwrap();
-    d.roles.push(dash.clone());
-    let pool = PgPool::connect(&url_as(&d.db, &dash, "dash")).await.unwrap();
 
     let acks: Vec<(String, String, i64, i64, f64, f64)> = sqlx::query_as(
         "SELECT community, month::text, alarms, acknowledged, ack_p50_s, ack_p90_s FROM district_alarm_ack_times ORDER BY 1, 2",
@@ -433,14 +702,25 @@ async fn district_views_return_the_right_numbers_for_a_known_data_set() {
     // p50 of 30, 60, 90, 600 = 75; p90 = 90 + 0.7 × 510 = 447 (linear interpolation).
     assert_eq!(acks.len(), 1, "{acks:?}");
     let (c, m, alarms, acked, p50, p90) = &acks[0];
-    assert_eq!((c.as_str(), m.as_str(), *alarms, *acked), ("site-a", "2026-10-01", 5, 4));
-    assert!((p50 - 75.0).abs() < 1e-6 && (p90 - 447.0).abs() < 1e-6, "p50 {p50}, p90 {p90}");
+    assert_eq!(
+        (c.as_str(), m.as_str(), *alarms, *acked),
+        ("site-a", "2026-10-01", 5, 4)
+    );
+    assert!(
+        (p50 - 75.0).abs() < 1e-6 && (p90 - 447.0).abs() < 1e-6,
+        "p50 {p50}, p90 {p90}"
+    );
 
-    let ends = sqlx::query("SELECT community, alert_id, step, closed_at IS NULL FROM district_alarms_ladder_end")
-        .fetch_all(&pool)
-        .await
-        .unwrap();
-    let ends: Vec<(String, i64, i32, bool)> = ends.iter().map(|r| (r.get(0), r.get(1), r.get(2), r.get(3))).collect();
+    let ends = sqlx::query(
+        "SELECT community, alert_id, step, closed_at IS NULL FROM district_alarms_ladder_end",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    let ends: Vec<(String, i64, i32, bool)> = ends
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
+        .collect();
     assert_eq!(ends, vec![("site-a".to_string(), 5, 2, true)]);
 
     let meals: Vec<(String, String, i64, i64, i64, i64, i64)> = sqlx::query_as(
@@ -474,7 +754,10 @@ async fn district_views_return_the_right_numbers_for_a_known_data_set() {
     assert_eq!(avail.len(), want.len(), "{avail:?}");
     for (got, want) in avail.iter().zip(want) {
         assert_eq!((got.0.as_str(), got.1.as_str()), (want.0, want.1));
-        assert!((got.2 - want.2).abs() < 1e-6 && (got.3 - want.3).abs() < 1e-9, "{got:?} vs {want:?}");
+        assert!(
+            (got.2 - want.2).abs() < 1e-6 && (got.3 - want.3).abs() < 1e-9,
+            "{got:?} vs {want:?}"
+        );
     }
     drop((pool, admin, store_a, store_b));
     d.drop().await;

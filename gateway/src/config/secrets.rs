@@ -110,7 +110,11 @@ mod tests {
     #[test]
     fn a_password_goes_into_the_url_percent_encoded() {
         assert_eq!(
-            with_password("postgres://gw@db:5432/eldergate?sslmode=verify-full", "p@ss/w:rd").unwrap(),
+            with_password(
+                "postgres://gw@db:5432/eldergate?sslmode=verify-full",
+                "p@ss/w:rd"
+            )
+            .unwrap(),
             "postgres://gw:p%40ss%2Fw%3Ard@db:5432/eldergate?sslmode=verify-full"
         );
         assert!(with_password("postgres://gw:old@db/e", "x").is_err());

@@ -55,7 +55,9 @@ fn rows(from: i64, n: usize) -> Vec<EventRow> {
 fn csv_of(gw: &str, rows: &[EventRow]) -> Vec<u8> {
     let mut out = Vec::new();
     for r in rows {
-        let mut w = csv::WriterBuilder::new().has_headers(false).from_writer(Vec::new());
+        let mut w = csv::WriterBuilder::new()
+            .has_headers(false)
+            .from_writer(Vec::new());
         let seq = r.seq.to_string();
         let ds = r.device_seq.map(|v| v.to_string()).unwrap_or_default();
         let _ = w.write_record([
@@ -103,7 +105,10 @@ async fn main() -> anyhow::Result<()> {
         let (role, pw) = eldergate::district::add_gateway(&admin, &id, "site").await?;
         let url = format!("postgres://{role}:{pw}@{}/{}", pg_host_port(), db.name);
         let dir = std::env::temp_dir();
-        stores.push((id, CentralStore::connect(&url, &dir).await.context("connect")?));
+        stores.push((
+            id,
+            CentralStore::connect(&url, &dir).await.context("connect")?,
+        ));
         roles.push(role);
     }
     let raw = PgPoolOptions::new()
@@ -171,7 +176,9 @@ async fn main() -> anyhow::Result<()> {
     db.drop_db().await;
     if let Ok(a) = PgPool::connect(&pg_admin_url()).await {
         for r in roles {
-            let _ = sqlx::query(&format!("DROP ROLE IF EXISTS \"{r}\"")).execute(&a).await;
+            let _ = sqlx::query(&format!("DROP ROLE IF EXISTS \"{r}\""))
+                .execute(&a)
+                .await;
         }
     }
     Ok(())
