@@ -127,7 +127,8 @@ async fn main() -> anyhow::Result<()> {
         // The gateway path.
         let t = Instant::now();
         let mut tasks = Vec::new();
-        for (id, store) in stores.iter().take(n).cloned() {
+        for (id, store) in stores.iter().take(n) {
+            let (id, store) = (id.clone(), store.clone());
             let (b, k, off) = (args.batch, args.batches, offset);
             tasks.push(tokio::spawn(async move {
                 let epochs = Epochs::default();
