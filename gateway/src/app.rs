@@ -56,14 +56,29 @@ fn metrics_handle() -> PrometheusHandle {
 /// Logs to stderr: `RUST_LOG` if set, else `default` (shared by the `eldergate` and
 /// `eldergate-sim` binaries).
 pub fn init_logs(default: &str) {
+    init_logs_as(default, crate::config::LogFormat::Human);
+}
+
+/// [`init_logs`] in the format the config names (`[log] format`).
+pub fn init_logs_as(default: &str, format: crate::config::LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     use tracing_subscriber::layer::SubscriberExt;
     use tracing_subscriber::util::SubscriberInitExt;
+    use tracing_subscriber::Layer;
+    let fmt = match format {
+        crate::config::LogFormat::Human => tracing_subscriber::fmt::layer()
+            .with_target(false)
+            .boxed(),
+        crate::config::LogFormat::Json => tracing_subscriber::fmt::layer()
+            .json()
+            .with_target(false)
+            .boxed(),
+    };
     tracing_subscriber::registry()
         .with(crate::broker::QuietBrokerDisconnects)
         .with(filter)
-        .with(tracing_subscriber::fmt::layer().with_target(false))
+        .with(fmt)
         .init();
 }
 

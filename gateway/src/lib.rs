@@ -24,6 +24,7 @@
 pub mod alerting;
 pub mod app;
 pub mod auth;
+pub mod backup;
 pub mod broker;
 pub mod canteen;
 pub mod central;
@@ -31,6 +32,7 @@ pub mod central_link;
 pub mod community;
 pub mod config;
 pub mod console;
+pub mod district;
 pub mod forwarder;
 pub mod health;
 pub mod http;

@@ -58,6 +58,38 @@ enum Command {
         #[command(subcommand)]
         which: TokenCommand,
     },
+    /// A consistent copy of the journal, taken while the gateway runs (SQLite `VACUUM INTO`).
+    Backup {
+        /// The gateway's config (for data_dir).
+        #[arg(long, short, env = "ELDERGATE_CONFIG")]
+        config: PathBuf,
+        /// The backup file to write (must not exist).
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Put a backup in place of the journal (the gateway must be stopped). The journal it
+    /// replaces is moved aside, never deleted; the restored journal continues above every seq
+    /// the replaced journal, the central store or --seq-floor used.
+    Restore {
+        /// The gateway's config (for data_dir, http.listen and the central store).
+        #[arg(long, short, env = "ELDERGATE_CONFIG")]
+        config: PathBuf,
+        /// The backup file.
+        #[arg(long)]
+        from: PathBuf,
+        /// Highest seq known to be used already (e.g. read from the central store by hand).
+        #[arg(long)]
+        seq_floor: Option<i64>,
+    },
+    /// The district's central PostgreSQL (docs/adr/0014).
+    Central {
+        /// The migrator's URL (a role that owns the schema and may create roles). Prefer the
+        /// environment: a URL with a password on the command line is visible to every user.
+        #[arg(long, env = "ELDERGATE_CENTRAL_MIGRATOR_URL", hide_env_values = true)]
+        url: String,
+        #[command(subcommand)]
+        which: CentralCommand,
+    },
 }
 
 #[derive(Subcommand)]
@@ -180,6 +212,26 @@ async fn token(config: PathBuf, which: TokenCommand) -> anyhow::Result<()> {
 }
 
 #[derive(Subcommand)]
+enum CentralCommand {
+    /// Apply the central schema's migrations and create the monthly partitions for the next
+    /// 12 months (idempotent; run it at every upgrade and monthly).
+    Migrate,
+    /// Create a gateway's login role (INSERT and SELECT on its own rows only) with a random
+    /// password written to --password-file (mode 0600, never printed).
+    AddGateway {
+        /// The gateway's `gateway_id`.
+        #[arg(long)]
+        gateway_id: String,
+        /// Its community (`site_id`).
+        #[arg(long)]
+        site_id: String,
+        /// Where to write the password (must not exist).
+        #[arg(long)]
+        password_file: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
 enum RosterCommand {
     /// Replace the roster with a new export (CSV with a header row, as residents_csv). Every row
     /// is checked first; nothing is imported if any row or reference is wrong.
@@ -251,6 +303,90 @@ async fn report(config: PathBuf, which: Report) -> anyhow::Result<()> {
     Ok(())
 }
 
+async fn central(url: String, which: CentralCommand) -> anyhow::Result<()> {
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(1)
+        .connect(&url)
+        .await
+        .context("cannot connect to the central store as the migrator")?;
+    match which {
+        CentralCommand::Migrate => {
+            let created = eldergate::central::migrate_postgres(&pool).await?;
+            println!("central schema migrated; {created} monthly partition(s) created");
+        }
+        CentralCommand::AddGateway {
+            gateway_id,
+            site_id,
+            password_file,
+        } => {
+            if password_file.exists() {
+                anyhow::bail!("{} exists; choose a new file", password_file.display());
+            }
+            let (role, password) =
+                eldergate::district::add_gateway(&pool, &gateway_id, &site_id).await?;
+            eldergate::district::write_secret_file(&password_file, &password)?;
+            println!(
+                "role {role} created for gateway {gateway_id} ({site_id}); its password is in {} \
+                 (give it to the gateway as central.password_file)",
+                password_file.display()
+            );
+        }
+    }
+    Ok(())
+}
+
+async fn backup(config: PathBuf, out: PathBuf) -> anyhow::Result<()> {
+    let loaded = eldergate::config::load(&config)?;
+    let summary = eldergate::backup::backup(&loaded.config.data_dir, &out).await?;
+    println!("{}", serde_json::to_string_pretty(&summary)?);
+    Ok(())
+}
+
+async fn restore(config: PathBuf, from: PathBuf, seq_floor: Option<i64>) -> anyhow::Result<()> {
+    let loaded = eldergate::config::load(&config)?;
+    let c = &loaded.config;
+    let health = format!("http://{}/healthz", c.http.listen);
+    let client = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(2))
+        .build()?;
+    if client.get(&health).send().await.is_ok() {
+        return Err(eldergate::backup::BackupError::Running(health).into());
+    }
+    let central_max_seq = central_max_seq(&c.central.url, &c.gateway_id).await;
+    let summary = eldergate::backup::restore(eldergate::backup::RestoreRequest {
+        data_dir: &c.data_dir,
+        from: &from,
+        central_max_seq,
+        seq_floor,
+    })
+    .await?;
+    println!("{}", serde_json::to_string_pretty(&summary)?);
+    Ok(())
+}
+
+/// The highest seq the central store holds for this gateway (a gateway's role reads its own).
+async fn central_max_seq(url: &str, gateway_id: &str) -> Result<Option<i64>, String> {
+    if url.starts_with("sqlite:") {
+        return Err("an embedded central store (sqlite:) is not consulted".into());
+    }
+    let ask = async {
+        let pool = sqlx::postgres::PgPoolOptions::new()
+            .max_connections(1)
+            .connect(url)
+            .await?;
+        sqlx::query_scalar::<_, Option<i64>>("SELECT max(seq) FROM events WHERE gateway_id = $1")
+            .bind(gateway_id)
+            .fetch_one(&pool)
+            .await
+    };
+    match tokio::time::timeout(std::time::Duration::from_secs(10), ask).await {
+        Ok(Ok(v)) => Ok(v),
+        // The error of a connection names the host, never the password.
+        Ok(Err(e)) => Err(format!("{e}")),
+        Err(_) => Err("no answer within 10 s".into()),
+    }
+}
+
 /// Sends a roster to the running gateway named by `config` and prints its answer.
 async fn roster(config: PathBuf, which: RosterCommand) -> anyhow::Result<()> {
     let RosterCommand::Import {
@@ -313,7 +449,15 @@ fn main() -> ExitCode {
             }
         },
         command => {
-            eldergate::app::init_logs("info,rumqttd=warn,sqlx=warn,rumqttc=warn");
+            // `run` logs in the format its config names; a config that does not load is
+            // reported on stderr by the run itself.
+            let format = match &command {
+                Command::Run { config } => eldergate::config::load(config)
+                    .map(|l| l.config.log.format)
+                    .unwrap_or_default(),
+                _ => eldergate::config::LogFormat::Human,
+            };
+            eldergate::app::init_logs_as("info,rumqttd=warn,sqlx=warn,rumqttc=warn", format);
             let rt = match tokio::runtime::Runtime::new() {
                 Ok(rt) => rt,
                 Err(e) => {
@@ -331,6 +475,13 @@ fn main() -> ExitCode {
                     Command::Roster { config, which } => roster(config, which).await,
                     Command::User { config, which } => user(config, which).await,
                     Command::Token { config, which } => token(config, which).await,
+                    Command::Backup { config, out } => backup(config, out).await,
+                    Command::Restore {
+                        config,
+                        from,
+                        seq_floor,
+                    } => restore(config, from, seq_floor).await,
+                    Command::Central { url, which } => central(url, which).await,
                     Command::CheckConfig { .. } => Ok(()),
                 }
                 .context("eldergate stopped with an error")

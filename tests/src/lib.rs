@@ -371,6 +371,14 @@ impl Gateway {
         spec: &GatewaySpec,
         data_dir: Option<&Path>,
     ) -> anyhow::Result<Gateway> {
+        let mut gw = Self::prepare(spec, data_dir)?;
+        gw.spawn().await?;
+        Ok(gw)
+    }
+
+    /// Writes the config (and the device, roster files) without starting the process: a test
+    /// may edit `config` before [`Gateway::spawn`].
+    pub fn prepare(spec: &GatewaySpec, data_dir: Option<&Path>) -> anyhow::Result<Gateway> {
         let dir = tempfile::tempdir()?;
         let data_dir = data_dir
             .map(Path::to_path_buf)
@@ -436,16 +444,14 @@ retry_max_s = 1
             ),
         )?;
         let token = create_token(&config, "S014", "e2e", TEST_TOKEN_SCOPES)?;
-        let mut gw = Gateway {
+        Ok(Gateway {
             child: None,
             config,
             data_dir,
             http_port,
             token,
             _dir: dir,
-        };
-        gw.spawn().await?;
-        Ok(gw)
+        })
     }
 
     /// Starts (again) the process.

@@ -98,6 +98,9 @@ pub struct Config {
     /// How long the journal keeps what the central store already has (src/retention.rs).
     #[serde(default)]
     pub retention: RetentionConfig,
+    /// Log output.
+    #[serde(default)]
+    pub log: LogConfig,
 }
 
 /// Retention of forwarded events and local records, in days (0 = kept forever). Nothing the
@@ -148,6 +151,26 @@ impl Default for RetentionConfig {
             interval_s: default_retention_interval(),
         }
     }
+}
+
+/// Log output (`[log]`). The level comes from `RUST_LOG`.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct LogConfig {
+    /// `human` (the default: one readable line per event) or `json` (one JSON object per line,
+    /// for journald/Loki/ELK).
+    #[serde(default)]
+    pub format: LogFormat,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// One readable line per event.
+    #[default]
+    Human,
+    /// One JSON object per line.
+    Json,
 }
 
 /// Canteen settings.
@@ -312,9 +335,13 @@ pub struct BrokerConfig {
     /// External broker username.
     #[serde(default)]
     pub username: Option<String>,
-    /// External broker password; prefer `ELDERGATE__BROKER__PASSWORD`.
+    /// External broker password; prefer `ELDERGATE__BROKER__PASSWORD` or `password_file`.
     #[serde(default)]
     pub password: Option<String>,
+    /// A file holding the broker password (relative to the config file), e.g. a systemd
+    /// credential; read at load into `password` (config/secrets.rs).
+    #[serde(default)]
+    pub password_file: Option<PathBuf>,
     /// Allow connecting without credentials (test brokers only). Must be written explicitly.
     #[serde(default)]
     pub anonymous: bool,
@@ -333,8 +360,16 @@ fn default_keep_alive() -> u16 {
 /// Central store settings.
 #[derive(Debug, Clone, Deserialize)]
 pub struct CentralConfig {
-    /// `sqlite:path` (embedded, relative to data_dir) or `postgres://…`.
+    /// `sqlite:path` (embedded, relative to data_dir) or `postgres://user@host/db` (the
+    /// password from `password`/`password_file`, not the URL).
     pub url: String,
+    /// The central role's password; prefer `ELDERGATE__CENTRAL__PASSWORD` or `password_file`.
+    #[serde(default)]
+    pub password: Option<String>,
+    /// A file holding the central role's password (relative to the config file), as written by
+    /// `eldergate central add-gateway`; put into `url` at load (config/secrets.rs).
+    #[serde(default)]
+    pub password_file: Option<PathBuf>,
     /// Events per forwarded batch.
     #[serde(default = "default_batch")]
     pub batch_size: u32,
@@ -692,7 +727,7 @@ pub fn load_with_env(
             )
         })
         .collect();
-    let config = match parsed {
+    let mut config = match parsed {
         Ok(c) => c,
         Err(e) => {
             problems.push(problem("(structure)", e.to_string()));
@@ -700,6 +735,7 @@ pub fn load_with_env(
         }
     };
     let base = file.parent().unwrap_or(Path::new("."));
+    secrets::resolve(&mut config, base, &mut problems);
     let loaded = validate(config, base, &mut problems);
     if problems.is_empty() {
         Ok(loaded)
@@ -711,6 +747,7 @@ pub fn load_with_env(
 /// Keys whose values stay strings even when they look like numbers.
 const STRING_KEYS: &[&str] = &[
     "password",
+    "password_file",
     "username",
     "url",
     "site_id",
@@ -773,6 +810,8 @@ fn set_path(table: &mut toml::Table, parents: &[String], last: &str, raw: String
     table.insert(last.to_string(), value);
 }
 
+mod secrets;
+pub use secrets::redact_url;
 mod validate;
 use validate::validate;
 

@@ -367,7 +367,10 @@ fn validate_central(c: &CentralConfig, problems: &mut Vec<Problem>) {
     if !ok {
         problems.push(problem(
             "central.url",
-            format!("{:?} must start with sqlite: or postgres://", c.url),
+            format!(
+                "{} must start with sqlite: or postgres://",
+                super::redact_url(&c.url)
+            ),
         ));
     }
     if c.batch_size == 0 {
