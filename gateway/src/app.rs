@@ -67,9 +67,9 @@ pub fn init_logs_as(default: &str, format: crate::config::LogFormat) {
     use tracing_subscriber::util::SubscriberInitExt;
     use tracing_subscriber::Layer;
     let fmt = match format {
-        crate::config::LogFormat::Human => tracing_subscriber::fmt::layer()
-            .with_target(false)
-            .boxed(),
+        crate::config::LogFormat::Human => {
+            tracing_subscriber::fmt::layer().with_target(false).boxed()
+        }
         crate::config::LogFormat::Json => tracing_subscriber::fmt::layer()
             .json()
             .with_target(false)

@@ -3,8 +3,8 @@
 //! journal's readers; away / back go through the writer like every other staff operation.
 
 use super::{admin, admin_body, bad_request, AdminBody, Api, ApiError};
-use crate::canteen::statement::{self, MealFilter};
 use crate::auth::Actor;
+use crate::canteen::statement::{self, MealFilter};
 use crate::canteen::CanteenOp;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, Query, State};

@@ -107,7 +107,9 @@ async fn main() -> anyhow::Result<()> {
         let dir = std::env::temp_dir();
         stores.push((
             id,
-            CentralStore::connect(&url, &dir, None).await.context("connect")?,
+            CentralStore::connect(&url, &dir, None)
+                .await
+                .context("connect")?,
         ));
         roles.push(role);
     }
