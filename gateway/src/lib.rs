@@ -35,6 +35,7 @@ pub mod journal;
 pub mod mqtt;
 pub mod notifier;
 pub mod problem;
+pub mod provision;
 pub mod registry;
 pub mod roster;
 pub mod serial;

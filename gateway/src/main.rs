@@ -34,6 +34,17 @@ enum Command {
         #[command(subcommand)]
         which: RosterCommand,
     },
+    /// Write the broker's password file, ACL and a provisioning CSV from the registry (devices,
+    /// staff, the gateway) into DIR, all mode 0600. Re-running adds new identities and keeps
+    /// every existing secret. Secrets are never printed.
+    Provision {
+        /// The gateway's config (its registry: devices and staff).
+        #[arg(long, short, env = "ELDERGATE_CONFIG")]
+        config: PathBuf,
+        /// Output directory, e.g. /etc/eldergate/broker.
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// Canteen reports from a gateway's journal (read-only; the gateway may be running).
     Report {
         /// The gateway's config (for data_dir and the roster).
@@ -142,6 +153,43 @@ async fn roster(config: PathBuf, which: RosterCommand) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `eldergate provision`: needs no broker secret (it connects to nothing), so a missing
+/// `broker.password` is not a problem here.
+fn provision(config: PathBuf, out: PathBuf) -> anyhow::Result<()> {
+    let mut env: Vec<(String, String)> = std::env::vars().collect();
+    if !env.iter().any(|(k, _)| k == "ELDERGATE__BROKER__PASSWORD") {
+        env.push((
+            "ELDERGATE__BROKER__PASSWORD".into(),
+            "(not needed to provision)".into(),
+        ));
+    }
+    let loaded = eldergate::config::load_with_env(&config, env)?;
+    let s = eldergate::provision::provision(&loaded, &out)?;
+    println!(
+        "{}: {} identities kept, {} added{}",
+        s.dir.display(),
+        s.kept.len(),
+        s.added.len(),
+        if s.added.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", s.added.join(" "))
+        }
+    );
+    if !s.stale.is_empty() {
+        println!(
+            "not in the registry any more (no topic rights; delete their lines from {} to refuse them at connect): {}",
+            eldergate::provision::PASSWD_FILE,
+            s.stale.join(" ")
+        );
+    }
+    println!(
+        "hand out {} to installers and keep it private; reload Mosquitto to apply",
+        out.join(eldergate::provision::CSV_FILE).display()
+    );
+    Ok(())
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
@@ -158,6 +206,13 @@ fn main() -> ExitCode {
             }
             Err(e) => {
                 eprintln!("{e}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::Provision { config, out } => match provision(config, out) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("{e:#}");
                 ExitCode::FAILURE
             }
         },
@@ -178,7 +233,7 @@ fn main() -> ExitCode {
                     }
                     Command::Report { config, which } => report(config, which).await,
                     Command::Roster { config, which } => roster(config, which).await,
-                    Command::CheckConfig { .. } => Ok(()),
+                    Command::CheckConfig { .. } | Command::Provision { .. } => Ok(()),
                 }
                 .context("eldergate stopped with an error")
             });
