@@ -211,10 +211,7 @@ pub async fn run(loaded: Loaded, stop: impl Future<Output = ()>) -> anyhow::Resu
         alarm_opts,
         65_536,
         mqtt::Session {
-            subscriptions: vec![
-                topic::alarm_filter(&site),
-                format!("eldergate/+/{site}/staff/cmd"),
-            ],
+            subscriptions: vec![topic::alarm_filter(&site), topic::staff_cmd_filter(&site)],
             on_connect: Some((status_topic.clone(), b"online".to_vec())),
             connected: None,
             up: Some(health.alarm_mqtt.clone()),
