@@ -413,6 +413,18 @@ pub async fn run(loaded: Loaded, stop: impl Future<Output = ()>) -> anyhow::Resu
         &running,
         &fatal_tx,
     );
+    if let Some(interval) = crate::service::watchdog_interval() {
+        background.spawn(crate::service::watchdog(
+            journal.clone(),
+            health.clone(),
+            interval,
+            stop_input.clone(),
+        ));
+    }
+    health
+        .started_up
+        .store(true, std::sync::atomic::Ordering::Relaxed);
+    crate::service::notify_ready();
     tracing::info!(gateway = %cfg.gateway_id, site = %site, "gateway running");
 
     let failure = tokio::select! {
@@ -427,6 +439,7 @@ pub async fn run(loaded: Loaded, stop: impl Future<Output = ()>) -> anyhow::Resu
         tokio::time::sleep(Duration::from_secs(2)).await;
         anyhow::bail!("vital task failed: {why}");
     }
+    crate::service::notify_stopping();
     tracing::info!("shutting down: finishing queued commits and acks");
     running.cancel();
     stop_input.cancel();

@@ -39,3 +39,4 @@ pub mod provision;
 pub mod registry;
 pub mod roster;
 pub mod serial;
+pub mod service;

@@ -190,6 +190,10 @@ fn provision(config: PathBuf, out: PathBuf) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Exit status of `run` when its config is wrong (sysexits.h `EX_CONFIG`): the systemd unit
+/// says `RestartPreventExitStatus=78`, so a wrong config is not restarted in a loop.
+const EX_CONFIG: u8 = 78;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
@@ -216,6 +220,28 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Command::Run { config } => {
+            let loaded = match eldergate::config::load(&config) {
+                Ok(l) => l,
+                Err(e) => {
+                    eprintln!("{e}");
+                    return ExitCode::from(EX_CONFIG);
+                }
+            };
+            eldergate::app::init_logs("info,rumqttd=warn,sqlx=warn,rumqttc=warn");
+            let result = tokio::runtime::Runtime::new()
+                .context("cannot start the async runtime")
+                .and_then(|rt| {
+                    rt.block_on(eldergate::app::run(loaded, eldergate::app::stop_signal()))
+                });
+            match result {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("eldergate stopped with an error: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         command => {
             eldergate::app::init_logs("info,rumqttd=warn,sqlx=warn,rumqttc=warn");
             let rt = match tokio::runtime::Runtime::new() {
@@ -227,13 +253,11 @@ fn main() -> ExitCode {
             };
             let result = rt.block_on(async move {
                 match command {
-                    Command::Run { config } => {
-                        let loaded = eldergate::config::load(&config)?;
-                        eldergate::app::run(loaded, eldergate::app::stop_signal()).await
-                    }
                     Command::Report { config, which } => report(config, which).await,
                     Command::Roster { config, which } => roster(config, which).await,
-                    Command::CheckConfig { .. } | Command::Provision { .. } => Ok(()),
+                    Command::CheckConfig { .. }
+                    | Command::Provision { .. }
+                    | Command::Run { .. } => Ok(()),
                 }
                 .context("eldergate stopped with an error")
             });

@@ -299,6 +299,20 @@ impl Gateway {
         spec: &GatewaySpec,
         data_dir: Option<&Path>,
     ) -> anyhow::Result<Gateway> {
+        let broker = format!(
+            "mode = \"external\"\nurl = \"mqtt://127.0.0.1:{}\"\nanonymous = true",
+            spec.broker_port
+        );
+        Self::start_with_broker(spec, data_dir, &broker).await
+    }
+
+    /// [`Gateway::start_with_data_dir`] with `broker` as the body of the `[broker]` section
+    /// (e.g. mqtts with credentials and certificates) instead of anonymous plaintext.
+    pub async fn start_with_broker(
+        spec: &GatewaySpec,
+        data_dir: Option<&Path>,
+        broker: &str,
+    ) -> anyhow::Result<Gateway> {
         let dir = tempfile::tempdir()?;
         let data_dir = data_dir
             .map(Path::to_path_buf)
@@ -347,9 +361,7 @@ device_csv = "devices.csv"
 [http]
 listen = "127.0.0.1:{http_port}"
 [broker]
-mode = "external"
-url = "mqtt://127.0.0.1:{broker}"
-anonymous = true
+{broker}
 [central]
 url = "{central}"
 batch_size = 5000
@@ -358,7 +370,6 @@ retry_max_s = 1
 {extra}
 "#,
                 data = data_dir.display(),
-                broker = spec.broker_port,
                 central = spec.central_url,
                 extra = extra,
             ),
