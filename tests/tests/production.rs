@@ -208,15 +208,17 @@ async fn production_shape_works_over_tls_and_confines_every_identity() {
         Err(e) => panic!("gateway did not start: {e:#}"),
     };
     let secrets = provision(&config, &access);
-    drop(probe);
     for user in ["gw-test", "btn-0001", "btn-0002", "rdr-01", "S001", "S009"] {
         assert!(secrets.contains_key(user), "{user} was not provisioned");
     }
     // Idempotent: a second run changes no secret.
     assert_eq!(provision(&config, &access), secrets);
+    drop(probe);
 
     let broker = Mosquitto::start_with(&format!(
-        "allow_anonymous false\npassword_file {pw}\nacl_file {acl}\n\
+        // `user root`: the test's files are root's and 0600, as `provision` writes them (in
+        // production they are installed owned by mosquitto, deploy/README.md §4).
+        "user root\nallow_anonymous false\npassword_file {pw}\nacl_file {acl}\n\
          listener {gw_port} 127.0.0.1\ncafile {ca}\ncertfile {sc}\nkeyfile {sk}\nrequire_certificate true\n\
          listener {dev_port} 127.0.0.1\ncafile {ca}\ncertfile {sc}\nkeyfile {sk}\n",
         pw = access.join("mosquitto.passwd").display(),
@@ -359,6 +361,17 @@ async fn production_shape_works_over_tls_and_confines_every_identity() {
             format!(r#"{{"v":1,"cmd":"ack","alert_id":{alert_id}}}"#).into_bytes(),
         )
         .await;
+    // Mosquitto drops a client whose publish its ACL denies: S009 connects again.
+    tokio::time::sleep(QUIET).await;
+    let (s009, mut s009_hears, ok) = tls_client(
+        dev_port,
+        &pki.ca,
+        cred("S009"),
+        "app-S009-again",
+        Some(format!("eldergate/v1/{site}/staff/#")),
+    )
+    .await;
+    assert!(ok);
     let cmd = |by: &str, rid: &str| {
         format!(r#"{{"v":1,"cmd":"ack","alert_id":{alert_id},{by}"request_id":"{rid}"}}"#).into_bytes()
     };
