@@ -60,7 +60,12 @@ pub fn watchdog_interval() -> Option<Duration> {
 
 /// Pings the watchdog every half `interval` while the writer commits a probe within that time
 /// and no vital task has died; returns at `stop`.
-pub async fn watchdog(journal: Journal, health: Arc<Health>, interval: Duration, stop: CancellationToken) {
+pub async fn watchdog(
+    journal: Journal,
+    health: Arc<Health>,
+    interval: Duration,
+    stop: CancellationToken,
+) {
     let every = (interval / 2).max(Duration::from_millis(500));
     tracing::info!(interval_s = interval.as_secs_f64(), "systemd watchdog on");
     loop {

@@ -34,6 +34,7 @@ async fn the_debian_package_installs_into_a_fresh_root_and_its_binary_starts() {
     let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let dir = tempfile::tempdir().unwrap();
     let deb = run(Command::new(repo.join("deploy/debian/build-deb"))
+        .env("DEB_COMPRESS", "none")
         .arg(bin_dir().join("eldergate"))
         .arg(dir.path().join("dist")));
     let deb = deb.trim();
@@ -47,7 +48,10 @@ async fn the_debian_package_installs_into_a_fresh_root_and_its_binary_starts() {
         "./etc/eldergate/eldergate.toml.example",
         "./usr/share/eldergate/mosquitto/eldergate.conf",
     ] {
-        assert!(contents.contains(f), "{f} missing from the package:\n{contents}");
+        assert!(
+            contents.contains(f),
+            "{f} missing from the package:\n{contents}"
+        );
     }
 
     // A throwaway root with an empty dpkg database.
@@ -69,10 +73,15 @@ async fn the_debian_package_installs_into_a_fresh_root_and_its_binary_starts() {
         ]));
     assert!(out.contains("eldergate installed"), "{out}");
     let passwd = std::fs::read_to_string(root.join("etc/passwd")).unwrap();
-    assert!(passwd.contains("eldergate:"), "sysusers made no user:\n{passwd}");
+    assert!(
+        passwd.contains("eldergate:"),
+        "sysusers made no user:\n{passwd}"
+    );
     let group = std::fs::read_to_string(root.join("etc/group")).unwrap();
     assert!(
-        group.lines().any(|l| l.starts_with("dialout:") && l.contains("eldergate")),
+        group
+            .lines()
+            .any(|l| l.starts_with("dialout:") && l.contains("eldergate")),
         "eldergate is not in dialout:\n{group}"
     );
     let state = std::fs::metadata(root.join("var/lib/eldergate")).unwrap();
@@ -86,7 +95,9 @@ async fn the_debian_package_installs_into_a_fresh_root_and_its_binary_starts() {
         .unwrap();
     let said = String::from_utf8_lossy(&verify.stderr);
     assert!(
-        !said.contains("Unknown key") && !said.contains("Invalid") && !said.contains("Failed to parse"),
+        !said.contains("Unknown key")
+            && !said.contains("Invalid")
+            && !said.contains("Failed to parse"),
         "systemd-analyze verify: {said}"
     );
 
@@ -108,7 +119,7 @@ async fn the_debian_package_installs_into_a_fresh_root_and_its_binary_starts() {
     std::fs::write(
         &config,
         format!(
-            "site_id = \"s\"\ngateway_id = \"gw-pkg\"\ndata_dir = \"{}\"\n[http]\nlisten = \"127.0.0.1:{http}\"\n[broker]\nmode = \"external\"\nurl = \"mqtt://127.0.0.1:{}\"\nanonymous = true\n[central]\nurl = \"sqlite:central.db\"\n[checkin]\nenabled = false\n",
+            "site_id = \"s\"\ngateway_id = \"gw-pkg\"\ndata_dir = \"{}\"\n[http]\nlisten = \"127.0.0.1:{http}\"\n[broker]\nmode = \"external\"\nurl = \"mqtt://127.0.0.1:{}\"\nanonymous = true\n[central]\nurl = \"sqlite:central.db\"\n[checkin]\nenabled = false\n[[staff]]\nid = \"S1\"\nname = \"Duty\"\nrole = \"duty\"\n[[staff]]\nid = \"S2\"\nname = \"Manager\"\nrole = \"manager\"\n",
             root.join("var/lib/eldergate").display(),
             broker.port
         ),

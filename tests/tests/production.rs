@@ -257,12 +257,29 @@ async fn production_shape_works_over_tls_and_confines_every_identity() {
         };
         assert!(!ok, "anonymous accepted on {port}");
     }
-    let (_, _, ok) = tls_client(dev_port, &pki.ca, Some(("btn-0001", "guess")), "guess", None).await;
+    let (_, _, ok) = tls_client(
+        dev_port,
+        &pki.ca,
+        Some(("btn-0001", "guess")),
+        "guess",
+        None,
+    )
+    .await;
     assert!(!ok, "a wrong password was accepted");
-    let (_, _, ok) = tls_client(dev_port, &pki.other_ca, cred("btn-0001"), "foreign-ca", None).await;
+    let (_, _, ok) = tls_client(
+        dev_port,
+        &pki.other_ca,
+        cred("btn-0001"),
+        "foreign-ca",
+        None,
+    )
+    .await;
     assert!(!ok, "a broker certificate from another CA was trusted");
     let (_, _, ok) = tls_client(gw_port, &pki.ca, cred("btn-0001"), "no-client-cert", None).await;
-    assert!(!ok, "the gateway's listener took a client without a certificate");
+    assert!(
+        !ok,
+        "the gateway's listener took a client without a certificate"
+    );
 
     // Staff S009 hears the broadcast alerts and results; S001 (grid worker) its own alerts.
     let (s009, mut s009_hears, ok) = tls_client(
@@ -296,9 +313,15 @@ async fn production_shape_works_over_tls_and_confines_every_identity() {
     // A impersonates B, and publishes a staff command: the broker drops both.
     let press = |seq: u32| format!(r#"{{"v":1,"seq":{seq},"action":"press"}}"#).into_bytes();
     let _ = btn1_spy
-        .publish(format!("eldergate/v1/{site}/alarm/btn-0002"), QoS::AtLeastOnce, false, press(7))
+        .publish(
+            format!("eldergate/v1/{site}/alarm/btn-0002"),
+            QoS::AtLeastOnce,
+            false,
+            press(7),
+        )
         .await;
-    let (btn1_cmd, _, _) = tls_client(dev_port, &pki.ca, cred("btn-0001"), "btn-0001-cmd", None).await;
+    let (btn1_cmd, _, _) =
+        tls_client(dev_port, &pki.ca, cred("btn-0001"), "btn-0001-cmd", None).await;
     let _ = btn1_cmd
         .publish(
             format!("eldergate/v1/{site}/staff/cmd/S009"),
@@ -319,12 +342,21 @@ async fn production_shape_works_over_tls_and_confines_every_identity() {
     )
     .await;
     assert!(ok);
-    btn2.publish(format!("eldergate/v1/{site}/alarm/btn-0002"), QoS::AtLeastOnce, false, press(1))
-        .await
-        .unwrap();
+    btn2.publish(
+        format!("eldergate/v1/{site}/alarm/btn-0002"),
+        QoS::AtLeastOnce,
+        false,
+        press(1),
+    )
+    .await
+    .unwrap();
     let (t, body) = next(&mut btn2_down, "ack to btn-0002").await;
     assert_eq!(t, format!("eldergate/v1/{site}/down/btn-0002"));
-    assert!(String::from_utf8_lossy(&body).contains("\"seq\":1"), "{}", String::from_utf8_lossy(&body));
+    assert!(
+        String::from_utf8_lossy(&body).contains("\"seq\":1"),
+        "{}",
+        String::from_utf8_lossy(&body)
+    );
     // Staff hear the alert; A heard neither B's ack nor the alert.
     let alert: serde_json::Value = loop {
         let (t, body) = next(&mut s009_hears, "the alert to S009").await;
@@ -333,17 +365,22 @@ async fn production_shape_works_over_tls_and_confines_every_identity() {
         }
     };
     assert_eq!(alert["device_id"], "btn-0002");
-    silent(&mut spy_b_down, "btn-0001 subscribed to btn-0002's downlink").await;
+    silent(
+        &mut spy_b_down,
+        "btn-0001 subscribed to btn-0002's downlink",
+    )
+    .await;
     silent(&mut spy_staff, "btn-0001 subscribed to the staff topics").await;
 
     let journal = gw.journal().await.unwrap();
-    let alerts: Vec<(String, String)> = sqlx::query("SELECT device_id, state FROM alerts WHERE kind = 'sos'")
-        .fetch_all(&journal)
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| (r.get(0), r.get(1)))
-        .collect();
+    let alerts: Vec<(String, String)> =
+        sqlx::query("SELECT device_id, state FROM alerts WHERE kind = 'sos'")
+            .fetch_all(&journal)
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| (r.get(0), r.get(1)))
+            .collect();
     assert_eq!(
         alerts,
         [("btn-0002".to_string(), "raised".to_string())],
@@ -373,14 +410,25 @@ async fn production_shape_works_over_tls_and_confines_every_identity() {
     .await;
     assert!(ok);
     let cmd = |by: &str, rid: &str| {
-        format!(r#"{{"v":1,"cmd":"ack","alert_id":{alert_id},{by}"request_id":"{rid}"}}"#).into_bytes()
+        format!(r#"{{"v":1,"cmd":"ack","alert_id":{alert_id},{by}"request_id":"{rid}"}}"#)
+            .into_bytes()
     };
-    s009.publish(format!("eldergate/v1/{site}/staff/cmd/S009"), QoS::AtLeastOnce, false, cmd(r#""by":"S001","#, "forged"))
-        .await
-        .unwrap();
-    s009.publish(format!("eldergate/v1/{site}/staff/cmd/S009"), QoS::AtLeastOnce, false, cmd("", "mine"))
-        .await
-        .unwrap();
+    s009.publish(
+        format!("eldergate/v1/{site}/staff/cmd/S009"),
+        QoS::AtLeastOnce,
+        false,
+        cmd(r#""by":"S001","#, "forged"),
+    )
+    .await
+    .unwrap();
+    s009.publish(
+        format!("eldergate/v1/{site}/staff/cmd/S009"),
+        QoS::AtLeastOnce,
+        false,
+        cmd("", "mine"),
+    )
+    .await
+    .unwrap();
     let mut results = BTreeMap::new();
     while results.len() < 2 {
         let (t, body) = next(&mut s009_hears, "staff results").await;
@@ -390,14 +438,20 @@ async fn production_shape_works_over_tls_and_confines_every_identity() {
         }
     }
     assert_eq!(results["forged"]["ok"], false);
-    assert!(results["forged"]["error"].as_str().unwrap().contains("actor_mismatch"));
+    assert!(results["forged"]["error"]
+        .as_str()
+        .unwrap()
+        .contains("actor_mismatch"));
     assert_eq!(results["mine"]["ok"], true, "{}", results["mine"]);
     let by: String = sqlx::query_scalar("SELECT acked_by FROM alerts WHERE id = ?")
         .bind(alert_id)
         .fetch_one(&journal)
         .await
         .unwrap_or_default();
-    assert_eq!(by, "S009", "acknowledged by the broker identity, never by S001");
+    assert_eq!(
+        by, "S009",
+        "acknowledged by the broker identity, never by S001"
+    );
 
     // The reader taps over TLS with its own secret and gets its display answer.
     let (rdr, mut rdr_down, ok) = tls_client(
@@ -423,7 +477,12 @@ async fn production_shape_works_over_tls_and_confines_every_identity() {
     assert!(down.get("result").is_some(), "{down}");
     // A button cannot tap.
     let _ = btn1_cmd
-        .publish(format!("eldergate/v1/{site}/tap/btn-0001"), QoS::AtLeastOnce, false, br#"{"v":1,"seq":2,"card":"CA000001"}"#.to_vec())
+        .publish(
+            format!("eldergate/v1/{site}/tap/btn-0001"),
+            QoS::AtLeastOnce,
+            false,
+            br#"{"v":1,"seq":2,"card":"CA000001"}"#.to_vec(),
+        )
         .await;
     tokio::time::sleep(QUIET).await;
     let taps: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM taps")

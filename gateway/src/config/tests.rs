@@ -235,14 +235,18 @@ fn tls_files_with_a_plaintext_url_are_refused_not_ignored() {
     let ca = write(dir.path(), "ca.pem", "-----BEGIN CERTIFICATE-----\n");
     let text = GOOD.replace(
         "username = \"gw-1\"",
-        &format!("username = \"gw-1\"\npassword = \"x\"\nca_file = \"{}\"", ca.display()),
+        &format!(
+            "username = \"gw-1\"\npassword = \"x\"\nca_file = \"{}\"",
+            ca.display()
+        ),
     );
     let f = write(dir.path(), "c.toml", &text);
     let e = load_with_env(&f, no_env()).unwrap_err();
     assert!(
         e.problems
             .iter()
-            .any(|p| p.path == "broker.ca_file" && p.message.contains("never falls back to plaintext")),
+            .any(|p| p.path == "broker.ca_file"
+                && p.message.contains("never falls back to plaintext")),
         "{e}"
     );
     let tls = text.replace("mqtt://127.0.0.1:1883", "mqtts://127.0.0.1:8883");
@@ -258,7 +262,10 @@ fn a_client_certificate_without_its_key_or_ca_is_refused() {
         .replace("mqtt://127.0.0.1:1883", "mqtts://127.0.0.1:8883")
         .replace(
             "username = \"gw-1\"",
-            &format!("username = \"gw-1\"\npassword = \"x\"\nclient_cert = \"{}\"", cert.display()),
+            &format!(
+                "username = \"gw-1\"\npassword = \"x\"\nclient_cert = \"{}\"",
+                cert.display()
+            ),
         );
     let f = write(dir.path(), "c.toml", &text);
     let e = load_with_env(&f, no_env()).unwrap_err();
@@ -289,6 +296,12 @@ fn an_embedded_broker_beyond_loopback_is_refused() {
         "mode = \"embedded\"\nlisten = \"127.0.0.1:1883\"",
     );
     let f = write(dir.path(), "c.toml", &text);
-    let problems = load_with_env(&f, no_env()).err().map(|e| e.problems).unwrap_or_default();
-    assert!(!problems.iter().any(|p| p.path == "broker.listen"), "{problems:?}");
+    let problems = load_with_env(&f, no_env())
+        .err()
+        .map(|e| e.problems)
+        .unwrap_or_default();
+    assert!(
+        !problems.iter().any(|p| p.path == "broker.listen"),
+        "{problems:?}"
+    );
 }
