@@ -230,10 +230,7 @@ pub async fn run(loaded: Loaded, stop: impl Future<Output = ()>) -> anyhow::Resu
         alarm_opts,
         65_536,
         mqtt::Session {
-            subscriptions: vec![
-                topic::alarm_filter(&site),
-                format!("eldergate/+/{site}/staff/cmd"),
-            ],
+            subscriptions: vec![topic::alarm_filter(&site), topic::staff_cmd_filter(&site)],
             on_connect: Some((status_topic.clone(), b"online".to_vec())),
             connected: None,
             up: Some(health.alarm_mqtt.clone()),
@@ -454,6 +451,18 @@ pub async fn run(loaded: Loaded, stop: impl Future<Output = ()>) -> anyhow::Resu
         &running,
         &fatal_tx,
     );
+    if let Some(interval) = crate::service::watchdog_interval() {
+        background.spawn(crate::service::watchdog(
+            journal.clone(),
+            health.clone(),
+            interval,
+            stop_input.clone(),
+        ));
+    }
+    health
+        .started_up
+        .store(true, std::sync::atomic::Ordering::Relaxed);
+    crate::service::notify_ready();
     tracing::info!(gateway = %cfg.gateway_id, site = %site, "gateway running");
 
     let failure = tokio::select! {
@@ -468,6 +477,7 @@ pub async fn run(loaded: Loaded, stop: impl Future<Output = ()>) -> anyhow::Resu
         tokio::time::sleep(Duration::from_secs(2)).await;
         anyhow::bail!("vital task failed: {why}");
     }
+    crate::service::notify_stopping();
     tracing::info!("shutting down: finishing queued commits and acks");
     running.cancel();
     stop_input.cancel();

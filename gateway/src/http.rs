@@ -61,6 +61,7 @@ pub struct Api {
 pub fn router(api: Api) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_text))
         .route("/api/alerts", get(list_alerts))
         .route("/api/alerts/stream", get(stream))
@@ -170,6 +171,19 @@ async fn healthz(State(api): State<Api>) -> Response {
         StatusCode::SERVICE_UNAVAILABLE
     };
     (status, Json(report)).into_response()
+}
+
+/// `/readyz`: 200 `{"ready":true}` once the gateway can take alarms after start-up, else 503
+/// with the reason.
+async fn readyz(State(api): State<Api>) -> Response {
+    match api.health.not_ready(&api.journal) {
+        None => (StatusCode::OK, Json(serde_json::json!({"ready": true}))).into_response(),
+        Some(why) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(serde_json::json!({"ready": false, "reason": why})),
+        )
+            .into_response(),
+    }
 }
 
 /// An open live stream: holds one of `http.max_sse_clients` slots until the stream is dropped.

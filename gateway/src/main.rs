@@ -34,6 +34,17 @@ enum Command {
         #[command(subcommand)]
         which: RosterCommand,
     },
+    /// Write the broker's password file, ACL and a provisioning CSV from the registry (devices,
+    /// staff, the gateway) into DIR, all mode 0600. Re-running adds new identities and keeps
+    /// every existing secret. Secrets are never printed.
+    Provision {
+        /// The gateway's config (its registry: devices and staff).
+        #[arg(long, short, env = "ELDERGATE_CONFIG")]
+        config: PathBuf,
+        /// Output directory, e.g. /etc/eldergate/broker.
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// Canteen reports from a gateway's journal (read-only; the gateway may be running).
     Report {
         /// The gateway's config (for data_dir and the roster).
@@ -429,6 +440,47 @@ async fn roster(config: PathBuf, which: RosterCommand) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `eldergate provision`: needs no broker secret (it connects to nothing), so a missing
+/// `broker.password` is not a problem here.
+fn provision(config: PathBuf, out: PathBuf) -> anyhow::Result<()> {
+    let mut env: Vec<(String, String)> = std::env::vars().collect();
+    if !env.iter().any(|(k, _)| k == "ELDERGATE__BROKER__PASSWORD") {
+        env.push((
+            "ELDERGATE__BROKER__PASSWORD".into(),
+            "(not needed to provision)".into(),
+        ));
+    }
+    let loaded = eldergate::config::load_with_env(&config, env)?;
+    let s = eldergate::provision::provision(&loaded, &out)?;
+    println!(
+        "{}: {} identities kept, {} added{}",
+        s.dir.display(),
+        s.kept.len(),
+        s.added.len(),
+        if s.added.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", s.added.join(" "))
+        }
+    );
+    if !s.stale.is_empty() {
+        println!(
+            "not in the registry any more (no topic rights; delete their lines from {} to refuse them at connect): {}",
+            eldergate::provision::PASSWD_FILE,
+            s.stale.join(" ")
+        );
+    }
+    println!(
+        "hand out {} to installers and keep it private; reload Mosquitto to apply",
+        out.join(eldergate::provision::CSV_FILE).display()
+    );
+    Ok(())
+}
+
+/// Exit status of `run` when its config is wrong (sysexits.h `EX_CONFIG`): the systemd unit
+/// says `RestartPreventExitStatus=78`, so a wrong config is not restarted in a loop.
+const EX_CONFIG: u8 = 78;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
@@ -448,6 +500,35 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Command::Provision { config, out } => match provision(config, out) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("{e:#}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::Run { config } => {
+            let loaded = match eldergate::config::load(&config) {
+                Ok(l) => l,
+                Err(e) => {
+                    eprintln!("{e}");
+                    return ExitCode::from(EX_CONFIG);
+                }
+            };
+            eldergate::app::init_logs("info,rumqttd=warn,sqlx=warn,rumqttc=warn");
+            let result = tokio::runtime::Runtime::new()
+                .context("cannot start the async runtime")
+                .and_then(|rt| {
+                    rt.block_on(eldergate::app::run(loaded, eldergate::app::stop_signal()))
+                });
+            match result {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("eldergate stopped with an error: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         command => {
             // `run` logs in the format its config names; a config that does not load is
             // reported on stderr by the run itself.
@@ -467,10 +548,6 @@ fn main() -> ExitCode {
             };
             let result = rt.block_on(async move {
                 match command {
-                    Command::Run { config } => {
-                        let loaded = eldergate::config::load(&config)?;
-                        eldergate::app::run(loaded, eldergate::app::stop_signal()).await
-                    }
                     Command::Report { config, which } => report(config, which).await,
                     Command::Roster { config, which } => roster(config, which).await,
                     Command::User { config, which } => user(config, which).await,
@@ -482,7 +559,9 @@ fn main() -> ExitCode {
                         seq_floor,
                     } => restore(config, from, seq_floor).await,
                     Command::Central { url, which } => central(url, which).await,
-                    Command::CheckConfig { .. } => Ok(()),
+                    Command::CheckConfig { .. }
+                    | Command::Provision { .. }
+                    | Command::Run { .. } => Ok(()),
                 }
                 .context("eldergate stopped with an error")
             });

@@ -281,7 +281,7 @@ pub enum StaffVerb {
     Resolve,
 }
 
-/// `eldergate/v1/{site}/staff/cmd`: a staff member acknowledges or resolves an alert.
+/// `eldergate/v1/{site}/staff/cmd/{staff}`: a staff member acknowledges or resolves an alert.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StaffCommand {
@@ -291,8 +291,10 @@ pub struct StaffCommand {
     pub cmd: StaffVerb,
     /// Which alert.
     pub alert_id: i64,
-    /// Staff id of the person acting.
-    pub by: String,
+    /// Staff id of the person acting. The actor is the topic's `{staff}`; `by` may be left out,
+    /// and a command whose `by` names anyone else is refused.
+    #[serde(default)]
+    pub by: Option<String>,
     /// Optional note.
     #[serde(default)]
     pub note: Option<String>,
@@ -350,6 +352,6 @@ mod tests {
         )
         .unwrap();
         assert_eq!(c.cmd, StaffVerb::Ack);
-        assert_eq!(c.by, "S009");
+        assert_eq!(c.by.as_deref(), Some("S009"));
     }
 }

@@ -321,7 +321,7 @@ pub async fn run(
          The JSON API needs a token; this one acts as {console_user}:\n  export TOKEN={api_token}\n\
          Open alerts:\n  curl -s -H \"authorization: Bearer $TOKEN\" {web}/api/alerts\n\
          Acknowledge alert 1 yourself (HTTP):\n  curl -s -X POST {web}/api/alerts/1/ack -H \"authorization: Bearer $TOKEN\" -H 'content-type: application/json' -d '{{\"note\":\"on my way\"}}'\n\
-         ... or over MQTT:\n  mosquitto_pub -h 127.0.0.1 -p {mqtt_port} -t 'eldergate/v1/{site}/staff/cmd' -m '{{\"v\":1,\"cmd\":\"ack\",\"alert_id\":1,\"by\":\"S010\"}}'\n\
+         ... or over MQTT:\n  mosquitto_pub -h 127.0.0.1 -p {mqtt_port} -t 'eldergate/v1/{site}/staff/cmd/S010' -m '{{\"v\":1,\"cmd\":\"ack\",\"alert_id\":1}}'\n\
          Canteen: top up a resident, then tap their card (R00001's card is 1DDCCF2D) at reader rdr-02:\n  curl -s -X POST {web}/api/residents/R00001/topup -H \"authorization: Bearer $TOKEN\" -H 'content-type: application/json' -d '{{\"amount_fen\":5000}}'\n  mosquitto_pub -h 127.0.0.1 -p {mqtt_port} -t 'eldergate/v1/{site}/tap/rdr-02' -q 1 -m '{{\"v\":1,\"seq\":1,\"card\":\"1DDCCF2D\"}}'\n  (the answer, after commit, appears on eldergate/v1/{site}/down/rdr-02 — outside the meal periods of deploy/canteen/shanghai-putuo.toml it says so; daily report: {web}/api/reports/daily?date=YYYY-MM-DD)\n\
          Roster: the demo's roster is {roster}; import a changed copy while it runs (a dry run shows what would change; drop dry_run=true to apply):\n  curl -s -X POST '{web}/api/roster?dry_run=true' -H \"authorization: Bearer $TOKEN\" -H 'content-type: text/csv' --data-binary @{roster}\n\
          Metrics: {web}/metrics   Health: {web}/healthz\n\

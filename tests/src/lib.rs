@@ -371,7 +371,21 @@ impl Gateway {
         spec: &GatewaySpec,
         data_dir: Option<&Path>,
     ) -> anyhow::Result<Gateway> {
-        let mut gw = Self::prepare(spec, data_dir)?;
+        let broker = format!(
+            "mode = \"external\"\nurl = \"mqtt://127.0.0.1:{}\"\nanonymous = true",
+            spec.broker_port
+        );
+        Self::start_with_broker(spec, data_dir, &broker).await
+    }
+
+    /// [`Gateway::start_with_data_dir`] with `broker` as the body of the `[broker]` section
+    /// (e.g. mqtts with credentials and certificates) instead of anonymous plaintext.
+    pub async fn start_with_broker(
+        spec: &GatewaySpec,
+        data_dir: Option<&Path>,
+        broker: &str,
+    ) -> anyhow::Result<Gateway> {
+        let mut gw = Self::prepare_with_broker(spec, data_dir, broker)?;
         gw.spawn().await?;
         Ok(gw)
     }
@@ -379,6 +393,19 @@ impl Gateway {
     /// Writes the config (and the device, roster files) without starting the process: a test
     /// may edit `config` before [`Gateway::spawn`].
     pub fn prepare(spec: &GatewaySpec, data_dir: Option<&Path>) -> anyhow::Result<Gateway> {
+        let broker = format!(
+            "mode = \"external\"\nurl = \"mqtt://127.0.0.1:{}\"\nanonymous = true",
+            spec.broker_port
+        );
+        Self::prepare_with_broker(spec, data_dir, &broker)
+    }
+
+    /// [`Gateway::prepare`] with `broker` as the body of the `[broker]` section.
+    pub fn prepare_with_broker(
+        spec: &GatewaySpec,
+        data_dir: Option<&Path>,
+        broker: &str,
+    ) -> anyhow::Result<Gateway> {
         let dir = tempfile::tempdir()?;
         let data_dir = data_dir
             .map(Path::to_path_buf)
@@ -427,9 +454,7 @@ device_csv = "devices.csv"
 [http]
 listen = "127.0.0.1:{http_port}"
 [broker]
-mode = "external"
-url = "mqtt://127.0.0.1:{broker}"
-anonymous = true
+{broker}
 [central]
 url = "{central}"
 batch_size = 5000
@@ -438,7 +463,6 @@ retry_max_s = 1
 {extra}
 "#,
                 data = data_dir.display(),
-                broker = spec.broker_port,
                 central = spec.central_url,
                 extra = extra,
             ),

@@ -336,7 +336,7 @@ async fn bad_input_becomes_dead_letters_and_nothing_stops() {
             br#"{"v":1}"#.to_vec(),
         ),
         (
-            topic::staff_cmd(SITE),
+            topic::staff_cmd(SITE, "S009"),
             br#"{"v":1,"cmd":"explode","alert_id":1,"by":"S009"}"#.to_vec(),
         ),
     ];

@@ -345,9 +345,17 @@ pub struct BrokerConfig {
     /// Allow connecting without credentials (test brokers only). Must be written explicitly.
     #[serde(default)]
     pub anonymous: bool,
-    /// PEM CA bundle for `mqtts://`; the system roots when absent.
+    /// PEM CA bundle for `mqtts://`; the system roots when absent. Setting it (or a client
+    /// certificate) with an `mqtt://` url is refused: TLS configured means TLS or nothing.
     #[serde(default)]
     pub ca_file: Option<PathBuf>,
+    /// PEM client certificate (chain) for brokers that require one (`require_certificate true`);
+    /// needs `client_key`.
+    #[serde(default)]
+    pub client_cert: Option<PathBuf>,
+    /// PEM private key of `client_cert` (PKCS#8, PKCS#1 or SEC1); keep it 0600.
+    #[serde(default)]
+    pub client_key: Option<PathBuf>,
     /// MQTT keep-alive in seconds.
     #[serde(default = "default_keep_alive")]
     pub keep_alive_s: u16,
@@ -755,6 +763,8 @@ const STRING_KEYS: &[&str] = &[
     "data_dir",
     "listen",
     "ca_file",
+    "client_cert",
+    "client_key",
     "mode",
 ];
 

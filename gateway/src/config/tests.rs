@@ -261,3 +261,80 @@ fn a_retention_shorter_than_two_days_or_the_dedupe_window_is_refused_with_its_ke
     assert_eq!(l.config.retention.routine_days, 7);
     assert_eq!(l.config.retention.records_days, 400);
 }
+
+#[test]
+fn tls_files_with_a_plaintext_url_are_refused_not_ignored() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = write(dir.path(), "ca.pem", "-----BEGIN CERTIFICATE-----\n");
+    let text = GOOD.replace(
+        "username = \"gw-1\"",
+        &format!(
+            "username = \"gw-1\"\npassword = \"x\"\nca_file = \"{}\"",
+            ca.display()
+        ),
+    );
+    let f = write(dir.path(), "c.toml", &text);
+    let e = load_with_env(&f, no_env()).unwrap_err();
+    assert!(
+        e.problems
+            .iter()
+            .any(|p| p.path == "broker.ca_file"
+                && p.message.contains("never falls back to plaintext")),
+        "{e}"
+    );
+    let tls = text.replace("mqtt://127.0.0.1:1883", "mqtts://127.0.0.1:8883");
+    let f = write(dir.path(), "c.toml", &tls);
+    load_with_env(&f, no_env()).unwrap();
+}
+
+#[test]
+fn a_client_certificate_without_its_key_or_ca_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let cert = write(dir.path(), "c.pem", "-----BEGIN CERTIFICATE-----\n");
+    let text = GOOD
+        .replace("mqtt://127.0.0.1:1883", "mqtts://127.0.0.1:8883")
+        .replace(
+            "username = \"gw-1\"",
+            &format!(
+                "username = \"gw-1\"\npassword = \"x\"\nclient_cert = \"{}\"",
+                cert.display()
+            ),
+        );
+    let f = write(dir.path(), "c.toml", &text);
+    let e = load_with_env(&f, no_env()).unwrap_err();
+    let paths: Vec<&str> = e.problems.iter().map(|p| p.path.as_str()).collect();
+    assert!(paths.contains(&"broker.client_cert"), "{e}");
+    assert!(paths.contains(&"broker.ca_file"), "{e}");
+}
+
+#[test]
+fn an_embedded_broker_beyond_loopback_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    for listen in ["0.0.0.0:1883", "192.168.1.10:1883", "[::]:1883"] {
+        let text = GOOD.replace(
+            "mode = \"external\"\nurl = \"mqtt://127.0.0.1:1883\"\nusername = \"gw-1\"",
+            &format!("mode = \"embedded\"\nlisten = \"{listen}\""),
+        );
+        let f = write(dir.path(), "c.toml", &text);
+        let e = load_with_env(&f, no_env()).unwrap_err();
+        assert!(
+            e.problems
+                .iter()
+                .any(|p| p.path == "broker.listen" && p.message.contains("no authentication")),
+            "{listen}: {e}"
+        );
+    }
+    let text = GOOD.replace(
+        "mode = \"external\"\nurl = \"mqtt://127.0.0.1:1883\"\nusername = \"gw-1\"",
+        "mode = \"embedded\"\nlisten = \"127.0.0.1:1883\"",
+    );
+    let f = write(dir.path(), "c.toml", &text);
+    let problems = load_with_env(&f, no_env())
+        .err()
+        .map(|e| e.problems)
+        .unwrap_or_default();
+    assert!(
+        !problems.iter().any(|p| p.path == "broker.listen"),
+        "{problems:?}"
+    );
+}

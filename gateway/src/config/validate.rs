@@ -322,6 +322,14 @@ fn validate_broker(b: &BrokerConfig, problems: &mut Vec<Problem>) {
                     "an embedded broker has no url; set broker.listen, or mode = \"external\"",
                 ));
             }
+            // The embedded broker has no authentication and no ACLs: anyone who reaches it can
+            // raise or silence alarms. Loopback only.
+            if let Some(l) = b.listen.filter(|l| !l.ip().is_loopback()) {
+                problems.push(problem(
+                    "broker.listen",
+                    format!("the embedded broker has no authentication, so it may listen on loopback only (127.0.0.1 or ::1), not {l}; for devices on the network use Mosquitto with the files of `eldergate provision` (mode = \"external\")"),
+                ));
+            }
         }
         BrokerMode::External => {
             match &b.url {
@@ -329,11 +337,10 @@ fn validate_broker(b: &BrokerConfig, problems: &mut Vec<Problem>) {
                     "broker.url",
                     "an external broker needs url = \"mqtt://host:1883\" (or mqtts://)",
                 )),
-                Some(u) => {
-                    if let Err(e) = super::parse_broker_url(u) {
-                        problems.push(problem("broker.url", e));
-                    }
-                }
+                Some(u) => match super::parse_broker_url(u) {
+                    Err(e) => problems.push(problem("broker.url", e)),
+                    Ok(addr) => validate_broker_tls(b, addr.tls, problems),
+                },
             }
             if b.listen.is_some() {
                 problems.push(problem(
@@ -356,6 +363,50 @@ fn validate_broker(b: &BrokerConfig, problems: &mut Vec<Problem>) {
                     "not set; export ELDERGATE__BROKER__PASSWORD (there is no default password)",
                 )),
             }
+        }
+    }
+}
+
+/// TLS settings: no plaintext fallback, a client certificate comes with its key, and the files
+/// are readable PEM now rather than at the first connect.
+fn validate_broker_tls(b: &BrokerConfig, tls: bool, problems: &mut Vec<Problem>) {
+    let files = [
+        ("broker.ca_file", &b.ca_file),
+        ("broker.client_cert", &b.client_cert),
+        ("broker.client_key", &b.client_key),
+    ];
+    if !tls {
+        for (key, file) in files {
+            if file.is_some() {
+                problems.push(problem(
+                    key,
+                    "is set but broker.url is mqtt:// (plaintext); use mqtts:// — the gateway never falls back to plaintext when TLS is configured",
+                ));
+            }
+        }
+        return;
+    }
+    if b.client_cert.is_some() != b.client_key.is_some() {
+        problems.push(problem(
+            "broker.client_cert",
+            "a client certificate needs its key: set both broker.client_cert and broker.client_key, or neither",
+        ));
+    }
+    if b.client_cert.is_some() && b.ca_file.is_none() {
+        problems.push(problem(
+            "broker.ca_file",
+            "a client certificate is configured, so name the broker's CA too (broker.ca_file)",
+        ));
+    }
+    for (key, file) in files {
+        let Some(path) = file else { continue };
+        match std::fs::read_to_string(path) {
+            Err(e) => problems.push(problem(key, format!("cannot read {}: {e}", path.display()))),
+            Ok(text) if !text.contains("-----BEGIN ") => problems.push(problem(
+                key,
+                format!("{} is not PEM (no -----BEGIN line)", path.display()),
+            )),
+            Ok(_) => {}
         }
     }
 }
