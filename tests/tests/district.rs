@@ -278,10 +278,10 @@ async fn a_gateway_role_cannot_update_delete_or_read_another_gateways_rows() {
     let (role_a, pw_a) = d.add_gateway(&a, "site-a");
     let (role_b, pw_b) = d.add_gateway(&b, "site-b");
     let dir = tempfile::tempdir().unwrap();
-    let store_a = CentralStore::connect(&d.role_url(&role_a, &pw_a), dir.path())
+    let store_a = CentralStore::connect(&d.role_url(&role_a, &pw_a), dir.path(), None)
         .await
         .unwrap();
-    let store_b = CentralStore::connect(&d.role_url(&role_b, &pw_b), dir.path())
+    let store_b = CentralStore::connect(&d.role_url(&role_b, &pw_b), dir.path(), None)
         .await
         .unwrap();
     let rows: Vec<EventRow> = (1..=10)
@@ -468,10 +468,10 @@ async fn district_views_return_the_right_numbers_for_a_known_data_set() {
     let (role_a, pw_a) = d.add_gateway(&a, "site-a");
     let (role_b, pw_b) = d.add_gateway(&b, "site-b");
     let dir = tempfile::tempdir().unwrap();
-    let store_a = CentralStore::connect(&d.role_url(&role_a, &pw_a), dir.path())
+    let store_a = CentralStore::connect(&d.role_url(&role_a, &pw_a), dir.path(), None)
         .await
         .unwrap();
-    let store_b = CentralStore::connect(&d.role_url(&role_b, &pw_b), dir.path())
+    let store_b = CentralStore::connect(&d.role_url(&role_b, &pw_b), dir.path(), None)
         .await
         .unwrap();
     let ts = |s: &str| s.parse::<jiff::Timestamp>().unwrap();
