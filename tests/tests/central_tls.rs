@@ -129,19 +129,25 @@ async fn a_wrong_ca_a_wrong_host_name_or_plaintext_is_refused_and_nothing_is_for
     let wrong = pg.dir().join("other-ca.pem");
     std::fs::write(&right, ca.pem()).unwrap();
     std::fs::write(&wrong, other_ca.pem()).unwrap();
-    let broker = Mosquitto::start().unwrap();
+    // One broker per gateway: the three share a gateway id (and so MQTT client ids and topics),
+    // and on one broker they would take each other's presses and sessions.
+    let brokers = [
+        Mosquitto::start().unwrap(),
+        Mosquitto::start().unwrap(),
+        Mosquitto::start().unwrap(),
+    ];
     let port = pg.port;
 
     // A CA that did not sign the server's certificate.
     let wrong_ca = gateway_pressing(
-        &broker,
+        &brokers[0],
         format!("postgres://postgres@127.0.0.1:{port}/postgres?sslmode=verify-full"),
         Some(&wrong),
     )
     .await;
     // The right CA, but a host name the certificate does not name (it names 127.0.0.1 only).
     let wrong_host = gateway_pressing(
-        &broker,
+        &brokers[1],
         format!(
             "postgres://postgres@localhost:{port}/postgres?sslmode=verify-full&sslrootcert={}",
             right.display()
@@ -151,7 +157,7 @@ async fn a_wrong_ca_a_wrong_host_name_or_plaintext_is_refused_and_nothing_is_for
     .await;
     // Plaintext, written down, to a server that takes TLS only.
     let plaintext = gateway_pressing(
-        &broker,
+        &brokers[2],
         format!("postgres://postgres@127.0.0.1:{port}/postgres?sslmode=disable"),
         None,
     )

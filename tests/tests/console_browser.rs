@@ -114,8 +114,11 @@ async fn a_press_appears_on_the_board_without_a_reload_and_is_acknowledged_with_
     let c = browser(&d, 360).await;
 
     log_in(&c, &gw, "S009", "not the password").await;
+    // The refusal is a new page: wait for it (the submit returns before it has loaded).
     let refused = c
-        .find(Locator::Css("p.error"))
+        .wait()
+        .at_most(WAIT)
+        .for_element(Locator::Css("p.error"))
         .await
         .unwrap()
         .text()

@@ -229,7 +229,7 @@ async fn acked_events_survive_kills_broker_restarts_and_central_outages_exactly_
     for i in 1..=BUTTONS {
         let r = http
             .post(gw.url(&format!("/api/residents/{}/topup", resident(i))))
-            .json(&serde_json::json!({"amount_fen": TOPUP_FEN, "by": "S009"}))
+            .json(&serde_json::json!({"amount_fen": TOPUP_FEN, "by": "S013"}))
             .send()
             .await
             .unwrap();
