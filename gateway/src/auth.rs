@@ -3,7 +3,7 @@
 //!
 //! Guarantees:
 //! - every route needs a logged-in staff member (session cookie) or an API token, except the
-//!   login page, the console's static files, and `/healthz` and `/metrics` from loopback;
+//!   login page, the console's static files, and `/healthz`, `/readyz` and `/metrics` from loopback;
 //! - the acting staff id (`by`) is the session's or the token's ([`Actor`]); a JSON body's `by`
 //!   is refused unless it names the same person, or the token has the `act_as` scope (an
 //!   integration relaying a named staff member's action, as `staff/cmd` over MQTT does);
@@ -63,7 +63,7 @@ pub enum Via {
         /// Scopes, comma separated.
         scopes: String,
     },
-    /// Loopback without credentials: only `/healthz` and `/metrics`.
+    /// Loopback without credentials: only `/healthz`, `/readyz` and `/metrics`.
     Loopback,
 }
 

@@ -48,5 +48,5 @@ pub mod retention;
 pub mod roles;
 pub mod roster;
 pub mod serial;
-pub mod tls;
 pub mod service;
+pub mod tls;

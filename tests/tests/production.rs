@@ -40,7 +40,7 @@ fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
     p
 }
 
-fn ca(name: &str) -> (rcgen::Certificate, KeyPair) {
+fn ca(name: &str) -> (rcgen::Certificate, KeyPair, CertificateParams) {
     let key = KeyPair::generate().unwrap();
     let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
     p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
@@ -50,18 +50,19 @@ fn ca(name: &str) -> (rcgen::Certificate, KeyPair) {
         KeyUsagePurpose::CrlSign,
         KeyUsagePurpose::DigitalSignature,
     ];
-    (p.self_signed(&key).unwrap(), key)
+    (p.self_signed(&key).unwrap(), key, p)
 }
 
 fn pki(dir: &Path) -> Pki {
-    let (ca_cert, ca_key) = ca("eldergate test CA");
-    let (other, _) = ca("someone else's CA");
+    let (ca_cert, ca_key, ca_params) = ca("eldergate test CA");
+    let issuer = rcgen::Issuer::from_params(&ca_params, &ca_key);
+    let (other, _, _) = ca("someone else's CA");
     let leaf = |names: Vec<String>, usage: ExtendedKeyUsagePurpose, cn: &str| {
         let key = KeyPair::generate().unwrap();
         let mut p = CertificateParams::new(names).unwrap();
         p.distinguished_name.push(DnType::CommonName, cn);
         p.extended_key_usages = vec![usage];
-        let cert = p.signed_by(&key, &ca_cert, &ca_key).unwrap();
+        let cert = p.signed_by(&key, &issuer).unwrap();
         (cert.pem(), key.serialize_pem())
     };
     let (sc, sk) = leaf(
@@ -179,6 +180,9 @@ fn provision(config: &Path, out: &Path) -> BTreeMap<String, String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn production_shape_works_over_tls_and_confines_every_identity() {
+    // rustls has two providers compiled in (rumqttc's aws-lc-rs, reqwest's ring): pick one, as
+    // the gateway does at start.
+    eldergate::tls::install_crypto_provider();
     let dir = tempfile::tempdir().unwrap();
     let pki = pki(dir.path());
     let gw_port = free_port();

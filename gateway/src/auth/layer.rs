@@ -81,7 +81,7 @@ pub async fn require_login(State(auth): State<Auth>, req: Request, next: Next) -
         return next.run(req).await;
     }
     let (_, loopback) = client_addr(&auth, req.extensions(), req.headers());
-    let open_on_loopback = path == "/healthz" || path == "/metrics";
+    let open_on_loopback = path == "/healthz" || path == "/readyz" || path == "/metrics";
     match identify(&auth, req.headers().clone()).await {
         Ok(Some(actor)) => authorize(auth, actor, req, next).await,
         Ok(None) if open_on_loopback && loopback => {
