@@ -515,7 +515,10 @@ fn main() -> ExitCode {
                     return ExitCode::from(EX_CONFIG);
                 }
             };
-            eldergate::app::init_logs("info,rumqttd=warn,sqlx=warn,rumqttc=warn");
+            eldergate::app::init_logs_as(
+                "info,rumqttd=warn,sqlx=warn,rumqttc=warn",
+                loaded.config.log.format,
+            );
             let result = tokio::runtime::Runtime::new()
                 .context("cannot start the async runtime")
                 .and_then(|rt| {
