@@ -713,9 +713,22 @@ pub async fn connect_as(
     tokio::sync::mpsc::UnboundedReceiver<(String, Vec<u8>)>,
     bool,
 ) {
-    use rumqttc::{Event, Incoming, QoS};
     let mut o = rumqttc::MqttOptions::new(id, "127.0.0.1", port);
     o.set_keep_alive(Duration::from_secs(10));
+    connect_with(o, credentials, filter).await
+}
+
+/// [`connect_as`] with options made by the caller (e.g. a TLS transport).
+pub async fn connect_with(
+    mut o: rumqttc::MqttOptions,
+    credentials: Option<(&str, &str)>,
+    filter: Option<&str>,
+) -> (
+    rumqttc::AsyncClient,
+    tokio::sync::mpsc::UnboundedReceiver<(String, Vec<u8>)>,
+    bool,
+) {
+    use rumqttc::{Event, Incoming, QoS};
     if let Some((u, p)) = credentials {
         o.set_credentials(u, p);
     }

@@ -262,6 +262,41 @@ fn row(
     }
 }
 
+/// Two gateways (sites `site-a`, `site-b`) added to the district, each connected as its own role.
+struct TwoGateways {
+    a: String,
+    b: String,
+    role_a: String,
+    pw_a: std::path::PathBuf,
+    store_a: CentralStore,
+    store_b: CentralStore,
+    _dir: tempfile::TempDir,
+}
+
+impl TwoGateways {
+    async fn add(d: &mut District) -> TwoGateways {
+        let (a, b) = (unique("gw-a"), unique("gw-b"));
+        let (role_a, pw_a) = d.add_gateway(&a, "site-a");
+        let (role_b, pw_b) = d.add_gateway(&b, "site-b");
+        let dir = tempfile::tempdir().unwrap();
+        let store_a = CentralStore::connect(&d.role_url(&role_a, &pw_a), dir.path(), None)
+            .await
+            .unwrap();
+        let store_b = CentralStore::connect(&d.role_url(&role_b, &pw_b), dir.path(), None)
+            .await
+            .unwrap();
+        TwoGateways {
+            a,
+            b,
+            role_a,
+            pw_a,
+            store_a,
+            store_b,
+            _dir: dir,
+        }
+    }
+}
+
 /// The SQLSTATE of a refused statement.
 async fn refused(pool: &PgPool, sql: &str) -> String {
     match sqlx::query(sql).execute(pool).await {
@@ -274,16 +309,15 @@ async fn refused(pool: &PgPool, sql: &str) -> String {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_gateway_role_cannot_update_delete_or_read_another_gateways_rows() {
     let mut d = District::create().await;
-    let (a, b) = (unique("gw-a"), unique("gw-b"));
-    let (role_a, pw_a) = d.add_gateway(&a, "site-a");
-    let (role_b, pw_b) = d.add_gateway(&b, "site-b");
-    let dir = tempfile::tempdir().unwrap();
-    let store_a = CentralStore::connect(&d.role_url(&role_a, &pw_a), dir.path(), None)
-        .await
-        .unwrap();
-    let store_b = CentralStore::connect(&d.role_url(&role_b, &pw_b), dir.path(), None)
-        .await
-        .unwrap();
+    let TwoGateways {
+        a,
+        b,
+        role_a,
+        pw_a,
+        store_a,
+        store_b,
+        _dir,
+    } = TwoGateways::add(&mut d).await;
     let rows: Vec<EventRow> = (1..=10)
         .map(|s| {
             row(
@@ -464,16 +498,14 @@ fn alert(
 #[tokio::test(flavor = "multi_thread")]
 async fn district_views_return_the_right_numbers_for_a_known_data_set() {
     let mut d = District::create().await;
-    let (a, b) = (unique("gw-a"), unique("gw-b"));
-    let (role_a, pw_a) = d.add_gateway(&a, "site-a");
-    let (role_b, pw_b) = d.add_gateway(&b, "site-b");
-    let dir = tempfile::tempdir().unwrap();
-    let store_a = CentralStore::connect(&d.role_url(&role_a, &pw_a), dir.path(), None)
-        .await
-        .unwrap();
-    let store_b = CentralStore::connect(&d.role_url(&role_b, &pw_b), dir.path(), None)
-        .await
-        .unwrap();
+    let TwoGateways {
+        a,
+        b,
+        store_a,
+        store_b,
+        _dir,
+        ..
+    } = TwoGateways::add(&mut d).await;
     let ts = |s: &str| s.parse::<jiff::Timestamp>().unwrap();
     let fmt = |t: jiff::Timestamp| t.strftime("%Y-%m-%dT%H:%M:%S%.3fZ").to_string();
     let mut seq = 0;

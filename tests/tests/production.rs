@@ -9,7 +9,7 @@ use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
     KeyUsagePurpose,
 };
-use rumqttc::{AsyncClient, Event, Incoming, MqttOptions, QoS, Transport};
+use rumqttc::{AsyncClient, MqttOptions, QoS, Transport};
 use sqlx::Row;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -97,51 +97,7 @@ async fn tls_client(
     let mut o = MqttOptions::new(id, "localhost", port);
     o.set_keep_alive(Duration::from_secs(10));
     o.set_transport(Transport::tls(std::fs::read(ca).unwrap(), None, None));
-    if let Some((u, p)) = credentials {
-        o.set_credentials(u, p);
-    }
-    let (client, mut el) = eldergate::mqtt::new_client(o, 100);
-    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-    let (ok_tx, ok_rx) = tokio::sync::oneshot::channel();
-    let mut ok_tx = Some(ok_tx);
-    let c = client.clone();
-    tokio::spawn(async move {
-        loop {
-            match el.poll().await {
-                Ok(Event::Incoming(Incoming::ConnAck(_))) => match &filter {
-                    Some(f) => {
-                        let _ = c.try_subscribe(f.clone(), QoS::AtLeastOnce);
-                    }
-                    None => {
-                        if let Some(t) = ok_tx.take() {
-                            let _ = t.send(true);
-                        }
-                    }
-                },
-                Ok(Event::Incoming(Incoming::SubAck(_))) => {
-                    if let Some(t) = ok_tx.take() {
-                        let _ = t.send(true);
-                    }
-                }
-                Ok(Event::Incoming(Incoming::Publish(p))) => {
-                    let _ = tx.send((p.topic.clone(), p.payload.to_vec()));
-                }
-                Ok(_) => {}
-                Err(_) => {
-                    if let Some(t) = ok_tx.take() {
-                        let _ = t.send(false);
-                    }
-                    return;
-                }
-            }
-        }
-    });
-    let ok = tokio::time::timeout(Duration::from_secs(10), ok_rx)
-        .await
-        .ok()
-        .and_then(Result::ok)
-        .unwrap_or(false);
-    (client, rx, ok)
+    connect_with(o, credentials, filter.as_deref()).await
 }
 
 async fn next(rx: &mut UnboundedReceiver<(String, Vec<u8>)>, what: &str) -> (String, Vec<u8>) {
