@@ -5,12 +5,14 @@
 //! is in hospital), the quarterly claim lists voided meals apart, and a ledger whose sums leave
 //! 64 bits is an error, never a panic or a wrapped number.
 
+mod common;
+
 use eldergate::canteen::claim::{claim_csv, ClaimPeriod};
 use eldergate::canteen::dayclose::close;
 use eldergate::canteen::rules::RuleSet;
 use eldergate::canteen::statement::statement;
 use eldergate::canteen::{CanteenAdmin, CanteenOp, CardTap, SeedCards, TopUp};
-use eldergate::config::{Resident, StaffConfig};
+use eldergate::config::StaffConfig;
 use eldergate::journal::{self, Failure, Journal};
 use eldergate::registry::Registry;
 use eldergate_protocol::payload::{Down, Tap, TapResult};
@@ -40,25 +42,7 @@ amount = { fixed_fen = 300 }
 
 fn registry() -> Registry {
     let mut r = Registry::empty("s");
-    let mut residents = std::collections::BTreeMap::new();
-    for i in 0..3 {
-        let id = format!("R{i}");
-        residents.insert(
-            id.clone(),
-            Resident {
-                resident_id: id,
-                name: format!("张三{i}"),
-                birth_date: Some("1940-01-01".into()),
-                statuses: None,
-                building: None,
-                unit: None,
-                room: None,
-                grid: None,
-                card_id: Some(format!("C000000{i}")),
-            },
-        );
-    }
-    r.residents = eldergate::roster::Roster::new(residents);
+    r.residents = common::three_residents();
     for (id, role) in [("S1", "canteen_operator"), ("S2", "grid_worker")] {
         r.staff.insert(
             id.into(),

@@ -6,10 +6,12 @@
 //! conflict and changes nothing; staff whose role may not move money are refused (403); a tap with
 //! a forged card MAC is refused and charges nothing; a refund never exceeds what was charged.
 
+mod common;
+
 use eldergate::canteen::mac::{to_hex, SiteSecret};
 use eldergate::canteen::rules::RuleSet;
 use eldergate::canteen::{CanteenAdmin, CanteenOp, CardTap, SeedCards, TopUp};
-use eldergate::config::{Resident, StaffConfig};
+use eldergate::config::StaffConfig;
 use eldergate::journal;
 use eldergate::registry::Registry;
 use eldergate_protocol::payload::{Down, Tap, TapResult};
@@ -90,25 +92,7 @@ fn amount() -> impl Strategy<Value = i64> {
 
 fn registry(double_tap_s: u64) -> Registry {
     let mut r = Registry::empty("s");
-    let mut residents = std::collections::BTreeMap::new();
-    for i in 0..3 {
-        let id = format!("R{i}");
-        residents.insert(
-            id.clone(),
-            Resident {
-                resident_id: id,
-                name: format!("张三{i}"),
-                birth_date: Some("1940-01-01".into()),
-                statuses: None,
-                building: None,
-                unit: None,
-                room: None,
-                grid: None,
-                card_id: Some(format!("C000000{i}")),
-            },
-        );
-    }
-    r.residents = eldergate::roster::Roster::new(residents);
+    r.residents = common::three_residents();
     r.staff.insert(
         "S1".into(),
         StaffConfig {
