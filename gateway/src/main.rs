@@ -533,15 +533,8 @@ fn main() -> ExitCode {
             }
         }
         command => {
-            // `run` logs in the format its config names; a config that does not load is
-            // reported on stderr by the run itself.
-            let format = match &command {
-                Command::Run { config } => eldergate::config::load(config)
-                    .map(|l| l.config.log.format)
-                    .unwrap_or_default(),
-                _ => eldergate::config::LogFormat::Human,
-            };
-            eldergate::app::init_logs_as("info,rumqttd=warn,sqlx=warn,rumqttc=warn", format);
+            // The tools log for a person at a terminal; `run` (above) logs in its config's format.
+            eldergate::app::init_logs("info,rumqttd=warn,sqlx=warn,rumqttc=warn");
             let rt = match tokio::runtime::Runtime::new() {
                 Ok(rt) => rt,
                 Err(e) => {
