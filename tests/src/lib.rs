@@ -181,7 +181,8 @@ pub struct TestDb {
 }
 
 impl TestDb {
-    /// Creates a fresh database `eg_test_<random>`.
+    /// Creates a fresh database `eg_test_<unix seconds>_<random>`: the time lets `tests/run` clean
+    /// up only what an interrupted run left hours ago, never a concurrent run's databases.
     pub async fn create() -> anyhow::Result<TestDb> {
         let admin = pg_admin_url();
         let pool = PgPool::connect(&admin).await.with_context(|| {
@@ -189,7 +190,11 @@ impl TestDb {
                 "cannot reach PostgreSQL at {admin}; tests/run starts it, or set ELDERGATE_TEST_PG"
             )
         })?;
-        let name = format!("eg_test_{}", rand::random::<u32>());
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        let name = format!("eg_test_{now}_{}", rand::random::<u32>());
         sqlx::query(&format!("CREATE DATABASE {name}"))
             .execute(&pool)
             .await?;
