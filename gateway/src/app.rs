@@ -56,11 +56,29 @@ fn metrics_handle() -> PrometheusHandle {
 /// Logs to stderr: `RUST_LOG` if set, else `default` (shared by the `eldergate` and
 /// `eldergate-sim` binaries).
 pub fn init_logs(default: &str) {
+    init_logs_as(default, crate::config::LogFormat::Human);
+}
+
+/// [`init_logs`] in the format the config names (`[log] format`).
+pub fn init_logs_as(default: &str, format: crate::config::LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_target(false)
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    use tracing_subscriber::Layer;
+    let fmt = match format {
+        crate::config::LogFormat::Human => {
+            tracing_subscriber::fmt::layer().with_target(false).boxed()
+        }
+        crate::config::LogFormat::Json => tracing_subscriber::fmt::layer()
+            .json()
+            .with_target(false)
+            .boxed(),
+    };
+    tracing_subscriber::registry()
+        .with(crate::broker::QuietBrokerDisconnects)
+        .with(filter)
+        .with(fmt)
         .init();
 }
 
@@ -124,6 +142,7 @@ fn vital<F>(
 
 /// Runs the gateway until `stop` completes (Ok) or a vital task dies (Err).
 pub async fn run(loaded: Loaded, stop: impl Future<Output = ()>) -> anyhow::Result<()> {
+    crate::tls::install_crypto_provider();
     let cfg = loaded.config.clone();
     let registry = Arc::new(Registry::from(&loaded));
     let metrics = metrics_handle();
@@ -212,10 +231,7 @@ pub async fn run(loaded: Loaded, stop: impl Future<Output = ()>) -> anyhow::Resu
         alarm_opts,
         65_536,
         mqtt::Session {
-            subscriptions: vec![
-                topic::alarm_filter(&site),
-                format!("eldergate/+/{site}/staff/cmd"),
-            ],
+            subscriptions: vec![topic::alarm_filter(&site), topic::staff_cmd_filter(&site)],
             on_connect: Some((status_topic.clone(), b"online".to_vec())),
             connected: None,
             up: Some(health.alarm_mqtt.clone()),
@@ -355,7 +371,13 @@ pub async fn run(loaded: Loaded, stop: impl Future<Output = ()>) -> anyhow::Resu
     vital(
         &background,
         "webhook sender",
-        done_or_stopped(watchers.clone(), alerting::webhooks::run(journal.clone())),
+        done_or_stopped(
+            watchers.clone(),
+            alerting::webhooks::run(
+                journal.clone(),
+                alerting::channels::Channels::from_config(&cfg),
+            ),
+        ),
         &running,
         &fatal_tx,
     );
@@ -367,6 +389,7 @@ pub async fn run(loaded: Loaded, stop: impl Future<Output = ()>) -> anyhow::Resu
         &running,
         &fatal_tx,
     );
+    tracker_retention(&background, &journal, &cfg, &disk, &watchers);
     vital(
         &background,
         "journal watch",
@@ -385,6 +408,7 @@ pub async fn run(loaded: Loaded, stop: impl Future<Output = ()>) -> anyhow::Resu
             journal: journal.clone(),
             url: cfg.central.url.clone(),
             data_dir: cfg.data_dir.clone(),
+            ca_file: cfg.central.ca_file.clone(),
             gateway_id: cfg.gateway_id.clone(),
             site_id: site.clone(),
             batch_size: cfg.central.batch_size,
@@ -395,6 +419,16 @@ pub async fn run(loaded: Loaded, stop: impl Future<Output = ()>) -> anyhow::Resu
         &fatal_tx,
     );
 
+    let auth = crate::auth::Auth {
+        store: crate::auth::AccountStore::open(&cfg.data_dir)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot open the accounts database in data_dir: {e}"))?,
+        registry: registry.clone(),
+        throttle: Default::default(),
+        idle_s: i64::try_from(cfg.http.session_idle_s).unwrap_or(i64::MAX),
+        max_s: i64::try_from(cfg.http.session_max_s).unwrap_or(i64::MAX),
+        behind_proxy: cfg.http.behind_proxy,
+    };
     let listener = tokio::net::TcpListener::bind(cfg.http.listen)
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on http.listen {}: {e}", cfg.http.listen))?;
@@ -412,11 +446,24 @@ pub async fn run(loaded: Loaded, stop: impl Future<Output = ()>) -> anyhow::Resu
                 limits: http::Limits::new(&cfg.http),
                 shutdown: stop_input.clone(),
                 health: health.clone(),
+                auth,
             },
         ),
         &running,
         &fatal_tx,
     );
+    if let Some(interval) = crate::service::watchdog_interval() {
+        background.spawn(crate::service::watchdog(
+            journal.clone(),
+            health.clone(),
+            interval,
+            stop_input.clone(),
+        ));
+    }
+    health
+        .started_up
+        .store(true, std::sync::atomic::Ordering::Relaxed);
+    crate::service::notify_ready();
     tracing::info!(gateway = %cfg.gateway_id, site = %site, "gateway running");
 
     let failure = tokio::select! {
@@ -431,6 +478,7 @@ pub async fn run(loaded: Loaded, stop: impl Future<Output = ()>) -> anyhow::Resu
         tokio::time::sleep(Duration::from_secs(2)).await;
         anyhow::bail!("vital task failed: {why}");
     }
+    crate::service::notify_stopping();
     tracing::info!("shutting down: finishing queued commits and acks");
     running.cancel();
     stop_input.cancel();
@@ -473,6 +521,26 @@ async fn stop_with<F: Future<Output = ()>>(stop: CancellationToken, fut: F) {
         _ = fut => {}
         _ = stop.cancelled() => {}
     }
+}
+
+/// Pruning of what the central store already has (src/retention.rs). Not vital: if it stops,
+/// the journal only grows, which the disk guard watches.
+fn tracker_retention(
+    tracker: &TaskTracker,
+    journal: &journal::Journal,
+    cfg: &crate::config::Config,
+    disk: &Arc<DiskGuard>,
+    stop: &CancellationToken,
+) {
+    let retention =
+        crate::retention::Retention::from_config(&cfg.retention, cfg.journal.dedupe_window_s);
+    tracker.spawn(crate::retention::run(
+        journal.clone(),
+        retention,
+        Duration::from_secs(cfg.retention.interval_s),
+        disk.clone(),
+        stop.clone(),
+    ));
 }
 
 #[cfg(test)]

@@ -96,10 +96,89 @@ pub fn start(listen: SocketAddr) -> anyhow::Result<()> {
     anyhow::bail!("cannot start an embedded broker on {listen}: {NOT_IN_THIS_BUILD}")
 }
 
+/// rumqttd logs the ordinary end of every client connection (a device going to sleep, a
+/// reconnect, a test's client closing) at ERROR from `rumqttd::server::broker` ("disconnected",
+/// "connection-stop", "router-drop"): under a fleet that is thousands of false alarms in the
+/// log. This layer drops exactly those three events, counting them in
+/// `eldergate_broker_disconnects_total`; every other rumqttd line (a listener that cannot accept,
+/// a TLS failure …) stays at its level. Installed by `app::init_logs`.
+pub struct QuietBrokerDisconnects;
+
+const BROKER_TARGET: &str = "rumqttd::server::broker";
+const ORDINARY_ENDS: [&str; 3] = ["disconnected", "connection-stop", "router-drop"];
+
+#[derive(Default)]
+struct Message(Option<String>);
+
+impl tracing::field::Visit for Message {
+    fn record_str(&mut self, field: &tracing::field::Field, value: &str) {
+        if field.name() == "message" {
+            self.0 = Some(value.to_string());
+        }
+    }
+    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+        if field.name() == "message" {
+            self.0 = Some(format!("{value:?}"));
+        }
+    }
+}
+
+impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for QuietBrokerDisconnects {
+    fn event_enabled(
+        &self,
+        event: &tracing::Event<'_>,
+        _: tracing_subscriber::layer::Context<'_, S>,
+    ) -> bool {
+        let m = event.metadata();
+        if m.target() != BROKER_TARGET || *m.level() != tracing::Level::ERROR {
+            return true;
+        }
+        let mut msg = Message::default();
+        event.record(&mut msg);
+        let ordinary = msg.0.as_deref().is_some_and(|t| ORDINARY_ENDS.contains(&t));
+        if ordinary {
+            metrics::counter!("eldergate_broker_disconnects_total").increment(1);
+        }
+        !ordinary
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::config::BrokerConfig;
+
+    #[test]
+    fn ordinary_client_disconnects_are_not_logged_as_errors_but_broker_failures_are() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        use std::sync::Arc;
+        use tracing_subscriber::layer::SubscriberExt;
+        struct Count(Arc<AtomicUsize>);
+        impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Count {
+            fn on_event(
+                &self,
+                _: &tracing::Event<'_>,
+                _: tracing_subscriber::layer::Context<'_, S>,
+            ) {
+                self.0.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        let seen = Arc::new(AtomicUsize::new(0));
+        let subscriber = tracing_subscriber::registry()
+            .with(QuietBrokerDisconnects)
+            .with(Count(seen.clone()));
+        tracing::subscriber::with_default(subscriber, || {
+            let e = "Network(Io(Kind(ConnectionReset)))";
+            tracing::error!(target: "rumqttd::server::broker", error = ?e, "disconnected");
+            tracing::error!(target: "rumqttd::server::broker", "connection-stop");
+            tracing::error!(target: "rumqttd::server::broker", error = ?e, "router-drop");
+            assert_eq!(seen.load(Ordering::Relaxed), 0);
+            tracing::error!(target: "rumqttd::server::broker", error = ?e, "Unable to accept socket.");
+            tracing::error!(target: "eldergate::ingest", "disconnected");
+            tracing::info!(target: "rumqttd::server::broker", "disconnected");
+        });
+        assert_eq!(seen.load(Ordering::Relaxed), 3);
+    }
 
     #[test]
     fn broker_never_delivers_more_than_the_gateway_client_takes() {

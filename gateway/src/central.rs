@@ -5,6 +5,12 @@
 //! NOTHING`), so the forwarder can retry anything it is unsure of. The epoch (the journal run
 //! that wrote the event, docs/adr/0007) keeps a journal that went back in time from reusing a
 //! key: without it central would drop its new events as repeats.
+//!
+//! The district's PostgreSQL (docs/adr/0014) gives each gateway a role that may only INSERT and
+//! SELECT its own rows (row-level security) and no DDL: such a gateway never migrates, it checks
+//! that the schema has every migration it knows (otherwise a connect error naming the command,
+//! and the forwarder retries); `eldergate central migrate` runs them as the migrator. PostgreSQL
+//! refuses `COPY FROM` under row-level security, so such a gateway always stages and merges.
 
 use crate::journal::{Epochs, EventRow};
 use sqlx::postgres::{PgPool, PgPoolOptions};
@@ -18,15 +24,20 @@ use std::time::Duration;
 /// A connected central store.
 #[derive(Clone, Debug)]
 pub enum CentralStore {
-    /// PostgreSQL (production).
-    Postgres(PgPool),
+    /// PostgreSQL (production), and how batches go in.
+    Postgres(PgPool, PgInsert),
     /// A SQLite file (the embedded default, for the demo and single-site installs).
     Sqlite(SqlitePool),
 }
 
 impl CentralStore {
-    /// Connects and runs the migrations. `sqlite:` paths are relative to `data_dir`.
-    pub async fn connect(url: &str, data_dir: &Path) -> Result<Self, sqlx::Error> {
+    /// Connects and runs the migrations. `sqlite:` paths are relative to `data_dir`. A PostgreSQL
+    /// URL goes through [`crate::central_link::pg_options`] (TLS policy, `ca_file` as trust root).
+    pub async fn connect(
+        url: &str,
+        data_dir: &Path,
+        ca_file: Option<&Path>,
+    ) -> Result<Self, sqlx::Error> {
         if let Some(path) = url.strip_prefix("sqlite:") {
             let path = path.trim_start_matches("//");
             let opts = SqliteConnectOptions::new()
@@ -44,13 +55,21 @@ impl CentralStore {
                 .await?;
             Ok(CentralStore::Sqlite(pool))
         } else {
+            let (options, _) = crate::central_link::pg_options(url, ca_file)
+                .map_err(|e| sqlx::Error::Configuration(Box::new(e)))?;
             let pool = PgPoolOptions::new()
                 .max_connections(2)
                 .acquire_timeout(Duration::from_secs(5))
-                .connect(url)
+                .connect_with(options)
                 .await?;
-            sqlx::migrate!("./migrations/central_pg").run(&pool).await?;
-            Ok(CentralStore::Postgres(pool))
+            migrate_if_behind(&pool).await?;
+            // A gateway's own role is under row-level security (COPY FROM refused); the
+            // migrator, a table owner or a superuser is not.
+            let rls: bool = sqlx::query_scalar("SELECT row_security_active('events')")
+                .fetch_one(&pool)
+                .await?;
+            let how = if rls { PgInsert::Merge } else { PgInsert::Copy };
+            Ok(CentralStore::Postgres(pool, how))
         }
     }
 
@@ -63,10 +82,13 @@ impl CentralStore {
         rows: &[EventRow],
     ) -> Result<(), sqlx::Error> {
         match self {
-            CentralStore::Postgres(pool) => {
+            CentralStore::Postgres(pool, how) => {
                 let csv = to_csv(gateway_id, site_id, epochs, rows).map_err(|e| {
                     sqlx::Error::Protocol(format!("cannot encode batch as CSV: {e}"))
                 })?;
+                if *how == PgInsert::Merge {
+                    return copy_merge(pool, &csv).await;
+                }
                 // Fast path: COPY straight into the table. A COPY is all-or-nothing, so a batch
                 // that overlaps rows already stored (a retry after an unclear failure) fails
                 // whole with a unique violation and takes the merge path below.
@@ -106,6 +128,54 @@ impl CentralStore {
     }
 }
 
+/// How a PostgreSQL central store takes a batch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PgInsert {
+    /// `COPY` straight into `events`, merging only when a batch overlaps (owner, superuser).
+    Copy,
+    /// `COPY` into a temporary table, then `INSERT … ON CONFLICT DO NOTHING` (a gateway's role
+    /// under row-level security, where `COPY FROM` is refused).
+    Merge,
+}
+
+/// Runs the central PostgreSQL migrations this build knows, as the connected role (the
+/// migrator: `eldergate central migrate`), and creates the monthly partitions for the next
+/// 12 months. Returns the number of partitions created.
+pub async fn migrate_postgres(pool: &PgPool) -> Result<i32, sqlx::Error> {
+    sqlx::migrate!("./migrations/central_pg").run(pool).await?;
+    sqlx::query_scalar(
+        "SELECT eldergate_ensure_partitions(now() - interval '1 month', now() + interval '12 months')",
+    )
+    .fetch_one(pool)
+    .await
+}
+
+/// Migrates only if the schema lacks a migration this build knows; a gateway's role (no DDL)
+/// meets an up-to-date schema and never tries.
+async fn migrate_if_behind(pool: &PgPool) -> Result<(), sqlx::Error> {
+    let migrator = sqlx::migrate!("./migrations/central_pg");
+    let wanted = migrator.iter().map(|m| m.version).max().unwrap_or(0);
+    let applied: Option<i64> =
+        sqlx::query_scalar("SELECT max(version) FROM _sqlx_migrations WHERE success")
+            .fetch_one(pool)
+            .await
+            .unwrap_or(None);
+    if applied.unwrap_or(0) >= wanted {
+        return Ok(());
+    }
+    migrator.run(pool).await.map_err(|e| {
+        sqlx::Error::Configuration(
+            format!(
+                "the central schema is at version {} and this gateway needs {wanted}; migrating \
+                 as this role failed ({e}): run `eldergate central migrate` as the migrator",
+                applied.unwrap_or(0)
+            )
+            .into(),
+        )
+    })?;
+    Ok(())
+}
+
 const COPY_COLUMNS: &str =
     "(gateway_id, epoch, seq, site_id, kind, device_id, device_seq, alert_id, received_at, device_time, body)";
 
@@ -141,7 +211,7 @@ async fn copy_merge(pool: &PgPool, csv: &[u8]) -> Result<(), sqlx::Error> {
         "INSERT INTO events {COPY_COLUMNS}
          SELECT gateway_id, epoch, seq, site_id, kind, device_id, device_seq, alert_id, received_at, device_time, body
          FROM staging_events ORDER BY seq
-         ON CONFLICT (gateway_id, epoch, seq) DO NOTHING"
+         ON CONFLICT (gateway_id, epoch, seq, received_at) DO NOTHING"
     ))
     .execute(&mut *tx)
     .await?;

@@ -1,8 +1,13 @@
 //! The community as the gateway knows it: what a device is and how it is attached, who the
-//! residents and the staff are. Domain types, not configuration: config, the roster import and the operations
-//! all use them; this module imports nothing of the gateway.
+//! residents and the staff are, and the live roster that holds the residents while the gateway
+//! runs. Domain types, not configuration: config, the registry, the roster import and the
+//! operations all use them; this module imports nothing of the gateway.
 
+use arc_swap::ArcSwap;
 use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::Arc;
 
 /// What a device is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -127,4 +132,45 @@ pub struct StaffMember {
     /// Phone.
     #[serde(default)]
     pub phone: Option<String>,
+}
+
+/// Residents by id.
+pub type Residents = BTreeMap<String, Resident>;
+
+/// The live roster, shared by every part of the gateway that reads residents. Cloning shares the
+/// same cell: a replacement is seen by all clones at once.
+#[derive(Clone, Default)]
+pub struct Roster(Arc<ArcSwap<Residents>>);
+
+impl fmt::Debug for Roster {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Roster({} residents)", self.0.load().len())
+    }
+}
+
+impl Roster {
+    /// A roster holding `residents`.
+    pub fn new(residents: Residents) -> Roster {
+        Roster(Arc::new(ArcSwap::from_pointee(residents)))
+    }
+
+    /// The roster as it is now (a snapshot; a later import does not change it).
+    pub fn current(&self) -> Arc<Residents> {
+        self.0.load_full()
+    }
+
+    /// One resident, as the roster has them now.
+    pub fn get(&self, id: &str) -> Option<Resident> {
+        self.0.load().get(id).cloned()
+    }
+
+    /// True when the resident is on the roster now.
+    pub fn contains(&self, id: &str) -> bool {
+        self.0.load().contains_key(id)
+    }
+
+    /// Replaces the roster. Only the journal writer calls this, after the import committed.
+    pub(crate) fn replace(&self, residents: Arc<Residents>) {
+        self.0.store(residents);
+    }
 }

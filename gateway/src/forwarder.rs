@@ -5,20 +5,43 @@
 //!   each batch in one idempotent transaction ([`CentralStore::insert`]).
 //! - Moves the cursor only after the central store committed the batch; a crash between the two
 //!   resends the batch, which the central store ignores.
-//! - Retries forever with capped exponential backoff; a central store that is down never blocks
-//!   ingest or alarms (the forwarder only reads the journal).
+//! - Retries forever with capped exponential backoff and jitter (`backon`: each pause is random
+//!   between the delay and twice it, the longest `central.retry_max_s`), so the gateways of a
+//!   district do not reconnect to the central store in step after it comes back; a central
+//!   store that is down never blocks ingest or alarms (the forwarder only reads the journal).
 //! - Each event goes with the epoch of the journal run that wrote it (`Journal::start().epochs`,
 //!   docs/adr/0007): the central key is (gateway_id, epoch, seq). The cursor is this journal's:
 //!   a new journal forwards its own events from 0.
-//! - `eldergate_outbox_backlog` is the number of committed events not yet at the central store.
+//! - `eldergate_outbox_backlog` is the number of committed events not yet at the central store,
+//!   set on every commit and every cursor move (not only when a batch is sent, which left it
+//!   thousands of events behind the truth while the central store was down).
 
 use crate::central::CentralStore;
 use crate::journal::{EventRow, Journal, Lane, OpError, Operation, Tx};
+use backon::{BackoffBuilder, ExponentialBackoff, ExponentialBuilder};
 use futures_util::future::BoxFuture;
 use sqlx::{Row, SqlitePool};
 use std::path::PathBuf;
 use std::time::Duration;
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
+
+/// Sets `eldergate_outbox_backlog` whenever a commit or the cursor moves, until `stop`.
+async fn backlog_gauge(
+    mut committed: watch::Receiver<i64>,
+    mut cursor: watch::Receiver<i64>,
+    stop: CancellationToken,
+) {
+    loop {
+        let backlog = (*committed.borrow_and_update() - *cursor.borrow_and_update()).max(0);
+        metrics::gauge!("eldergate_outbox_backlog").set(backlog as f64);
+        tokio::select! {
+            r = committed.changed() => if r.is_err() { return },
+            r = cursor.changed() => if r.is_err() { return },
+            _ = stop.cancelled() => return,
+        }
+    }
+}
 
 type Prefetch = tokio::task::JoinHandle<Result<Vec<EventRow>, sqlx::Error>>;
 
@@ -46,6 +69,8 @@ pub struct OutboxForwarder {
     pub url: String,
     /// For `sqlite:` URLs.
     pub data_dir: PathBuf,
+    /// `central.ca_file`: the trust root for TLS to PostgreSQL (crate::central_link).
+    pub ca_file: Option<PathBuf>,
     /// Gateway id.
     pub gateway_id: String,
     /// Site id.
@@ -71,15 +96,20 @@ impl OutboxForwarder {
                 0
             }
         };
-        let mut backoff = Duration::from_millis(200);
+        let (cursor_tx, cursor_rx) = watch::channel(cursor);
+        let gauge = tokio::spawn(backlog_gauge(
+            committed.clone(),
+            cursor_rx,
+            shutdown.clone(),
+        ));
+        let mut backoff = self.backoff();
         let mut store: Option<CentralStore> = None;
         let mut prefetched: Option<(i64, Prefetch)> = None;
         loop {
             if shutdown.is_cancelled() {
+                gauge.abort();
                 break;
             }
-            metrics::gauge!("eldergate_outbox_backlog")
-                .set((*committed.borrow() - cursor).max(0) as f64);
             let t_read = std::time::Instant::now();
             // Reading the next batch overlaps with sending this one.
             let rows = match prefetched.take() {
@@ -110,14 +140,16 @@ impl OutboxForwarder {
                 continue;
             };
             if store.is_none() {
-                match CentralStore::connect(&self.url, &self.data_dir).await {
+                match CentralStore::connect(&self.url, &self.data_dir, self.ca_file.as_deref())
+                    .await
+                {
                     Ok(s) => {
                         tracing::info!(epoch = %self.journal.start().epochs.current(), "central store connected");
                         store = Some(s);
                     }
                     Err(e) => {
                         metrics::counter!("eldergate_forward_failures_total").increment(1);
-                        tracing::warn!(error = %e, backlog = *committed.borrow() - cursor, "central store unreachable; will retry");
+                        tracing::warn!(error = %crate::central_link::explain(&e), backlog = *committed.borrow() - cursor, "central store unreachable; will retry");
                         self.pause(&mut backoff, &shutdown).await;
                         continue;
                     }
@@ -141,10 +173,11 @@ impl OutboxForwarder {
                         "batch forwarded"
                     );
                     cursor = last;
+                    cursor_tx.send_replace(cursor);
                     self.journal.tell(Forwarded { upto: cursor }).await;
                     metrics::counter!("eldergate_forwarded_events_total")
                         .increment(rows.len() as u64);
-                    backoff = Duration::from_millis(200);
+                    backoff = self.backoff();
                 }
                 Err(e) => {
                     metrics::counter!("eldergate_forward_failures_total").increment(1);
@@ -161,12 +194,17 @@ impl OutboxForwarder {
         }
     }
 
-    async fn pause(&self, backoff: &mut Duration, shutdown: &CancellationToken) {
+    /// 200 ms doubling, capped so that with jitter no pause exceeds `retry_max`, forever.
+    fn backoff(&self) -> ExponentialBackoff {
+        backoff(self.retry_max)
+    }
+
+    async fn pause(&self, backoff: &mut ExponentialBackoff, shutdown: &CancellationToken) {
+        let wait = backoff.next().unwrap_or(self.retry_max);
         tokio::select! {
-            _ = tokio::time::sleep(*backoff) => {}
+            _ = tokio::time::sleep(wait) => {}
             _ = shutdown.cancelled() => {}
         }
-        *backoff = (*backoff * 2).min(self.retry_max);
     }
 }
 
@@ -191,5 +229,38 @@ impl Operation for Forwarded {
                 .await?;
             Ok(())
         })
+    }
+}
+
+/// The forwarder's reconnect and retry pauses: exponential from 200 ms, each with a random
+/// jitter of up to its own length, never above `retry_max`; never gives up.
+pub fn backoff(retry_max: Duration) -> ExponentialBackoff {
+    let min = Duration::from_millis(200);
+    ExponentialBuilder::default()
+        .with_min_delay(min.min(retry_max / 2))
+        .with_max_delay((retry_max / 2).max(Duration::from_millis(1)))
+        .with_jitter()
+        .without_max_times()
+        .build()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_pauses_are_capped_jittered_and_endless() {
+        let max = Duration::from_secs(10);
+        let pauses: Vec<Duration> = backoff(max).take(200).collect();
+        assert_eq!(pauses.len(), 200, "the forwarder retries forever");
+        assert!(pauses.iter().all(|p| *p <= max), "no pause above retry_max");
+        assert!(pauses[0] >= Duration::from_millis(200));
+        // Two gateways that fail at the same moment do not retry in step.
+        let other: Vec<Duration> = backoff(max).take(200).collect();
+        assert_ne!(pauses, other);
+        // Late pauses spread over [max/2, max), not all at the cap.
+        let late: std::collections::BTreeSet<u128> =
+            pauses[20..].iter().map(|p| p.as_millis()).collect();
+        assert!(late.len() > 50, "jitter spreads the pauses: {late:?}");
     }
 }

@@ -34,6 +34,8 @@ pub struct Health {
     alarm_down_since: Mutex<Option<Instant>>,
     /// The disk guard.
     pub disk: Arc<DiskGuard>,
+    /// Start-up is over (journal open, every vital task spawned, HTTP listening).
+    pub started_up: AtomicBool,
 }
 
 impl Health {
@@ -46,6 +48,7 @@ impl Health {
             tele_mqtt: Arc::default(),
             alarm_down_since: Mutex::new(Some(Instant::now())),
             disk,
+            started_up: AtomicBool::new(false),
         }
     }
 
@@ -54,6 +57,30 @@ impl Health {
         if let Ok(mut f) = self.fatal.lock() {
             f.get_or_insert(why);
         }
+    }
+
+    /// Why a vital task died, if one did.
+    pub fn fatal_reason(&self) -> Option<String> {
+        self.fatal.lock().ok().and_then(|f| f.clone())
+    }
+
+    /// `/readyz`: start-up is over, no vital task died, the writer's latest commit did not fail
+    /// and the alarm MQTT connection is up. `None` when ready, else why not. For start-up
+    /// ordering and load balancers; `/healthz` stays the one to alert on.
+    pub fn not_ready(&self, journal: &Journal) -> Option<String> {
+        if !self.started_up.load(Ordering::Relaxed) {
+            return Some("starting".into());
+        }
+        if let Some(why) = self.fatal_reason() {
+            return Some(why);
+        }
+        if journal.writer_status().borrow().failing.is_some() {
+            return Some("the journal writer's latest commit failed".into());
+        }
+        if !self.alarm_mqtt.load(Ordering::Relaxed) {
+            return Some("the alarm MQTT connection is not up".into());
+        }
+        None
     }
 
     fn alarm_down_for(&self) -> Option<Duration> {

@@ -8,6 +8,7 @@
 //! ends at shutdown (see `serve.rs`).
 
 use crate::alerting::{alert_from_row, StaffAction, Via};
+use crate::auth::{Actor, Refused};
 use crate::canteen::{CanteenAdmin, CanteenOp, TopUp};
 use crate::journal::{Failure, Journal, JournalError, RefusalKind};
 use crate::registry::Registry;
@@ -28,10 +29,12 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
+mod canteen;
 mod roster;
 mod serve;
 mod vitals;
 
+pub use roster::ImportQuery;
 pub use serve::{serve, Limits, MAX_HEAD_BYTES, MAX_JSON_BODY_BYTES};
 
 /// Shared state of the handlers.
@@ -51,12 +54,15 @@ pub struct Api {
     pub shutdown: CancellationToken,
     /// What `/healthz` reports.
     pub health: Arc<crate::health::Health>,
+    /// Sessions, tokens, CSRF and throttling (the layer over every route).
+    pub auth: crate::auth::Auth,
 }
 
 /// Builds the router.
 pub fn router(api: Api) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_text))
         .route("/api/alerts", get(list_alerts))
         .route("/api/alerts/stream", get(stream))
@@ -71,6 +77,14 @@ pub fn router(api: Api) -> Router {
         .route("/api/meals/{id}/void", post(meal_void))
         .route("/api/reports/daily", get(report_daily))
         .route("/api/reports/claim", get(report_claim))
+        .route(
+            "/api/residents/{id}/statement",
+            get(canteen::resident_statement),
+        )
+        .route("/api/residents/{id}/away", post(canteen::resident_away))
+        .route("/api/residents/{id}/back", post(canteen::resident_back))
+        .route("/api/meals", get(canteen::list_meals))
+        .route("/api/cards/{card}", get(canteen::get_card))
         // The roster reads its own body, with its own limit.
         .route("/api/roster", post(roster::import))
         .route(
@@ -83,7 +97,13 @@ pub fn router(api: Api) -> Router {
         )
         .route("/api/residents/{id}/fhir", get(vitals::fhir_bundle))
         .route("/api/readings/unassigned", get(vitals::unassigned_readings))
+        .merge(crate::console::routes())
         .layer(DefaultBodyLimit::max(MAX_JSON_BODY_BYTES))
+        // Last, so that it wraps every route above (routes added after it would be open).
+        .layer(axum::middleware::from_fn_with_state(
+            api.auth.clone(),
+            crate::auth::require_login,
+        ))
         .with_state(api)
 }
 
@@ -102,6 +122,13 @@ fn bad_request(reason: &'static str, message: String) -> ApiError {
     ApiError(StatusCode::BAD_REQUEST, message)
 }
 
+impl From<Refused> for ApiError {
+    fn from(r: Refused) -> Self {
+        let (status, message) = r.parts();
+        ApiError(status, message)
+    }
+}
+
 impl From<JournalError> for ApiError {
     fn from(e: JournalError) -> Self {
         ApiError(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
@@ -118,6 +145,7 @@ impl From<Failure> for ApiError {
                     RefusalKind::NotFound => StatusCode::NOT_FOUND,
                     RefusalKind::Conflict => StatusCode::CONFLICT,
                     RefusalKind::Invalid => StatusCode::UNPROCESSABLE_ENTITY,
+                    RefusalKind::Forbidden => StatusCode::FORBIDDEN,
                 };
                 metrics::counter!("eldergate_http_rejected_total", "reason" => r.reason)
                     .increment(1);
@@ -154,6 +182,19 @@ async fn healthz(State(api): State<Api>) -> Response {
         StatusCode::SERVICE_UNAVAILABLE
     };
     (status, Json(report)).into_response()
+}
+
+/// `/readyz`: 200 `{"ready":true}` once the gateway can take alarms after start-up, else 503
+/// with the reason.
+async fn readyz(State(api): State<Api>) -> Response {
+    match api.health.not_ready(&api.journal) {
+        None => (StatusCode::OK, Json(serde_json::json!({"ready": true}))).into_response(),
+        Some(why) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(serde_json::json!({"ready": false, "reason": why})),
+        )
+            .into_response(),
+    }
 }
 
 /// An open live stream: holds one of `http.max_sse_clients` slots until the stream is dropped.
@@ -207,9 +248,19 @@ async fn stream(
             .data(serde_json::to_string(a).unwrap_or_default()))
     };
     let first = futures_util::stream::iter(open.iter().map(to_event).collect::<Vec<_>>());
-    let live = tokio_stream::wrappers::BroadcastStream::new(rx)
-        .filter_map(|m| async move { m.ok() })
-        .map(move |a| to_event(&a));
+    // A client too slow for the broadcast buffer is told to resynchronize (refetch the open
+    // alerts) instead of silently missing changes.
+    let live = tokio_stream::wrappers::BroadcastStream::new(rx).map(move |m| match m {
+        Ok(a) => to_event(&a),
+        Err(tokio_stream::wrappers::errors::BroadcastStreamRecvError::Lagged(n)) => {
+            metrics::counter!("eldergate_http_sse_resync_total").increment(1);
+            tracing::warn!(
+                missed = n,
+                "a live alert stream lagged; telling it to resync"
+            );
+            Ok(SseEvent::default().event("resync").data(n.to_string()))
+        }
+    });
     let events = first
         .chain(live)
         .take_until(api.shutdown.clone().cancelled_owned())
@@ -278,8 +329,9 @@ async fn get_alert(
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ActionBody {
-    /// Staff id.
-    pub by: String,
+    /// Staff id: absent = the logged-in staff member (see `auth::Actor::acting_for`).
+    #[serde(default)]
+    pub by: Option<String>,
     /// Optional note.
     #[serde(default)]
     pub note: Option<String>,
@@ -287,22 +339,25 @@ pub struct ActionBody {
 
 async fn ack(
     state: State<Api>,
+    actor: Actor,
     id: Path<i64>,
     body: Result<Json<ActionBody>, JsonRejection>,
 ) -> Result<Json<StaffAlert>, ApiError> {
-    act(state, id, body, StaffVerb::Ack).await
+    act(state, actor, id, body, StaffVerb::Ack).await
 }
 
 async fn resolve(
     state: State<Api>,
+    actor: Actor,
     id: Path<i64>,
     body: Result<Json<ActionBody>, JsonRejection>,
 ) -> Result<Json<StaffAlert>, ApiError> {
-    act(state, id, body, StaffVerb::Resolve).await
+    act(state, actor, id, body, StaffVerb::Resolve).await
 }
 
 async fn act(
     State(api): State<Api>,
+    actor: Actor,
     Path(id): Path<i64>,
     body: Result<Json<ActionBody>, JsonRejection>,
     verb: StaffVerb,
@@ -310,13 +365,13 @@ async fn act(
     let Json(body) = body.map_err(|e| {
         bad_request(
             "bad_body",
-            format!("{e}; send JSON like {{\"by\": \"S009\", \"note\": \"on my way\"}}"),
+            format!("{e}; send JSON like {{\"note\": \"on my way\"}}"),
         )
     })?;
     let action = StaffAction {
         alert_id: id,
         verb,
-        by: body.by,
+        by: actor.acting_for(body.by)?,
         note: body.note,
         via: Via::Http,
     };
@@ -329,29 +384,35 @@ async fn act(
 pub struct TopUpBody {
     /// Fen, positive (10000 = ¥100).
     pub amount_fen: i64,
-    /// Staff id.
-    pub by: String,
+    /// Staff id: absent = the logged-in staff member.
+    #[serde(default)]
+    pub by: Option<String>,
     /// Why (receipt number, cash, transfer…).
     #[serde(default)]
     pub reason: Option<String>,
+    /// How it was paid: cash, wechat, alipay, bank or other (docs/CANTEEN.md).
+    #[serde(default)]
+    pub method: Option<String>,
 }
 
 async fn topup(
     State(api): State<Api>,
+    actor: Actor,
     Path(id): Path<String>,
     body: Result<Json<TopUpBody>, JsonRejection>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let Json(body) = body.map_err(|e| {
         bad_request(
             "bad_body",
-            format!("{e}; send JSON like {{\"amount_fen\": 10000, \"by\": \"S013\"}}"),
+            format!("{e}; send JSON like {{\"amount_fen\": 10000}}"),
         )
     })?;
     let op = TopUp {
         resident: id.clone(),
         amount_fen: body.amount_fen,
-        by: body.by,
+        by: actor.acting_for(body.by)?,
         reason: body.reason,
+        method: body.method,
     };
     let balance = api.journal.run(op).await?;
     Ok(Json(
@@ -381,8 +442,9 @@ async fn balance(
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AdminBody {
-    /// Staff id.
-    pub by: String,
+    /// Staff id: absent = the logged-in staff member.
+    #[serde(default)]
+    pub by: Option<String>,
     /// Resident id (bind).
     #[serde(default)]
     pub resident_id: Option<String>,
@@ -392,9 +454,18 @@ pub struct AdminBody {
     /// Fen (payout; absent = the whole balance).
     #[serde(default)]
     pub amount_fen: Option<i64>,
+    /// `away` or `hospital` (away).
+    #[serde(default)]
+    pub kind: Option<String>,
 }
 
-async fn admin(api: &Api, op: CanteenOp, by: String) -> Result<Json<serde_json::Value>, ApiError> {
+async fn admin(
+    api: &Api,
+    actor: &Actor,
+    op: CanteenOp,
+    by: Option<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let by = actor.acting_for(by)?;
     Ok(Json(api.journal.run(CanteenAdmin { op, by }).await?))
 }
 
@@ -402,22 +473,24 @@ fn admin_body(body: Result<Json<AdminBody>, JsonRejection>) -> Result<AdminBody,
     body.map(|Json(b)| b).map_err(|e| {
         bad_request(
             "bad_body",
-            format!("{e}; send JSON like {{\"by\": \"S013\"}}"),
+            format!("{e}; send JSON like {{\"reason\": \"…\"}}"),
         )
     })
 }
 
 async fn card_lost(
     State(api): State<Api>,
+    actor: Actor,
     Path(card): Path<String>,
     body: Result<Json<AdminBody>, JsonRejection>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let b = admin_body(body)?;
-    admin(&api, CanteenOp::CardLost { card }, b.by).await
+    admin(&api, &actor, CanteenOp::CardLost { card }, b.by).await
 }
 
 async fn card_bind(
     State(api): State<Api>,
+    actor: Actor,
     Path(card): Path<String>,
     body: Result<Json<AdminBody>, JsonRejection>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
@@ -425,17 +498,19 @@ async fn card_bind(
     let resident = b
         .resident_id
         .ok_or_else(|| bad_request("bad_body", "resident_id is required".into()))?;
-    admin(&api, CanteenOp::BindCard { card, resident }, b.by).await
+    admin(&api, &actor, CanteenOp::BindCard { card, resident }, b.by).await
 }
 
 async fn meal_void(
     State(api): State<Api>,
+    actor: Actor,
     Path(meal): Path<i64>,
     body: Result<Json<AdminBody>, JsonRejection>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let b = admin_body(body)?;
     admin(
         &api,
+        &actor,
         CanteenOp::VoidMeal {
             meal,
             reason: b.reason.unwrap_or_default(),
@@ -447,12 +522,14 @@ async fn meal_void(
 
 async fn payout(
     State(api): State<Api>,
+    actor: Actor,
     Path(resident): Path<String>,
     body: Result<Json<AdminBody>, JsonRejection>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let b = admin_body(body)?;
     admin(
         &api,
+        &actor,
         CanteenOp::PayOut {
             resident,
             amount_fen: b.amount_fen,
@@ -467,6 +544,7 @@ async fn payout(
 struct ReportQuery {
     date: Option<String>,
     month: Option<String>,
+    quarter: Option<String>,
 }
 
 /// `GET /api/reports/daily?date=YYYY-MM-DD`
@@ -479,20 +557,33 @@ async fn report_daily(
         .filter(|d| d.parse::<jiff::civil::Date>().is_ok())
         .ok_or_else(|| bad_request("bad_query", "date=YYYY-MM-DD is required".into()))?;
     let lines = crate::canteen::reports::daily(api.journal.readers(), &date).await?;
-    Ok(Json(serde_json::json!({ "date": date, "periods": lines })))
+    let day: jiff::civil::Date = date
+        .parse()
+        .map_err(|_| bad_request("bad_query", "date=YYYY-MM-DD is required".into()))?;
+    let close = crate::canteen::dayclose::close(api.journal.readers(), &api.registry, day).await?;
+    Ok(Json(
+        serde_json::json!({ "date": date, "periods": lines, "close": close }),
+    ))
 }
 
-/// `GET /api/reports/claim?month=YYYY-MM`: CSV (UTF-8 with BOM).
+/// `GET /api/reports/claim?month=YYYY-MM` or `?quarter=YYYY-Qn`: CSV (UTF-8 with BOM).
 async fn report_claim(
     State(api): State<Api>,
     Query(q): Query<ReportQuery>,
 ) -> Result<Response, ApiError> {
-    let month = q
+    let period = q
         .month
-        .filter(|m| format!("{m}-01").parse::<jiff::civil::Date>().is_ok() && m.len() == 7)
-        .ok_or_else(|| bad_request("bad_query", "month=YYYY-MM is required".into()))?;
+        .or(q.quarter)
+        .and_then(|p| crate::canteen::claim::ClaimPeriod::parse(&p))
+        .ok_or_else(|| {
+            bad_request(
+                "bad_query",
+                "month=YYYY-MM or quarter=YYYY-Qn is required".into(),
+            )
+        })?;
+    let month = &period.label;
     let csv =
-        crate::canteen::reports::claim_csv(api.journal.readers(), &api.registry, &month).await?;
+        crate::canteen::claim::claim_csv(api.journal.readers(), &api.registry, &period).await?;
     let disposition = format!("attachment; filename=\"subsidy-claim-{month}.csv\"");
     Ok((
         [

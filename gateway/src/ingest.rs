@@ -2,7 +2,8 @@
 //! acceptance path ([`crate::intake`]), and acks only after commit.
 //!
 //! Two connections, two tasks each (handler → FIFO acker):
-//! - the **alarm** connection carries `alarm/#` and `staff/cmd`; alarms and staff actions go to
+//! - the **alarm** connection carries `alarm/#` and `staff/cmd/{staff}` (the actor is the
+//!   topic's staff id, bound to the publisher by the broker's ACL); alarms and staff actions go to
 //!   the journal's alarm lane;
 //! - the **telemetry** connection carries `tele/#` (heartbeats, link status) and `tap/#`.
 //!
@@ -235,14 +236,29 @@ pub fn decode_publish(
             let (v, seq, body) = decode_alarm(payload)?;
             Ok(device(d, v, Some(seq), body))
         }
-        UpTopic::StaffCommand { site: s } if alarm_conn => {
+        UpTopic::StaffCommand { site: s, staff } if alarm_conn => {
             check_site(s, site)?;
             match decode::<StaffCommand>(payload) {
                 Ok(cmd) if cmd.v != MQTT_VERSION => Err(Undecodable {
                     rejection: version_rejection(&cmd.v.to_string()),
                     staff_request: Some((cmd.request_id, cmd.alert_id)),
                 }),
-                Ok(cmd) => Ok(Inbound::Staff(cmd)),
+                // The broker ties the topic's staff id to the publisher's username; a body that
+                // names someone else is a forgery or a bug, never an action by that person.
+                Ok(cmd) if cmd.by.as_deref().is_some_and(|by| by != staff) => Err(Undecodable {
+                    rejection: reject(
+                        "actor_mismatch",
+                        format!(
+                            "\"by\" is {:?} but the command was published on {staff}'s topic; leave \"by\" out or make it {staff:?}",
+                            cmd.by.as_deref().unwrap_or_default()
+                        ),
+                    ),
+                    staff_request: Some((cmd.request_id, cmd.alert_id)),
+                }),
+                Ok(mut cmd) => {
+                    cmd.by = Some(staff.to_string());
+                    Ok(Inbound::Staff(cmd))
+                }
                 Err(rejection) => Err(Undecodable {
                     rejection,
                     staff_request: readable_request(payload),
@@ -402,7 +418,7 @@ impl Ingest {
                     .submit(StaffAction {
                         alert_id: cmd.alert_id,
                         verb: cmd.cmd,
-                        by: cmd.by,
+                        by: cmd.by.unwrap_or_default(),
                         note: cmd.note,
                         via: Via::Mqtt,
                     })

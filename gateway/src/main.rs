@@ -34,6 +34,17 @@ enum Command {
         #[command(subcommand)]
         which: RosterCommand,
     },
+    /// Write the broker's password file, ACL and a provisioning CSV from the registry (devices,
+    /// staff, the gateway) into DIR, all mode 0600. Re-running adds new identities and keeps
+    /// every existing secret. Secrets are never printed.
+    Provision {
+        /// The gateway's config (its registry: devices and staff).
+        #[arg(long, short, env = "ELDERGATE_CONFIG")]
+        config: PathBuf,
+        /// Output directory, e.g. /etc/eldergate/broker.
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// Canteen reports from a gateway's journal (read-only; the gateway may be running).
     Report {
         /// The gateway's config (for data_dir and the roster).
@@ -61,6 +72,193 @@ enum Command {
         #[arg(long)]
         out: Option<PathBuf>,
     },
+    /// Console accounts: passwords, invites, sessions (accounts.db in data_dir).
+    User {
+        /// The gateway's config (for data_dir and the staff registry).
+        #[arg(long, short, env = "ELDERGATE_CONFIG")]
+        config: PathBuf,
+        #[command(subcommand)]
+        which: UserCommand,
+    },
+    /// API tokens for integrations (shown once, stored hashed).
+    Token {
+        /// The gateway's config (for data_dir and the staff registry).
+        #[arg(long, short, env = "ELDERGATE_CONFIG")]
+        config: PathBuf,
+        #[command(subcommand)]
+        which: TokenCommand,
+    },
+    /// A consistent copy of the journal, taken while the gateway runs (SQLite `VACUUM INTO`).
+    Backup {
+        /// The gateway's config (for data_dir).
+        #[arg(long, short, env = "ELDERGATE_CONFIG")]
+        config: PathBuf,
+        /// The backup file to write (must not exist).
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Put a backup in place of the journal (the gateway must be stopped). The journal it
+    /// replaces is moved aside, never deleted; the restored journal continues above every seq
+    /// the replaced journal, the central store or --seq-floor used.
+    Restore {
+        /// The gateway's config (for data_dir, http.listen and the central store).
+        #[arg(long, short, env = "ELDERGATE_CONFIG")]
+        config: PathBuf,
+        /// The backup file.
+        #[arg(long)]
+        from: PathBuf,
+        /// Highest seq known to be used already (e.g. read from the central store by hand).
+        #[arg(long)]
+        seq_floor: Option<i64>,
+    },
+    /// The district's central PostgreSQL (docs/adr/0014).
+    Central {
+        /// The migrator's URL (a role that owns the schema and may create roles). Prefer the
+        /// environment: a URL with a password on the command line is visible to every user.
+        #[arg(long, env = "ELDERGATE_CENTRAL_MIGRATOR_URL", hide_env_values = true)]
+        url: String,
+        #[command(subcommand)]
+        which: CentralCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum UserCommand {
+    /// Set a staff member's console password (argon2id), read from the first line of stdin;
+    /// ends their sessions.
+    SetPassword {
+        /// Staff id from the staff registry.
+        staff_id: String,
+    },
+    /// Print a one-time link (valid 72 h) with which a staff member sets their own password.
+    Invite {
+        /// Staff id from the staff registry.
+        staff_id: String,
+    },
+    /// End every console session of a staff member now.
+    Revoke {
+        /// Staff id.
+        staff_id: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum TokenCommand {
+    /// Create a token acting as a staff member, with scopes (read, alerts, canteen, roster, vitals,
+    /// act_as); prints it once.
+    Create {
+        /// Staff id the token acts as (recorded as `by`).
+        #[arg(long)]
+        staff: String,
+        /// A unique name, to revoke it by.
+        #[arg(long)]
+        name: String,
+        /// Comma-separated scopes.
+        #[arg(long, default_value = "read")]
+        scopes: String,
+    },
+    /// Revoke a token by name.
+    Revoke {
+        /// The token's name.
+        name: String,
+    },
+}
+
+/// Opens the accounts database of the gateway named by `config`, and its staff registry.
+async fn accounts(
+    config: &std::path::Path,
+) -> anyhow::Result<(eldergate::auth::AccountStore, eldergate::config::Loaded)> {
+    let loaded = eldergate::config::load(config)?;
+    let store = eldergate::auth::AccountStore::open(&loaded.config.data_dir).await?;
+    Ok((store, loaded))
+}
+
+fn known_staff(loaded: &eldergate::config::Loaded, staff_id: &str) -> anyhow::Result<()> {
+    if !loaded.staff.contains_key(staff_id) {
+        anyhow::bail!("{staff_id:?} is not in the staff registry; add them under [[staff]] or to staff_csv first");
+    }
+    Ok(())
+}
+
+async fn user(config: PathBuf, which: UserCommand) -> anyhow::Result<()> {
+    let (store, loaded) = accounts(&config).await?;
+    match which {
+        UserCommand::SetPassword { staff_id } => {
+            known_staff(&loaded, &staff_id)?;
+            eprintln!(
+                "password for {staff_id} (one line on stdin, at least {} characters):",
+                eldergate::auth::store::MIN_PASSWORD_CHARS
+            );
+            let mut line = String::new();
+            std::io::stdin().read_line(&mut line)?;
+            store
+                .set_password(&staff_id, line.trim_end_matches(['\r', '\n']))
+                .await?;
+            println!("password of {staff_id} set; their sessions were ended");
+        }
+        UserCommand::Invite { staff_id } => {
+            known_staff(&loaded, &staff_id)?;
+            let secret = store.create_invite(&staff_id).await?;
+            println!(
+                "http://{}/console/invite/{secret}  (one use, valid 72 h, for {staff_id})",
+                loaded.config.http.listen
+            );
+        }
+        UserCommand::Revoke { staff_id } => {
+            let n = store.end_sessions_of(&staff_id).await?;
+            println!("{n} session(s) of {staff_id} ended");
+        }
+    }
+    Ok(())
+}
+
+async fn token(config: PathBuf, which: TokenCommand) -> anyhow::Result<()> {
+    let (store, loaded) = accounts(&config).await?;
+    match which {
+        TokenCommand::Create {
+            staff,
+            name,
+            scopes,
+        } => {
+            known_staff(&loaded, &staff)?;
+            for s in scopes.split(',') {
+                if !eldergate::auth::SCOPES.contains(&s.trim()) {
+                    anyhow::bail!(
+                        "unknown scope {s:?}; use some of {}",
+                        eldergate::auth::SCOPES.join(",")
+                    );
+                }
+            }
+            println!("{}", store.create_token(&staff, &name, &scopes).await?);
+        }
+        TokenCommand::Revoke { name } => {
+            if !store.revoke_token(&name).await? {
+                anyhow::bail!("no live token is named {name:?}");
+            }
+            println!("token {name:?} revoked");
+        }
+    }
+    Ok(())
+}
+
+#[derive(Subcommand)]
+enum CentralCommand {
+    /// Apply the central schema's migrations and create the monthly partitions for the next
+    /// 12 months (idempotent; run it at every upgrade and monthly).
+    Migrate,
+    /// Create a gateway's login role (INSERT and SELECT on its own rows only) with a random
+    /// password written to --password-file (mode 0600, never printed).
+    AddGateway {
+        /// The gateway's `gateway_id`.
+        #[arg(long)]
+        gateway_id: String,
+        /// Its community (`site_id`).
+        #[arg(long)]
+        site_id: String,
+        /// Where to write the password (must not exist).
+        #[arg(long)]
+        password_file: PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
@@ -70,9 +268,13 @@ enum RosterCommand {
     Import {
         /// The roster CSV.
         file: PathBuf,
-        /// Staff id of who imports (recorded with the import).
+        /// Staff id of who imports (recorded with the import); by default the token's staff
+        /// member (another only with a token's `act_as` scope).
         #[arg(long)]
-        by: String,
+        by: Option<String>,
+        /// API token with the `roster` scope (`eldergate token create`).
+        #[arg(long, env = "ELDERGATE_TOKEN", hide_env_values = true)]
+        token: String,
         /// Only show what would change.
         #[arg(long)]
         dry_run: bool,
@@ -87,9 +289,9 @@ enum Report {
         #[arg(long)]
         date: String,
     },
-    /// Monthly subsidy claim per resident, CSV with UTF-8 BOM (to stdout or --out).
+    /// Subsidy claim (month or quarter), CSV with UTF-8 BOM (to stdout or --out); docs/CANTEEN.md.
     Claim {
-        /// Month, YYYY-MM.
+        /// Month `YYYY-MM`, or quarter `YYYY-Qn`.
         #[arg(long)]
         month: String,
         /// Write to this file instead of stdout.
@@ -115,7 +317,9 @@ async fn report(config: PathBuf, which: Report) -> anyhow::Result<()> {
             println!("{}", serde_json::to_string_pretty(&lines)?);
         }
         Report::Claim { month, out } => {
-            let csv = eldergate::canteen::reports::claim_csv(&pool, &registry, &month).await?;
+            let period = eldergate::canteen::claim::ClaimPeriod::parse(&month)
+                .with_context(|| format!("--month {month:?}: use YYYY-MM or YYYY-Qn"))?;
+            let csv = eldergate::canteen::claim::claim_csv(&pool, &registry, &period).await?;
             match out {
                 Some(path) => std::fs::write(&path, csv)
                     .with_context(|| format!("cannot write {}", path.display()))?,
@@ -173,18 +377,112 @@ async fn fhir(
     Ok(())
 }
 
+async fn central(url: String, which: CentralCommand) -> anyhow::Result<()> {
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(1)
+        .connect(&url)
+        .await
+        .context("cannot connect to the central store as the migrator")?;
+    match which {
+        CentralCommand::Migrate => {
+            let created = eldergate::central::migrate_postgres(&pool).await?;
+            println!("central schema migrated; {created} monthly partition(s) created");
+        }
+        CentralCommand::AddGateway {
+            gateway_id,
+            site_id,
+            password_file,
+        } => {
+            if password_file.exists() {
+                anyhow::bail!("{} exists; choose a new file", password_file.display());
+            }
+            let (role, password) =
+                eldergate::district::add_gateway(&pool, &gateway_id, &site_id).await?;
+            eldergate::district::write_secret_file(&password_file, &password)?;
+            println!(
+                "role {role} created for gateway {gateway_id} ({site_id}); its password is in {} \
+                 (give it to the gateway as central.password_file)",
+                password_file.display()
+            );
+        }
+    }
+    Ok(())
+}
+
+async fn backup(config: PathBuf, out: PathBuf) -> anyhow::Result<()> {
+    let loaded = eldergate::config::load(&config)?;
+    let summary = eldergate::backup::backup(&loaded.config.data_dir, &out).await?;
+    println!("{}", serde_json::to_string_pretty(&summary)?);
+    Ok(())
+}
+
+async fn restore(config: PathBuf, from: PathBuf, seq_floor: Option<i64>) -> anyhow::Result<()> {
+    let loaded = eldergate::config::load(&config)?;
+    let c = &loaded.config;
+    let health = format!("http://{}/healthz", c.http.listen);
+    let client = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(2))
+        .build()?;
+    if client.get(&health).send().await.is_ok() {
+        return Err(eldergate::backup::BackupError::Running(health).into());
+    }
+    let central_max_seq = central_max_seq(&c.central.url, &c.gateway_id).await;
+    let summary = eldergate::backup::restore(eldergate::backup::RestoreRequest {
+        data_dir: &c.data_dir,
+        from: &from,
+        central_max_seq,
+        seq_floor,
+    })
+    .await?;
+    println!("{}", serde_json::to_string_pretty(&summary)?);
+    Ok(())
+}
+
+/// The highest seq the central store holds for this gateway (a gateway's role reads its own).
+async fn central_max_seq(url: &str, gateway_id: &str) -> Result<Option<i64>, String> {
+    if url.starts_with("sqlite:") {
+        return Err("an embedded central store (sqlite:) is not consulted".into());
+    }
+    let ask = async {
+        let pool = sqlx::postgres::PgPoolOptions::new()
+            .max_connections(1)
+            .connect(url)
+            .await?;
+        sqlx::query_scalar::<_, Option<i64>>("SELECT max(seq) FROM events WHERE gateway_id = $1")
+            .bind(gateway_id)
+            .fetch_one(&pool)
+            .await
+    };
+    match tokio::time::timeout(std::time::Duration::from_secs(10), ask).await {
+        Ok(Ok(v)) => Ok(v),
+        // The error of a connection names the host, never the password.
+        Ok(Err(e)) => Err(format!("{e}")),
+        Err(_) => Err("no answer within 10 s".into()),
+    }
+}
+
 /// Sends a roster to the running gateway named by `config` and prints its answer.
 async fn roster(config: PathBuf, which: RosterCommand) -> anyhow::Result<()> {
-    let RosterCommand::Import { file, by, dry_run } = which;
+    let RosterCommand::Import {
+        file,
+        by,
+        token,
+        dry_run,
+    } = which;
     let loaded = eldergate::config::load(&config)?;
     let csv = std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
     let url = format!("http://{}/api/roster", loaded.config.http.listen);
+    let mut query = vec![(
+        "dry_run",
+        if dry_run { "true" } else { "false" }.to_string(),
+    )];
+    if let Some(by) = by {
+        query.push(("by", by));
+    }
     let response = reqwest::Client::new()
         .post(&url)
-        .query(&[
-            ("by", by.as_str()),
-            ("dry_run", if dry_run { "true" } else { "false" }),
-        ])
+        .bearer_auth(token.trim())
+        .query(&query)
         .header("content-type", "text/csv; charset=utf-8")
         .body(csv)
         .send()
@@ -205,6 +503,47 @@ async fn roster(config: PathBuf, which: RosterCommand) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `eldergate provision`: needs no broker secret (it connects to nothing), so a missing
+/// `broker.password` is not a problem here.
+fn provision(config: PathBuf, out: PathBuf) -> anyhow::Result<()> {
+    let mut env: Vec<(String, String)> = std::env::vars().collect();
+    if !env.iter().any(|(k, _)| k == "ELDERGATE__BROKER__PASSWORD") {
+        env.push((
+            "ELDERGATE__BROKER__PASSWORD".into(),
+            "(not needed to provision)".into(),
+        ));
+    }
+    let loaded = eldergate::config::load_with_env(&config, env)?;
+    let s = eldergate::provision::provision(&loaded, &out)?;
+    println!(
+        "{}: {} identities kept, {} added{}",
+        s.dir.display(),
+        s.kept.len(),
+        s.added.len(),
+        if s.added.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", s.added.join(" "))
+        }
+    );
+    if !s.stale.is_empty() {
+        println!(
+            "not in the registry any more (no topic rights; delete their lines from {} to refuse them at connect): {}",
+            eldergate::provision::PASSWD_FILE,
+            s.stale.join(" ")
+        );
+    }
+    println!(
+        "hand out {} to installers and keep it private; reload Mosquitto to apply",
+        out.join(eldergate::provision::CSV_FILE).display()
+    );
+    Ok(())
+}
+
+/// Exit status of `run` when its config is wrong (sysexits.h `EX_CONFIG`): the systemd unit
+/// says `RestartPreventExitStatus=78`, so a wrong config is not restarted in a loop.
+const EX_CONFIG: u8 = 78;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
@@ -224,7 +563,40 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Command::Provision { config, out } => match provision(config, out) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("{e:#}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::Run { config } => {
+            let loaded = match eldergate::config::load(&config) {
+                Ok(l) => l,
+                Err(e) => {
+                    eprintln!("{e}");
+                    return ExitCode::from(EX_CONFIG);
+                }
+            };
+            eldergate::app::init_logs_as(
+                "info,rumqttd=warn,sqlx=warn,rumqttc=warn",
+                loaded.config.log.format,
+            );
+            let result = tokio::runtime::Runtime::new()
+                .context("cannot start the async runtime")
+                .and_then(|rt| {
+                    rt.block_on(eldergate::app::run(loaded, eldergate::app::stop_signal()))
+                });
+            match result {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("eldergate stopped with an error: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         command => {
+            // The tools log for a person at a terminal; `run` (above) logs in its config's format.
             eldergate::app::init_logs("info,rumqttd=warn,sqlx=warn,rumqttc=warn");
             let rt = match tokio::runtime::Runtime::new() {
                 Ok(rt) => rt,
@@ -235,10 +607,6 @@ fn main() -> ExitCode {
             };
             let result = rt.block_on(async move {
                 match command {
-                    Command::Run { config } => {
-                        let loaded = eldergate::config::load(&config)?;
-                        eldergate::app::run(loaded, eldergate::app::stop_signal()).await
-                    }
                     Command::Report { config, which } => report(config, which).await,
                     Command::Fhir {
                         config,
@@ -248,7 +616,18 @@ fn main() -> ExitCode {
                         out,
                     } => fhir(config, resident, from, to, out).await,
                     Command::Roster { config, which } => roster(config, which).await,
-                    Command::CheckConfig { .. } => Ok(()),
+                    Command::User { config, which } => user(config, which).await,
+                    Command::Token { config, which } => token(config, which).await,
+                    Command::Backup { config, out } => backup(config, out).await,
+                    Command::Restore {
+                        config,
+                        from,
+                        seq_floor,
+                    } => restore(config, from, seq_floor).await,
+                    Command::Central { url, which } => central(url, which).await,
+                    Command::CheckConfig { .. }
+                    | Command::Provision { .. }
+                    | Command::Run { .. } => Ok(()),
                 }
                 .context("eldergate stopped with an error")
             });

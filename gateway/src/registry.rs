@@ -3,11 +3,11 @@
 //! resolves. The one part that changes while the gateway runs is the roster ([`Roster`]), which a
 //! roster import replaces as a whole (the import checks that devices still resolve).
 
+pub use crate::community::Roster;
 use crate::config::{
     CheckinConfig, DeviceConfig, EscalationConfig, Ladder, Loaded, StaffConfig, SupervisionConfig,
     WebhookConfig,
 };
-pub use crate::roster::Roster;
 use eldergate_protocol::payload::Priority;
 use std::collections::BTreeMap;
 
@@ -40,6 +40,8 @@ pub struct Registry {
     pub checkin_deadline: jiff::civil::Time,
     /// Canteen rules and the double-tap window (seconds), when a canteen is configured.
     pub canteen: Option<(crate::canteen::rules::RuleSet, u64)>,
+    /// The site secret card MACs are checked with, when configured.
+    pub card_mac: Option<crate::canteen::mac::SiteSecret>,
 }
 
 impl From<&Loaded> for Registry {
@@ -61,6 +63,7 @@ impl From<&Loaded> for Registry {
                 .canteen_rules
                 .clone()
                 .zip(l.config.canteen.as_ref().map(|c| c.double_tap_s)),
+            card_mac: l.card_mac_secret.clone(),
         }
     }
 }
@@ -82,6 +85,7 @@ impl Registry {
             checkin: CheckinConfig::default(),
             checkin_deadline: jiff::civil::Time::midnight(),
             canteen: None,
+            card_mac: None,
         }
     }
 
@@ -155,7 +159,8 @@ impl Registry {
         ladder.repeat_s.map(|r| last + r * (step - n + 1) as u64)
     }
 
-    /// Webhook URLs for a staff member (by id or by role).
+    /// The webhook channels for a staff member (by id or by role), as outbox rows refer to them
+    /// ([`crate::config::WebhookConfig::channel_ref`]: the name, else the URL).
     pub fn webhooks_for(&self, staff_id: &str) -> Vec<&str> {
         let role = self.staff.get(staff_id).map(|s| s.role.as_str());
         self.webhooks
@@ -166,7 +171,7 @@ impl Registry {
                         .strip_prefix("role:")
                         .is_some_and(|r| Some(r) == role)
             })
-            .map(|w| w.url.as_str())
+            .map(|w| w.channel_ref())
             .collect()
     }
 

@@ -13,54 +13,12 @@
 
 use crate::community::{Device as DeviceConfig, Resident, StaffMember as StaffConfig};
 use crate::problem::Problem;
-use arc_swap::ArcSwap;
 use eldergate_protocol::topic::is_valid_id;
 use std::collections::BTreeMap;
-use std::fmt;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
-/// Residents by id.
-pub type Residents = BTreeMap<String, Resident>;
-
-/// The live roster, shared by every part of the gateway that reads residents. Cloning shares the
-/// same cell: a replacement is seen by all clones at once.
-#[derive(Clone, Default)]
-pub struct Roster(Arc<ArcSwap<Residents>>);
-
-impl fmt::Debug for Roster {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Roster({} residents)", self.0.load().len())
-    }
-}
-
-impl Roster {
-    /// A roster holding `residents`.
-    pub fn new(residents: Residents) -> Roster {
-        Roster(Arc::new(ArcSwap::from_pointee(residents)))
-    }
-
-    /// The roster as it is now (a snapshot; a later import does not change it).
-    pub fn current(&self) -> Arc<Residents> {
-        self.0.load_full()
-    }
-
-    /// One resident, as the roster has them now.
-    pub fn get(&self, id: &str) -> Option<Resident> {
-        self.0.load().get(id).cloned()
-    }
-
-    /// True when the resident is on the roster now.
-    pub fn contains(&self, id: &str) -> bool {
-        self.0.load().contains_key(id)
-    }
-
-    /// Replaces the roster. Only the journal writer calls this, after the import committed.
-    pub(crate) fn replace(&self, residents: Arc<Residents>) {
-        self.0.store(residents);
-    }
-}
+pub use crate::community::{Residents, Roster};
 
 /// A card UID as stored: hex digits, upper case, no separators.
 pub fn card_key(card: &str) -> String {

@@ -110,13 +110,14 @@ fn uplink_body(body: &Body<'_>) -> Result<UplinkBody, Rejection> {
             battery_pct: (battery_pct <= 100).then_some(battery_pct),
             rssi: None,
         }),
-        Body::CardTap { uid, price, .. } => Ok(UplinkBody::Tap(Tap {
+        Body::CardTap { uid, mac, price } => Ok(UplinkBody::Tap(Tap {
             v: 1,
             seq: 0,
             card: uid.iter().map(|b| format!("{b:02X}")).collect(),
             price_fen: price.map(i64::from),
             delivered_by: None,
             ts: None,
+            mac: (!mac.is_empty()).then(|| crate::canteen::mac::to_hex(mac)),
         })),
         Body::Health {
             reading,

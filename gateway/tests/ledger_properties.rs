@@ -2,11 +2,16 @@
 //! file: no sequence of taps, retransmissions, double taps, top-ups, voids and payouts breaks the
 //! balance invariant or charges a meal twice; absurd prices and amounts are refused (never a
 //! journal failure, never a panic), and a tap's answer shows the balance as it is after it (a
-//! re-tap after a void is a new meal, not a replay).
+//! re-tap after a void is a new meal, not a replay). A seq reused for another card is refused as a
+//! conflict and changes nothing; staff whose role may not move money are refused (403); a tap with
+//! a forged card MAC is refused and charges nothing; a refund never exceeds what was charged.
 
+mod common;
+
+use eldergate::canteen::mac::{to_hex, SiteSecret};
 use eldergate::canteen::rules::RuleSet;
 use eldergate::canteen::{CanteenAdmin, CanteenOp, CardTap, SeedCards, TopUp};
-use eldergate::config::{Resident, StaffConfig};
+use eldergate::config::StaffConfig;
 use eldergate::journal;
 use eldergate::registry::Registry;
 use eldergate_protocol::payload::{Down, Tap, TapResult};
@@ -40,6 +45,14 @@ enum Op {
     Void(usize),
     /// Pay resident i's balance out: Some(fen) or None for all of it.
     PayOut(usize, Option<i64>),
+    /// The reader sends its k-th most recent seq again, with resident j's card.
+    ReuseSeq(usize, usize),
+    /// Void resident i's latest meal, then tap their card again at once.
+    VoidThenRetap(usize),
+    /// A grid worker (no money role) tries to top up resident i.
+    TopUpByGridWorker(usize),
+    /// A tap of resident i's card with a forged MAC (Some) or a genuine one (None).
+    MacTap(usize, Option<String>),
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -49,6 +62,10 @@ fn op() -> impl Strategy<Value = Op> {
         2 => ((0usize..3), amount()).prop_map(|(i, a)| Op::TopUp(i, a)),
         1 => (0usize..5).prop_map(Op::Void),
         1 => ((0usize..3), proptest::option::of(1i64..4000)).prop_map(|(i, a)| Op::PayOut(i, a)),
+        1 => ((0usize..5), (0usize..3)).prop_map(|(k, j)| Op::ReuseSeq(k, j)),
+        1 => (0usize..3).prop_map(Op::VoidThenRetap),
+        1 => (0usize..3).prop_map(Op::TopUpByGridWorker),
+        1 => ((0usize..3), proptest::option::of("[0-9A-Fa-f]{0,20}")).prop_map(|(i, m)| Op::MacTap(i, m)),
     ]
 }
 
@@ -75,25 +92,7 @@ fn amount() -> impl Strategy<Value = i64> {
 
 fn registry(double_tap_s: u64) -> Registry {
     let mut r = Registry::empty("s");
-    let mut residents = std::collections::BTreeMap::new();
-    for i in 0..3 {
-        let id = format!("R{i}");
-        residents.insert(
-            id.clone(),
-            Resident {
-                resident_id: id,
-                name: format!("张三{i}"),
-                birth_date: Some("1940-01-01".into()),
-                statuses: None,
-                building: None,
-                unit: None,
-                room: None,
-                grid: None,
-                card_id: Some(format!("C000000{i}")),
-            },
-        );
-    }
-    r.residents = eldergate::roster::Roster::new(residents);
+    r.residents = common::three_residents();
     r.staff.insert(
         "S1".into(),
         StaffConfig {
@@ -104,8 +103,42 @@ fn registry(double_tap_s: u64) -> Registry {
             phone: None,
         },
     );
+    r.staff.insert(
+        "S2".into(),
+        StaffConfig {
+            id: "S2".into(),
+            name: "grid".into(),
+            role: "grid_worker".into(),
+            grid: None,
+            phone: None,
+        },
+    );
     r.canteen = Some((RuleSet::parse(RULES).unwrap(), double_tap_s));
+    r.card_mac = Some(secret());
     r
+}
+
+fn secret() -> SiteSecret {
+    SiteSecret::new(b"a site secret of the test".to_vec()).unwrap()
+}
+
+async fn tap(journal: &journal::Journal, seq: u32, i: usize, mac: Option<String>) -> Down {
+    journal
+        .run(CardTap {
+            reader: "rdr".into(),
+            tap: Tap {
+                v: 1,
+                seq,
+                card: format!("C000000{i}"),
+                price_fen: None,
+                delivered_by: None,
+                ts: None,
+                mac,
+            },
+            received_at: jiff::Timestamp::now(),
+        })
+        .await
+        .unwrap()
 }
 
 async fn run(ops: Vec<Op>, double_tap_s: u64) {
@@ -135,6 +168,7 @@ async fn run(ops: Vec<Op>, double_tap_s: u64) {
                     price_fen,
                     delivered_by: None,
                     ts: None,
+                    mac: None,
                 };
                 let d = journal
                     .run(CardTap {
@@ -172,6 +206,7 @@ async fn run(ops: Vec<Op>, double_tap_s: u64) {
                     price_fen,
                     delivered_by: None,
                     ts: None,
+                    mac: None,
                 };
                 let d = journal
                     .run(CardTap {
@@ -195,6 +230,7 @@ async fn run(ops: Vec<Op>, double_tap_s: u64) {
                         amount_fen: a,
                         by: "S1".into(),
                         reason: None,
+                        method: None,
                     })
                     .await;
                 match r {
@@ -241,6 +277,114 @@ async fn run(ops: Vec<Op>, double_tap_s: u64) {
                     "a payout happens exactly when the balance covers it: {r:?}"
                 );
             }
+            Op::ReuseSeq(k, j) if !sent.is_empty() => {
+                let (s, i, _) = sent[sent.len() - 1 - (k % sent.len())];
+                if i == j {
+                    continue;
+                }
+                let before = (balance_of(&journal, i).await, balance_of(&journal, j).await);
+                let r = journal
+                    .run(CardTap {
+                        reader: "rdr".into(),
+                        tap: Tap {
+                            v: 1,
+                            seq: s,
+                            card: format!("C000000{j}"),
+                            price_fen: None,
+                            delivered_by: None,
+                            ts: None,
+                            mac: None,
+                        },
+                        received_at: jiff::Timestamp::now(),
+                    })
+                    .await;
+                match r {
+                    Err(eldergate::journal::Failure::Refused(r)) => {
+                        assert_eq!(r.reason, "seq_conflict")
+                    }
+                    other => panic!("a seq reused for another card was answered {other:?}"),
+                }
+                let after = (balance_of(&journal, i).await, balance_of(&journal, j).await);
+                assert_eq!(before, after, "a seq conflict moves no money");
+            }
+            Op::ReuseSeq(..) => {}
+            Op::VoidThenRetap(i) => {
+                let meal: Option<i64> = sqlx::query(
+                    "SELECT MAX(id) FROM meals WHERE resident_id = ? AND voided_by IS NULL",
+                )
+                .bind(format!("R{i}"))
+                .fetch_one(journal.readers())
+                .await
+                .unwrap()
+                .get(0);
+                let Some(meal) = meal else { continue };
+                journal
+                    .run(CanteenAdmin {
+                        op: CanteenOp::VoidMeal {
+                            meal,
+                            reason: "wrong card".into(),
+                        },
+                        by: "S1".into(),
+                    })
+                    .await
+                    .expect("an operator voids a meal");
+                let before = balance_of(&journal, i).await;
+                let meals_before = meals_of(&journal, i).await;
+                seq += 1;
+                sent.push((seq, i, None));
+                let d = tap(&journal, seq, i, None).await;
+                if let Down::Display {
+                    result: TapResult::Paid,
+                    payable_fen,
+                    balance_fen,
+                    ..
+                } = &d
+                {
+                    assert_eq!(
+                        meals_of(&journal, i).await,
+                        meals_before + 1,
+                        "a re-tap after a void is a new meal"
+                    );
+                    assert_eq!(*balance_fen, before - payable_fen, "and it is charged");
+                }
+                answers.insert(seq, d);
+            }
+            Op::TopUpByGridWorker(i) => {
+                let r = journal
+                    .run(TopUp {
+                        resident: format!("R{i}"),
+                        amount_fen: 100,
+                        by: "S2".into(),
+                        reason: None,
+                        method: Some("cash".into()),
+                    })
+                    .await;
+                match r {
+                    Err(eldergate::journal::Failure::Refused(r)) => {
+                        assert_eq!(r.kind, eldergate::journal::RefusalKind::Forbidden)
+                    }
+                    other => panic!("a grid worker's top-up was answered {other:?}"),
+                }
+            }
+            Op::MacTap(i, forged) => {
+                seq += 1;
+                sent.push((seq, i, None));
+                let genuine = to_hex(&secret().tap_mac("rdr", seq, &format!("C000000{i}")));
+                let forged = forged.filter(|f| !f.is_empty() && !f.eq_ignore_ascii_case(&genuine));
+                let before = balance_of(&journal, i).await;
+                let d = tap(&journal, seq, i, Some(forged.clone().unwrap_or(genuine))).await;
+                let Down::Display { result, name, .. } = &d else {
+                    panic!("{d:?}")
+                };
+                if forged.is_some() {
+                    assert_eq!(*result, TapResult::Refused, "a forged MAC is refused");
+                    assert_eq!(*name, None, "and shows nobody's name");
+                    assert_eq!(balance_of(&journal, i).await, before, "and charges nothing");
+                } else {
+                    assert_ne!(*result, TapResult::Refused, "a genuine MAC settles");
+                }
+                answers.insert(seq, d);
+            }
             Op::Tap(..) => unreachable!(),
         }
     }
@@ -254,6 +398,14 @@ async fn run(ops: Vec<Op>, double_tap_s: u64) {
     .unwrap()
     .get(0);
     assert_eq!(bad, 0, "a meal was charged or refunded twice");
+    let over: i64 = sqlx::query(
+        "SELECT COUNT(*) FROM (SELECT meal_id, SUM(amount_fen) s FROM ledger WHERE meal_id IS NOT NULL GROUP BY 1 HAVING s > 0)",
+    )
+    .fetch_one(&db)
+    .await
+    .unwrap()
+    .get(0);
+    assert_eq!(over, 0, "a refund exceeded what its meal was charged");
     for i in 0..3 {
         let r = format!("R{i}");
         let (balance, topups, charges, refunds, payouts): (i64, i64, i64, i64, i64) = {
@@ -301,6 +453,15 @@ async fn run(ops: Vec<Op>, double_tap_s: u64) {
     }
     drop(journal);
     let _ = writer.await;
+}
+
+async fn meals_of(journal: &journal::Journal, i: usize) -> i64 {
+    sqlx::query("SELECT COUNT(*) FROM meals WHERE resident_id = ?")
+        .bind(format!("R{i}"))
+        .fetch_one(journal.readers())
+        .await
+        .unwrap()
+        .get(0)
 }
 
 async fn balance_of(journal: &journal::Journal, i: usize) -> i64 {

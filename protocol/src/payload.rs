@@ -274,6 +274,10 @@ pub struct Tap {
     /// The reader's clock, Unix ms.
     #[serde(default)]
     pub ts: Option<i64>,
+    /// The card's MAC over this tap, 16 hex digits, when the reader computes one (the scheme is
+    /// in the gateway's docs/CANTEEN.md); a mismatch is refused as a cloned card.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mac: Option<String>,
 }
 
 /// How urgent an alert is (IEC 60601-1-8 style: three levels).
@@ -410,7 +414,7 @@ pub enum StaffVerb {
     Resolve,
 }
 
-/// `eldergate/v1/{site}/staff/cmd`: a staff member acknowledges or resolves an alert.
+/// `eldergate/v1/{site}/staff/cmd/{staff}`: a staff member acknowledges or resolves an alert.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StaffCommand {
@@ -420,8 +424,10 @@ pub struct StaffCommand {
     pub cmd: StaffVerb,
     /// Which alert.
     pub alert_id: i64,
-    /// Staff id of the person acting.
-    pub by: String,
+    /// Staff id of the person acting. The actor is the topic's `{staff}`; `by` may be left out,
+    /// and a command whose `by` names anyone else is refused.
+    #[serde(default)]
+    pub by: Option<String>,
     /// Optional note.
     #[serde(default)]
     pub note: Option<String>,
@@ -479,6 +485,6 @@ mod tests {
         )
         .unwrap();
         assert_eq!(c.cmd, StaffVerb::Ack);
-        assert_eq!(c.by, "S009");
+        assert_eq!(c.by.as_deref(), Some("S009"));
     }
 }

@@ -7,7 +7,7 @@
 //! eldergate/v1/{site}/down/{device}               gateway → device  acks, reader displays
 //! eldergate/v1/{site}/staff/alerts                gateway → staff   alert raised / updated (QoS 1)
 //! eldergate/v1/{site}/staff/alerts/{staff}        gateway → staff   the same, addressed to one person
-//! eldergate/v1/{site}/staff/cmd                   staff → gateway   acknowledge / resolve (QoS 1)
+//! eldergate/v1/{site}/staff/cmd/{staff}           staff → gateway   acknowledge / resolve as {staff} (QoS 1)
 //! eldergate/v1/{site}/staff/results               gateway → staff   outcome of each staff command
 //! eldergate/v1/{site}/gw/{gateway}/status         gateway           retained "online"/"offline" (last will)
 //! ```
@@ -51,10 +51,13 @@ pub enum UpTopic<'a> {
         /// Reader (device) id.
         reader: &'a str,
     },
-    /// `eldergate/v1/{site}/staff/cmd`
+    /// `eldergate/v1/{site}/staff/cmd/{staff}`: the actor is the topic's staff id, which the
+    /// broker's ACL ties to the publisher's username (`eldergate provision`).
     StaffCommand {
         /// Site (community) id.
         site: &'a str,
+        /// Staff id of the person acting.
+        staff: &'a str,
     },
 }
 
@@ -129,7 +132,10 @@ pub fn parse_up(topic: &str) -> Result<UpTopic<'_>, TopicError> {
             device: id(device)?,
             kind: id(kind)?,
         }),
-        ("staff", Some("cmd"), None) => Ok(UpTopic::StaffCommand { site }),
+        ("staff", Some("cmd"), Some(staff)) => Ok(UpTopic::StaffCommand {
+            site,
+            staff: id(staff)?,
+        }),
         ("tap", Some(reader), None) => Ok(UpTopic::Tap {
             site,
             reader: id(reader)?,
@@ -188,9 +194,13 @@ mod owned {
     pub fn staff_person(site: &str, staff_id: &str) -> String {
         build(site, &["staff", "alerts", staff_id])
     }
-    /// `eldergate/v1/{site}/staff/cmd`
-    pub fn staff_cmd(site: &str) -> String {
-        build(site, &["staff", "cmd"])
+    /// `eldergate/v1/{site}/staff/cmd/{staff_id}`: commands by one person.
+    pub fn staff_cmd(site: &str, staff_id: &str) -> String {
+        build(site, &["staff", "cmd", staff_id])
+    }
+    /// Subscription filter for every staff command of a site, any version.
+    pub fn staff_cmd_filter(site: &str) -> String {
+        alloc::format!("eldergate/+/{site}/staff/cmd/+")
     }
     /// `eldergate/v1/{site}/staff/results`
     pub fn staff_results(site: &str) -> String {
@@ -243,6 +253,26 @@ mod tests {
                 device: "btn-1",
                 kind: "heartbeat"
             })
+        );
+    }
+
+    #[test]
+    fn a_staff_command_names_its_actor_in_the_topic() {
+        assert_eq!(
+            parse_up(&staff_cmd("s", "S009")),
+            Ok(UpTopic::StaffCommand {
+                site: "s",
+                staff: "S009"
+            })
+        );
+        // The shared topic of before is gone: nobody could be told apart on it.
+        assert_eq!(
+            parse_up("eldergate/v1/s/staff/cmd"),
+            Err(TopicError::UnknownShape)
+        );
+        assert_eq!(
+            parse_up("eldergate/v1/s/staff/cmd/#"),
+            Err(TopicError::BadIdentifier)
         );
     }
 

@@ -81,14 +81,16 @@ fn serial_pair() -> Option<(tokio_serial::SerialStream, String)> {
     }
 }
 
-/// Tops up each resident with ¥30.00 through the gateway's HTTP API (retried while it starts).
-async fn top_up(web: &str, residents: &[String], by: &str) {
+/// Tops up each resident with ¥30.00 through the gateway's HTTP API (retried while it starts),
+/// with the cashier's API token (the ledger records the token's staff member).
+async fn top_up(web: &str, residents: &[String], token: &str) {
     let http = reqwest::Client::new();
     for id in residents {
         for _ in 0..50 {
             let r = http
                 .post(format!("{web}/api/residents/{id}/topup"))
-                .json(&serde_json::json!({"amount_fen": 3000, "by": by, "reason": "demo"}))
+                .bearer_auth(token)
+                .json(&serde_json::json!({"amount_fen": 3000, "reason": "demo"}))
                 .send()
                 .await;
             if r.is_ok_and(|r| r.status().is_success()) {
@@ -194,6 +196,38 @@ pub async fn run(
         .map(|s| s.id.clone())
         .unwrap_or_else(|| "S013".into());
 
+    // Console accounts and API tokens: no default password anywhere, so the demo makes fresh
+    // ones each run and prints them.
+    let accounts = eldergate::auth::AccountStore::open(&loaded.config.data_dir).await?;
+    let console_user = loaded
+        .staff
+        .values()
+        .find(|s| s.role == "admin")
+        .map(|s| s.id.clone())
+        .unwrap_or_else(|| duty.clone());
+    let console_password: String = eldergate::auth::store::new_secret()
+        .chars()
+        .take(12)
+        .collect();
+    accounts
+        .set_password(&console_user, &console_password)
+        .await?;
+    let cashier_password: String = eldergate::auth::store::new_secret()
+        .chars()
+        .take(12)
+        .collect();
+    accounts.set_password(&cashier, &cashier_password).await?;
+    let api_token = accounts
+        .create_token(
+            &console_user,
+            "demo-curl",
+            "read,alerts,canteen,roster,vitals",
+        )
+        .await?;
+    let cashier_token = accounts
+        .create_token(&cashier, "demo-cashier", "read,canteen")
+        .await?;
+
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let gateway = tokio::spawn(eldergate::app::run(loaded, async move {
         let _ = stop_rx.await;
@@ -202,7 +236,7 @@ pub async fn run(
     let web = format!("http://127.0.0.1:{http_port}");
     if reader_known {
         let ids: Vec<String> = diners.iter().map(|(id, _)| id.clone()).collect();
-        top_up(&web, &ids, &cashier).await;
+        top_up(&web, &ids, &cashier_token).await;
     }
 
     // Firmware devices over MQTT: the buttons and the reader. The last button's coin cell is
@@ -287,11 +321,13 @@ pub async fn run(
          {reader_line}\
          A simulated duty worker ({duty}) acknowledges after {ack}s.\n\n\
          Watch staff alerts (MQTT, embedded broker):\n  mosquitto_sub -h 127.0.0.1 -p {mqtt_port} -t 'eldergate/v1/{site}/staff/#' -v\n\
-         Open alerts:\n  curl -s {web}/api/alerts\n\
-         Acknowledge alert 1 yourself (HTTP):\n  curl -s -X POST {web}/api/alerts/1/ack -H 'content-type: application/json' -d '{{\"by\":\"S010\",\"note\":\"on my way\"}}'\n\
-         ... or over MQTT:\n  mosquitto_pub -h 127.0.0.1 -p {mqtt_port} -t 'eldergate/v1/{site}/staff/cmd' -m '{{\"v\":1,\"cmd\":\"ack\",\"alert_id\":1,\"by\":\"S010\"}}'\n\
-         Canteen: top up a resident, then tap their card (R00001's card is 1DDCCF2D) at reader rdr-02:\n  curl -s -X POST {web}/api/residents/R00001/topup -H 'content-type: application/json' -d '{{\"amount_fen\":5000,\"by\":\"S013\"}}'\n  mosquitto_pub -h 127.0.0.1 -p {mqtt_port} -t 'eldergate/v1/{site}/tap/rdr-02' -q 1 -m '{{\"v\":1,\"seq\":1,\"card\":\"1DDCCF2D\"}}'\n  (the answer, after commit, appears on eldergate/v1/{site}/down/rdr-02 — outside the meal periods of deploy/canteen/shanghai-putuo.toml it says so; daily report: {web}/api/reports/daily?date=YYYY-MM-DD)\n\
-         Roster: the demo's roster is {roster}; import a changed copy while it runs (a dry run shows what would change; drop dry_run=true to apply):\n  curl -s -X POST '{web}/api/roster?by=S013&dry_run=true' -H 'content-type: text/csv' --data-binary @{roster}\n\
+         Staff console (alert board, live): {web}/console — log in as {console_user} with password {console_password} (canteen operator {cashier}: {cashier_password})\n\
+         The JSON API needs a token; this one acts as {console_user}:\n  export TOKEN={api_token}\n\
+         Open alerts:\n  curl -s -H \"authorization: Bearer $TOKEN\" {web}/api/alerts\n\
+         Acknowledge alert 1 yourself (HTTP):\n  curl -s -X POST {web}/api/alerts/1/ack -H \"authorization: Bearer $TOKEN\" -H 'content-type: application/json' -d '{{\"note\":\"on my way\"}}'\n\
+         ... or over MQTT:\n  mosquitto_pub -h 127.0.0.1 -p {mqtt_port} -t 'eldergate/v1/{site}/staff/cmd/S010' -m '{{\"v\":1,\"cmd\":\"ack\",\"alert_id\":1}}'\n\
+         Canteen: top up a resident, then tap their card (R00001's card is 1DDCCF2D) at reader rdr-02:\n  curl -s -X POST {web}/api/residents/R00001/topup -H \"authorization: Bearer $TOKEN\" -H 'content-type: application/json' -d '{{\"amount_fen\":5000}}'\n  mosquitto_pub -h 127.0.0.1 -p {mqtt_port} -t 'eldergate/v1/{site}/tap/rdr-02' -q 1 -m '{{\"v\":1,\"seq\":1,\"card\":\"1DDCCF2D\"}}'\n  (the answer, after commit, appears on eldergate/v1/{site}/down/rdr-02 — outside the meal periods of deploy/canteen/shanghai-putuo.toml it says so; daily report: {web}/api/reports/daily?date=YYYY-MM-DD)\n\
+         Roster: the demo's roster is {roster}; import a changed copy while it runs (a dry run shows what would change; drop dry_run=true to apply):\n  curl -s -X POST '{web}/api/roster?dry_run=true' -H \"authorization: Bearer $TOKEN\" -H 'content-type: text/csv' --data-binary @{roster}\n\
          Metrics: {web}/metrics   Health: {web}/healthz\n\
          Journal: {journal}   Central store: {central}\n",
         n = mqtt_buttons.len() + serial_buttons.len(),

@@ -110,7 +110,7 @@ pub fn frame_to_publish(
                 json(serde_json::to_vec(&msg)),
             ))
         }
-        Body::CardTap { uid, price, .. } => {
+        Body::CardTap { uid, mac, price } => {
             let msg = Tap {
                 v: 1,
                 seq: frame.seq,
@@ -118,6 +118,7 @@ pub fn frame_to_publish(
                 price_fen: price.map(i64::from),
                 delivered_by: None,
                 ts: Some(now_ms),
+                mac: (!mac.is_empty()).then(|| mac.iter().map(|b| format!("{b:02X}")).collect()),
             };
             Ok((
                 topic::tap(site, frame.device),

@@ -1,5 +1,5 @@
 //! A simulated staff member's MQTT client (the demo's duty worker, the tests' and benchmarks'
-//! listener): hears `staff/alerts` and `staff/results`, sends `staff/cmd`.
+//! listener): hears `staff/alerts` and `staff/results`, sends `staff/cmd/{staff}`.
 
 use super::mqtt_client::{drive, mqtt_options};
 use anyhow::Context;
@@ -86,13 +86,13 @@ impl StaffClient {
             v: 1,
             cmd,
             alert_id,
-            by: by.into(),
+            by: Some(by.into()),
             note: note.map(Into::into),
             request_id: request_id.map(Into::into),
         };
         self.client
             .publish(
-                topic::staff_cmd(&self.site),
+                topic::staff_cmd(&self.site, by),
                 QoS::AtLeastOnce,
                 false,
                 serde_json::to_vec(&c)?,

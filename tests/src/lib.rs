@@ -12,8 +12,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+pub mod private_pg;
 pub mod proxy;
 pub mod raw_mqtt;
+pub mod test_ca;
 
 /// A free TCP port on loopback.
 pub fn free_port() -> u16 {
@@ -117,6 +119,24 @@ impl Mosquitto {
     }
 }
 
+impl Mosquitto {
+    /// Kills the broker (SIGKILL) and starts it again on the same port with the same config.
+    /// Without persistence it comes back empty: every session, subscription and queued message
+    /// is gone, as after a crash of a broker without a disk.
+    pub fn restart(&mut self) -> anyhow::Result<()> {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.child = Command::new(find_program("mosquitto")?)
+            .arg("-c")
+            .arg(self._dir.path().join("mosquitto.conf"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .context("cannot restart mosquitto")?;
+        wait_for_port(self.port)
+    }
+}
+
 impl Drop for Mosquitto {
     fn drop(&mut self) {
         let _ = self.child.kill();
@@ -161,7 +181,8 @@ pub struct TestDb {
 }
 
 impl TestDb {
-    /// Creates a fresh database `eg_test_<random>`.
+    /// Creates a fresh database `eg_test_<unix seconds>_<random>`: the time lets `tests/run` clean
+    /// up only what an interrupted run left hours ago, never a concurrent run's databases.
     pub async fn create() -> anyhow::Result<TestDb> {
         let admin = pg_admin_url();
         let pool = PgPool::connect(&admin).await.with_context(|| {
@@ -169,7 +190,11 @@ impl TestDb {
                 "cannot reach PostgreSQL at {admin}; tests/run starts it, or set ELDERGATE_TEST_PG"
             )
         })?;
-        let name = format!("eg_test_{}", rand::random::<u32>());
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        let name = format!("eg_test_{now}_{}", rand::random::<u32>());
         sqlx::query(&format!("CREATE DATABASE {name}"))
             .execute(&pool)
             .await?;
@@ -249,7 +274,9 @@ impl GatewaySpec {
 /// The site id every test gateway uses.
 pub const SITE: &str = "test-site";
 
-/// Staff of every test gateway: S001 (grid worker of G01), S009 and S010 (duty), S012 (manager).
+/// Staff of every test gateway: S001 (grid worker of G01), S009 and S010 (duty), S012 (manager),
+/// S013 (canteen operator: top-ups, voids, payouts, binding cards), S014 (admin: the test's API
+/// token acts as S014), S015 (admin).
 const STAFF: &str = r#"
 [[staff]]
 id = "S001"
@@ -268,7 +295,23 @@ role = "duty"
 id = "S012"
 name = "Manager"
 role = "manager"
+[[staff]]
+id = "S013"
+name = "Canteen Operator"
+role = "canteen_operator"
+[[staff]]
+id = "S014"
+name = "Test Admin"
+role = "admin"
+[[staff]]
+id = "S015"
+name = "Admin"
+role = "admin"
 "#;
+
+/// Scopes of the token every test gateway's [`Gateway::api`] client carries: everything, and
+/// `act_as`, so that tests may name the staff member acting (`"by"`), as MQTT staff commands do.
+pub const TEST_TOKEN_SCOPES: &str = "read,alerts,canteen,roster,vitals,act_as";
 
 /// A running `eldergate run` process with its own data dir and HTTP port.
 pub struct Gateway {
@@ -279,7 +322,41 @@ pub struct Gateway {
     pub data_dir: PathBuf,
     /// HTTP port.
     pub http_port: u16,
+    /// API token (staff S014, [`TEST_TOKEN_SCOPES`]) created with `eldergate token create`.
+    pub token: String,
     _dir: tempfile::TempDir,
+}
+
+/// Creates an API token with the gateway's CLI (before or while it runs).
+pub fn create_token(
+    config: &Path,
+    staff: &str,
+    name: &str,
+    scopes: &str,
+) -> anyhow::Result<String> {
+    let bin = bin_dir().join("eldergate");
+    let out = Command::new(&bin)
+        .args(["token", "--config"])
+        .arg(config)
+        .args([
+            "create", "--staff", staff, "--name", name, "--scopes", scopes,
+        ])
+        .env("RUST_LOG", "error")
+        .output()
+        .with_context(|| format!("cannot run {}", bin.display()))?;
+    if !out.status.success() {
+        bail!(
+            "eldergate token create failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    stdout
+        .lines()
+        .rev()
+        .find(|l| l.starts_with("egt_"))
+        .map(str::to_string)
+        .ok_or_else(|| anyhow::anyhow!("eldergate token create printed no token: {stdout}"))
 }
 
 /// Button ids `btn-0001` …
@@ -298,6 +375,41 @@ impl Gateway {
     pub async fn start_with_data_dir(
         spec: &GatewaySpec,
         data_dir: Option<&Path>,
+    ) -> anyhow::Result<Gateway> {
+        let broker = format!(
+            "mode = \"external\"\nurl = \"mqtt://127.0.0.1:{}\"\nanonymous = true",
+            spec.broker_port
+        );
+        Self::start_with_broker(spec, data_dir, &broker).await
+    }
+
+    /// [`Gateway::start_with_data_dir`] with `broker` as the body of the `[broker]` section
+    /// (e.g. mqtts with credentials and certificates) instead of anonymous plaintext.
+    pub async fn start_with_broker(
+        spec: &GatewaySpec,
+        data_dir: Option<&Path>,
+        broker: &str,
+    ) -> anyhow::Result<Gateway> {
+        let mut gw = Self::prepare_with_broker(spec, data_dir, broker)?;
+        gw.spawn().await?;
+        Ok(gw)
+    }
+
+    /// Writes the config (and the device, roster files) without starting the process: a test
+    /// may edit `config` before [`Gateway::spawn`].
+    pub fn prepare(spec: &GatewaySpec, data_dir: Option<&Path>) -> anyhow::Result<Gateway> {
+        let broker = format!(
+            "mode = \"external\"\nurl = \"mqtt://127.0.0.1:{}\"\nanonymous = true",
+            spec.broker_port
+        );
+        Self::prepare_with_broker(spec, data_dir, &broker)
+    }
+
+    /// [`Gateway::prepare`] with `broker` as the body of the `[broker]` section.
+    pub fn prepare_with_broker(
+        spec: &GatewaySpec,
+        data_dir: Option<&Path>,
+        broker: &str,
     ) -> anyhow::Result<Gateway> {
         let dir = tempfile::tempdir()?;
         let data_dir = data_dir
@@ -347,9 +459,7 @@ device_csv = "devices.csv"
 [http]
 listen = "127.0.0.1:{http_port}"
 [broker]
-mode = "external"
-url = "mqtt://127.0.0.1:{broker}"
-anonymous = true
+{broker}
 [central]
 url = "{central}"
 batch_size = 5000
@@ -358,20 +468,19 @@ retry_max_s = 1
 {extra}
 "#,
                 data = data_dir.display(),
-                broker = spec.broker_port,
                 central = spec.central_url,
                 extra = extra,
             ),
         )?;
-        let mut gw = Gateway {
+        let token = create_token(&config, "S014", "e2e", TEST_TOKEN_SCOPES)?;
+        Ok(Gateway {
             child: None,
             config,
             data_dir,
             http_port,
+            token,
             _dir: dir,
-        };
-        gw.spawn().await?;
-        Ok(gw)
+        })
     }
 
     /// Starts (again) the process.
@@ -411,6 +520,51 @@ retry_max_s = 1
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         bail!("gateway did not answer /healthz within 30 s")
+    }
+
+    /// The HTTP client of the tests: every request carries the test's API token.
+    pub fn api(&self) -> reqwest::Client {
+        let mut headers = reqwest::header::HeaderMap::new();
+        if let Ok(v) = format!("Bearer {}", self.token).parse() {
+            headers.insert(reqwest::header::AUTHORIZATION, v);
+        }
+        reqwest::Client::builder()
+            .default_headers(headers)
+            .build()
+            .unwrap_or_default()
+    }
+
+    /// A new API token acting as `staff` with `scopes` (`eldergate token create`).
+    pub fn token_for(&self, staff: &str, scopes: &str) -> anyhow::Result<String> {
+        create_token(
+            &self.config,
+            staff,
+            &format!("{staff}-{}", free_port()),
+            scopes,
+        )
+    }
+
+    /// Sets `staff`'s console password (`eldergate user set-password`, on stdin).
+    pub fn set_password(&self, staff: &str, password: &str) -> anyhow::Result<()> {
+        let mut child = Command::new(bin_dir().join("eldergate"))
+            .args(["user", "--config"])
+            .arg(&self.config)
+            .args(["set-password", staff])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()?;
+        if let Some(mut stdin) = child.stdin.take() {
+            writeln!(stdin, "{password}")?;
+        }
+        let out = child.wait_with_output()?;
+        if !out.status.success() {
+            bail!(
+                "set-password failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Ok(())
     }
 
     /// Path of the gateway's log file.
@@ -564,9 +718,22 @@ pub async fn connect_as(
     tokio::sync::mpsc::UnboundedReceiver<(String, Vec<u8>)>,
     bool,
 ) {
-    use rumqttc::{Event, Incoming, QoS};
     let mut o = rumqttc::MqttOptions::new(id, "127.0.0.1", port);
     o.set_keep_alive(Duration::from_secs(10));
+    connect_with(o, credentials, filter).await
+}
+
+/// [`connect_as`] with options made by the caller (e.g. a TLS transport).
+pub async fn connect_with(
+    mut o: rumqttc::MqttOptions,
+    credentials: Option<(&str, &str)>,
+    filter: Option<&str>,
+) -> (
+    rumqttc::AsyncClient,
+    tokio::sync::mpsc::UnboundedReceiver<(String, Vec<u8>)>,
+    bool,
+) {
+    use rumqttc::{Event, Incoming, QoS};
     if let Some((u, p)) = credentials {
         o.set_credentials(u, p);
     }

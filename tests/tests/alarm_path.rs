@@ -178,12 +178,15 @@ async fn repeated_presses_join_the_open_alert_and_a_cancel_is_recorded() {
     fleet.send("btn-0002", AlarmAction::Press).await;
     fleet.send("btn-0002", AlarmAction::Press).await;
     assert!(fleet.wait_all_acked(WAIT).await);
-    let open: Vec<serde_json::Value> = reqwest::get(w.gw.url("/api/alerts"))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let open: Vec<serde_json::Value> =
+        w.gw.api()
+            .get(w.gw.url("/api/alerts"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
     assert_eq!(open.len(), 1);
     assert_eq!(open[0]["alert_id"], first.alert_id);
     assert_eq!(open[0]["press_count"], 3);
@@ -263,7 +266,7 @@ async fn staff_acknowledge_over_mqtt_and_resolve_over_http() {
     assert!(!result.ok);
     assert!(result.error.unwrap().contains("S009"));
 
-    let http = reqwest::Client::new();
+    let http = w.gw.api();
     let r = http
         .post(w.gw.url(&format!("/api/alerts/{}/resolve", alert.alert_id)))
         .json(&serde_json::json!({"by": "S404"}))
@@ -333,7 +336,7 @@ async fn bad_input_becomes_dead_letters_and_nothing_stops() {
             br#"{"v":1}"#.to_vec(),
         ),
         (
-            topic::staff_cmd(SITE),
+            topic::staff_cmd(SITE, "S009"),
             br#"{"v":1,"cmd":"explode","alert_id":1,"by":"S009"}"#.to_vec(),
         ),
     ];

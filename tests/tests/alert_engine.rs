@@ -106,12 +106,13 @@ async fn ladder_steps_fire_in_order_to_the_right_people_and_stop_on_ack() {
         "after the last step it repeats to the last step's people"
     );
 
-    let r = reqwest::Client::new()
-        .post(w.gw.url(&format!("/api/alerts/{}/ack", raised.alert_id)))
-        .json(&serde_json::json!({"by": "S001", "note": "on my way"}))
-        .send()
-        .await
-        .unwrap();
+    let r =
+        w.gw.api()
+            .post(w.gw.url(&format!("/api/alerts/{}/ack", raised.alert_id)))
+            .json(&serde_json::json!({"by": "S001", "note": "on my way"}))
+            .send()
+            .await
+            .unwrap();
     assert_eq!(r.status(), 200);
     next(&mut heard, "acknowledged", |a| a.change == "acknowledged").await;
     // With repeats every second, three more seconds would bring three more steps if the ack did
@@ -176,7 +177,12 @@ async fn sse_stream_and_per_person_topic_carry_the_alert() {
     let personal = format!("eldergate/v1/{SITE}/staff/alerts/S001");
     let (_c, mut mine, ok) = connect_as(w.port, None, "t-s001", Some(&personal)).await;
     assert!(ok);
-    let resp = reqwest::get(w.gw.url("/api/alerts/stream")).await.unwrap();
+    let resp =
+        w.gw.api()
+            .get(w.gw.url("/api/alerts/stream"))
+            .send()
+            .await
+            .unwrap();
     assert_eq!(resp.status(), 200);
     let mut body = resp.bytes_stream();
     let fleet = Fleet::start(fleet_options(w.port, "t-fleet"))
@@ -441,7 +447,8 @@ async fn a_missed_check_in_becomes_a_visit_task_for_the_grid_worker() {
         ["S001"],
         "the resident's grid worker gets the visit"
     );
-    let r = reqwest::Client::new()
+    let r = w.gw
+        .api()
         .post(w.gw.url(&format!("/api/alerts/{}/resolve", task.alert_id)))
         .json(&serde_json::json!({"by": "S001", "note": "visited at 10:40; resident well, phone was off"}))
         .send()

@@ -17,10 +17,10 @@ async fn a_tap_is_settled_once_and_answered_after_commit() {
     let spec = canteen_spec(dir.path(), broker.port, db.url.clone(), 3, 60, "");
     let gw = Gateway::start(&spec).await.unwrap();
 
-    let http = reqwest::Client::new();
+    let http = gw.api();
     let r = http
         .post(gw.url("/api/residents/R00001/topup"))
-        .json(&serde_json::json!({"amount_fen": 2000, "by": "S009", "reason": "cash"}))
+        .json(&serde_json::json!({"amount_fen": 2000, "by": "S013", "reason": "cash"}))
         .send()
         .await
         .unwrap();
@@ -129,19 +129,19 @@ async fn a_tap_is_settled_once_and_answered_after_commit() {
     ));
     let bind = post(
         "/api/cards/0B0B0B0B/bind".into(),
-        serde_json::json!({"by": "S009", "resident_id": "R00001"}),
+        serde_json::json!({"by": "S013", "resident_id": "R00001"}),
     )
     .await;
     assert_eq!(bind.status(), 200);
     let again = post(
         "/api/cards/0B0B0B0B/bind".into(),
-        serde_json::json!({"by": "S009", "resident_id": "R00002"}),
+        serde_json::json!({"by": "S013", "resident_id": "R00002"}),
     )
     .await;
     assert_eq!(again.status(), 409, "a card binds once");
     let topup = post(
         "/api/residents/R00001/topup".into(),
-        serde_json::json!({"amount_fen": 2000, "by": "S009"}),
+        serde_json::json!({"amount_fen": 2000, "by": "S013"}),
     )
     .await;
     assert_eq!(topup.status(), 200);
@@ -164,13 +164,13 @@ async fn a_tap_is_settled_once_and_answered_after_commit() {
     // Staff void the first meal: its charge comes back as a refund row; nothing is rewritten.
     let void = post(
         "/api/meals/1/void".into(),
-        serde_json::json!({"by": "S009", "reason": "wrong dish"}),
+        serde_json::json!({"by": "S013", "reason": "wrong dish"}),
     )
     .await;
     assert_eq!(void.status(), 200);
     let twice = post(
         "/api/meals/1/void".into(),
-        serde_json::json!({"by": "S009", "reason": "again"}),
+        serde_json::json!({"by": "S013", "reason": "again"}),
     )
     .await;
     assert_eq!(twice.status(), 409, "a meal is voided once");
@@ -220,9 +220,10 @@ async fn a_serial_reader_gets_its_display_answer_after_commit() {
     let serial = format!("[[serial]]\nport = \"{}\"\n", link.display());
     let spec = canteen_spec(dir.path(), broker.port, db.url.clone(), 3, 60, &serial);
     let gw = Gateway::start(&spec).await.unwrap();
-    let r = reqwest::Client::new()
+    let r = gw
+        .api()
         .post(gw.url("/api/residents/R00003/topup"))
-        .json(&serde_json::json!({"amount_fen": 5000, "by": "S009"}))
+        .json(&serde_json::json!({"amount_fen": 5000, "by": "S013"}))
         .send()
         .await
         .unwrap();
@@ -290,13 +291,15 @@ async fn a_serial_reader_gets_its_display_answer_after_commit() {
     let today = jiff::Timestamp::now()
         .to_zoned(jiff::tz::TimeZone::get("Asia/Shanghai").unwrap())
         .date();
-    let daily: serde_json::Value =
-        reqwest::get(gw.url(&format!("/api/reports/daily?date={today}")))
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+    let daily: serde_json::Value = gw
+        .api()
+        .get(gw.url(&format!("/api/reports/daily?date={today}")))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     let all = daily["periods"].as_array().unwrap().last().unwrap().clone();
     assert_eq!(
         (
@@ -308,7 +311,10 @@ async fn a_serial_reader_gets_its_display_answer_after_commit() {
         (Some(1), Some(1800), Some(180), Some(1620))
     );
     let month = &today.to_string()[..7];
-    let claim = reqwest::get(gw.url(&format!("/api/reports/claim?month={month}")))
+    let claim = gw
+        .api()
+        .get(gw.url(&format!("/api/reports/claim?month={month}")))
+        .send()
         .await
         .unwrap()
         .bytes()
@@ -319,12 +325,21 @@ async fn a_serial_reader_gets_its_display_answer_after_commit() {
         "UTF-8 BOM for Excel"
     );
     let text = String::from_utf8(claim.to_vec()).unwrap();
+    // One detail row: count and money in their own columns, then a subtotal per resident and
+    // per category and the total, each with the count 1.
+    assert!(text.contains("明细,"), "{text}");
+    assert!(text.contains(",R00003,张三3,CA000003,"), "{text}");
+    assert!(text.contains(",1,18.00,1.80,16.20,"), "{text}");
     assert!(
-        text.contains("R00003,张三3,CA000003,18.00,1.80,16.20"),
+        text.contains("居民小计,,,R00003,张三3,,,1,18.00,1.80,16.20"),
         "{text}"
     );
+    assert!(text.contains("合计,,,,,,,1,18.00,1.80,16.20"), "{text}");
+    assert!(text.lines().next().unwrap().contains("SHA-256"), "{text}");
     assert_eq!(
-        reqwest::get(gw.url("/api/reports/claim?month=2026-13"))
+        gw.api()
+            .get(gw.url("/api/reports/claim?month=2026-13"))
+            .send()
             .await
             .unwrap()
             .status(),
@@ -340,9 +355,10 @@ async fn a_reader_retransmitting_across_a_gateway_kill_is_charged_once() {
     let db = TestDb::create().await.unwrap();
     let spec = canteen_spec(dir.path(), broker.port, db.url.clone(), 2, 0, "");
     let mut gw = Gateway::start(&spec).await.unwrap();
-    let r = reqwest::Client::new()
+    let r = gw
+        .api()
         .post(gw.url("/api/residents/R00002/topup"))
-        .json(&serde_json::json!({"amount_fen": 5000, "by": "S009"}))
+        .json(&serde_json::json!({"amount_fen": 5000, "by": "S013"}))
         .send()
         .await
         .unwrap();
@@ -374,7 +390,10 @@ async fn a_reader_retransmitting_across_a_gateway_kill_is_charged_once() {
     );
     let second = next_answer(&mut answers).await;
     assert_eq!(first, second, "the retransmission gets the same answer");
-    let balance: serde_json::Value = reqwest::get(gw.url("/api/residents/R00002/balance"))
+    let balance: serde_json::Value = gw
+        .api()
+        .get(gw.url("/api/residents/R00002/balance"))
+        .send()
         .await
         .unwrap()
         .json()
@@ -401,11 +420,11 @@ async fn delivered_meals_settle_offline_and_reach_the_central_store_once_it_is_b
     let central = db.url_via(&format!("127.0.0.1:{}", proxy.port));
     let spec = canteen_spec(dir.path(), broker.port, central, 3, 0, "");
     let gw = Gateway::start(&spec).await.unwrap();
-    let http = reqwest::Client::new();
+    let http = gw.api();
     for r in ["R00001", "R00002", "R00003"] {
         let resp = http
             .post(gw.url(&format!("/api/residents/{r}/topup")))
-            .json(&serde_json::json!({"amount_fen": 3000, "by": "S009"}))
+            .json(&serde_json::json!({"amount_fen": 3000, "by": "S013"}))
             .send()
             .await
             .unwrap();

@@ -33,12 +33,13 @@ impl Canteen {
             connect_as(broker.port, None, "t-reader-down", Some(&down_topic)).await;
         assert!(ok);
         let reader = raw_client(broker.port, "t-reader").await;
+        let http = gw.api();
         Canteen {
             gw,
             db,
             _broker: broker,
             _dir: dir,
-            http: reqwest::Client::new(),
+            http,
             reader,
             answers,
             _down: down,
@@ -114,7 +115,7 @@ fn refused(seq: u32, name: &str, balance_fen: i64) -> Down {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_absurd_price_is_refused_answered_kept_and_the_gateway_goes_on() {
     let mut c = Canteen::start(0).await;
-    assert_eq!(c.topup("R00001", 2000, "S009").await.0, 200);
+    assert_eq!(c.topup("R00001", 2000, "S013").await.0, 200);
     let absurd = [1i64 << 62, -1, 0, i64::MAX, 100_001];
     for (seq, price) in (1u32..).zip(absurd) {
         let body = serde_json::json!({"v": 1, "seq": seq, "card": "CA000001", "price_fen": price});
@@ -166,19 +167,19 @@ async fn an_absurd_price_is_refused_answered_kept_and_the_gateway_goes_on() {
 async fn a_topup_beyond_the_limits_is_refused_with_the_limit_not_retry_later() {
     let c = Canteen::start(0).await;
     for amount in [1_000_000_000_000_000i64, i64::MAX, 1_000_001] {
-        let (status, body) = c.topup("R00001", amount, "S009").await;
+        let (status, body) = c.topup("R00001", amount, "S013").await;
         assert_eq!(status, 422, "{amount}: {body}");
         let msg = body["error"].as_str().unwrap();
         assert!(msg.contains("1000000 fen"), "the limit is named: {msg}");
     }
     for amount in [0, -1, i64::MIN] {
-        assert_eq!(c.topup("R00001", amount, "S009").await.0, 422, "{amount}");
+        assert_eq!(c.topup("R00001", amount, "S013").await.0, 422, "{amount}");
     }
     // Up to the balance cap (¥100,000) in ten top-ups of the largest size; the eleventh is refused.
     for _ in 0..10 {
-        assert_eq!(c.topup("R00001", 1_000_000, "S009").await.0, 200);
+        assert_eq!(c.topup("R00001", 1_000_000, "S013").await.0, 200);
     }
-    let (status, body) = c.topup("R00001", 1, "S010").await;
+    let (status, body) = c.topup("R00001", 1, "S014").await;
     assert_eq!(status, 409, "{body}");
     assert!(body["error"].as_str().unwrap().contains("10000000 fen"));
     assert_eq!(c.balance("R00001").await, (10_000_000, 10));
@@ -186,7 +187,7 @@ async fn a_topup_beyond_the_limits_is_refused_with_the_limit_not_retry_later() {
     let (status, _) = c
         .post(
             "/api/residents/R00001/payout",
-            serde_json::json!({"by": "S009", "amount_fen": -5, "reason": "x"}),
+            serde_json::json!({"by": "S013", "amount_fen": -5, "reason": "x"}),
         )
         .await;
     assert_eq!(status, 422);
@@ -196,7 +197,7 @@ async fn a_topup_beyond_the_limits_is_refused_with_the_limit_not_retry_later() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_retap_after_a_void_is_a_new_meal_and_a_double_tap_shows_todays_balance() {
     let mut c = Canteen::start(600).await;
-    assert_eq!(c.topup("R00001", 5000, "S009").await.0, 200);
+    assert_eq!(c.topup("R00001", 5000, "S013").await.0, 200);
     let tap = |seq: u32| serde_json::json!({"v": 1, "seq": seq, "card": "CA000001"});
     let paid = |d: &Down| match d {
         Down::Display {
@@ -211,17 +212,17 @@ async fn a_retap_after_a_void_is_a_new_meal_and_a_double_tap_shows_todays_balanc
     assert_eq!(c.count("SELECT COUNT(*) FROM meals").await, 1);
     // Staff void the meal; a second staff member voiding it again is told who did.
     let void = |by: &str| serde_json::json!({"by": by, "reason": "wrong dish"});
-    assert_eq!(c.post("/api/meals/1/void", void("S009")).await.0, 200);
-    let (status, body) = c.post("/api/meals/1/void", void("S010")).await;
+    assert_eq!(c.post("/api/meals/1/void", void("S013")).await.0, 200);
+    let (status, body) = c.post("/api/meals/1/void", void("S014")).await;
     assert_eq!(status, 409);
-    assert!(body["error"].as_str().unwrap().contains("S009"), "{body}");
+    assert!(body["error"].as_str().unwrap().contains("S013"), "{body}");
     assert_eq!(c.balance("R00001").await, (5000, 3));
     // The resident taps again within the window: a new meal, charged — not the voided one.
     assert_eq!(paid(&c.tap(tap(3)).await), Some(3650));
     assert_eq!(c.count("SELECT COUNT(*) FROM meals").await, 2);
     assert_eq!(c.balance("R00001").await, (3650, 4));
     // After a top-up, a double tap of that meal shows the balance as it is now.
-    assert_eq!(c.topup("R00001", 1000, "S010").await.0, 200);
+    assert_eq!(c.topup("R00001", 1000, "S014").await.0, 200);
     assert_eq!(paid(&c.tap(tap(4)).await), Some(4650));
     assert_eq!(c.balance("R00001").await, (4650, 5));
     c.stop().await;
@@ -230,7 +231,7 @@ async fn a_retap_after_a_void_is_a_new_meal_and_a_double_tap_shows_todays_balanc
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_delivered_meal_by_someone_not_staff_is_answered_refused() {
     let mut c = Canteen::start(0).await;
-    assert_eq!(c.topup("R00002", 3000, "S009").await.0, 200);
+    assert_eq!(c.topup("R00002", 3000, "S013").await.0, 200);
     let bad = serde_json::json!({"v": 1, "seq": 7, "card": "CA000002", "delivered_by": "S999"});
     assert_eq!(c.tap(bad.clone()).await, refused(7, "张*2", 3000));
     assert_eq!(

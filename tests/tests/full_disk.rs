@@ -110,7 +110,10 @@ async fn healthz(gw: &Gateway) -> anyhow::Result<(u16, serde_json::Value)> {
 
 /// The state of the `disk_low` alert, if there is one.
 async fn disk_low_state(gw: &Gateway) -> anyhow::Result<Option<String>> {
-    let all: Vec<serde_json::Value> = reqwest::get(gw.url("/api/alerts?state=all"))
+    let all: Vec<serde_json::Value> = gw
+        .api()
+        .get(gw.url("/api/alerts?state=all"))
+        .send()
         .await?
         .json()
         .await?;

@@ -48,7 +48,7 @@ async fn healthz(gw: &Gateway) -> u16 {
 
 /// Opens the live stream and waits for its response head.
 async fn open_stream(gw: &Gateway) -> reqwest::Response {
-    tokio::time::timeout(GUARD, reqwest::get(gw.url("/api/alerts/stream")))
+    tokio::time::timeout(GUARD, gw.api().get(gw.url("/api/alerts/stream")).send())
         .await
         .expect("the stream did not answer")
         .unwrap()
@@ -128,7 +128,8 @@ async fn one_stream_over_the_limit_gets_503_and_health_and_staff_actions_still_a
     assert_eq!(healthz(&gw).await, 200);
     let metrics = reqwest::get(gw.url("/metrics")).await.unwrap();
     assert_eq!(metrics.status(), 200);
-    let ack = reqwest::Client::new()
+    let ack = gw
+        .api()
         .post(gw.url("/api/alerts/999999/ack"))
         .json(&serde_json::json!({"by": "S009"}))
         .send()
@@ -236,9 +237,9 @@ fn garbage_roster(bytes: usize) -> Vec<u8> {
 async fn dry_run(gw: &Gateway, body: Vec<u8>) -> (u16, serde_json::Value) {
     let r = tokio::time::timeout(
         GUARD,
-        reqwest::Client::new()
+        gw.api()
             .post(gw.url("/api/roster"))
-            .query(&[("by", "S012"), ("dry_run", "true")])
+            .query(&[("by", "S009"), ("dry_run", "true")])
             .body(body)
             .send(),
     )

@@ -17,7 +17,7 @@ const MIB: usize = 1 << 20;
 fn subscribed_topics() -> Vec<String> {
     vec![
         topic::alarm(SITE, "btn-0001"),
-        topic::staff_cmd(SITE),
+        topic::staff_cmd(SITE, "S009"),
         topic::telemetry(SITE, "btn-0002", "heartbeat"),
         topic::tap(SITE, "rdr-01"),
     ]

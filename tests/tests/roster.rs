@@ -24,7 +24,8 @@ fn roster(more: &str) -> String {
 }
 
 async fn import(gw: &Gateway, csv: String, by: &str, dry_run: bool) -> (u16, serde_json::Value) {
-    let r = reqwest::Client::new()
+    let r = gw
+        .api()
         .post(gw.url("/api/roster"))
         .query(&[
             ("by", by),
@@ -51,11 +52,11 @@ async fn a_new_roster_is_checked_applied_live_and_kept_across_a_restart() {
     let db = TestDb::create().await.unwrap();
     let spec = canteen_spec(dir.path(), broker.port, db.url.clone(), 3, 0, "");
     let mut gw = Gateway::start(&spec).await.unwrap();
-    let http = reqwest::Client::new();
+    let http = gw.api();
     for r in ["R00002"] {
         let ok = http
             .post(gw.url(&format!("/api/residents/{r}/topup")))
-            .json(&serde_json::json!({"amount_fen": 5000, "by": "S009"}))
+            .json(&serde_json::json!({"amount_fen": 5000, "by": "S013"}))
             .send()
             .await
             .unwrap();
@@ -131,7 +132,7 @@ async fn a_new_roster_is_checked_applied_live_and_kept_across_a_restart() {
     );
     let ok = http
         .post(gw.url("/api/residents/R00010/topup"))
-        .json(&serde_json::json!({"amount_fen": 5000, "by": "S009"}))
+        .json(&serde_json::json!({"amount_fen": 5000, "by": "S013"}))
         .send()
         .await
         .unwrap();
@@ -176,7 +177,7 @@ async fn a_new_roster_is_checked_applied_live_and_kept_across_a_restart() {
     // What is left of their balance is paid out in cash, once.
     let payout = |reason: &'static str| {
         http.post(gw.url("/api/residents/R00010/payout"))
-            .json(&serde_json::json!({"by": "S009", "reason": reason}))
+            .json(&serde_json::json!({"by": "S013", "reason": reason}))
             .send()
     };
     let paid = payout("moved away; receipt 0042").await.unwrap();
@@ -242,6 +243,7 @@ async fn the_cli_imports_through_the_running_gateway_and_says_why_not() {
             .arg(&gw.config)
             .arg("import")
             .arg(&file)
+            .env("ELDERGATE_TOKEN", &gw.token)
             .args(args)
             .output()
             .unwrap();

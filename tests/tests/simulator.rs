@@ -323,9 +323,10 @@ async fn canteen_gateway(dir: &Path, broker_port: u16, db: &TestDb, extra: &str)
         rules.display()
     );
     let gw = Gateway::start(&spec).await.unwrap();
-    let r = reqwest::Client::new()
+    let r = gw
+        .api()
         .post(gw.url("/api/residents/R00001/topup"))
-        .json(&serde_json::json!({"amount_fen": 2000, "by": "S009"}))
+        .json(&serde_json::json!({"amount_fen": 2000, "by": "S013"}))
         .send()
         .await
         .unwrap();

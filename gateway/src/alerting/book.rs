@@ -150,7 +150,15 @@ impl AlertBook {
         alert: &StaffAlert,
         at: Timestamp,
     ) -> Result<(), JournalError> {
-        let body = serde_json::to_string(alert).map_err(|e| JournalError::Write(e.to_string()))?;
+        // The ladder's length goes with every alert event, so the district can tell an alert
+        // that reached the end of its ladder (central_pg/0003, `district_alarms_ladder_end`).
+        let mut body =
+            serde_json::to_value(alert).map_err(|e| JournalError::Write(e.to_string()))?;
+        if let Some(map) = body.as_object_mut() {
+            let steps = self.registry.ladder(alert.priority).steps.len();
+            map.insert("ladder_steps".into(), steps.into());
+        }
+        let body = body.to_string();
         tx.append(
             NewEvent::new(format!("alert_{}", alert.change), at, body)
                 .device(&alert.device_id)

@@ -7,7 +7,8 @@
 //! - [`supervisor`]: device offline / back online, low battery, with a grace period after start
 //!   and after broker reconnects; stores heartbeats.
 //! - [`checkin`]: the daily check-in of residents living alone.
-//! - [`webhooks`]: delivers the webhook outbox, retrying until 2xx.
+//! - [`webhooks`]: delivers the webhook outbox, retrying until accepted; [`channels`]: each
+//!   channel's preset, secrets and trust roots; [`presets`]: WeCom / DingTalk messages.
 //! - [`journal_watch`]: tells staff when the journal was set aside at start or fails its
 //!   integrity check (docs/adr/0007).
 //!
@@ -16,10 +17,12 @@
 //! The watchers observe and ask; the operations decide and record.
 
 pub mod book;
+pub mod channels;
 pub mod checkin;
 pub mod escalator;
 pub mod journal_watch;
 pub mod ops;
+pub mod presets;
 pub mod status;
 pub mod supervisor;
 pub mod webhooks;
@@ -72,6 +75,14 @@ pub enum StaffRefusal {
     /// `by` is not in the staff registry.
     #[error("{0:?} is not a registered staff id")]
     UnknownStaff(String),
+    /// `by`'s role may not act on alerts (a canteen operator, a manager).
+    #[error("{by} is a {role}; only admin, duty and grid workers acknowledge or resolve alerts")]
+    NotAllowed {
+        /// Staff id.
+        by: String,
+        /// Their role.
+        role: &'static str,
+    },
     /// The alert is closed.
     #[error("alert {id} is already {state}{}", by.as_deref().map(|b| format!(" by {b}")).unwrap_or_default())]
     Closed {

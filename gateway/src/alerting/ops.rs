@@ -197,6 +197,7 @@ impl From<StaffRefusal> for Refusal {
         let (kind, reason) = match &r {
             StaffRefusal::UnknownAlert(_) => (RefusalKind::NotFound, "unknown_alert"),
             StaffRefusal::UnknownStaff(_) => (RefusalKind::Invalid, "unknown_staff"),
+            StaffRefusal::NotAllowed { .. } => (RefusalKind::Forbidden, "role_not_allowed"),
             StaffRefusal::Closed { .. } => (RefusalKind::Conflict, "alert_closed"),
             StaffRefusal::AlreadyAcknowledged { .. } => {
                 (RefusalKind::Conflict, "already_acknowledged")
@@ -214,6 +215,18 @@ impl Operation for StaffAction {
     }
     fn apply<'a>(&'a mut self, tx: &'a mut Tx) -> BoxFuture<'a, Result<StaffAlert, OpError>> {
         Box::pin(async move {
+            let registry = tx.ctx::<crate::registry::Registry>()?;
+            if let Some(role) = crate::roles::role_of(&registry, &self.by) {
+                if !role.may_act_on_alerts() {
+                    return Err(OpError::Refused(
+                        StaffRefusal::NotAllowed {
+                            by: self.by.clone(),
+                            role: role.as_str(),
+                        }
+                        .into(),
+                    ));
+                }
+            }
             let (book, mut parts) = tx.split::<AlertBook>()?;
             let note = self.note.clone();
             match book

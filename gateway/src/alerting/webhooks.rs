@@ -1,19 +1,19 @@
-//! Delivers the webhook outbox: POSTs each pending row's JSON body to its URL, retrying with
-//! backoff per row until the target answers 2xx. A slow or dead target never holds up another
-//! target, the MQTT channel or the alarm path (separate task; bounded time per attempt).
+//! Delivers the webhook outbox: sends each pending row through its channel (the generic JSON
+//! POST, or a WeCom / DingTalk robot message — `channels.rs`), retrying with backoff per row until
+//! the channel accepts it. A slow or dead target never holds up another target, the MQTT channel
+//! or the alarm path (separate task; bounded time per attempt).
 
+use super::channels::Channels;
 use crate::journal::Journal;
 use sqlx::Row;
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Runs forever.
-pub async fn run(journal: Journal) {
-    let client = match reqwest::Client::builder()
-        .timeout(Duration::from_secs(5))
-        .build()
-    {
-        Ok(c) => c,
+pub async fn run(journal: Journal, channels: Result<Channels, String>) {
+    let channels = match channels {
+        Ok(c) => Arc::new(c),
         Err(e) => {
             tracing::error!(error = %e, "webhooks disabled: cannot build an HTTP client");
             return;
@@ -80,22 +80,10 @@ pub async fn run(journal: Journal) {
                 continue;
             }
             busy.insert(id);
-            let client = client.clone();
+            let channels = channels.clone();
             in_flight.spawn(async move {
-                let result = client
-                    .post(&url)
-                    .header("content-type", "application/json")
-                    .body(body)
-                    .send()
-                    .await
-                    .map_err(|e| e.to_string())
-                    .and_then(|resp| {
-                        if resp.status().is_success() {
-                            Ok(())
-                        } else {
-                            Err(format!("HTTP {}", resp.status()))
-                        }
-                    });
+                // `url` is the channel's name (or a plain URL): never the keyed robot URL.
+                let result = channels.deliver(&url, &body).await;
                 (id, result)
             });
         }

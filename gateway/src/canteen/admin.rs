@@ -45,6 +45,21 @@ pub enum CanteenOp {
         /// Why (receipt number, "moved away" …).
         reason: String,
     },
+    /// The resident is away or in hospital from now on: taps of their card are flagged on the
+    /// day report (never refused). Any staff member may say so.
+    Away {
+        /// Resident id.
+        resident: String,
+        /// `away` or `hospital`.
+        kind: String,
+        /// What staff know (where, until when).
+        note: Option<String>,
+    },
+    /// The resident is back: closes the open away / hospital status.
+    Back {
+        /// Resident id.
+        resident: String,
+    },
 }
 
 /// Bulk lane: staff top up a resident's balance; answers the new balance (fen).
@@ -58,7 +73,12 @@ pub struct TopUp {
     pub by: String,
     /// Why.
     pub reason: Option<String>,
+    /// How it was paid: one of [`PAYMENT_METHODS`] (None: not said, `unspecified` in reports).
+    pub method: Option<String>,
 }
+
+/// How a top-up may be paid (the daily cash reconciliation adds them up per method).
+pub const PAYMENT_METHODS: [&str; 5] = ["cash", "wechat", "alipay", "bank", "other"];
 
 impl Operation for TopUp {
     type Answer = i64;
@@ -70,12 +90,20 @@ impl Operation for TopUp {
         Box::pin(async move {
             let registry = tx.ctx::<Registry>()?;
             let reason = self.reason.as_deref();
+            if let Some(m) = self.method.as_deref() {
+                if !PAYMENT_METHODS.contains(&m) {
+                    return Err(OpError::Refused(Refusal::invalid(
+                        "bad_method",
+                        format!("method {m:?} is not one of {}", PAYMENT_METHODS.join(", ")),
+                    )));
+                }
+            }
             apply_topup(
                 tx,
                 &registry,
                 &self.resident,
                 self.amount_fen,
-                &self.by,
+                (&self.by, self.method.as_deref()),
                 reason,
             )
             .await?
@@ -118,7 +146,7 @@ async fn apply_topup(
     registry: &Registry,
     resident: &str,
     amount_fen: i64,
-    by: &str,
+    (by, method): (&str, Option<&str>),
     reason: Option<&str>,
 ) -> Result<Result<i64, Refusal>, JournalError> {
     let limits = registry
@@ -147,11 +175,8 @@ async fn apply_topup(
             format!("resident {resident} is not in the roster"),
         )));
     }
-    if !registry.staff.contains_key(by) {
-        return Ok(Err(Refusal::invalid(
-            "unknown_staff",
-            format!("{by:?} is not a registered staff id"),
-        )));
+    if let Err(r) = may_move_money(registry, by, "top up a balance") {
+        return Ok(Err(r));
     }
     let before = balance(tx.conn(), resident).await?;
     let after = before
@@ -161,17 +186,53 @@ async fn apply_topup(
         return Ok(Err(balance_cap(resident, before, amount_fen, limits)));
     };
     let at = Timestamp::now();
-    sqlx::query("INSERT INTO ledger (resident_id, kind, amount_fen, staff_id, reason, at) VALUES (?, 'topup', ?, ?, ?, ?)")
+    sqlx::query("INSERT INTO ledger (resident_id, kind, amount_fen, staff_id, reason, at, method) VALUES (?, 'topup', ?, ?, ?, ?, ?)")
             .bind(resident)
             .bind(amount_fen)
             .bind(by)
             .bind(reason)
             .bind(format_ts(at))
+            .bind(method)
             .execute(tx.conn())
             .await?;
-    let body = serde_json::json!({ "resident_id": resident, "amount_fen": amount_fen, "by": by, "reason": reason });
+    let body = serde_json::json!({ "resident_id": resident, "amount_fen": amount_fen, "by": by, "reason": reason, "method": method });
     tx.append(NewEvent::new("ledger_topup", at, body.to_string()));
     Ok(Ok(after))
+}
+
+/// The roles that may move money (top-ups, voids, payouts) and bind cards
+/// (community-staff.csv `role`).
+pub const MONEY_ROLES: [&str; 2] = ["canteen_operator", "admin"];
+
+/// `by` is a registered staff id (422 when not).
+pub(crate) fn known_staff(registry: &Registry, by: &str) -> Result<(), Refusal> {
+    if registry.staff.contains_key(by) {
+        Ok(())
+    } else {
+        Err(Refusal::invalid(
+            "unknown_staff",
+            format!("{by:?} is not a registered staff id"),
+        ))
+    }
+}
+
+/// `by` is staff whose role is in [`MONEY_ROLES`] (422 unknown, 403 another role).
+pub(crate) fn may_move_money(registry: &Registry, by: &str, what: &str) -> Result<(), Refusal> {
+    known_staff(registry, by)?;
+    match registry.staff.get(by) {
+        Some(s) if MONEY_ROLES.contains(&s.role.as_str()) => Ok(()),
+        Some(s) => Err(Refusal::forbidden(
+            "role_not_allowed",
+            format!(
+                "staff {by} has the role {:?}; only a canteen_operator or an admin may {what}",
+                s.role
+            ),
+        )),
+        None => Err(Refusal::invalid(
+            "unknown_staff",
+            format!("{by:?} is not a registered staff id"),
+        )),
+    }
 }
 
 fn balance_cap(resident: &str, before: i64, amount_fen: i64, limits: Limits) -> Refusal {
@@ -191,11 +252,18 @@ async fn apply_canteen_op(
     op: &CanteenOp,
     by: &str,
 ) -> Result<Result<serde_json::Value, Refusal>, JournalError> {
-    if !registry.staff.contains_key(by) {
-        return Ok(Err(Refusal::invalid(
-            "unknown_staff",
-            format!("{by:?} is not a registered staff id"),
-        )));
+    let needs_money_role = match op {
+        CanteenOp::CardLost { .. } | CanteenOp::Away { .. } | CanteenOp::Back { .. } => None,
+        CanteenOp::BindCard { .. } => Some("bind a card"),
+        CanteenOp::VoidMeal { .. } => Some("void a meal"),
+        CanteenOp::PayOut { .. } => Some("pay a balance out"),
+    };
+    let allowed = match needs_money_role {
+        Some(what) => may_move_money(registry, by, what),
+        None => known_staff(registry, by),
+    };
+    if let Err(r) = allowed {
+        return Ok(Err(r));
     }
     let at = Timestamp::now();
     let (kind, summary) = match op {
@@ -281,6 +349,16 @@ async fn apply_canteen_op(
                     format!("meal {meal} was already voided by {v}"),
                 )));
             }
+            // The refund is what was actually charged for this meal and not refunded yet, never
+            // more than its payable: a refund cannot create money.
+            let charged: i64 = sqlx::query(
+                "SELECT COALESCE(-SUM(amount_fen), 0) FROM ledger WHERE meal_id = ? AND kind IN ('charge', 'refund')",
+            )
+            .bind(meal)
+            .fetch_one(tx.conn())
+            .await?
+            .try_get(0)?;
+            let payable = charged.clamp(0, payable.max(0));
             sqlx::query(
                 "UPDATE meals SET voided_by = ?, voided_at = ?, void_reason = ? WHERE id = ?",
             )
@@ -354,6 +432,22 @@ async fn apply_canteen_op(
                 serde_json::json!({ "resident_id": resident, "amount_fen": amount, "balance_fen": balance.saturating_sub(amount), "by": by, "reason": reason }),
             )
         }
+        CanteenOp::Away {
+            resident,
+            kind,
+            note,
+        } => {
+            match super::away::set_away(tx, registry, resident, kind, note.as_deref(), by, at)
+                .await?
+            {
+                Ok(v) => ("resident_away", v),
+                Err(r) => return Ok(Err(r)),
+            }
+        }
+        CanteenOp::Back { resident } => match super::away::set_back(tx, resident, by, at).await? {
+            Ok(v) => ("resident_back", v),
+            Err(r) => return Ok(Err(r)),
+        },
     };
     tx.append(NewEvent::new(kind, at, summary.to_string()));
     Ok(Ok(summary))

@@ -1,8 +1,7 @@
-//! Canteen reports, read from the journal (voided meals excluded): the daily summary and the
-//! monthly subsidy claim for the civil-affairs office (CSV, UTF-8 with BOM so Excel shows Chinese
-//! names). Money is formatted from integer fen without floats.
+//! Canteen reports, read from the journal (voided meals excluded): the daily summary per period
+//! (the day's close is [`super::dayclose`], the subsidy claim [`super::claim`]). Money is
+//! formatted from integer fen without floats.
 
-use crate::registry::Registry;
 use serde::Serialize;
 use sqlx::{Row, SqlitePool};
 
@@ -15,7 +14,7 @@ pub fn yuan(fen: i64) -> String {
 
 /// `a + b`, or an error naming the column when the sum leaves i64 (a ledger that large is corrupt:
 /// the rule file's limits keep every amount small).
-fn add(a: i64, b: i64, what: &str) -> Result<i64, sqlx::Error> {
+pub(crate) fn add(a: i64, b: i64, what: &str) -> Result<i64, sqlx::Error> {
     a.checked_add(b).ok_or_else(|| {
         sqlx::Error::Decode(format!("the total of {what} does not fit in 64 bits").into())
     })
@@ -74,74 +73,6 @@ pub async fn daily(pool: &SqlitePool, date: &str) -> Result<Vec<PeriodTotals>, s
     }
     out.push(total);
     Ok(out)
-}
-
-/// The monthly subsidy claim (`YYYY-MM`): one row per subsidized meal, CSV with a UTF-8 BOM.
-pub async fn claim_csv(
-    pool: &SqlitePool,
-    registry: &Registry,
-    month: &str,
-) -> Result<Vec<u8>, sqlx::Error> {
-    let rows = sqlx::query(
-        "SELECT local_date, period, meals.resident_id, card_id, price_fen, subsidy_fen, payable_fen, applied, delivered_by, d.name
-         FROM meals LEFT JOIN departed_residents d ON d.resident_id = meals.resident_id WHERE local_date LIKE ? AND subsidy_fen > 0 AND voided_by IS NULL ORDER BY meals.resident_id, local_date, at",
-    )
-    .bind(format!("{month}-%"))
-    .fetch_all(pool)
-    .await?;
-    let mut w = csv::Writer::from_writer(Vec::from("\u{feff}".as_bytes()));
-    let header = [
-        "日期",
-        "餐次",
-        "居民编号",
-        "姓名",
-        "卡号",
-        "价格(元)",
-        "补贴(元)",
-        "自付(元)",
-        "补贴项目",
-        "送餐员",
-    ];
-    let _ = w.write_record(header);
-    let (mut count, mut total) = (0i64, 0i64);
-    for r in rows {
-        let resident: String = r.try_get(2)?;
-        // A resident who has left the roster since is claimed under the name they had.
-        let name = match registry.residents.get(&resident) {
-            Some(r) => r.name,
-            None => r.try_get::<Option<String>, _>(9)?.unwrap_or_default(),
-        };
-        let subsidy: i64 = r.try_get(5)?;
-        let applied: String = r.try_get(7)?;
-        let applied: Vec<String> = serde_json::from_str(&applied).unwrap_or_default();
-        count = add(count, 1, "meals")?;
-        total = add(total, subsidy, "subsidy_fen")?;
-        let _ = w.write_record([
-            r.try_get::<String, _>(0)?,
-            r.try_get::<String, _>(1)?,
-            resident,
-            name,
-            r.try_get::<String, _>(3)?,
-            yuan(r.try_get(4)?),
-            yuan(subsidy),
-            yuan(r.try_get(6)?),
-            applied.join("; "),
-            r.try_get::<Option<String>, _>(8)?.unwrap_or_default(),
-        ]);
-    }
-    let _ = w.write_record([
-        "合计".to_string(),
-        String::new(),
-        format!("{count} 餐"),
-        String::new(),
-        String::new(),
-        String::new(),
-        yuan(total),
-        String::new(),
-        String::new(),
-        String::new(),
-    ]);
-    Ok(w.into_inner().unwrap_or_default())
 }
 
 #[cfg(test)]

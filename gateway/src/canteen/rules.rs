@@ -24,6 +24,12 @@ use std::path::Path;
 pub struct RuleSet {
     /// Name shown in reports, e.g. "上海普陀 2024".
     pub name: String,
+    /// The file's version, as its authors number it (printed on the claim with its hash).
+    #[serde(default)]
+    pub version: Option<String>,
+    /// SHA-256 of the file's text, hex (printed on the claim: which rules priced these meals).
+    #[serde(skip)]
+    pub sha256: String,
     /// Meal periods, local time.
     pub periods: Vec<Period>,
     /// How matching subsidies combine.
@@ -113,11 +119,55 @@ pub struct Period {
     pub name: String,
     /// Local start, `HH:MM`.
     pub start: Time,
-    /// Local end (exclusive), `HH:MM`.
+    /// Local end (exclusive), `HH:MM`; `24:00` is midnight at the end of the day. An end at or
+    /// before the start crosses midnight (a night shift `22:00`–`02:00`): the part after midnight
+    /// belongs to the meal date the period started on.
+    #[serde(deserialize_with = "end_of_period")]
     pub end: Time,
     /// Menu price, fen; absent = the price is entered at the counter.
     #[serde(default)]
     pub price_fen: Option<i64>,
+}
+
+/// `HH:MM[:SS]`, or `24:00` for the midnight that ends a day (held as 00:00).
+fn end_of_period<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Time, D::Error> {
+    let text = String::deserialize(d)?;
+    if text == "24:00" || text == "24:00:00" {
+        return Ok(Time::midnight());
+    }
+    text.parse::<Time>()
+        .map_err(|e| serde::de::Error::custom(format!("{text:?} is not HH:MM or 24:00: {e}")))
+}
+
+impl Period {
+    /// Whether the period runs past midnight (its end is at or before its start).
+    pub fn crosses_midnight(&self) -> bool {
+        self.end <= self.start
+    }
+
+    /// Whether local time `t` is in the period.
+    pub fn contains(&self, t: Time) -> bool {
+        if self.crosses_midnight() {
+            t >= self.start || t < self.end
+        } else {
+            self.start <= t && t < self.end
+        }
+    }
+
+    /// The period as at most two half-open ranges of seconds since midnight.
+    fn ranges(&self) -> Vec<(i64, i64)> {
+        let secs = |t: Time| {
+            i64::from(t.hour()) * 3600 + i64::from(t.minute()) * 60 + i64::from(t.second())
+        };
+        let (a, b) = (secs(self.start), secs(self.end));
+        if b > a {
+            vec![(a, b)]
+        } else if b == 0 {
+            vec![(a, 86_400)]
+        } else {
+            vec![(a, 86_400), (0, b)]
+        }
+    }
 }
 
 /// One subsidy rule.
@@ -285,7 +335,11 @@ impl RuleSet {
 
     /// Parses and checks rule text.
     pub fn parse(text: &str) -> Result<RuleSet, String> {
-        let rules: RuleSet = toml::from_str(text).map_err(|e| e.to_string())?;
+        let mut rules: RuleSet = toml::from_str(text).map_err(|e| e.to_string())?;
+        rules.sha256 = {
+            use sha2::Digest;
+            crate::canteen::mac::to_hex(&sha2::Sha256::digest(text.as_bytes())).to_lowercase()
+        };
         let mut problems = Vec::new();
         let l = rules.limits;
         for (name, v) in [
@@ -306,10 +360,10 @@ impl RuleSet {
             problems.push("periods: at least one meal period is needed".to_string());
         }
         for (i, p) in rules.periods.iter().enumerate() {
-            if p.end <= p.start {
+            if p.end == p.start {
                 problems.push(format!(
-                    "periods[{i}] ({}): end {} is not after start {}",
-                    p.name, p.end, p.start
+                    "periods[{i}] ({}): end {} is its start; a period is shorter than a day",
+                    p.name, p.end
                 ));
             }
             if let Some(v) = p.price_fen {
@@ -325,7 +379,11 @@ impl RuleSet {
                 }
             }
             for (j, q) in rules.periods.iter().enumerate().skip(i + 1) {
-                if p.start < q.end && q.start < p.end {
+                let overlap = p
+                    .ranges()
+                    .iter()
+                    .any(|(a, b)| q.ranges().iter().any(|(c, d)| a < d && c < b));
+                if overlap {
                     problems.push(format!(
                         "periods[{i}] ({}) and periods[{j}] ({}) overlap",
                         p.name, q.name
@@ -383,11 +441,24 @@ impl RuleSet {
 
     /// The period containing local time `t`.
     pub fn period_at(&self, t: Time) -> Option<&Period> {
-        self.periods.iter().find(|p| p.start <= t && t < p.end)
+        self.periods.iter().find(|p| p.contains(t))
+    }
+
+    /// The period containing local `date`/`time` and the meal date it counts on: the date the
+    /// period started (a tap at 01:00 in a `22:00`–`02:00` period counts on the day before).
+    pub fn meal_at(&self, date: Date, time: Time) -> Option<(&Period, Date)> {
+        let p = self.period_at(time)?;
+        let on = if p.crosses_midnight() && time < p.end {
+            date.yesterday().ok()?
+        } else {
+            date
+        };
+        Some((p, on))
     }
 
     /// Prices a meal at local date and time `date`/`time` for `who`. `entered_fen` is the price
-    /// typed at the counter (used when the period has no menu price, or to override it).
+    /// typed at the counter (used when the period has no menu price, or to override it). Ages and
+    /// date ranges are taken on the meal date ([`RuleSet::meal_at`]).
     pub fn quote(
         &self,
         date: Date,
@@ -396,7 +467,9 @@ impl RuleSet {
         entered_fen: Option<i64>,
         today: Today,
     ) -> Result<Quote, QuoteError> {
-        let period = self.period_at(time).ok_or(QuoteError::OutsideMealPeriod)?;
+        let (period, date) = self
+            .meal_at(date, time)
+            .ok_or(QuoteError::OutsideMealPeriod)?;
         let price = entered_fen
             .or(period.price_fen)
             .ok_or_else(|| QuoteError::NoPrice(period.name.clone()))?;

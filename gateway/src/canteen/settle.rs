@@ -154,6 +154,9 @@ async fn apply_tap(
                 // Retired with a roster import (the resident left the roster): the card
                 // belongs to nobody on the roster now.
                 (answer(TapResult::UnknownCard, None, 0, 0, 0), None)
+            } else if !mac_holds(tx, registry, reader, tap, &card, at).await? {
+                // A cloned card: refused, and neither the holder's name nor a balance shown.
+                (answer(TapResult::Refused, None, 0, 0, 0), None)
             } else {
                 settle(tx, registry, reader, tap, &card, &resident, name, at).await?
             }
@@ -264,11 +267,14 @@ async fn settle(
         birth_date: birth.unwrap_or(local.date()),
         statuses,
     };
-    let period_name = rules.period_at(local.time()).map(|p| p.name.clone());
-    let Some(period_name) = period_name else {
+    // A night period that crossed midnight counts on the date it started on.
+    let meal = rules
+        .meal_at(local.date(), local.time())
+        .map(|(p, on)| (p.name.clone(), on));
+    let Some((period_name, meal_date)) = meal else {
         return Ok((refuse(TapResult::OutsideMealPeriod, balance), None));
     };
-    let date = local.date().to_string();
+    let date = meal_date.to_string();
     let row = sqlx::query(
             "SELECT COALESCE(SUM(subsidy_fen), 0), COALESCE(SUM(CASE WHEN period = ? AND subsidy_fen > 0 THEN 1 ELSE 0 END), 0)
              FROM meals WHERE resident_id = ? AND local_date = ? AND voided_by IS NULL",
@@ -357,6 +363,44 @@ async fn settle(
         balance_fen: balance.saturating_sub(quote.payable_fen),
     };
     Ok((down, Some(meal_id)))
+}
+
+/// Whether the tap's card MAC (when the reader sent one) holds: a mismatch is kept like bad input
+/// (`card_mac_mismatch`: a cloned card or a broken reader); a MAC this gateway cannot check (no
+/// site secret) is counted and settled.
+async fn mac_holds(
+    tx: &mut Tx,
+    registry: &Registry,
+    reader: &str,
+    tap: &Tap,
+    card: &str,
+    at: Timestamp,
+) -> Result<bool, JournalError> {
+    let check = super::mac::check(
+        registry.card_mac.as_ref(),
+        reader,
+        tap.seq,
+        card,
+        tap.mac.as_deref(),
+    );
+    metrics::counter!("eldergate_card_macs_total", "check" => format!("{check:?}")).increment(1);
+    match check {
+        super::mac::MacCheck::Mismatch => {
+            let detail = format!(
+                "the card MAC does not match card {card}: a cloned card or a reader with the wrong key; take the card and check it"
+            );
+            bad_tap(tx, reader, tap, at, "card_mac_mismatch", &detail).await?;
+            Ok(false)
+        }
+        super::mac::MacCheck::Unchecked => {
+            tracing::warn!(
+                reader,
+                "a reader sends card MACs but canteen.card_mac_secret_file is not set: not checked"
+            );
+            Ok(true)
+        }
+        super::mac::MacCheck::Absent | super::mac::MacCheck::Valid => Ok(true),
+    }
 }
 
 /// Keeps bad input in a tap that is answered `refused`: a counter, a log line (no names) and a

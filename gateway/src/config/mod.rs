@@ -25,6 +25,7 @@ pub use crate::community::{
 pub use crate::problem::Problem;
 
 mod broker_url;
+mod links;
 pub use broker_url::{parse_broker_url, BrokerAddr};
 
 /// Why a build without the `embedded-broker` feature refuses `broker.mode = "embedded"`.
@@ -75,9 +76,13 @@ pub struct Config {
     /// Who is told about alerts, and when, per priority.
     #[serde(default)]
     pub escalation: EscalationConfig,
-    /// Webhooks (SMS/voice gateway, WeChat work bot) per person or role.
+    /// Webhooks (SMS/voice gateway, WeCom / DingTalk robots) per person or role.
     #[serde(default)]
     pub webhooks: Vec<WebhookConfig>,
+    /// The console's address as staff reach it, e.g. `https://eldergate.community-0001.example`;
+    /// robot messages link to `{console_url}/console/alerts/{id}`. No link when absent.
+    #[serde(default)]
+    pub console_url: Option<String>,
     /// Device supervision: heartbeats, last wills, battery.
     #[serde(default)]
     pub supervision: SupervisionConfig,
@@ -93,6 +98,12 @@ pub struct Config {
     /// Health kiosks (两测): rules file, session length, blood-pressure averaging window.
     #[serde(default)]
     pub vitals: VitalsConfig,
+    /// How long the journal keeps what the central store already has (src/retention.rs).
+    #[serde(default)]
+    pub retention: RetentionConfig,
+    /// Log output.
+    #[serde(default)]
+    pub log: LogConfig,
 }
 
 /// Health-kiosk settings (`[vitals]`).
@@ -125,6 +136,76 @@ fn default_vitals_window() -> u64 {
     300
 }
 
+/// Retention of forwarded events and local records, in days (0 = kept forever). Nothing the
+/// central store does not have is ever pruned; no age may be below two days nor the dedupe
+/// window.
+#[derive(Debug, Clone, Deserialize)]
+pub struct RetentionConfig {
+    /// Routine events (readings, telemetry), days after forwarding; pruned first.
+    #[serde(default = "default_routine_days")]
+    pub routine_days: u32,
+    /// Alarms, alert audit trail, money and roster events, days after forwarding (0 = forever).
+    #[serde(default = "default_records_days")]
+    pub records_days: u32,
+    /// Dead letters, days (0 = forever).
+    #[serde(default = "default_dead_letter_days")]
+    pub dead_letter_days: u32,
+    /// Delivered webhook rows, days (0 = forever).
+    #[serde(default = "default_webhook_days")]
+    pub webhook_days: u32,
+    /// Seconds between pruning runs (every minute at most while the disk is low).
+    #[serde(default = "default_retention_interval")]
+    pub interval_s: u64,
+}
+
+fn default_routine_days() -> u32 {
+    7
+}
+fn default_records_days() -> u32 {
+    400
+}
+fn default_dead_letter_days() -> u32 {
+    90
+}
+fn default_webhook_days() -> u32 {
+    30
+}
+fn default_retention_interval() -> u64 {
+    3600
+}
+
+impl Default for RetentionConfig {
+    fn default() -> Self {
+        Self {
+            routine_days: default_routine_days(),
+            records_days: default_records_days(),
+            dead_letter_days: default_dead_letter_days(),
+            webhook_days: default_webhook_days(),
+            interval_s: default_retention_interval(),
+        }
+    }
+}
+
+/// Log output (`[log]`). The level comes from `RUST_LOG`.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct LogConfig {
+    /// `human` (the default: one readable line per event) or `json` (one JSON object per line,
+    /// for journald/Loki/ELK).
+    #[serde(default)]
+    pub format: LogFormat,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// One readable line per event.
+    #[default]
+    Human,
+    /// One JSON object per line.
+    Json,
+}
+
 /// Canteen settings.
 #[derive(Debug, Clone, Deserialize)]
 pub struct CanteenConfig {
@@ -133,6 +214,11 @@ pub struct CanteenConfig {
     /// A second tap of the same card within this many seconds is the same meal.
     #[serde(default = "default_double_tap")]
     pub double_tap_s: u64,
+    /// File holding the site secret card MACs are derived from (docs/CANTEEN.md "Card MAC"),
+    /// relative to the config file; env `ELDERGATE_CANTEEN__CARD_MAC_SECRET_FILE`. Without it a
+    /// MAC sent by a reader is counted as unchecked.
+    #[serde(default)]
+    pub card_mac_secret_file: Option<PathBuf>,
 }
 
 fn default_double_tap() -> u64 {
@@ -167,7 +253,8 @@ fn default_time_zone() -> String {
 /// gateway's memory and descriptors.
 #[derive(Debug, Clone, Deserialize)]
 pub struct HttpConfig {
-    /// Address to listen on; loopback only until the console has a login.
+    /// Address to listen on. Beyond loopback only behind a declared TLS reverse proxy
+    /// (`behind_proxy`): the gateway does not terminate TLS itself yet.
     #[serde(default = "default_http_listen")]
     pub listen: SocketAddr,
     /// Open connections at most; one more is answered 503 and closed at once.
@@ -191,6 +278,25 @@ pub struct HttpConfig {
     /// Largest roster import body, bytes (a community's few thousand rows are well below 1 MiB).
     #[serde(default = "default_roster_max_bytes")]
     pub roster_max_bytes: usize,
+    /// The gateway is behind a reverse proxy that terminates TLS (nginx, caddy): cookies get
+    /// `Secure`, the client address is the last `X-Forwarded-For` entry, and `listen` may be
+    /// beyond loopback.
+    #[serde(default)]
+    pub behind_proxy: bool,
+    /// A console session ends after this long without a request, seconds.
+    #[serde(default = "default_session_idle_s")]
+    pub session_idle_s: u64,
+    /// A console session ends this long after login whatever happens, seconds.
+    #[serde(default = "default_session_max_s")]
+    pub session_max_s: u64,
+}
+
+fn default_session_idle_s() -> u64 {
+    30 * 60
+}
+
+fn default_session_max_s() -> u64 {
+    12 * 3600
 }
 
 fn default_http_listen() -> SocketAddr {
@@ -231,6 +337,9 @@ impl Default for HttpConfig {
             idle_timeout_s: default_idle_timeout_s(),
             shutdown_grace_s: default_shutdown_grace_s(),
             roster_max_bytes: default_roster_max_bytes(),
+            behind_proxy: false,
+            session_idle_s: default_session_idle_s(),
+            session_max_s: default_session_max_s(),
         }
     }
 }
@@ -259,15 +368,27 @@ pub struct BrokerConfig {
     /// External broker username.
     #[serde(default)]
     pub username: Option<String>,
-    /// External broker password; prefer `ELDERGATE__BROKER__PASSWORD`.
+    /// External broker password; prefer `ELDERGATE__BROKER__PASSWORD` or `password_file`.
     #[serde(default)]
     pub password: Option<String>,
+    /// A file holding the broker password (relative to the config file), e.g. a systemd
+    /// credential; read at load into `password` (config/secrets.rs).
+    #[serde(default)]
+    pub password_file: Option<PathBuf>,
     /// Allow connecting without credentials (test brokers only). Must be written explicitly.
     #[serde(default)]
     pub anonymous: bool,
-    /// PEM CA bundle for `mqtts://`; the system roots when absent.
+    /// PEM CA bundle for `mqtts://`; the system roots when absent. Setting it (or a client
+    /// certificate) with an `mqtt://` url is refused: TLS configured means TLS or nothing.
     #[serde(default)]
     pub ca_file: Option<PathBuf>,
+    /// PEM client certificate (chain) for brokers that require one (`require_certificate true`);
+    /// needs `client_key`.
+    #[serde(default)]
+    pub client_cert: Option<PathBuf>,
+    /// PEM private key of `client_cert` (PKCS#8, PKCS#1 or SEC1); keep it 0600.
+    #[serde(default)]
+    pub client_key: Option<PathBuf>,
     /// MQTT keep-alive in seconds.
     #[serde(default = "default_keep_alive")]
     pub keep_alive_s: u16,
@@ -280,14 +401,26 @@ fn default_keep_alive() -> u16 {
 /// Central store settings.
 #[derive(Debug, Clone, Deserialize)]
 pub struct CentralConfig {
-    /// `sqlite:path` (embedded, relative to data_dir) or `postgres://…`.
+    /// `sqlite:path` (embedded, relative to data_dir) or `postgres://user@host/db` (the
+    /// password from `password`/`password_file`, not the URL).
     pub url: String,
+    /// The central role's password; prefer `ELDERGATE__CENTRAL__PASSWORD` or `password_file`.
+    #[serde(default)]
+    pub password: Option<String>,
+    /// A file holding the central role's password (relative to the config file), as written by
+    /// `eldergate central add-gateway`; put into `url` at load (config/secrets.rs).
+    #[serde(default)]
+    pub password_file: Option<PathBuf>,
     /// Events per forwarded batch.
     #[serde(default = "default_batch")]
     pub batch_size: u32,
     /// Longest pause between retries, in seconds.
     #[serde(default = "default_retry_max")]
     pub retry_max_s: u64,
+    /// PEM CA bundle that signed the central PostgreSQL's certificate (relative to the config
+    /// file). With it and no `sslmode` in the URL, TLS is `verify-full`. See crate::central_link.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
 }
 
 fn default_batch() -> u32 {
@@ -422,14 +555,73 @@ fn ladder_low() -> Ladder {
     }
 }
 
-/// A webhook: every notification to `target` is also POSTed to `url` (JSON `StaffAlert`),
-/// retried until it answers 2xx.
+/// A webhook: every notification to `target` is also sent to `url` — the `StaffAlert` JSON as
+/// it is (`preset = "json"`), or a message for a WeCom or DingTalk group robot — and retried until
+/// it is accepted (2xx, and `errcode` 0 for the robots). See crate::alerting::channels.
 #[derive(Debug, Clone, Deserialize)]
 pub struct WebhookConfig {
     /// `role:NAME` or a staff id.
     pub target: String,
-    /// `http://…` or `https://…`.
+    /// `http://…` or `https://…`; for the robots, without the key (it comes from `key_file` or
+    /// `key_env`), e.g. `https://qyapi.weixin.qq.com/cgi-bin/webhook/send`.
     pub url: String,
+    /// The channel's name; pending deliveries refer to it across restarts. Required for the
+    /// robot presets; a `json` webhook without one is referred to by its URL.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// `json` (default), `wecom` (企业微信群机器人) or `dingtalk` (钉钉自定义机器人).
+    #[serde(default)]
+    pub preset: WebhookPreset,
+    /// `text` (default) or `markdown`, for the robot presets.
+    #[serde(default)]
+    pub format: WebhookFormat,
+    /// File holding the robot's key (WeCom `key`, DingTalk `access_token`), relative to the
+    /// config file. Never logged.
+    #[serde(default)]
+    pub key_file: Option<PathBuf>,
+    /// Or the environment variable holding it.
+    #[serde(default)]
+    pub key_env: Option<String>,
+    /// File holding DingTalk's signing secret (`SEC…`, 加签), relative to the config file.
+    #[serde(default)]
+    pub secret_file: Option<PathBuf>,
+    /// Or the environment variable holding it.
+    #[serde(default)]
+    pub secret_env: Option<String>,
+    /// PEM CA bundle to trust for this `https://` URL (a private CA), besides the public roots.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+}
+
+impl WebhookConfig {
+    /// What a pending delivery stores to find this channel again: its name, else its URL.
+    pub fn channel_ref(&self) -> &str {
+        self.name.as_deref().unwrap_or(&self.url)
+    }
+}
+
+/// What a webhook sends.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WebhookPreset {
+    /// The `StaffAlert` JSON (protocol/MQTT.md), for an SMS/voice gateway or your own service.
+    #[default]
+    Json,
+    /// A WeCom (企业微信) group robot: `msgtype` text or markdown, `key` in the URL.
+    Wecom,
+    /// A DingTalk (钉钉) custom robot: `access_token` in the URL, optional HMAC-SHA256 signature.
+    Dingtalk,
+}
+
+/// The robots' message format.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WebhookFormat {
+    /// Plain text.
+    #[default]
+    Text,
+    /// Markdown (bold title, a link to the console).
+    Markdown,
 }
 
 /// Device supervision settings.
@@ -531,6 +723,8 @@ pub struct Loaded {
     pub canteen_rules: Option<crate::canteen::rules::RuleSet>,
     /// The health kiosks' settings with their rules loaded.
     pub vitals: crate::vitals::Settings,
+    /// The site secret card MACs are checked with (`canteen.card_mac_secret_file`).
+    pub card_mac_secret: Option<crate::canteen::mac::SiteSecret>,
 }
 
 fn problem(path: impl Into<String>, message: impl Into<String>) -> Problem {
@@ -576,7 +770,7 @@ pub fn load_with_env(
             )
         })
         .collect();
-    let config = match parsed {
+    let mut config = match parsed {
         Ok(c) => c,
         Err(e) => {
             problems.push(problem("(structure)", e.to_string()));
@@ -584,6 +778,7 @@ pub fn load_with_env(
         }
     };
     let base = file.parent().unwrap_or(Path::new("."));
+    secrets::resolve(&mut config, base, &mut problems);
     let loaded = validate(config, base, &mut problems);
     if problems.is_empty() {
         Ok(loaded)
@@ -595,6 +790,7 @@ pub fn load_with_env(
 /// Keys whose values stay strings even when they look like numbers.
 const STRING_KEYS: &[&str] = &[
     "password",
+    "password_file",
     "username",
     "url",
     "site_id",
@@ -602,6 +798,8 @@ const STRING_KEYS: &[&str] = &[
     "data_dir",
     "listen",
     "ca_file",
+    "client_cert",
+    "client_key",
     "mode",
 ];
 
@@ -657,6 +855,8 @@ fn set_path(table: &mut toml::Table, parents: &[String], last: &str, raw: String
     table.insert(last.to_string(), value);
 }
 
+mod secrets;
+pub use secrets::redact_url;
 mod validate;
 use validate::validate;
 

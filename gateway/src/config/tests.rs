@@ -163,7 +163,7 @@ fn an_embedded_broker_is_refused_by_a_build_without_one() {
 }
 
 #[test]
-fn the_http_api_stays_on_loopback_until_there_is_a_login() {
+fn listening_beyond_loopback_needs_a_declared_tls_proxy() {
     let dir = tempfile::tempdir().unwrap();
     let f = write(
         dir.path(),
@@ -173,6 +173,13 @@ fn the_http_api_stays_on_loopback_until_there_is_a_login() {
     let env = vec![("ELDERGATE__BROKER__PASSWORD".to_string(), "x".to_string())];
     let e = load_with_env(&f, env).unwrap_err();
     assert!(e.problems.iter().any(|p| p.path == "http.listen"));
+    let f = write(
+        dir.path(),
+        "p.toml",
+        &format!("{GOOD}\n[http]\nlisten = \"0.0.0.0:8080\"\nbehind_proxy = true\n"),
+    );
+    let env = vec![("ELDERGATE__BROKER__PASSWORD".to_string(), "x".to_string())];
+    assert!(load_with_env(&f, env).is_ok(), "a declared proxy allows it");
 }
 
 #[test]
@@ -227,4 +234,107 @@ fn live_streams_cannot_take_every_http_connection() {
         .problems
         .iter()
         .any(|p| p.path == "http.header_read_timeout_s"));
+}
+
+#[test]
+fn a_retention_shorter_than_two_days_or_the_dedupe_window_is_refused_with_its_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = vec![("ELDERGATE__BROKER__PASSWORD".to_string(), "x".to_string())];
+    let text = format!(
+        "{GOOD}\n[journal]\ndedupe_window_s = 259200\n[retention]\nroutine_days = 1\nrecords_days = 2\ndead_letter_days = 0\nwebhook_days = 0\ninterval_s = 0\n"
+    );
+    let f = write(dir.path(), "c.toml", &text);
+    let e = load_with_env(&f, env.clone()).unwrap_err();
+    let keys: Vec<&str> = e.problems.iter().map(|p| p.path.as_str()).collect();
+    for key in [
+        "retention.routine_days",
+        "retention.records_days",
+        "retention.interval_s",
+    ] {
+        assert!(keys.contains(&key), "{key} not refused: {e}");
+    }
+    // 0 = keep forever is allowed except for routine readings.
+    assert!(!keys.contains(&"retention.dead_letter_days"), "{e}");
+    // The defaults are valid.
+    let f = write(dir.path(), "d.toml", GOOD);
+    let l = load_with_env(&f, env).unwrap();
+    assert_eq!(l.config.retention.routine_days, 7);
+    assert_eq!(l.config.retention.records_days, 400);
+}
+
+#[test]
+fn tls_files_with_a_plaintext_url_are_refused_not_ignored() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = write(dir.path(), "ca.pem", "-----BEGIN CERTIFICATE-----\n");
+    let text = GOOD.replace(
+        "username = \"gw-1\"",
+        &format!(
+            "username = \"gw-1\"\npassword = \"x\"\nca_file = \"{}\"",
+            ca.display()
+        ),
+    );
+    let f = write(dir.path(), "c.toml", &text);
+    let e = load_with_env(&f, no_env()).unwrap_err();
+    assert!(
+        e.problems
+            .iter()
+            .any(|p| p.path == "broker.ca_file"
+                && p.message.contains("never falls back to plaintext")),
+        "{e}"
+    );
+    let tls = text.replace("mqtt://127.0.0.1:1883", "mqtts://127.0.0.1:8883");
+    let f = write(dir.path(), "c.toml", &tls);
+    load_with_env(&f, no_env()).unwrap();
+}
+
+#[test]
+fn a_client_certificate_without_its_key_or_ca_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let cert = write(dir.path(), "c.pem", "-----BEGIN CERTIFICATE-----\n");
+    let text = GOOD
+        .replace("mqtt://127.0.0.1:1883", "mqtts://127.0.0.1:8883")
+        .replace(
+            "username = \"gw-1\"",
+            &format!(
+                "username = \"gw-1\"\npassword = \"x\"\nclient_cert = \"{}\"",
+                cert.display()
+            ),
+        );
+    let f = write(dir.path(), "c.toml", &text);
+    let e = load_with_env(&f, no_env()).unwrap_err();
+    let paths: Vec<&str> = e.problems.iter().map(|p| p.path.as_str()).collect();
+    assert!(paths.contains(&"broker.client_cert"), "{e}");
+    assert!(paths.contains(&"broker.ca_file"), "{e}");
+}
+
+#[test]
+fn an_embedded_broker_beyond_loopback_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    for listen in ["0.0.0.0:1883", "192.168.1.10:1883", "[::]:1883"] {
+        let text = GOOD.replace(
+            "mode = \"external\"\nurl = \"mqtt://127.0.0.1:1883\"\nusername = \"gw-1\"",
+            &format!("mode = \"embedded\"\nlisten = \"{listen}\""),
+        );
+        let f = write(dir.path(), "c.toml", &text);
+        let e = load_with_env(&f, no_env()).unwrap_err();
+        assert!(
+            e.problems
+                .iter()
+                .any(|p| p.path == "broker.listen" && p.message.contains("no authentication")),
+            "{listen}: {e}"
+        );
+    }
+    let text = GOOD.replace(
+        "mode = \"external\"\nurl = \"mqtt://127.0.0.1:1883\"\nusername = \"gw-1\"",
+        "mode = \"embedded\"\nlisten = \"127.0.0.1:1883\"",
+    );
+    let f = write(dir.path(), "c.toml", &text);
+    let problems = load_with_env(&f, no_env())
+        .err()
+        .map(|e| e.problems)
+        .unwrap_or_default();
+    assert!(
+        !problems.iter().any(|p| p.path == "broker.listen"),
+        "{problems:?}"
+    );
 }

@@ -3,7 +3,8 @@
 
 use super::*;
 
-pub(super) fn validate(config: Config, base: &Path, problems: &mut Vec<Problem>) -> Loaded {
+pub(super) fn validate(mut config: Config, base: &Path, problems: &mut Vec<Problem>) -> Loaded {
+    super::links::resolve_paths(&mut config, base);
     for (key, v) in [
         ("site_id", &config.site_id),
         ("gateway_id", &config.gateway_id),
@@ -21,18 +22,26 @@ pub(super) fn validate(config: Config, base: &Path, problems: &mut Vec<Problem>)
             format!("{:?} is not a known IANA time zone", config.time_zone),
         ));
     }
-    if !config.http.listen.ip().is_loopback() {
+    if !config.http.listen.ip().is_loopback() && !config.http.behind_proxy {
         problems.push(problem(
             "http.listen",
-            "the HTTP API has no login yet; listen on 127.0.0.1 only",
+            format!("{} is reachable beyond this machine, and logins and session cookies would cross the network unencrypted; the gateway does not terminate TLS itself: listen on 127.0.0.1 behind a reverse proxy with TLS, or declare that proxy with http.behind_proxy = true", config.http.listen.ip()),
+        ));
+    }
+    if config.http.session_idle_s == 0 || config.http.session_max_s < config.http.session_idle_s {
+        problems.push(problem(
+            "http.session_max_s",
+            "session_idle_s must be at least 1 and session_max_s at least session_idle_s",
         ));
     }
     validate_http(&config.http, problems);
     validate_broker(&config.broker, problems);
     validate_central(&config.central, problems);
+    super::links::validate(&config, problems);
     if config.journal.max_batch == 0 {
         problems.push(problem("journal.max_batch", "must be at least 1"));
     }
+    validate_retention(&config, problems);
 
     let mut devices = BTreeMap::new();
     if let Some(csv_path) = &config.device_csv {
@@ -218,6 +227,19 @@ pub(super) fn validate(config: Config, base: &Path, problems: &mut Vec<Problem>)
             problems.push(problem(key, format!("{v} is not 10–3600 seconds")));
         }
     }
+    let card_mac_secret = config
+        .canteen
+        .as_ref()
+        .and_then(|c| c.card_mac_secret_file.as_ref())
+        .and_then(
+            |f| match crate::canteen::mac::SiteSecret::load(&base.join(f)) {
+                Ok(s) => Some(s),
+                Err(e) => {
+                    problems.push(problem("canteen.card_mac_secret_file", e.to_string()));
+                    None
+                }
+            },
+        );
     Loaded {
         config,
         devices,
@@ -227,6 +249,7 @@ pub(super) fn validate(config: Config, base: &Path, problems: &mut Vec<Problem>)
         checkin_deadline,
         canteen_rules,
         vitals,
+        card_mac_secret,
     }
 }
 
@@ -322,6 +345,14 @@ fn validate_broker(b: &BrokerConfig, problems: &mut Vec<Problem>) {
                     "an embedded broker has no url; set broker.listen, or mode = \"external\"",
                 ));
             }
+            // The embedded broker has no authentication and no ACLs: anyone who reaches it can
+            // raise or silence alarms. Loopback only.
+            if let Some(l) = b.listen.filter(|l| !l.ip().is_loopback()) {
+                problems.push(problem(
+                    "broker.listen",
+                    format!("the embedded broker has no authentication, so it may listen on loopback only (127.0.0.1 or ::1), not {l}; for devices on the network use Mosquitto with the files of `eldergate provision` (mode = \"external\")"),
+                ));
+            }
         }
         BrokerMode::External => {
             match &b.url {
@@ -329,11 +360,10 @@ fn validate_broker(b: &BrokerConfig, problems: &mut Vec<Problem>) {
                     "broker.url",
                     "an external broker needs url = \"mqtt://host:1883\" (or mqtts://)",
                 )),
-                Some(u) => {
-                    if let Err(e) = super::parse_broker_url(u) {
-                        problems.push(problem("broker.url", e));
-                    }
-                }
+                Some(u) => match super::parse_broker_url(u) {
+                    Err(e) => problems.push(problem("broker.url", e)),
+                    Ok(addr) => validate_broker_tls(b, addr.tls, problems),
+                },
             }
             if b.listen.is_some() {
                 problems.push(problem(
@@ -360,6 +390,50 @@ fn validate_broker(b: &BrokerConfig, problems: &mut Vec<Problem>) {
     }
 }
 
+/// TLS settings: no plaintext fallback, a client certificate comes with its key, and the files
+/// are readable PEM now rather than at the first connect.
+fn validate_broker_tls(b: &BrokerConfig, tls: bool, problems: &mut Vec<Problem>) {
+    let files = [
+        ("broker.ca_file", &b.ca_file),
+        ("broker.client_cert", &b.client_cert),
+        ("broker.client_key", &b.client_key),
+    ];
+    if !tls {
+        for (key, file) in files {
+            if file.is_some() {
+                problems.push(problem(
+                    key,
+                    "is set but broker.url is mqtt:// (plaintext); use mqtts:// — the gateway never falls back to plaintext when TLS is configured",
+                ));
+            }
+        }
+        return;
+    }
+    if b.client_cert.is_some() != b.client_key.is_some() {
+        problems.push(problem(
+            "broker.client_cert",
+            "a client certificate needs its key: set both broker.client_cert and broker.client_key, or neither",
+        ));
+    }
+    if b.client_cert.is_some() && b.ca_file.is_none() {
+        problems.push(problem(
+            "broker.ca_file",
+            "a client certificate is configured, so name the broker's CA too (broker.ca_file)",
+        ));
+    }
+    for (key, file) in files {
+        let Some(path) = file else { continue };
+        match std::fs::read_to_string(path) {
+            Err(e) => problems.push(problem(key, format!("cannot read {}: {e}", path.display()))),
+            Ok(text) if !text.contains("-----BEGIN ") => problems.push(problem(
+                key,
+                format!("{} is not PEM (no -----BEGIN line)", path.display()),
+            )),
+            Ok(_) => {}
+        }
+    }
+}
+
 fn validate_central(c: &CentralConfig, problems: &mut Vec<Problem>) {
     let ok = c.url.starts_with("sqlite:")
         || c.url.starts_with("postgres://")
@@ -367,7 +441,10 @@ fn validate_central(c: &CentralConfig, problems: &mut Vec<Problem>) {
     if !ok {
         problems.push(problem(
             "central.url",
-            format!("{:?} must start with sqlite: or postgres://", c.url),
+            format!(
+                "{} must start with sqlite: or postgres://",
+                super::redact_url(&c.url)
+            ),
         ));
     }
     if c.batch_size == 0 {
@@ -470,4 +547,34 @@ fn read_csv<T: serde::de::DeserializeOwned>(
         }
     }
     rows
+}
+
+/// Every retention age is 0 (forever, where allowed) or at least the floor: two days, or the
+/// dedupe window if longer (src/retention.rs).
+fn validate_retention(config: &Config, problems: &mut Vec<Problem>) {
+    let r = &config.retention;
+    let floor = crate::retention::floor_days(config.journal.dedupe_window_s);
+    let ages = [
+        ("retention.routine_days", r.routine_days, false),
+        ("retention.records_days", r.records_days, true),
+        ("retention.dead_letter_days", r.dead_letter_days, true),
+        ("retention.webhook_days", r.webhook_days, true),
+    ];
+    for (key, days, forever_ok) in ages {
+        if days == 0 && forever_ok {
+            continue;
+        }
+        if days < floor {
+            problems.push(problem(
+                key,
+                format!(
+                    "must be at least {floor} days (two days, or journal.dedupe_window_s if longer){}",
+                    if forever_ok { ", or 0 to keep forever" } else { "" }
+                ),
+            ));
+        }
+    }
+    if r.interval_s == 0 {
+        problems.push(problem("retention.interval_s", "must be at least 1"));
+    }
 }

@@ -22,8 +22,10 @@ use std::sync::Arc;
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ImportQuery {
-    /// Staff id of who imports.
-    pub by: String,
+    /// Staff id of who imports: only the logged-in staff member's own, or any with a token's
+    /// `act_as` scope; absent = the logged-in staff member.
+    #[serde(default)]
+    pub by: Option<String>,
     /// Only say what would change.
     #[serde(default)]
     pub dry_run: bool,
@@ -84,6 +86,7 @@ async fn read_body(body: Body, max: usize, declared: Option<u64>) -> Result<Byte
 
 pub(super) async fn import(
     State(api): State<Api>,
+    actor: crate::auth::Actor,
     query: Result<Query<ImportQuery>, QueryRejection>,
     headers: axum::http::HeaderMap,
     body: Body,
@@ -91,12 +94,13 @@ pub(super) async fn import(
     let Query(q) = query.map_err(|e| {
         bad_request(
             "bad_query",
-            format!(
-                "{e}; use POST /api/roster?by=S013 (add &dry_run=true to only see the changes)"
-            ),
+            format!("{e}; use POST /api/roster (add &dry_run=true to only see the changes)"),
         )
         .into_response()
     })?;
+    let by = actor
+        .acting_for(q.by)
+        .map_err(IntoResponse::into_response)?;
     let max = api.limits.config.roster_max_bytes;
     let declared = headers
         .get(axum::http::header::CONTENT_LENGTH)
@@ -174,7 +178,7 @@ pub(super) async fn import(
     let import = ImportRoster {
         residents: Arc::new(residents),
         csv: Arc::from(body.as_ref()),
-        by: q.by,
+        by,
         dry_run: q.dry_run,
     };
     let imported = api

@@ -79,7 +79,7 @@ pub async fn serve(listener: TcpListener, api: Api) {
     let cfg = api.limits.config.clone();
     let shutdown = api.shutdown.clone();
     let idle = api.limits.idle_timeout();
-    let service = TowerToHyperService::new(super::router(api));
+    let router = super::router(api);
     let mut http1 = hyper::server::conn::http1::Builder::new();
     http1
         .timer(TokioTimer::new())
@@ -92,7 +92,7 @@ pub async fn serve(listener: TcpListener, api: Api) {
             _ = shutdown.cancelled() => break,
             Some(_) = connections.join_next(), if !connections.is_empty() => {}
             accepted = listener.accept() => {
-                let (stream, _peer) = match accepted {
+                let (stream, peer) = match accepted {
                     Ok(a) => a,
                     Err(e) => {
                         // Out of descriptors (EMFILE) and the like: wait instead of spinning.
@@ -109,7 +109,15 @@ pub async fn serve(listener: TcpListener, api: Api) {
                 let _ = stream.set_nodelay(true);
                 let activity = Arc::new(Activity::new());
                 let io = TokioIo::new(Watched { inner: stream, activity: activity.clone() });
-                let conn = http1.serve_connection(io, service.clone());
+                // Every request carries its TCP peer (the auth layer: loopback, throttling).
+                let service = TowerToHyperService::new(tower::ServiceExt::map_request(
+                    router.clone(),
+                    move |mut r: hyper::Request<hyper::body::Incoming>| {
+                        r.extensions_mut().insert(crate::auth::layer::PeerAddr(peer));
+                        r
+                    },
+                ));
+                let conn = http1.serve_connection(io, service);
                 let shutdown = shutdown.clone();
                 metrics::gauge!("eldergate_http_connections").increment(1);
                 connections.spawn(async move {

@@ -5,11 +5,17 @@
 //!   [ReadingView], targets: [Target]}`; `from`/`to` are local dates (`YYYY-MM-DD`, `to`
 //!   inclusive) or RFC 3339 instants; default the last 30 days.
 //! - `GET /api/readings/unassigned?limit=` → `{readings: [ReadingView]}` (newest first).
-//! - `POST /api/residents/{id}/vital-targets` with `{by, quantity, min, max, priority, reason,
-//!   clear}` → the stored target (422 for a bad value, a role that may not, a missing reason).
+//! - `POST /api/residents/{id}/vital-targets` with `{quantity, min, max, priority, reason,
+//!   clear}` → the stored target, set by the logged-in staff member (a body's `by` only with the
+//!   `act_as` scope); 422 for a bad value or a missing reason, 403 for a role that may not
+//!   (`roles.rs`: admin, duty, grid worker; a manager only reads).
+//!
+//! Every route is behind the console's login (the auth layer wraps the whole router); every
+//! role may read.
 //! - `GET /api/residents/{id}/fhir?from=&to=` → a FHIR R4 Bundle (`application/fhir+json`).
 
 use super::{bad_request, Api, ApiError};
+use crate::auth::Actor;
 use crate::journal::format_ts;
 use crate::vitals::query::{history, unassigned, ReadingView};
 use crate::vitals::targets::{SetTarget, TargetRequest};
@@ -137,8 +143,10 @@ pub async fn unassigned_readings(
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TargetBody {
-    /// Staff id.
-    pub by: String,
+    /// Staff id: leave it out (the logged-in staff member is recorded); another's only with a
+    /// token's `act_as` scope.
+    #[serde(default)]
+    pub by: Option<String>,
     /// Quantity.
     pub quantity: String,
     /// Lowest value in range (decimal string, canonical unit).
@@ -160,18 +168,20 @@ pub struct TargetBody {
 /// `POST /api/residents/{id}/vital-targets`.
 pub async fn set_target(
     State(api): State<Api>,
+    actor: Actor,
     Path(id): Path<String>,
     body: Result<Json<TargetBody>, JsonRejection>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let Json(b) = body.map_err(|e| {
         bad_request(
             "bad_body",
-            format!("{e}; send JSON like {{\"by\": \"S001\", \"quantity\": \"systolic\", \"max\": \"150\", \"reason\": \"Dr Wang, 2026-11-30\"}}"),
+            format!("{e}; send JSON like {{\"quantity\": \"systolic\", \"max\": \"150\", \"reason\": \"Dr Wang, 2026-11-30\"}}"),
         )
     })?;
+    let by = actor.acting_for(b.by)?;
     let op = SetTarget {
         resident: id,
-        by: b.by,
+        by,
         request: TargetRequest {
             quantity: b.quantity,
             min: b.min,

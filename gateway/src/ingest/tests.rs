@@ -115,13 +115,40 @@ fn an_alarm_with_a_wrong_clock_is_acted_on_and_the_fault_recorded() {
 fn a_staff_command_that_cannot_be_read_is_answered_when_it_names_a_request() {
     let u = decode_publish(
         "s",
-        "eldergate/v1/s/staff/cmd",
+        "eldergate/v1/s/staff/cmd/S1",
         br#"{"v":1,"cmd":"shout","alert_id":4,"by":"S1","request_id":"r-9"}"#,
         true,
     )
     .unwrap_err();
     assert_eq!(u.rejection.reason, "malformed_json");
     assert_eq!(u.staff_request, Some((Some("r-9".to_string()), 4)));
+}
+
+#[test]
+fn a_staff_command_acts_as_the_topics_staff_member() {
+    let t = "eldergate/v1/s/staff/cmd/S1";
+    for body in [
+        &br#"{"v":1,"cmd":"ack","alert_id":4}"#[..],
+        br#"{"v":1,"cmd":"ack","alert_id":4,"by":"S1"}"#,
+    ] {
+        match decode_publish("s", t, body, true) {
+            Ok(Inbound::Staff(c)) => assert_eq!(c.by.as_deref(), Some("S1")),
+            other => panic!("{other:?}"),
+        }
+    }
+}
+
+#[test]
+fn a_staff_command_naming_someone_else_is_refused_and_answered() {
+    let u = decode_publish(
+        "s",
+        "eldergate/v1/s/staff/cmd/S1",
+        br#"{"v":1,"cmd":"ack","alert_id":4,"by":"S9","request_id":"r-1"}"#,
+        true,
+    )
+    .unwrap_err();
+    assert_eq!(u.rejection.reason, "actor_mismatch");
+    assert_eq!(u.staff_request, Some((Some("r-1".to_string()), 4)));
 }
 
 #[test]
@@ -135,7 +162,7 @@ proptest::proptest! {
     #[test]
     fn arbitrary_payloads_never_panic(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..512)) {
         let _ = classify("eldergate/v1/s/alarm/btn-1", &bytes);
-        let _ = classify("eldergate/v1/s/staff/cmd", &bytes);
+        let _ = classify("eldergate/v1/s/staff/cmd/S1", &bytes);
         let _ = decode_publish("s", "eldergate/v1/s/tap/rdr-1", &bytes, false);
         let _ = decode_publish("s", "eldergate/v1/s/tele/btn-1/heartbeat", &bytes, false);
     }

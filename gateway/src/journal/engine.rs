@@ -6,7 +6,9 @@
 //! - Alarm-lane jobs are taken first and never share a transaction with bulk jobs; a bulk
 //!   transaction writes at most [`BULK_BUDGET`] rows, so an alarm waits for little.
 //! - Each job runs inside its own SAVEPOINT. A refusal, an error or a panic of one job rolls back
-//!   that job only (its in-memory effects too) and is answered; the batch commits the rest. Only
+//!   that job only (its in-memory effects too) and is answered; the batch commits the rest. The
+//!   savepoint is moved (or rolled back to) only after a job that reached the connection: a job
+//!   that only appended events has nothing in SQLite to undo, so it costs no statement. Only
 //!   a failed COMMIT (or a failed rollback of a savepoint, which means SQLite ended the
 //!   transaction: I/O error, disk full) fails the batch: then every job is answered with the
 //!   error and the in-memory state is rebuilt from the database.
@@ -163,7 +165,7 @@ impl Writer {
             Err(e) => {
                 metrics::counter!("eldergate_journal_commit_failures_total").increment(1);
                 tracing::error!(error = %e, batch = size, "journal commit failed; nothing in this batch is acknowledged, devices will retransmit");
-                let _ = sqlx::query("ROLLBACK").execute(self.tx.conn()).await;
+                let _ = sqlx::query("ROLLBACK").execute(self.tx.engine_conn()).await;
                 if let Some(f) = &self.on_failure {
                     f(&e);
                 }
@@ -183,11 +185,13 @@ impl Writer {
 
     /// Applies every job in one transaction, each in its own savepoint.
     async fn apply_all(&mut self, batch: &mut [Box<dyn Job>]) -> Result<(), JournalError> {
-        // One savepoint is open at every job's start: opened with BEGIN, and after a kept job
-        // released and reopened in one statement (one round trip through sqlx's worker instead of
-        // two). `ROLLBACK TO` keeps it open for the next job; COMMIT releases the last one.
+        // One savepoint is open at every job's start, with nothing written since it was opened:
+        // opened with BEGIN; after a kept job that reached the connection, released and reopened
+        // in one statement (one round trip through sqlx's worker); after a kept job that did not,
+        // left where it is (nothing was written since). `ROLLBACK TO` keeps it open for the next
+        // job; COMMIT releases the last one.
         sqlx::query("BEGIN IMMEDIATE; SAVEPOINT op")
-            .execute(self.tx.conn())
+            .execute(self.tx.engine_conn())
             .await?;
         for job in batch.iter_mut() {
             let mark = self.tx.mark();
@@ -208,16 +212,21 @@ impl Writer {
                     false
                 }
             };
+            let touched = self.tx.touched();
             if keep {
-                sqlx::query("RELEASE op; SAVEPOINT op")
-                    .execute(self.tx.conn())
-                    .await?;
+                if touched {
+                    sqlx::query("RELEASE op; SAVEPOINT op")
+                        .execute(self.tx.engine_conn())
+                        .await?;
+                }
             } else {
                 // If SQLite already ended the transaction (I/O error, disk full), this fails and
                 // so does the batch: nothing may be committed piecemeal.
-                sqlx::query("ROLLBACK TO op")
-                    .execute(self.tx.conn())
-                    .await?;
+                if touched {
+                    sqlx::query("ROLLBACK TO op")
+                        .execute(self.tx.engine_conn())
+                        .await?;
+                }
                 self.tx.undo(mark).await?;
                 match job.refusal() {
                     Some(reason) => {
@@ -239,7 +248,7 @@ impl Writer {
         if self.tx.has_events() {
             self.tx.flush_events().await?;
         }
-        sqlx::query("COMMIT").execute(self.tx.conn()).await?;
+        sqlx::query("COMMIT").execute(self.tx.engine_conn()).await?;
         Ok(())
     }
 }

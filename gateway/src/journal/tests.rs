@@ -126,6 +126,7 @@ async fn a_command_that_always_fails_cannot_stall_alarms_or_taps() {
             amount_fen: 1_000_000,
             by: "S1".into(),
             reason: None,
+            method: None,
         })
         .await
         .expect("top-up");
@@ -163,6 +164,7 @@ async fn a_command_that_always_fails_cannot_stall_alarms_or_taps() {
                         price_fen: None,
                         delivered_by: None,
                         ts: None,
+                        mac: None,
                     },
                     received_at: jiff::Timestamp::now(),
                 })
@@ -277,6 +279,7 @@ async fn a_refusal_writes_nothing_and_says_why() {
             amount_fen: 100,
             by: "S1".into(),
             reason: None,
+            method: None,
         })
         .await;
     match r {
@@ -286,4 +289,83 @@ async fn a_refusal_writes_nothing_and_says_why() {
         }
         other => panic!("{other:?}"),
     }
+}
+
+/// Appends an event, writes `x` into a scratch table (when `touch`), then fails in SQLite (when
+/// it wrote) or is refused (when it did not) or is kept.
+struct Scratch {
+    x: i64,
+    touch: bool,
+    fail: bool,
+}
+impl Operation for Scratch {
+    type Answer = ();
+    const NAME: &'static str = "scratch";
+    fn lane(&self) -> Lane {
+        Lane::Bulk
+    }
+    fn apply<'a>(&'a mut self, tx: &'a mut Tx) -> BoxFuture<'a, Result<(), OpError>> {
+        Box::pin(async move {
+            tx.append(NewEvent::new(
+                "scratch",
+                jiff::Timestamp::now(),
+                self.x.to_string(),
+            ));
+            if self.touch {
+                sqlx::query("CREATE TABLE IF NOT EXISTS scratch (x INTEGER)")
+                    .execute(tx.conn())
+                    .await?;
+                sqlx::query("INSERT INTO scratch VALUES (?)")
+                    .bind(self.x)
+                    .execute(tx.conn())
+                    .await?;
+            }
+            if self.fail && self.touch {
+                sqlx::query("INSERT INTO no_such_table VALUES (1)")
+                    .execute(tx.conn())
+                    .await?;
+            }
+            if self.fail {
+                return Err(Refusal::conflict("scratch", "refused without writing").into());
+            }
+            Ok(())
+        })
+    }
+}
+
+#[tokio::test]
+async fn operations_that_do_not_reach_sqlite_share_the_savepoint_and_rollbacks_stay_exact() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (journal, _w) = journal_with_domains(dir.path()).await;
+    // One batch (all queued before the writer answers): kept writer, kept event-only ops, a
+    // failing writer, a failing event-only op, a kept writer.
+    let plan = [
+        (1, true, false),
+        (2, false, false),
+        (3, false, false),
+        (4, true, true),
+        (5, false, true),
+        (6, true, false),
+        (7, false, false),
+    ];
+    let mut waits = Vec::new();
+    for (x, touch, fail) in plan {
+        waits.push((x, fail, journal.submit(Scratch { x, touch, fail }).await));
+    }
+    for (x, fail, rx) in waits {
+        let got = answer(rx).await;
+        assert_eq!(got.is_err(), fail, "op {x}: {got:?}");
+    }
+    let db = journal.readers();
+    let rows: Vec<i64> = sqlx::query_scalar("SELECT x FROM scratch ORDER BY x")
+        .fetch_all(db)
+        .await
+        .expect("rows");
+    assert_eq!(rows, vec![1, 6], "kept writes stay, the failed one is gone");
+    let bodies: Vec<String> =
+        sqlx::query_scalar("SELECT body FROM events WHERE kind = 'scratch' ORDER BY seq")
+            .fetch_all(db)
+            .await
+            .expect("events");
+    assert_eq!(bodies, vec!["1", "2", "3", "6", "7"]);
 }

@@ -9,6 +9,10 @@
 //! keys remembered, domain state — is undone with its SAVEPOINT when it is refused or fails
 //! (events and keys by marks, domain states by reloading them from the database inside the
 //! transaction). Events are written in one statement before COMMIT.
+//!
+//! Every way to the connection ([`Tx::conn`], [`TxParts::conn`]) marks the operation as having
+//! touched the database; the engine moves or rolls back the savepoint only for such operations
+//! (an operation that only appends events — a check-in, a heartbeat — costs no statement).
 
 use super::events::{EventRow, NewEvent};
 use super::{format_ts, JournalError};
@@ -86,6 +90,8 @@ pub struct Tx {
     dedupe_window: Duration,
     states: HashMap<TypeId, Box<dyn DomainState>>,
     ctx: Context,
+    /// The operation being applied reached the connection (it may have written).
+    touched: bool,
 }
 
 impl Tx {
@@ -98,11 +104,23 @@ impl Tx {
             dedupe_window,
             states: HashMap::new(),
             ctx: Context::default(),
+            touched: false,
         }
     }
 
     /// The connection, inside the transaction.
     pub fn conn(&mut self) -> &mut SqliteConnection {
+        self.touched = true;
+        &mut self.conn
+    }
+
+    /// Whether the operation applied since the last [`Tx::mark`] reached the connection.
+    pub(crate) fn touched(&self) -> bool {
+        self.touched
+    }
+
+    /// The connection for the engine's own statements (does not count as the operation's).
+    pub(crate) fn engine_conn(&mut self) -> &mut SqliteConnection {
         &mut self.conn
     }
 
@@ -168,7 +186,10 @@ impl Tx {
         Ok((
             state,
             TxParts {
-                conn: &mut self.conn,
+                conn: Tracked {
+                    conn: &mut self.conn,
+                    touched: &mut self.touched,
+                },
                 next_seq: &mut self.next_seq,
                 events: &mut self.events,
             },
@@ -206,6 +227,7 @@ impl Tx {
 
     pub(crate) fn mark(&mut self) -> Mark {
         self.recent.undo.clear();
+        self.touched = false;
         Mark {
             next_seq: self.next_seq,
             events: self.events.len(),
@@ -339,10 +361,31 @@ fn row(seq: i64, ev: NewEvent) -> EventRow {
     }
 }
 
+/// The connection as [`TxParts`] lends it: mutable access marks the operation as having
+/// touched the database (so its savepoint is kept or rolled back; see the module doc).
+pub struct Tracked<'a> {
+    conn: &'a mut SqliteConnection,
+    touched: &'a mut bool,
+}
+
+impl std::ops::Deref for Tracked<'_> {
+    type Target = SqliteConnection;
+    fn deref(&self) -> &SqliteConnection {
+        self.conn
+    }
+}
+
+impl std::ops::DerefMut for Tracked<'_> {
+    fn deref_mut(&mut self) -> &mut SqliteConnection {
+        *self.touched = true;
+        self.conn
+    }
+}
+
 /// The transaction beside a borrowed domain state (see [`Tx::split`]).
 pub struct TxParts<'a> {
-    /// The connection.
-    pub conn: &'a mut SqliteConnection,
+    /// The connection (use it as `&mut *parts.conn`).
+    pub conn: Tracked<'a>,
     next_seq: &'a mut i64,
     events: &'a mut Vec<EventRow>,
 }

@@ -75,6 +75,18 @@ impl Operation for ImportRoster {
                     format!("{:?} is not a registered staff id", self.by),
                 )));
             }
+            if let Some(role) = crate::roles::role_of(&registry, &self.by) {
+                if !role.may_import_roster() {
+                    return Err(OpError::Refused(Refusal::forbidden(
+                        "role_not_allowed",
+                        format!(
+                            "{} is a {}; only admin and duty staff import a roster",
+                            self.by,
+                            role.as_str()
+                        ),
+                    )));
+                }
+            }
             match apply_roster(tx, &registry, self).await? {
                 (Ok(summary), staged) => Ok(RosterImported { summary, staged }),
                 (Err(why), _) => Err(OpError::Refused(Refusal::conflict("roster_refused", why))),

@@ -1,4 +1,5 @@
 use super::*;
+use std::sync::Arc;
 
 const HEADER: &str =
     "resident_id,name,gender,birth_date,statuses,building,unit,room,grid,phone,card_id,emergency_contact\n";

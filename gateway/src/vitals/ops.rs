@@ -284,7 +284,7 @@ impl Operation for RecordReading {
             .try_get(0)?;
             // Judge: blood pressure on the mean of the window (this reading included).
             let targets = match resident.as_deref() {
-                Some(r) => targets(parts.conn, r).await?,
+                Some(r) => targets(&mut parts.conn, r).await?,
                 None => Vec::new(),
             };
             let thresholds = effective(&settings.rules, &targets);
@@ -343,7 +343,7 @@ impl Operation for RecordReading {
             }
             let mut findings = judge(&thresholds, &values);
             if let Some(r) = resident.as_deref() {
-                findings.extend(trends(parts.conn, &settings, r, m, judged, id, now).await?);
+                findings.extend(trends(&mut parts.conn, &settings, r, m, judged, id, now).await?);
             }
             // Alerts through the book: deduped per (subject, kind).
             let mut stored = Vec::new();
@@ -414,7 +414,7 @@ impl Operation for RecordReading {
                 name,
             };
             keep_answer(
-                parts.conn,
+                &mut parts.conn,
                 &self.kiosk,
                 self.device_seq,
                 &fingerprint,

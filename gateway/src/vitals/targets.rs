@@ -1,9 +1,10 @@
 //! A resident's target range (a doctor's): set or cleared by staff, with who and why, kept
 //! append-only in `vital_targets` and journaled as a `vital_target_set` event (forwarded).
 //!
-//! Who may: staff whose role is `admin`, `manager`, `duty` or `grid_worker` (the people who
-//! take a doctor's instruction in the community); a canteen operator may not. The check is
-//! here, in the operation, given the staff id (the console will take it from the session).
+//! Who may: staff whose role is `admin`, `duty` or `grid_worker` (the people who take a
+//! doctor's instruction in the community; `Role::may_set_vital_targets`); a manager (read-only)
+//! and a canteen operator may not. The check is here, in the operation, given the staff id
+//! (HTTP takes it from the session or token).
 
 use super::ops::{parse_priority, priority_name};
 use super::rules::{parse_bound, Quantity};
@@ -12,9 +13,6 @@ use crate::registry::Registry;
 use futures_util::future::BoxFuture;
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
-
-/// Roles that may set a resident's target range.
-pub const TARGET_ROLES: &[&str] = &["admin", "manager", "duty", "grid_worker"];
 
 /// Longest reason kept.
 pub const MAX_REASON: usize = 500;
@@ -48,7 +46,7 @@ pub struct SetTarget {
     pub resident: String,
     /// The request.
     pub request: TargetRequest,
-    /// Staff id (from the session, never trusted from a body once the console has login).
+    /// Staff id (the session's or the token's; a body's `by` only with `act_as`).
     pub by: String,
 }
 
@@ -94,16 +92,14 @@ impl Operation for SetTarget {
                     format!("{:?} is not a registered staff id", self.by),
                 ));
             };
-            if !TARGET_ROLES.contains(&staff.role.as_str()) {
-                return Err(invalid(
+            if !crate::roles::Role::parse(&staff.role).may_set_vital_targets() {
+                return Err(OpError::Refused(Refusal::forbidden(
                     "not_permitted",
                     format!(
-                        "staff {} ({}) may not set target ranges; roles that may: {}",
-                        self.by,
-                        staff.role,
-                        TARGET_ROLES.join(", ")
+                        "staff {} ({}) may not set target ranges; roles that may: admin, duty, grid_worker",
+                        self.by, staff.role,
                     ),
-                ));
+                )));
             }
             if registry.residents.get(&self.resident).is_none() {
                 return Err(OpError::Refused(Refusal::not_found(

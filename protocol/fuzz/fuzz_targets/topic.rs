@@ -14,7 +14,7 @@ fuzz_target!(|s: &str| {
             (&[site, device, kind], topic::telemetry(site, device, kind))
         }
         UpTopic::Tap { site, reader } => (&[site, reader], topic::tap(site, reader)),
-        UpTopic::StaffCommand { site } => (&[site], topic::staff_cmd(site)),
+        UpTopic::StaffCommand { site, staff } => (&[site, staff], topic::staff_cmd(site, staff)),
     };
     for id in ids {
         assert!(is_valid_id(id), "{id:?} accepted in {s:?}");

@@ -466,7 +466,7 @@ async fn tap_latency(
     rate: u64,
     residents: usize,
 ) -> anyhow::Result<Vec<Duration>> {
-    let http = reqwest::Client::new();
+    let http = gw.api();
     for i in 1..=residents {
         http.post(gw.url(&format!("/api/residents/R{i:05}/topup")))
             .json(&serde_json::json!({"amount_fen": 100_000_000, "by": "S009"}))

@@ -154,7 +154,9 @@ end = "13:00"
 "#;
     let cases = [
         (format!("{base}colour = 1"), "unknown field `colour`"),
-        (base.replace("13:00", "10:00"), "is not after start"),
+        (base.replace("13:00", "11:00"), "is its start"),
+        (base.replace("13:00", "25:00"), "is not HH:MM or 24:00"),
+        (format!("{base}[[periods]]\nname = \"night\"\nstart = \"22:00\"\nend = \"11:30\"\n"), "overlap"),
         (format!("{base}[[periods]]\nname = \"late\"\nstart = \"12:00\"\nend = \"14:00\"\n"), "overlap"),
         (format!("{base}[[subsidies]]\nname = \"s\"\namount = {{ percent = 120 }}\n"), "above 100"),
         (format!("{base}[[subsidies]]\nname = \"s\"\nperiods = [\"brunch\"]\namount = {{ fixed_fen = 1 }}\n"), "no meal period named \"brunch\""),
@@ -165,6 +167,93 @@ end = "13:00"
         let err = RuleSet::parse(&text).unwrap_err();
         assert!(err.contains(want), "{want:?} not in {err:?}");
     }
+}
+
+#[test]
+fn a_night_period_crosses_midnight_and_counts_on_the_day_it_started() {
+    let r = RuleSet::parse(
+        r#"
+name = "night shift"
+[[periods]]
+name = "dinner"
+start = "17:00"
+end = "24:00"
+price_fen = 1200
+[[periods]]
+name = "night"
+start = "00:00"
+end = "02:00"
+price_fen = 800
+"#,
+    )
+    .unwrap();
+    let d = |s: &str| s.parse::<Date>().unwrap();
+    let t = |s: &str| s.parse::<Time>().unwrap();
+    let at = |date: &str, time: &str| {
+        r.meal_at(d(date), t(time))
+            .map(|(p, on)| (p.name.clone(), on.to_string()))
+    };
+    assert_eq!(
+        at("2026-03-01", "23:59:59"),
+        Some(("dinner".into(), "2026-03-01".into()))
+    );
+    assert_eq!(
+        at("2026-03-02", "00:00"),
+        Some(("night".into(), "2026-03-02".into()))
+    );
+    assert_eq!(at("2026-03-01", "16:59"), None);
+
+    let r = RuleSet::parse(
+        r#"
+name = "delivered at night"
+[[periods]]
+name = "late"
+start = "22:00"
+end = "02:00"
+price_fen = 900
+[[periods]]
+name = "lunch"
+start = "11:00"
+end = "13:00"
+price_fen = 1500
+[[subsidies]]
+name = "80+"
+min_age = 80
+amount = { fixed_fen = 100 }
+"#,
+    )
+    .unwrap();
+    let at = |date: &str, time: &str| {
+        r.meal_at(d(date), t(time))
+            .map(|(p, on)| (p.name.clone(), on.to_string()))
+    };
+    assert_eq!(
+        at("2026-03-01", "22:00"),
+        Some(("late".into(), "2026-03-01".into()))
+    );
+    // After midnight it is still the evening's meal, on the evening's date (a new year too).
+    assert_eq!(
+        at("2026-03-02", "01:59:59"),
+        Some(("late".into(), "2026-03-01".into()))
+    );
+    assert_eq!(
+        at("2027-01-01", "00:30"),
+        Some(("late".into(), "2026-12-31".into()))
+    );
+    assert_eq!(at("2026-03-02", "02:00"), None);
+    assert_eq!(at("2026-03-02", "21:59"), None);
+    // Age is taken on the meal date: born 1946-03-02, 80 only from the 2nd; the 01:00 meal
+    // after midnight counts on the 1st.
+    let born = who(d("1946-03-02"), &[]);
+    let q = |time: &str| {
+        r.quote(d("2026-03-02"), t(time), &born, None, Today::default())
+            .unwrap()
+    };
+    assert_eq!(
+        (q("01:00").period.as_str(), q("01:00").subsidy_fen),
+        ("late", 0)
+    );
+    assert_eq!(q("22:00").subsidy_fen, 100);
 }
 
 const LUNCH_ONLY: &str = r#"
