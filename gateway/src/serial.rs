@@ -135,9 +135,9 @@ fn uplink_body(body: &Body<'_>) -> Result<UplinkBody, Rejection> {
 }
 
 /// A HEALTH frame (SPEC.md §4: natural integers in the canonical units) as the MQTT reading
-/// it means, so that intake checks both transports' readings in one place. A negative value
-/// or a context byte outside its table does not fit the type (NAK 1); a value no person has is
-/// refused later by intake (NAK 7).
+/// it means, so that intake checks both transports' readings in one place. A context byte
+/// outside its table does not fit the type (NAK 1); a value no person has — negative, or beyond
+/// any plausible range (intake checks the ranges) — is NAK 7 (implausible).
 fn health_reading(
     reading: u8,
     value1: i32,
@@ -159,8 +159,14 @@ fn health_reading(
             ))
         }
     };
-    if value1 < 0 || value2 < 0 {
-        return Err(reject("malformed", "health values are never negative"));
+    // Beyond every plausible range (the largest is weight, 3500 = 350.0 kg): implausible here,
+    // before the decimal text, which takes at most six integer digits.
+    const NO_PERSON: i32 = 100_000;
+    if !(0..NO_PERSON).contains(&value1) || !(0..NO_PERSON).contains(&value2) {
+        return Err(reject(
+            "implausible",
+            format!("health values {value1}, {value2} are not physically possible; measure again"),
+        ));
     }
     let context = match (measure, context.unwrap_or(0)) {
         (_, 0) => None,

@@ -61,8 +61,9 @@ fn every_nak_reason_and_display_result_has_a_vector() {
             .map(|v| v[field].as_u64().unwrap())
             .collect()
     };
-    assert_eq!(codes("nak", "reason"), (1..=6).collect());
+    assert_eq!(codes("nak", "reason"), (1..=7).collect());
     assert_eq!(codes("display", "result"), (0..=6).collect());
+    assert_eq!(codes("reading_result", "result"), (0..=4).collect());
     assert!(all.iter().any(|v| v["type"] == "nak" && v["device"] == ""));
     assert!(all
         .iter()
@@ -77,8 +78,12 @@ fn every_nak_reason_and_display_result_has_a_vector() {
         if let Some(t) = MessageType::from_code(code) {
             assert_eq!(t.code(), code);
         }
+        match crate::serial::ReadingResultCode::from_code(code) {
+            Some(r) => assert_eq!(r.code(), code),
+            None => assert!(code > 4, "READING_RESULT {code}"),
+        }
     }
-    assert_eq!(NakReason::from_code(7), None);
+    assert_eq!(NakReason::from_code(8), None);
     assert_eq!(DisplayResult::from_code(7), None);
 }
 
