@@ -449,13 +449,25 @@ impl SerialIngest {
             return;
         }
         // 6. the body fits its type.
-        let body = match header.body().map_err(|r| r.detail).and_then(|b| {
-            uplink_body(&b).map_err(|_| "the body does not fit its type (SPEC.md §4)")
-        }) {
+        // A HEALTH value no person has fits the type but is refused as implausible (NAK 7).
+        let body = match header
+            .body()
+            .map_err(|r| reject("malformed_frame", r.detail))
+            .and_then(|b| {
+                uplink_body(&b).map_err(|r| {
+                    if r.reason == "implausible" {
+                        r
+                    } else {
+                        reject(
+                            "malformed_frame",
+                            "the body does not fit its type (SPEC.md §4)",
+                        )
+                    }
+                })
+            }) {
             Ok(b) => b,
-            Err(detail) => {
-                let r = reject("malformed_frame", detail);
-                self.refuse(device, seq, NakReason::Unparseable, &r, &raw, out)
+            Err(r) => {
+                self.refuse(device, seq, nak_reason(r.reason), &r, &raw, out)
                     .await;
                 return;
             }

@@ -91,7 +91,7 @@ async fn every_gateway_vector_of_the_serial_contract_gets_the_reply_the_spec_nam
     let broker = Mosquitto::start().unwrap();
     let db = TestDb::create().await.unwrap();
     let serial = format!(
-        "[[serial]]\nport = \"{}\"\n[[devices]]\nid = \"kiosk-01\"\nkind = \"health_kiosk\"\nlink = \"serial\"\nheartbeat_s = 86400\n",
+        "[[serial]]\nport = \"{}\"\n[[devices]]\nid = \"kiosk-01\"\nkind = \"health_kiosk\"\nlink = \"mqtt\"\nheartbeat_s = 86400\n",
         link.display()
     );
     let spec = canteen_spec(dir.path(), broker.port, db.url.clone(), 4, 60, &serial);

@@ -483,8 +483,10 @@ async fn trends(
             }
             let days: i64 = sqlx::query(
                 "SELECT COUNT(DISTINCT substr(received_at, 1, 10)) FROM vital_readings
-                 WHERE resident_id = ? AND measure = 'blood_pressure' AND received_at >= ? AND judged_n > 0
-                   AND (judged_sum >= ? * judged_n OR judged_sum2 >= ? * judged_n OR id = ?)",
+                 WHERE resident_id = ? AND measure = 'blood_pressure' AND received_at >= ?
+                   AND ((judged_n > 0 AND (judged_sum >= ? * judged_n OR judged_sum2 >= ? * judged_n))
+                        -- this reading: judged above, its row is updated after the trends
+                        OR id = ?)",
             )
             .bind(resident)
             .bind(ago(now, i64::from(t.bp_days) * 86_400))
