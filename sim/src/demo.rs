@@ -49,6 +49,10 @@ pub struct DemoArgs {
 /// The reader the demo's firmware terminal plays: a registered MQTT reader other than rdr-02,
 /// which the printed instructions leave to the person watching.
 const DEMO_READER: &str = "rdr-04";
+/// The health kiosk the demo simulates (registered in deploy/demo/community-devices.csv).
+const DEMO_KIOSK: &str = "kiosk-01";
+/// Time between the simulated kiosk's sessions.
+const DEMO_KIOSK_EVERY: Duration = Duration::from_secs(20);
 /// What a meal costs at the simulated reader (the example rules have no menu prices).
 const DEMO_MEAL_FEN: i32 = 1_500;
 /// Residents whose cards the reader taps, each topped up with ¥30.00 first.
@@ -176,6 +180,7 @@ pub async fn run(
         None => Vec::new(),
     };
     let reader_known = loaded.devices.contains_key(DEMO_READER) && args.tap_every > 0.0;
+    let kiosk_known = loaded.devices.contains_key(DEMO_KIOSK);
     let diners: Vec<(String, String)> = loaded
         .residents
         .values()
@@ -295,6 +300,19 @@ pub async fn run(
         RandomSeniors::new(gap(mqtt_buttons.len()), tap_gap, &cards),
         until_stopped(devices_stopped.clone()),
     ));
+    let kiosk = kiosk_known.then(|| {
+        tokio::spawn(crate::kiosk::run(
+            crate::kiosk::KioskOptions {
+                host: "127.0.0.1".into(),
+                port: mqtt_port,
+                site: site.clone(),
+                kiosk: DEMO_KIOSK.into(),
+                cards: cards.clone(),
+                every: DEMO_KIOSK_EVERY,
+            },
+            until_stopped(devices_stopped.clone()),
+        ))
+    });
     let serial_devices = serial.map(|(master, _)| {
         tokio::spawn(crate::run(
             serial_fleet,
@@ -314,11 +332,20 @@ pub async fn run(
     } else {
         String::new()
     };
+    let kiosk_line = if kiosk_known {
+        format!(
+            "A health kiosk ({DEMO_KIOSK}) runs a session every ~{}s: a resident's card tap, two blood pressures (the gateway judges their mean), every third session a glucose; every fifth a grade-3 blood pressure and every ninth a low glucose raise an alert — watch the [kiosk {DEMO_KIOSK}] lines say PLEASE SEE THE STAFF and the bp_high / glucose_low alerts arrive. History: curl -s -H \"authorization: Bearer $TOKEN\" {web}/api/residents/RESIDENT/readings (FHIR: …/fhir).\n",
+            DEMO_KIOSK_EVERY.as_secs()
+        )
+    } else {
+        String::new()
+    };
     println!(
         "\n=== eldergate demo is running (Ctrl-C stops it) ===\n\
          {n} alarm buttons run the firmware's own logic on this machine — {n_mqtt} over MQTT and {n_serial} over a serial pty ({serial_ids}) — and are pressed every ~{every}s across them (mostly SOS; now and then a double press = check-in or a long press = cancel); every button sends a heartbeat every {hb}s.\n\
          {flat_line}\
          {reader_line}\
+         {kiosk_line}\
          A simulated duty worker ({duty}) acknowledges after {ack}s.\n\n\
          Watch staff alerts (MQTT, embedded broker):\n  mosquitto_sub -h 127.0.0.1 -p {mqtt_port} -t 'eldergate/v1/{site}/staff/#' -v\n\
          Staff console (alert board, live): {web}/console — log in as {console_user} with password {console_password} (canteen operator {cashier}: {cashier_password})\n\
@@ -349,6 +376,9 @@ pub async fn run(
     stop.await;
     let _ = devices_stop.send(true);
     let _ = mqtt_devices.await;
+    if let Some(k) = kiosk {
+        let _ = k.await;
+    }
     if let Some(s) = serial_devices {
         let _ = s.await;
     }

@@ -30,6 +30,7 @@ pub mod demo;
 mod device;
 mod firmware_fleet;
 mod fleet;
+pub mod kiosk;
 mod mqtt_client;
 pub mod mqtt_link;
 pub mod script;
