@@ -66,7 +66,7 @@ pub(super) async fn show(
         (Err(m), _, _) | (_, Err(m), _) | (_, _, Err(m)) => return bad_query(lang, &actor, &m),
     };
     let pool = api.journal.readers();
-    let acts = actor.role.may_handle_canteen_money();
+    let acts = super::nav::moves_money(actor.role);
     // A search that finds exactly one resident opens them.
     let mut found = Vec::new();
     let mut resident = resident.map(str::to_string);

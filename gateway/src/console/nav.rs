@@ -69,8 +69,8 @@ impl Page {
     /// - the board: every known role (a canteen operator and a manager read it, no buttons);
     /// - visits, history, devices: everyone who works with alerts, and managers;
     /// - residents: every known role (the counter looks people up);
-    /// - canteen: who may handle canteen money (admin, duty, canteen operator), and managers
-    ///   (reports; no forms);
+    /// - canteen: who may move canteen money in the domain (`canteen::admin::MONEY_ROLES`: admin,
+    ///   canteen operator) — the same list the operations check;
     /// - overview: admin, duty, manager.
     pub fn visible_to(self, role: Role) -> bool {
         use Role::*;
@@ -80,10 +80,15 @@ impl Page {
                 matches!(role, Admin | Duty | GridWorker | Manager)
             }
             Page::Residents => role != Other,
-            Page::Canteen => role.may_handle_canteen_money() || role == Manager,
+            Page::Canteen => moves_money(role),
             Page::Overview => matches!(role, Admin | Duty | Manager),
         }
     }
+}
+
+/// Whether the canteen's operations let `role` move money (top up, void, pay out, cards).
+pub fn moves_money(role: Role) -> bool {
+    crate::canteen::admin::MONEY_ROLES.contains(&role.as_str())
 }
 
 /// The bar: the pages `role` may see; the current one marked.
@@ -129,6 +134,9 @@ mod tests {
             assert!(!p.visible_to(Role::Other), "{p:?}");
         }
         assert!(!Page::Canteen.visible_to(Role::GridWorker));
+        assert!(!Page::Canteen.visible_to(Role::Duty));
+        assert!(!Page::Canteen.visible_to(Role::Manager));
+        assert!(Page::Canteen.visible_to(Role::Admin));
         assert!(Page::Visits.visible_to(Role::GridWorker));
     }
 
