@@ -26,7 +26,7 @@ struct World {
     broker: Mosquitto,
     db: TestDb,
     gw: Gateway,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
 }
 
 async fn world(extra: &str) -> World {
@@ -49,7 +49,7 @@ async fn world(extra: &str) -> World {
         broker,
         db,
         gw,
-        _dir: dir,
+        dir,
     }
 }
 
@@ -238,6 +238,7 @@ async fn staff_use_the_pages_in_a_phone_browser() {
 
     // The canteen operator: top up in the page, a meal is served, void it in the page.
     log_in(&c, gw, "S013", "operator password").await;
+    at_360(&c, gw, "/console/canteen?resident=R00001", "canteen-360").await;
     c.goto(&gw.url("/console/canteen?q=CA000001"))
         .await
         .unwrap();
@@ -339,6 +340,52 @@ async fn staff_use_the_pages_in_a_phone_browser() {
     assert_eq!(
         status, 403,
         "the API refuses the canteen operator's session"
+    );
+
+    // The admin imports a roster at the counter: a dry run shows the change, nothing changes
+    // until the import is confirmed.
+    let roster = w.dir.path().join("new-roster.csv");
+    let mut rows = String::from("resident_id,name,gender,birth_date,statuses,building,unit,room,grid,phone,card_id,emergency_contact\n");
+    for i in 1..=4u32 {
+        rows.push_str(&format!(
+            "R{i:05},张三{i},女,1940-01-01,独居,1号楼,1单元,{i},G01,,{:08X},\n",
+            0xCA00_0000u32 + i
+        ));
+    }
+    std::fs::write(&roster, rows).unwrap();
+    log_in(&c, gw, "S015", "admin's password").await;
+    c.goto(&gw.url("/console/canteen")).await.unwrap();
+    c.find(Locator::Css("#roster input[name=file]"))
+        .await
+        .unwrap()
+        .send_keys(roster.to_str().unwrap())
+        .await
+        .unwrap();
+    c.find(Locator::Css("#roster button[type=submit]"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let dry = wait_for_text(&c, "#roster-result", "试运行").await;
+    assert!(dry.contains("R00004"), "{dry}");
+    let card = |api: reqwest::Client| {
+        let url = gw.url("/api/cards/CA000004");
+        async move { api.get(url).send().await.unwrap().status().as_u16() }
+    };
+    assert_eq!(card(api.clone()).await, 404, "a dry run changes nothing");
+    screenshot(&c, "roster-dry-run").await;
+    c.find(Locator::Css("#roster-confirm"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    wait_for_text(&c, "#roster-result", "已导入").await;
+    assert_eq!(
+        card(api.clone()).await,
+        200,
+        "the import bound the new card"
     );
 
     // The grid worker resolves the visit task with a note.
