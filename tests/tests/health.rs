@@ -1252,12 +1252,20 @@ async fn serial_kiosk_gets_reading_result_and_nak_7_for_impossible_values() {
         .unwrap()
         .get(0);
     assert_eq!(n, 2);
-    let dead: i64 = sqlx::query("SELECT COUNT(*) FROM dead_letters WHERE reason = 'implausible'")
-        .fetch_one(&journal)
-        .await
-        .unwrap()
-        .get(0);
-    assert_eq!(dead, 5, "each NAK 7 is a dead letter too");
+    // A NAK leaves before its dead letter commits (nothing waits on it): wait for the five.
+    eventually(WAIT, "each NAK 7 a dead letter too", || {
+        let journal = journal.clone();
+        async move {
+            let dead: i64 =
+                sqlx::query("SELECT COUNT(*) FROM dead_letters WHERE reason = 'implausible'")
+                    .fetch_one(&journal)
+                    .await?
+                    .get(0);
+            Ok((dead == 5).then_some(()))
+        }
+    })
+    .await
+    .unwrap();
     db.drop_db().await;
 }
 
