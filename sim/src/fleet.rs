@@ -137,6 +137,15 @@ impl Fleet {
         }
     }
 
+    /// Continues a device's numbering after `last`, as a button does that kept its sequence number
+    /// across a reboot (its next event is `last + 1`). Without it a fleet starts every device at 1,
+    /// which a gateway that already holds those numbers takes as retransmissions.
+    pub fn continue_after(&self, device: &str, last: u32) {
+        if let Ok(mut s) = self.state.lock() {
+            s.next_seq.insert(device.to_string(), last);
+        }
+    }
+
     /// A button event: takes the device's next sequence number and sends it (retransmitted until
     /// acked). Returns the sequence number.
     pub async fn send(&self, device: &str, action: AlarmAction) -> u32 {

@@ -50,11 +50,12 @@ async fn journal_presses(j: &sqlx::SqlitePool) -> HashSet<(String, i64)> {
         .collect()
 }
 
+/// The presses central holds; none while the forwarder has not yet made central's schema.
 async fn central_presses(pool: &sqlx::PgPool) -> HashSet<(String, i64)> {
     sqlx::query("SELECT device_id, device_seq FROM events WHERE kind = 'alarm_press'")
         .fetch_all(pool)
         .await
-        .unwrap()
+        .unwrap_or_default()
         .iter()
         .map(|r| (r.get(0), r.get(1)))
         .collect()
@@ -204,7 +205,6 @@ async fn a_backup_taken_while_running_restores_and_continues_without_reusing_a_s
 }
 
 #[tokio::test(flavor = "multi_thread")]
-#[ignore = "fails at `new_min > fixture_max` (no new alarm_press above the fixture's seqs found); not yet understood, see /work/notes/district.md"]
 async fn a_journal_made_by_the_2026_11_30_release_opens_migrates_and_continues() {
     let fixture = fixture();
     assert!(fixture.exists(), "{} is missing", fixture.display());
@@ -232,6 +232,16 @@ async fn a_journal_made_by_the_2026_11_30_release_opens_migrates_and_continues()
     let fleet = Fleet::start(fleet_options(broker.port, "fixture-fleet"))
         .await
         .unwrap();
+    // The buttons carry on from the numbers the fixture already holds (a fleet starting at 1 again
+    // would only send what the gateway takes as retransmissions of old presses).
+    let mut last = std::collections::HashMap::new();
+    for (device, seq) in &fixture_presses {
+        let l = last.entry(device.clone()).or_insert(*seq);
+        *l = (*l).max(*seq);
+    }
+    for (device, seq) in last {
+        fleet.continue_after(&device, u32::try_from(seq).unwrap());
+    }
     press_all(&fleet, 3).await;
     let j = gw.journal().await.unwrap();
     // The same journal (identity kept), every migration of this release applied, new events
