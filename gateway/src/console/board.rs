@@ -57,7 +57,7 @@ fn priority_class(p: Priority) -> &'static str {
     }
 }
 
-fn kind_label(lang: Lang, kind: &str) -> String {
+pub(super) fn kind_label(lang: Lang, kind: &str) -> String {
     let zh = match kind {
         "sos" => "紧急呼叫",
         "device_offline" => "设备离线",
