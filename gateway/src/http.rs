@@ -163,7 +163,7 @@ pub struct ErrorBody {
 }
 
 /// `/api/openapi.json`: this API's OpenAPI 3.1 document (behind the same auth as the API; see
-/// docs/adr/0016-console-tls-and-openapi.md).
+/// docs/adr/0017-console-tls-and-openapi.md).
 #[utoipa::path(get, path = "/api/openapi.json", tag = "meta", responses((status = 200, description = "The OpenAPI 3.1 document of this API", body = Object)))]
 async fn openapi_json() -> Json<serde_json::Value> {
     static DOC: std::sync::OnceLock<serde_json::Value> = std::sync::OnceLock::new();

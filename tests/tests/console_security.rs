@@ -388,7 +388,7 @@ async fn the_openapi_document_is_served_behind_login_and_every_path_in_it_is_ser
         .send()
         .await
         .unwrap();
-    assert_eq!(r.status(), 401, "behind login (docs/adr/0016)");
+    assert_eq!(r.status(), 401, "behind login (docs/adr/0017)");
     let reader = gw.token_for("S012", "read").unwrap();
     let doc: serde_json::Value = anonymous
         .get(gw.url("/api/openapi.json"))
