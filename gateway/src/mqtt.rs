@@ -89,7 +89,9 @@ pub fn options(
         .set_manual_acks(true)
         .set_keep_alive(Duration::from_secs(u64::from(broker.keep_alive_s.max(5))))
         .set_max_packet_size(MAX_INCOMING_PACKET, MAX_OUTGOING_PACKET)
-        .set_inflight(1000);
+        .set_inflight(1000)
+        // Patched rumqttc (third_party/rumqttc): queued packets share one flush.
+        .set_max_request_batch(usize::from(broker.write_batch.clamp(1, 1000)));
     if let (Some(u), Some(p)) = (&broker.username, &broker.password) {
         o.set_credentials(u.clone(), p.clone());
     }

@@ -58,9 +58,10 @@ impl Role {
         matches!(self, Role::Admin | Role::Duty | Role::GridWorker)
     }
 
-    /// Top up, void, pay out, cards lost and bound.
+    /// Top up, void, pay out, cards lost and bound: the one rule the canteen's operations enforce
+    /// and the console's counter follows (docs/CANTEEN.md: money only by the operator or an admin).
     pub fn may_handle_canteen_money(self) -> bool {
-        matches!(self, Role::Admin | Role::Duty | Role::CanteenOperator)
+        matches!(self, Role::Admin | Role::CanteenOperator)
     }
 
     /// Import a roster.
@@ -82,6 +83,10 @@ mod tests {
     fn canteen_operator_cannot_act_on_alerts_and_manager_changes_nothing() {
         assert!(!Role::CanteenOperator.may_act_on_alerts());
         assert!(Role::CanteenOperator.may_handle_canteen_money());
+        assert!(
+            !Role::Duty.may_handle_canteen_money(),
+            "money: operator or admin only"
+        );
         for can in [
             Role::may_act_on_alerts,
             Role::may_handle_canteen_money,

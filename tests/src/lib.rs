@@ -120,6 +120,11 @@ impl Mosquitto {
 }
 
 impl Mosquitto {
+    /// The broker's process id (e.g. to read its CPU and memory in /proc).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Kills the broker (SIGKILL) and starts it again on the same port with the same config.
     /// Without persistence it comes back empty: every session, subscription and queued message
     /// is gone, as after a crash of a broker without a disk.

@@ -41,9 +41,15 @@ fn string(out: &mut Vec<u8>, s: &[u8]) {
 
 /// CONNECT, clean session, 60 s keep-alive, no credentials.
 fn connect(client_id: &str) -> Vec<u8> {
+    connect_keep_alive(client_id, 60)
+}
+
+/// CONNECT, clean session, `keep_alive_s`, no credentials.
+fn connect_keep_alive(client_id: &str, keep_alive_s: u16) -> Vec<u8> {
     let mut body = Vec::new();
     string(&mut body, b"MQTT");
-    body.extend_from_slice(&[4, 0x02, 0, 60]);
+    body.extend_from_slice(&[4, 0x02]);
+    body.extend_from_slice(&keep_alive_s.to_be_bytes());
     string(&mut body, client_id.as_bytes());
     let mut out = vec![0x10];
     remaining_length(&mut out, body.len());
@@ -114,5 +120,77 @@ pub async fn publish_raw(
         Ok(RawOutcome::AllAcked)
     } else {
         Ok(RawOutcome::Disconnected { acked })
+    }
+}
+
+/// Counters of a [`heartbeat_device`] fleet.
+#[derive(Debug, Default)]
+pub struct HeartbeatStats {
+    /// Connections accepted (CONNACK 0).
+    pub connected: std::sync::atomic::AtomicU64,
+    /// Connections refused or lost.
+    pub failed: std::sync::atomic::AtomicU64,
+    /// Heartbeats written.
+    pub sent: std::sync::atomic::AtomicU64,
+    /// PUBACKs read.
+    pub acked: std::sync::atomic::AtomicU64,
+}
+
+/// One device on its own TCP connection, as a real one is: CONNECT (client id = `device`, clean
+/// session, keep-alive `every` + 30 s — the heartbeats keep it alive), then a QoS 1 publish to `topic`
+/// after `first` and every `every` after that, each waited for its PUBACK; runs until aborted.
+/// `connecting` bounds how many connect at once. A few hundred bytes of state per device, so
+/// ten thousand fit in one process (each needs a file descriptor: `ulimit -n`).
+pub async fn heartbeat_device(
+    port: u16,
+    device: String,
+    topic: String,
+    first: std::time::Duration,
+    every: std::time::Duration,
+    stats: std::sync::Arc<HeartbeatStats>,
+    connecting: std::sync::Arc<tokio::sync::Semaphore>,
+) {
+    use std::sync::atomic::Ordering::Relaxed;
+    let connected = async {
+        let _permit = connecting.acquire().await.ok();
+        let mut s = TcpStream::connect(("127.0.0.1", port)).await.ok()?;
+        s.set_nodelay(true).ok()?;
+        let keep_alive = u16::try_from(every.as_secs() + 30).unwrap_or(u16::MAX);
+        s.write_all(&connect_keep_alive(&device, keep_alive))
+            .await
+            .ok()?;
+        let mut connack = [0u8; 4];
+        s.read_exact(&mut connack).await.ok()?;
+        (connack[0] == 0x20 && connack[3] == 0).then_some(s)
+    }
+    .await;
+    let Some(mut s) = connected else {
+        stats.failed.fetch_add(1, Relaxed);
+        return;
+    };
+    stats.connected.fetch_add(1, Relaxed);
+    let payload = br#"{"v":1,"battery_mv":2950,"battery_pct":80,"rssi":-61}"#;
+    let mut next = tokio::time::Instant::now() + first;
+    let mut pkid: u16 = 0;
+    let mut out = Vec::with_capacity(128);
+    loop {
+        tokio::time::sleep_until(next).await;
+        next += every;
+        pkid = pkid % u16::MAX + 1;
+        out.clear();
+        publish(&mut out, &topic, payload, pkid);
+        if s.write_all(&out).await.is_err() {
+            stats.failed.fetch_add(1, Relaxed);
+            return;
+        }
+        stats.sent.fetch_add(1, Relaxed);
+        let mut ack = [0u8; 4];
+        if s.read_exact(&mut ack).await.is_err() {
+            stats.failed.fetch_add(1, Relaxed);
+            return;
+        }
+        if ack[0] == 0x40 {
+            stats.acked.fetch_add(1, Relaxed);
+        }
     }
 }

@@ -200,10 +200,6 @@ async fn apply_topup(
     Ok(Ok(after))
 }
 
-/// The roles that may move money (top-ups, voids, payouts) and bind cards
-/// (community-staff.csv `role`).
-pub const MONEY_ROLES: [&str; 2] = ["canteen_operator", "admin"];
-
 /// `by` is a registered staff id (422 when not).
 pub(crate) fn known_staff(registry: &Registry, by: &str) -> Result<(), Refusal> {
     if registry.staff.contains_key(by) {
@@ -216,11 +212,13 @@ pub(crate) fn known_staff(registry: &Registry, by: &str) -> Result<(), Refusal> 
     }
 }
 
-/// `by` is staff whose role is in [`MONEY_ROLES`] (422 unknown, 403 another role).
+/// `by` is staff whose role may move money and bind cards
+/// ([`Role::may_handle_canteen_money`](crate::roles::Role::may_handle_canteen_money); 422 unknown,
+/// 403 another role).
 pub(crate) fn may_move_money(registry: &Registry, by: &str, what: &str) -> Result<(), Refusal> {
     known_staff(registry, by)?;
     match registry.staff.get(by) {
-        Some(s) if MONEY_ROLES.contains(&s.role.as_str()) => Ok(()),
+        Some(s) if crate::roles::Role::parse(&s.role).may_handle_canteen_money() => Ok(()),
         Some(s) => Err(Refusal::forbidden(
             "role_not_allowed",
             format!(

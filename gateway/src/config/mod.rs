@@ -387,10 +387,20 @@ pub struct BrokerConfig {
     /// MQTT keep-alive in seconds.
     #[serde(default = "default_keep_alive")]
     pub keep_alive_s: u16,
+    /// Most outgoing MQTT packets (device acks, PUBACKs, alerts) written to the socket before one
+    /// flush: what is waiting after a group commit goes out in one `write` instead of one each.
+    /// Only packets already queued are taken, nothing waits for a batch to fill. 1 = a flush per
+    /// packet (rumqttc's own behaviour). Range 1..=1000. third_party/README.md, docs/PERFORMANCE.md.
+    #[serde(default = "default_write_batch")]
+    pub write_batch: u16,
 }
 
 fn default_keep_alive() -> u16 {
     15
+}
+
+fn default_write_batch() -> u16 {
+    64
 }
 
 /// Central store settings.

@@ -349,3 +349,38 @@ fn an_embedded_broker_beyond_loopback_is_refused() {
         "{problems:?}"
     );
 }
+
+#[test]
+fn a_write_batch_outside_1_to_1000_is_refused_with_its_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = vec![("ELDERGATE__BROKER__PASSWORD".to_string(), "x".to_string())];
+    let with = |v: &str| {
+        GOOD.replace(
+            "username = \"gw-1\"",
+            &format!("username = \"gw-1\"\nwrite_batch = {v}"),
+        )
+    };
+    for bad in ["0", "1001", "65535"] {
+        let f = write(dir.path(), "c.toml", &with(bad));
+        let e = load_with_env(&f, env.clone()).unwrap_err();
+        assert!(
+            e.problems.iter().any(|p| p.path == "broker.write_batch"),
+            "{bad}: {e}"
+        );
+    }
+    // Not a number of the key's type: a problem, not a crash.
+    for absurd in ["-1", "70000", "1e400", "\"64\""] {
+        let f = write(dir.path(), "c.toml", &with(absurd));
+        assert!(load_with_env(&f, env.clone()).is_err(), "{absurd}");
+    }
+    for good in ["1", "1000"] {
+        let f = write(dir.path(), "c.toml", &with(good));
+        let l = load_with_env(&f, env.clone()).unwrap();
+        assert_eq!(l.config.broker.write_batch.to_string(), good);
+    }
+    let f = write(dir.path(), "d.toml", GOOD);
+    assert_eq!(
+        load_with_env(&f, env).unwrap().config.broker.write_batch,
+        64
+    );
+}

@@ -348,6 +348,15 @@ fn validate_http(h: &HttpConfig, problems: &mut Vec<Problem>) {
 }
 
 fn validate_broker(b: &BrokerConfig, problems: &mut Vec<Problem>) {
+    if !(1..=1000).contains(&b.write_batch) {
+        problems.push(problem(
+            "broker.write_batch",
+            format!(
+                "{} is out of range: 1 (a flush per packet) to 1000 packets per flush",
+                b.write_batch
+            ),
+        ));
+    }
     match b.mode {
         BrokerMode::Embedded => {
             if !cfg!(feature = "embedded-broker") {

@@ -69,8 +69,8 @@ impl Page {
     /// - the board: every known role (a canteen operator and a manager read it, no buttons);
     /// - visits, history, devices: everyone who works with alerts, and managers;
     /// - residents: every known role (the counter looks people up);
-    /// - canteen: who may move canteen money in the domain (`canteen::admin::MONEY_ROLES`: admin,
-    ///   canteen operator) — the same list the operations check;
+    /// - canteen: who may move canteen money (`Role::may_handle_canteen_money`: admin, canteen
+    ///   operator) — the same rule the operations check;
     /// - overview: admin, duty, manager.
     pub fn visible_to(self, role: Role) -> bool {
         use Role::*;
@@ -88,7 +88,7 @@ impl Page {
 
 /// Whether the canteen's operations let `role` move money (top up, void, pay out, cards).
 pub fn moves_money(role: Role) -> bool {
-    crate::canteen::admin::MONEY_ROLES.contains(&role.as_str())
+    role.may_handle_canteen_money()
 }
 
 /// The bar: the pages `role` may see; the current one marked.

@@ -18,7 +18,7 @@ use eldergate_e2e::*;
 use eldergate_protocol::payload::AlarmAction;
 use eldergate_protocol::topic;
 use eldergate_sim::{Fleet, StaffClient, StaffMessage};
-use rumqttc::{AsyncClient, Event, Incoming, MqttOptions, QoS};
+use rumqttc::{Event, Incoming, QoS};
 use sqlx::Row;
 use std::collections::HashMap;
 use std::io::Write;
@@ -28,7 +28,10 @@ use std::time::{Duration, Instant};
 
 #[path = "eldergate-bench/firmware.rs"]
 mod firmware;
+#[path = "eldergate-bench/throughput.rs"]
+mod throughput;
 use firmware::{firmware_press_latency, firmware_tap_latency, FIRMWARE_READERS};
+use throughput::{client, echo_rate, gateway_rate, relay_rate};
 
 #[derive(Parser)]
 struct Args {
@@ -77,12 +80,6 @@ fn fsync_cost(dir: &std::path::Path) -> anyhow::Result<(Duration, Duration)> {
     let _ = std::fs::remove_file(path);
     t.sort();
     Ok((pct(&t, 0.5), pct(&t, 0.99)))
-}
-
-fn client(port: u16, id: &str) -> (AsyncClient, rumqttc::EventLoop) {
-    let mut o = MqttOptions::new(id, "127.0.0.1", port);
-    o.set_keep_alive(Duration::from_secs(30)).set_inflight(1000);
-    eldergate::mqtt::new_client(o, 100_000)
 }
 
 /// Publishes QoS 0 heartbeats for `devices` at `rate` per second until `stop`.
@@ -176,123 +173,6 @@ async fn relay_latency(port: u16, n: usize, rate: u64) -> anyhow::Result<Vec<Dur
     Ok(v)
 }
 
-/// Raw relay throughput: `n` QoS 1 messages as fast as one publisher can, until the subscriber has
-/// them all. Messages per second.
-async fn relay_rate(port: u16, n: usize) -> anyhow::Result<f64> {
-    let count = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let (sub, mut sub_el) = client(port, "bench-rate-sub");
-    let ready = Arc::new(tokio::sync::Notify::new());
-    let done = Arc::new(tokio::sync::Notify::new());
-    let (c2, r2, d2) = (count.clone(), ready.clone(), done.clone());
-    tokio::spawn(async move {
-        loop {
-            match sub_el.poll().await {
-                Ok(Event::Incoming(Incoming::ConnAck(_))) => {
-                    let _ = sub.try_subscribe("bench/rate/#", QoS::AtLeastOnce);
-                }
-                Ok(Event::Incoming(Incoming::SubAck(_))) => r2.notify_one(),
-                Ok(Event::Incoming(Incoming::Publish(_))) => {
-                    if c2.fetch_add(1, Ordering::Relaxed) + 1 == n {
-                        d2.notify_one();
-                    }
-                }
-                Ok(_) => {}
-                Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
-            }
-        }
-    });
-    ready.notified().await;
-    let (publ, mut pub_el) = client(port, "bench-rate-pub");
-    tokio::spawn(async move {
-        loop {
-            if pub_el.poll().await.is_err() {
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        }
-    });
-    let start = Instant::now();
-    let body = br#"{"v":1,"seq":123456,"action":"press","ts":1763900000000}"#.to_vec();
-    for i in 0..n {
-        publ.publish(
-            format!("bench/rate/btn-{:04}", i % 2000),
-            QoS::AtLeastOnce,
-            false,
-            body.clone(),
-        )
-        .await?;
-    }
-    tokio::time::timeout(Duration::from_secs(120), done.notified()).await?;
-    Ok(n as f64 / start.elapsed().as_secs_f64())
-}
-
-/// The gateway's topology without the gateway: a "device" publishes QoS 1, an echo client
-/// subscribed to it publishes a QoS 0 ack back, the device counts acks. Messages per second.
-async fn echo_rate(port: u16, n: usize) -> anyhow::Result<f64> {
-    let (echo, mut echo_el) = client(port, "bench-echo");
-    let ready = Arc::new(tokio::sync::Notify::new());
-    let r2 = ready.clone();
-    tokio::spawn(async move {
-        loop {
-            match echo_el.poll().await {
-                Ok(Event::Incoming(Incoming::ConnAck(_))) => {
-                    let _ = echo.try_subscribe("bench/echo/req/+", QoS::AtLeastOnce);
-                }
-                Ok(Event::Incoming(Incoming::SubAck(_))) => r2.notify_one(),
-                Ok(Event::Incoming(Incoming::Publish(p))) => {
-                    let dev = p.topic.rsplit('/').next().unwrap_or("x").to_string();
-                    let _ = echo
-                        .publish(
-                            format!("bench/echo/ack/{dev}"),
-                            QoS::AtMostOnce,
-                            false,
-                            br#"{"type":"ack","v":1,"seq":1}"#.to_vec(),
-                        )
-                        .await;
-                }
-                Ok(_) => {}
-                Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
-            }
-        }
-    });
-    ready.notified().await;
-    let count = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let done = Arc::new(tokio::sync::Notify::new());
-    let (dev, mut dev_el) = client(port, "bench-echo-device");
-    let sub_ready = Arc::new(tokio::sync::Notify::new());
-    let (c2, d2, s2, dev2) = (count.clone(), done.clone(), sub_ready.clone(), dev.clone());
-    tokio::spawn(async move {
-        loop {
-            match dev_el.poll().await {
-                Ok(Event::Incoming(Incoming::ConnAck(_))) => {
-                    let _ = dev2.try_subscribe("bench/echo/ack/+", QoS::AtLeastOnce);
-                }
-                Ok(Event::Incoming(Incoming::SubAck(_))) => s2.notify_one(),
-                Ok(Event::Incoming(Incoming::Publish(_))) => {
-                    if c2.fetch_add(1, Ordering::Relaxed) + 1 == n {
-                        d2.notify_one();
-                    }
-                }
-                Ok(_) => {}
-                Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
-            }
-        }
-    });
-    sub_ready.notified().await;
-    let body = br#"{"v":1,"seq":123456,"action":"checkin","ts":1763900000000}"#.to_vec();
-    let start = Instant::now();
-    for i in 0..n {
-        dev.publish(
-            format!("bench/echo/req/btn-{:04}", i % 2000),
-            QoS::AtLeastOnce,
-            false,
-            body.clone(),
-        )
-        .await?;
-    }
-    tokio::time::timeout(Duration::from_secs(120), done.notified()).await?;
-    Ok(n as f64 / start.elapsed().as_secs_f64())
-}
-
 /// Press → staff "raised" notification latency, one press per fresh device.
 async fn gateway_latency(port: u16, presses: usize, rate: u64) -> anyhow::Result<Vec<Duration>> {
     let staff = StaffClient::start("127.0.0.1", port, SITE, "bench-staff", None).await?;
@@ -334,23 +214,6 @@ async fn gateway_latency(port: u16, presses: usize, rate: u64) -> anyhow::Result
     let mut v = lat.lock().map(|l| l.clone()).unwrap_or_default();
     v.sort();
     Ok(v)
-}
-
-/// Durable ingest: `n` presses over `devices` devices as fast as the fleet sends, until all are
-/// acked (each ack follows a committed, fsynced transaction). Presses per second.
-async fn gateway_rate(port: u16, n: usize, devices: usize) -> anyhow::Result<f64> {
-    let fleet = Fleet::start(fleet_options(port, "bench-rate-fleet")).await?;
-    let start = Instant::now();
-    for i in 0..n {
-        fleet
-            .send(&button(1 + i % devices), AlarmAction::Checkin)
-            .await;
-    }
-    anyhow::ensure!(
-        fleet.wait_all_acked(Duration::from_secs(300)).await,
-        "not all presses acked"
-    );
-    Ok(n as f64 / start.elapsed().as_secs_f64())
 }
 
 /// `psql \copy` of the central store's rows into a fresh table: rows per second.
@@ -584,8 +447,8 @@ async fn main() -> anyhow::Result<()> {
     // (b) durable ingest vs raw relay, central store down so forwarding does not compete.
     proxy.down();
     let relay_mps = relay_rate(broker.port, args.throughput_presses).await?;
-    let echo_mps = echo_rate(broker.port, args.throughput_presses).await?;
-    let gw_mps = gateway_rate(broker.port, args.throughput_presses, devices).await?;
+    let echo_mps = echo_rate(broker.port, args.throughput_presses, "", 0).await?;
+    let gw_mps = gateway_rate(broker.port, args.throughput_presses, devices, "").await?;
 
     // (c) forwarding the backlog vs psql \copy.
     let journal = gw.journal().await?;

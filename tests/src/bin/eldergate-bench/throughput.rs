@@ -1,0 +1,180 @@
+//! Throughput measures shared by `eldergate-bench` (b) and `eldergate-scale ingest`: the raw
+//! relay, the echo round trip (the gateway's topology without the gateway) and durable ingest
+//! through a gateway. `tag` makes the MQTT client ids of one call unique, so a second call in
+//! the same process does not take over the first one's session.
+
+use eldergate_e2e::{button, fleet_options};
+use eldergate_protocol::payload::AlarmAction;
+use eldergate_sim::Fleet;
+use rumqttc::{AsyncClient, Event, Incoming, MqttOptions, QoS};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// A bench client: 30 s keep-alive, 1000 in flight, Nagle off, every packet flushed on its own.
+pub fn client(port: u16, id: &str) -> (AsyncClient, rumqttc::EventLoop) {
+    batched_client(port, id, 0)
+}
+
+/// [`client`] that writes up to `batch` queued packets before one flush (patched rumqttc,
+/// third_party/README.md); 0 or 1 = a flush per packet.
+pub fn batched_client(port: u16, id: &str, batch: usize) -> (AsyncClient, rumqttc::EventLoop) {
+    let mut o = MqttOptions::new(id, "127.0.0.1", port);
+    o.set_keep_alive(Duration::from_secs(30))
+        .set_inflight(1000)
+        .set_max_request_batch(batch);
+    eldergate::mqtt::new_client(o, 100_000)
+}
+
+/// Aborts the spawned client tasks of one measure when dropped.
+struct Tasks(Vec<tokio::task::JoinHandle<()>>);
+
+impl Drop for Tasks {
+    fn drop(&mut self) {
+        for t in &self.0 {
+            t.abort();
+        }
+    }
+}
+
+/// Raw relay throughput: `n` QoS 1 messages as fast as one publisher can, until the subscriber has
+/// them all. Messages per second.
+pub async fn relay_rate(port: u16, n: usize) -> anyhow::Result<f64> {
+    let count = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let (sub, mut sub_el) = client(port, "bench-rate-sub");
+    let ready = Arc::new(tokio::sync::Notify::new());
+    let done = Arc::new(tokio::sync::Notify::new());
+    let (c2, r2, d2) = (count.clone(), ready.clone(), done.clone());
+    let mut tasks = Tasks(Vec::new());
+    tasks.0.push(tokio::spawn(async move {
+        loop {
+            match sub_el.poll().await {
+                Ok(Event::Incoming(Incoming::ConnAck(_))) => {
+                    let _ = sub.try_subscribe("bench/rate/#", QoS::AtLeastOnce);
+                }
+                Ok(Event::Incoming(Incoming::SubAck(_))) => r2.notify_one(),
+                Ok(Event::Incoming(Incoming::Publish(_))) => {
+                    if c2.fetch_add(1, Ordering::Relaxed) + 1 == n {
+                        d2.notify_one();
+                    }
+                }
+                Ok(_) => {}
+                Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+            }
+        }
+    }));
+    ready.notified().await;
+    let (publ, mut pub_el) = client(port, "bench-rate-pub");
+    tasks.0.push(tokio::spawn(async move {
+        loop {
+            if pub_el.poll().await.is_err() {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }));
+    let start = Instant::now();
+    let body = br#"{"v":1,"seq":123456,"action":"press","ts":1763900000000}"#.to_vec();
+    for i in 0..n {
+        publ.publish(
+            format!("bench/rate/btn-{:04}", i % 2000),
+            QoS::AtLeastOnce,
+            false,
+            body.clone(),
+        )
+        .await?;
+    }
+    tokio::time::timeout(Duration::from_secs(120), done.notified()).await?;
+    Ok(n as f64 / start.elapsed().as_secs_f64())
+}
+
+/// The gateway's topology without the gateway: a "device" publishes QoS 1, an echo client
+/// subscribed to it publishes a QoS 0 ack back, the device counts acks. Messages per second.
+/// `echo_batch`: the echo client's packets per flush (0 = one flush each, as rumqttc does
+/// unpatched); the device side is always unbatched, like the load generator.
+pub async fn echo_rate(port: u16, n: usize, tag: &str, echo_batch: usize) -> anyhow::Result<f64> {
+    let (echo, mut echo_el) = batched_client(port, &format!("bench-echo{tag}"), echo_batch);
+    let ready = Arc::new(tokio::sync::Notify::new());
+    let r2 = ready.clone();
+    let req = format!("bench/echo{tag}/req/+");
+    let ack = format!("bench/echo{tag}/ack");
+    let ack2 = ack.clone();
+    let mut tasks = Tasks(Vec::new());
+    tasks.0.push(tokio::spawn(async move {
+        loop {
+            match echo_el.poll().await {
+                Ok(Event::Incoming(Incoming::ConnAck(_))) => {
+                    let _ = echo.try_subscribe(req.clone(), QoS::AtLeastOnce);
+                }
+                Ok(Event::Incoming(Incoming::SubAck(_))) => r2.notify_one(),
+                Ok(Event::Incoming(Incoming::Publish(p))) => {
+                    let dev = p.topic.rsplit('/').next().unwrap_or("x").to_string();
+                    let _ = echo
+                        .publish(
+                            format!("{ack2}/{dev}"),
+                            QoS::AtMostOnce,
+                            false,
+                            br#"{"type":"ack","v":1,"seq":1}"#.to_vec(),
+                        )
+                        .await;
+                }
+                Ok(_) => {}
+                Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+            }
+        }
+    }));
+    ready.notified().await;
+    let count = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let done = Arc::new(tokio::sync::Notify::new());
+    let (dev, mut dev_el) = client(port, &format!("bench-echo-device{tag}"));
+    let sub_ready = Arc::new(tokio::sync::Notify::new());
+    let (c2, d2, s2, dev2) = (count.clone(), done.clone(), sub_ready.clone(), dev.clone());
+    let ack_filter = format!("{ack}/+");
+    tasks.0.push(tokio::spawn(async move {
+        loop {
+            match dev_el.poll().await {
+                Ok(Event::Incoming(Incoming::ConnAck(_))) => {
+                    let _ = dev2.try_subscribe(ack_filter.clone(), QoS::AtLeastOnce);
+                }
+                Ok(Event::Incoming(Incoming::SubAck(_))) => s2.notify_one(),
+                Ok(Event::Incoming(Incoming::Publish(_))) => {
+                    if c2.fetch_add(1, Ordering::Relaxed) + 1 == n {
+                        d2.notify_one();
+                    }
+                }
+                Ok(_) => {}
+                Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+            }
+        }
+    }));
+    sub_ready.notified().await;
+    let body = br#"{"v":1,"seq":123456,"action":"checkin","ts":1763900000000}"#.to_vec();
+    let start = Instant::now();
+    for i in 0..n {
+        dev.publish(
+            format!("bench/echo{tag}/req/btn-{:04}", i % 2000),
+            QoS::AtLeastOnce,
+            false,
+            body.clone(),
+        )
+        .await?;
+    }
+    tokio::time::timeout(Duration::from_secs(120), done.notified()).await?;
+    Ok(n as f64 / start.elapsed().as_secs_f64())
+}
+
+/// Durable ingest: `n` presses over `devices` devices as fast as the fleet sends, until all are
+/// acked (each ack follows a committed, fsynced transaction). Presses per second.
+pub async fn gateway_rate(port: u16, n: usize, devices: usize, tag: &str) -> anyhow::Result<f64> {
+    let fleet = Fleet::start(fleet_options(port, &format!("bench-rate-fleet{tag}"))).await?;
+    let start = Instant::now();
+    for i in 0..n {
+        fleet
+            .send(&button(1 + i % devices), AlarmAction::Checkin)
+            .await;
+    }
+    anyhow::ensure!(
+        fleet.wait_all_acked(Duration::from_secs(300)).await,
+        "not all presses acked"
+    );
+    Ok(n as f64 / start.elapsed().as_secs_f64())
+}
