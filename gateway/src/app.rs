@@ -427,12 +427,23 @@ pub async fn run(loaded: Loaded, stop: impl Future<Output = ()>) -> anyhow::Resu
         throttle: Default::default(),
         idle_s: i64::try_from(cfg.http.session_idle_s).unwrap_or(i64::MAX),
         max_s: i64::try_from(cfg.http.session_max_s).unwrap_or(i64::MAX),
-        behind_proxy: cfg.http.behind_proxy,
+        secure_cookies: cfg.http.secure_cookies(),
+        trusted_proxies: cfg
+            .http
+            .behind_proxy
+            .then(|| cfg.http.trusted_proxies.clone()),
+    };
+    let tls = match (&cfg.http.tls_cert, &cfg.http.tls_key) {
+        (Some(cert), Some(key)) => Some(
+            crate::tls::server_config(cert, key)
+                .map_err(|e| anyhow::anyhow!("cannot serve HTTPS: {}: {e}", e.key))?,
+        ),
+        _ => None,
     };
     let listener = tokio::net::TcpListener::bind(cfg.http.listen)
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on http.listen {}: {e}", cfg.http.listen))?;
-    tracing::info!(listen = %cfg.http.listen, "HTTP API listening");
+    tracing::info!(listen = %cfg.http.listen, https = tls.is_some(), "HTTP API listening");
     vital(
         &input,
         "HTTP server",
@@ -448,6 +459,7 @@ pub async fn run(loaded: Loaded, stop: impl Future<Output = ()>) -> anyhow::Resu
                 health: health.clone(),
                 auth,
             },
+            tls,
         ),
         &running,
         &fatal_tx,

@@ -9,7 +9,9 @@
 //!   integration relaying a named staff member's action, as `staff/cmd` over MQTT does);
 //! - a state-changing request with a session carries its CSRF token (`X-CSRF-Token` header or a
 //!   `csrf` form field), compared in constant time; cookies are HttpOnly, SameSite=Strict, and
-//!   Secure behind a TLS reverse proxy; sessions expire idle and absolutely and are rows, so
+//!   Secure when the gateway serves HTTPS or is behind a declared TLS reverse proxy; the client
+//!   address (throttling, loopback-only routes) is the TCP peer, or `X-Forwarded-For` only when
+//!   that peer is a trusted proxy; sessions expire idle and absolutely and are rows, so
 //!   logout, a password change and `eldergate user revoke` end them at once;
 //! - failed logins are logged (staff id, address) and counted, and throttled per account and per
 //!   address ([`throttle`]);
@@ -170,9 +172,11 @@ pub struct Auth {
     pub idle_s: i64,
     /// Session absolute expiry, seconds.
     pub max_s: i64,
-    /// Set `Secure` on cookies and read the client address from `X-Forwarded-For` (behind a TLS
-    /// reverse proxy).
-    pub behind_proxy: bool,
+    /// Set `Secure` on cookies: the browser speaks HTTPS (the gateway's own TLS, or a proxy's).
+    pub secure_cookies: bool,
+    /// Behind a declared reverse proxy: the peers whose `X-Forwarded-For` is believed (`None`:
+    /// no proxy, the header is ignored; an empty list: loopback peers).
+    pub trusted_proxies: Option<Vec<std::net::IpAddr>>,
 }
 
 impl Auth {
@@ -186,7 +190,7 @@ impl Auth {
         format!(
             "{}={sid}; Path=/; HttpOnly; SameSite=Strict{}",
             layer::SESSION_COOKIE,
-            if self.behind_proxy { "; Secure" } else { "" }
+            if self.secure_cookies { "; Secure" } else { "" }
         )
     }
 
@@ -195,7 +199,7 @@ impl Auth {
         format!(
             "{}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0{}",
             layer::SESSION_COOKIE,
-            if self.behind_proxy { "; Secure" } else { "" }
+            if self.secure_cookies { "; Secure" } else { "" }
         )
     }
 }

@@ -1,8 +1,9 @@
 //! HTTP API: health, Prometheus metrics, alerts (list, acknowledge, resolve), the canteen's staff
 //! operations and reports, and roster imports.
 //!
-//! Invariants: listens on loopback only until the console adds login (config validation enforces
-//! it); a staff action answers 200 only after the journal committed it; every bad request gets a
+//! Invariants: every route is behind login (`auth`), and the JSON API's routes and its OpenAPI
+//! document come from one table ([`api_routes`]); listens beyond loopback only with TLS or behind
+//! a declared reverse proxy (config validation enforces it); a staff action answers 200 only after the journal committed it; every bad request gets a
 //! JSON error with a message, a log line and `eldergate_http_rejected_total`. Memory and
 //! descriptors are bounded per request and in all, and every response, live streams included,
 //! ends at shutdown (see `serve.rs`).
@@ -18,7 +19,6 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
 use axum::{Json, Router};
 use eldergate_protocol::payload::{StaffAlert, StaffVerb};
 use futures_util::{Stream, StreamExt};
@@ -28,6 +28,8 @@ use sqlx::Row;
 use std::convert::Infallible;
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
+use utoipa::OpenApi as _;
+use utoipa_axum::{router::OpenApiRouter, routes};
 
 mod canteen;
 mod roster;
@@ -58,45 +60,11 @@ pub struct Api {
     pub auth: crate::auth::Auth,
 }
 
-/// Builds the router.
+/// Builds the router: the JSON API (one route table with its OpenAPI document, [`api_routes`])
+/// and the console's pages, all behind the auth layer.
 pub fn router(api: Api) -> Router {
-    Router::new()
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics_text))
-        .route("/api/alerts", get(list_alerts))
-        .route("/api/alerts/stream", get(stream))
-        .route("/api/alerts/{id}", get(get_alert))
-        .route("/api/alerts/{id}/ack", post(ack))
-        .route("/api/alerts/{id}/resolve", post(resolve))
-        .route("/api/residents/{id}/balance", get(balance))
-        .route("/api/residents/{id}/topup", post(topup))
-        .route("/api/residents/{id}/payout", post(payout))
-        .route("/api/cards/{card}/lost", post(card_lost))
-        .route("/api/cards/{card}/bind", post(card_bind))
-        .route("/api/meals/{id}/void", post(meal_void))
-        .route("/api/reports/daily", get(report_daily))
-        .route("/api/reports/claim", get(report_claim))
-        .route(
-            "/api/residents/{id}/statement",
-            get(canteen::resident_statement),
-        )
-        .route("/api/residents/{id}/away", post(canteen::resident_away))
-        .route("/api/residents/{id}/back", post(canteen::resident_back))
-        .route("/api/meals", get(canteen::list_meals))
-        .route("/api/cards/{card}", get(canteen::get_card))
-        // The roster reads its own body, with its own limit.
-        .route("/api/roster", post(roster::import))
-        .route(
-            "/api/residents/{id}/readings",
-            get(vitals::resident_readings),
-        )
-        .route(
-            "/api/residents/{id}/vital-targets",
-            post(vitals::set_target),
-        )
-        .route("/api/residents/{id}/fhir", get(vitals::fhir_bundle))
-        .route("/api/readings/unassigned", get(vitals::unassigned_readings))
+    let (routes, _) = api_routes().split_for_parts();
+    routes
         .merge(crate::console::routes())
         .layer(DefaultBodyLimit::max(MAX_JSON_BODY_BYTES))
         // Last, so that it wraps every route above (routes added after it would be open).
@@ -105,6 +73,109 @@ pub fn router(api: Api) -> Router {
             crate::auth::require_login,
         ))
         .with_state(api)
+}
+
+/// The JSON API's route table. Each route is added with `routes!` from its handler's
+/// `#[utoipa::path]`, which names its method and path: a route and its entry in
+/// `/api/openapi.json` cannot part (the test `every_api_route_is_in_the_openapi_document`
+/// also refuses an `/api` route added any other way).
+pub fn api_routes() -> OpenApiRouter<Api> {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(healthz))
+        .routes(routes!(readyz))
+        .routes(routes!(metrics_text))
+        .routes(routes!(openapi_json))
+        .routes(routes!(list_alerts))
+        .routes(routes!(stream))
+        .routes(routes!(get_alert))
+        .routes(routes!(ack))
+        .routes(routes!(resolve))
+        .routes(routes!(balance))
+        .routes(routes!(topup))
+        .routes(routes!(payout))
+        .routes(routes!(card_lost))
+        .routes(routes!(card_bind))
+        .routes(routes!(meal_void))
+        .routes(routes!(report_daily))
+        .routes(routes!(report_claim))
+        .routes(routes!(canteen::resident_statement))
+        .routes(routes!(canteen::resident_away))
+        .routes(routes!(canteen::resident_back))
+        .routes(routes!(canteen::list_meals))
+        .routes(routes!(canteen::get_card))
+        // The roster reads its own body, with its own limit.
+        .routes(routes!(roster::import))
+        .routes(routes!(vitals::resident_readings))
+        .routes(routes!(vitals::set_target))
+        .routes(routes!(vitals::fhir_bundle))
+        .routes(routes!(vitals::unassigned_readings))
+}
+
+/// The OpenAPI 3.1 document of the JSON API, generated from the handlers' annotations.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    api_routes().into_openapi()
+}
+
+/// The document's frame: title, version, how to authenticate; the paths come from
+/// [`api_routes`].
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    info(
+        title = "eldergate gateway API",
+        description = "Alerts, the canteen's staff operations and reports, roster imports, and health readings (history, target ranges, FHIR R4 export). Every route but /healthz, /readyz and /metrics from loopback needs a console session (cookie eg_session, and X-CSRF-Token on a change) or an API token (Authorization: Bearer, from `eldergate token create` with scopes read, alerts, canteen, roster, vitals, act_as). Actions are recorded with the session's or token's staff id.",
+        license(name = "Apache-2.0")
+    ),
+    components(schemas(ErrorBody)),
+    modifiers(&Security),
+    security(("session" = []), ("token" = []))
+)]
+struct ApiDoc;
+
+/// The two ways to authenticate, as security schemes.
+struct Security;
+
+impl utoipa::Modify for Security {
+    fn modify(&self, doc: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::SecurityScheme;
+        use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder};
+        let components = doc.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "session",
+            SecurityScheme::ApiKey(ApiKey::Cookie(ApiKeyValue::with_description(
+                crate::auth::layer::SESSION_COOKIE,
+                "Console session from /console/login; a change also needs its CSRF token in X-CSRF-Token",
+            ))),
+        );
+        components.add_security_scheme(
+            "token",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some(
+                        "API token from `eldergate token create`; its scopes decide what it may do",
+                    ))
+                    .build(),
+            ),
+        );
+    }
+}
+
+/// The body of every refusal.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    /// What is wrong and what to do.
+    pub error: String,
+}
+
+/// `/api/openapi.json`: this API's OpenAPI 3.1 document (behind the same auth as the API; see
+/// docs/adr/0017-console-tls-and-openapi.md).
+#[utoipa::path(get, path = "/api/openapi.json", tag = "meta", responses((status = 200, description = "The OpenAPI 3.1 document of this API", body = Object)))]
+async fn openapi_json() -> Json<serde_json::Value> {
+    static DOC: std::sync::OnceLock<serde_json::Value> = std::sync::OnceLock::new();
+    Json(
+        DOC.get_or_init(|| serde_json::to_value(openapi()).unwrap_or_default())
+            .clone(),
+    )
 }
 
 /// An error answer: status and a message that says what to do.
@@ -171,6 +242,7 @@ impl From<sqlx::Error> for ApiError {
 }
 
 /// 200 while alarms can be taken (with every part's state), 503 when they cannot.
+#[utoipa::path(get, path = "/healthz", tag = "health", responses((status = 200, description = "Alarms can be taken; every part's state", body = Object), (status = 503, description = "Alarms cannot be taken; every part's state", body = Object), (status = "4XX", description = "Refused: `{\"error\": …}` says why and what to do", body = ErrorBody), (status = "5XX", description = "The journal could not answer; retry", body = ErrorBody)))]
 async fn healthz(State(api): State<Api>) -> Response {
     let (ok, report) = api
         .health
@@ -186,6 +258,7 @@ async fn healthz(State(api): State<Api>) -> Response {
 
 /// `/readyz`: 200 `{"ready":true}` once the gateway can take alarms after start-up, else 503
 /// with the reason.
+#[utoipa::path(get, path = "/readyz", tag = "health", responses((status = 200, description = "`{\"ready\": true}` once start-up is done", body = Object), (status = "4XX", description = "Refused: `{\"error\": …}` says why and what to do", body = ErrorBody), (status = "5XX", description = "The journal could not answer; retry", body = ErrorBody)))]
 async fn readyz(State(api): State<Api>) -> Response {
     match api.health.not_ready(&api.journal) {
         None => (StatusCode::OK, Json(serde_json::json!({"ready": true}))).into_response(),
@@ -209,6 +282,7 @@ impl Drop for SseClient {
 /// Server-sent events: one `alert` event (JSON `StaffAlert`) per committed alert change, open
 /// alerts first so a console that connects late starts complete. At most `http.max_sse_clients`
 /// at once (one more gets 503); every stream ends at shutdown.
+#[utoipa::path(get, path = "/api/alerts/stream", tag = "alerts", responses((status = 200, description = "Server-sent events: `alert` (a StaffAlert as JSON, open alerts first) and `resync` (refetch the open alerts)", content_type = "text/event-stream", body = String), (status = "4XX", description = "Refused: `{\"error\": …}` says why and what to do", body = ErrorBody), (status = "5XX", description = "The journal could not answer; retry", body = ErrorBody)))]
 async fn stream(
     State(api): State<Api>,
 ) -> Result<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>, ApiError> {
@@ -274,16 +348,19 @@ async fn stream(
     Ok(Sse::new(events).keep_alive(KeepAlive::new().interval(every)))
 }
 
+#[utoipa::path(get, path = "/metrics", tag = "health", responses((status = 200, description = "Prometheus text format", body = String, content_type = "text/plain"), (status = "4XX", description = "Refused: `{\"error\": …}` says why and what to do", body = ErrorBody), (status = "5XX", description = "The journal could not answer; retry", body = ErrorBody)))]
 async fn metrics_text(State(api): State<Api>) -> String {
     api.metrics.render()
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 struct ListQuery {
     /// `open` (default) or `all`.
     state: Option<String>,
 }
 
+#[utoipa::path(get, path = "/api/alerts", tag = "alerts", params(ListQuery), responses((status = 200, description = "Open alerts (oldest first), or the latest 500 of any state", body = Vec<StaffAlert>), (status = "4XX", description = "Refused: `{\"error\": …}` says why and what to do", body = ErrorBody), (status = "5XX", description = "The journal could not answer; retry", body = ErrorBody)))]
 async fn list_alerts(
     State(api): State<Api>,
     Query(q): Query<ListQuery>,
@@ -308,6 +385,7 @@ async fn list_alerts(
     Ok(Json(alerts))
 }
 
+#[utoipa::path(get, path = "/api/alerts/{id}", tag = "alerts", params(("id" = i64, Path, description = "Alert id")), responses((status = 200, description = "The alert", body = StaffAlert), (status = "4XX", description = "Refused: `{\"error\": …}` says why and what to do", body = ErrorBody), (status = "5XX", description = "The journal could not answer; retry", body = ErrorBody)))]
 async fn get_alert(
     State(api): State<Api>,
     Path(id): Path<i64>,
@@ -326,7 +404,7 @@ async fn get_alert(
 }
 
 /// Body of ack / resolve.
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ActionBody {
     /// Staff id: absent = the logged-in staff member (see `auth::Actor::acting_for`).
@@ -337,6 +415,7 @@ pub struct ActionBody {
     pub note: Option<String>,
 }
 
+#[utoipa::path(post, path = "/api/alerts/{id}/ack", tag = "alerts", params(("id" = i64, Path, description = "Alert id")), request_body = ActionBody, responses((status = 200, description = "Acknowledged, committed to the journal", body = StaffAlert), (status = "4XX", description = "Refused: `{\"error\": …}` says why and what to do", body = ErrorBody), (status = "5XX", description = "The journal could not answer; retry", body = ErrorBody)))]
 async fn ack(
     state: State<Api>,
     actor: Actor,
@@ -346,6 +425,7 @@ async fn ack(
     act(state, actor, id, body, StaffVerb::Ack).await
 }
 
+#[utoipa::path(post, path = "/api/alerts/{id}/resolve", tag = "alerts", params(("id" = i64, Path, description = "Alert id")), request_body = ActionBody, responses((status = 200, description = "Resolved, committed to the journal", body = StaffAlert), (status = "4XX", description = "Refused: `{\"error\": …}` says why and what to do", body = ErrorBody), (status = "5XX", description = "The journal could not answer; retry", body = ErrorBody)))]
 async fn resolve(
     state: State<Api>,
     actor: Actor,
@@ -379,7 +459,7 @@ async fn act(
 }
 
 /// Body of a top-up.
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TopUpBody {
     /// Fen, positive (10000 = ¥100).
@@ -395,6 +475,7 @@ pub struct TopUpBody {
     pub method: Option<String>,
 }
 
+#[utoipa::path(post, path = "/api/residents/{id}/topup", tag = "canteen", params(("id" = String, Path, description = "Resident id")), request_body = TopUpBody, responses((status = 200, description = "`{resident_id, balance_fen}` after the committed top-up", body = Object), (status = "4XX", description = "Refused: `{\"error\": …}` says why and what to do", body = ErrorBody), (status = "5XX", description = "The journal could not answer; retry", body = ErrorBody)))]
 async fn topup(
     State(api): State<Api>,
     actor: Actor,
@@ -422,6 +503,7 @@ async fn topup(
 
 /// A balance is derived from the append-only ledger; the response carries both the sum and the
 /// number of ledger rows it is the sum of.
+#[utoipa::path(get, path = "/api/residents/{id}/balance", tag = "canteen", params(("id" = String, Path, description = "Resident id")), responses((status = 200, description = "`{resident_id, balance_fen, ledger_rows}`: the sum of the append-only ledger", body = Object), (status = "4XX", description = "Refused: `{\"error\": …}` says why and what to do", body = ErrorBody), (status = "5XX", description = "The journal could not answer; retry", body = ErrorBody)))]
 async fn balance(
     State(api): State<Api>,
     Path(id): Path<String>,
@@ -439,7 +521,7 @@ async fn balance(
 }
 
 /// Body of card and meal operations.
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AdminBody {
     /// Staff id: absent = the logged-in staff member.
@@ -478,6 +560,7 @@ fn admin_body(body: Result<Json<AdminBody>, JsonRejection>) -> Result<AdminBody,
     })
 }
 
+#[utoipa::path(post, path = "/api/cards/{card}/lost", tag = "canteen", params(("card" = String, Path, description = "Card UID")), request_body = AdminBody, responses((status = 200, description = "The card is blocked", body = Object), (status = "4XX", description = "Refused: `{\"error\": …}` says why and what to do", body = ErrorBody), (status = "5XX", description = "The journal could not answer; retry", body = ErrorBody)))]
 async fn card_lost(
     State(api): State<Api>,
     actor: Actor,
@@ -488,6 +571,7 @@ async fn card_lost(
     admin(&api, &actor, CanteenOp::CardLost { card }, b.by).await
 }
 
+#[utoipa::path(post, path = "/api/cards/{card}/bind", tag = "canteen", params(("card" = String, Path, description = "Card UID")), request_body = AdminBody, responses((status = 200, description = "The card is bound to `resident_id`", body = Object), (status = "4XX", description = "Refused: `{\"error\": …}` says why and what to do", body = ErrorBody), (status = "5XX", description = "The journal could not answer; retry", body = ErrorBody)))]
 async fn card_bind(
     State(api): State<Api>,
     actor: Actor,
@@ -501,6 +585,7 @@ async fn card_bind(
     admin(&api, &actor, CanteenOp::BindCard { card, resident }, b.by).await
 }
 
+#[utoipa::path(post, path = "/api/meals/{id}/void", tag = "canteen", params(("id" = i64, Path, description = "Meal id")), request_body = AdminBody, responses((status = 200, description = "The meal is voided and its charge refunded", body = Object), (status = "4XX", description = "Refused: `{\"error\": …}` says why and what to do", body = ErrorBody), (status = "5XX", description = "The journal could not answer; retry", body = ErrorBody)))]
 async fn meal_void(
     State(api): State<Api>,
     actor: Actor,
@@ -520,6 +605,7 @@ async fn meal_void(
     .await
 }
 
+#[utoipa::path(post, path = "/api/residents/{id}/payout", tag = "canteen", params(("id" = String, Path, description = "Resident id")), request_body = AdminBody, responses((status = 200, description = "Paid out (`amount_fen`, or the whole balance)", body = Object), (status = "4XX", description = "Refused: `{\"error\": …}` says why and what to do", body = ErrorBody), (status = "5XX", description = "The journal could not answer; retry", body = ErrorBody)))]
 async fn payout(
     State(api): State<Api>,
     actor: Actor,
@@ -540,14 +626,19 @@ async fn payout(
     .await
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 struct ReportQuery {
+    /// Day of the daily report, `YYYY-MM-DD`.
     date: Option<String>,
+    /// Month of a claim, `YYYY-MM`.
     month: Option<String>,
+    /// Quarter of a claim, `YYYY-Qn`.
     quarter: Option<String>,
 }
 
 /// `GET /api/reports/daily?date=YYYY-MM-DD`
+#[utoipa::path(get, path = "/api/reports/daily", tag = "canteen", params(ReportQuery), responses((status = 200, description = "`{date, periods, close}`: the day's meals by period and its close", body = Object), (status = "4XX", description = "Refused: `{\"error\": …}` says why and what to do", body = ErrorBody), (status = "5XX", description = "The journal could not answer; retry", body = ErrorBody)))]
 async fn report_daily(
     State(api): State<Api>,
     Query(q): Query<ReportQuery>,
@@ -567,6 +658,7 @@ async fn report_daily(
 }
 
 /// `GET /api/reports/claim?month=YYYY-MM` or `?quarter=YYYY-Qn`: CSV (UTF-8 with BOM).
+#[utoipa::path(get, path = "/api/reports/claim", tag = "canteen", params(ReportQuery), responses((status = 200, description = "The subsidy claim of a month or quarter, CSV (UTF-8 with BOM)", body = String, content_type = "text/csv"), (status = "4XX", description = "Refused: `{\"error\": …}` says why and what to do", body = ErrorBody), (status = "5XX", description = "The journal could not answer; retry", body = ErrorBody)))]
 async fn report_claim(
     State(api): State<Api>,
     Query(q): Query<ReportQuery>,
@@ -597,3 +689,6 @@ async fn report_claim(
     )
         .into_response())
 }
+
+#[cfg(test)]
+mod tests;

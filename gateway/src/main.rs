@@ -200,7 +200,12 @@ async fn user(config: PathBuf, which: UserCommand) -> anyhow::Result<()> {
             known_staff(&loaded, &staff_id)?;
             let secret = store.create_invite(&staff_id).await?;
             println!(
-                "http://{}/console/invite/{secret}  (one use, valid 72 h, for {staff_id})",
+                "{}://{}/console/invite/{secret}  (one use, valid 72 h, for {staff_id})",
+                if loaded.config.http.tls() {
+                    "https"
+                } else {
+                    "http"
+                },
                 loaded.config.http.listen
             );
         }
@@ -423,7 +428,13 @@ async fn restore(config: PathBuf, from: PathBuf, seq_floor: Option<i64>) -> anyh
     let client = reqwest::Client::builder()
         .timeout(std::time::Duration::from_secs(2))
         .build()?;
-    if client.get(&health).send().await.is_ok() {
+    // Over HTTPS a plain request fails even while the gateway runs: a listening port is enough.
+    let running = if c.http.tls() {
+        tokio::net::TcpStream::connect(c.http.listen).await.is_ok()
+    } else {
+        client.get(&health).send().await.is_ok()
+    };
+    if running {
         return Err(eldergate::backup::BackupError::Running(health).into());
     }
     let central_max_seq = central_max_seq(&c.central.url, &c.gateway_id).await;

@@ -12,7 +12,11 @@
 
 #[cfg(feature = "alloc")]
 extern crate alloc;
-#[cfg(test)]
+#[cfg(all(test, not(feature = "openapi")))]
+extern crate std;
+// utoipa's derives (feature `openapi`, the gateway's OpenAPI document) name std and its macros.
+#[cfg(feature = "openapi")]
+#[macro_use]
 extern crate std;
 
 pub mod serial;

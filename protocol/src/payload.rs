@@ -282,6 +282,7 @@ pub struct Tap {
 
 /// How urgent an alert is (IEC 60601-1-8 style: three levels).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum Priority {
     /// Low battery and similar maintenance matters.
@@ -294,6 +295,7 @@ pub enum Priority {
 
 /// Where an alert is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum AlertState {
     /// Raised; nobody has acknowledged it yet.
@@ -350,6 +352,7 @@ impl AlertState {
 /// `alert_id` and keep the latest; the same message may arrive twice (QoS 1, or republished after
 /// a gateway restart).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct StaffAlert {
     /// Contract version, always 1.
     pub v: u8,
@@ -393,6 +396,7 @@ pub struct StaffAlert {
 
 /// A staff member's action on an alert, as recorded.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct StaffAction {
     /// Staff id.
     pub by: String,

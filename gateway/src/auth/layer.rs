@@ -27,8 +27,10 @@ fn is_public(path: &str) -> bool {
         || path.starts_with("/console/static/")
 }
 
-/// The client's address: the TCP peer, or behind a declared reverse proxy the last
-/// `X-Forwarded-For` entry (the one the proxy added).
+/// The client's address, and whether it is this machine: the TCP peer, or, when that peer is a
+/// trusted reverse proxy (`http.behind_proxy`, `http.trusted_proxies`), the last
+/// `X-Forwarded-For` entry (the one the proxy added). Anyone else's `X-Forwarded-For` is ignored,
+/// so that a client cannot pick the address the login throttle counts.
 pub fn client_addr(
     auth: &Auth,
     extensions: &axum::http::Extensions,
@@ -38,15 +40,21 @@ pub fn client_addr(
         .get::<PeerAddr>()
         .map(|p| p.0.ip())
         .unwrap_or(IpAddr::from([0, 0, 0, 0]));
+    let trusted = match &auth.trusted_proxies {
+        None => false,
+        Some(list) if list.is_empty() => peer.is_loopback(),
+        Some(list) => list.contains(&peer),
+    };
     let forwarded = headers
-        .get("x-forwarded-for")
+        .get_all("x-forwarded-for")
+        .iter()
+        .next_back()
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.rsplit(',').next())
         .and_then(|v| v.trim().parse::<IpAddr>().ok());
-    match (auth.behind_proxy, forwarded) {
+    match (trusted, forwarded) {
         (true, Some(ip)) => (ip, false),
-        (true, None) => (peer, peer.is_loopback()),
-        (false, _) => (peer, peer.is_loopback()),
+        _ => (peer, peer.is_loopback()),
     }
 }
 

@@ -12,7 +12,7 @@ use serde::Serialize;
 use sqlx::{Row, SqlitePool};
 
 /// One ledger row of a statement.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct StatementLine {
     /// Ledger row id.
     pub ledger_id: i64,
@@ -37,7 +37,7 @@ pub struct StatementLine {
 }
 
 /// A resident's statement.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Statement {
     /// Resident id.
     pub resident_id: String,
@@ -130,7 +130,7 @@ pub async fn statement(
 }
 
 /// One meal as staff see it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct MealLine {
     /// Meal id (what a void names).
     pub meal_id: i64,

@@ -7,7 +7,14 @@ use crate::alerting::channels::read_secret;
 
 /// Makes the links' files relative to the config file's directory (absolute paths stay).
 pub(super) fn resolve_paths(config: &mut Config, base: &Path) {
-    if let Some(p) = config.central.ca_file.as_mut() {
+    for p in [
+        &mut config.central.ca_file,
+        &mut config.http.tls_cert,
+        &mut config.http.tls_key,
+    ]
+    .into_iter()
+    .flatten()
+    {
         *p = base.join(&*p);
     }
     for w in &mut config.webhooks {

@@ -253,8 +253,8 @@ fn default_time_zone() -> String {
 /// gateway's memory and descriptors.
 #[derive(Debug, Clone, Deserialize)]
 pub struct HttpConfig {
-    /// Address to listen on. Beyond loopback only behind a declared TLS reverse proxy
-    /// (`behind_proxy`): the gateway does not terminate TLS itself yet.
+    /// Address to listen on. Beyond loopback only with TLS (`tls_cert` and `tls_key`) or behind
+    /// a declared reverse proxy (`behind_proxy` with `trusted_proxies`).
     #[serde(default = "default_http_listen")]
     pub listen: SocketAddr,
     /// Open connections at most; one more is answered 503 and closed at once.
@@ -279,10 +279,22 @@ pub struct HttpConfig {
     #[serde(default = "default_roster_max_bytes")]
     pub roster_max_bytes: usize,
     /// The gateway is behind a reverse proxy that terminates TLS (nginx, caddy): cookies get
-    /// `Secure`, the client address is the last `X-Forwarded-For` entry, and `listen` may be
-    /// beyond loopback.
+    /// `Secure`, and the client address is the last `X-Forwarded-For` entry of a request that
+    /// came from one of `trusted_proxies` (from any other peer the header is ignored).
     #[serde(default)]
     pub behind_proxy: bool,
+    /// Addresses of the reverse proxies whose `X-Forwarded-For` is believed (login throttling,
+    /// loopback-only routes). Needed with `behind_proxy` when `listen` is beyond loopback;
+    /// loopback peers are trusted when it is empty.
+    #[serde(default)]
+    pub trusted_proxies: Vec<std::net::IpAddr>,
+    /// PEM certificate chain: with `tls_key`, the gateway serves HTTPS itself (rustls) and
+    /// cookies get `Secure`. Relative to the config file.
+    #[serde(default)]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of `tls_cert` (PKCS#8, PKCS#1 or SEC1). Relative to the config file.
+    #[serde(default)]
+    pub tls_key: Option<PathBuf>,
     /// A console session ends after this long without a request, seconds.
     #[serde(default = "default_session_idle_s")]
     pub session_idle_s: u64,
@@ -327,6 +339,19 @@ fn default_roster_max_bytes() -> usize {
     4 << 20
 }
 
+impl HttpConfig {
+    /// Whether the gateway terminates TLS itself.
+    pub fn tls(&self) -> bool {
+        self.tls_cert.is_some() && self.tls_key.is_some()
+    }
+
+    /// Whether cookies get `Secure`: the browser reaches the gateway over HTTPS, its own or
+    /// the proxy's.
+    pub fn secure_cookies(&self) -> bool {
+        self.tls() || self.behind_proxy
+    }
+}
+
 impl Default for HttpConfig {
     fn default() -> Self {
         Self {
@@ -338,6 +363,9 @@ impl Default for HttpConfig {
             shutdown_grace_s: default_shutdown_grace_s(),
             roster_max_bytes: default_roster_max_bytes(),
             behind_proxy: false,
+            trusted_proxies: Vec::new(),
+            tls_cert: None,
+            tls_key: None,
             session_idle_s: default_session_idle_s(),
             session_max_s: default_session_max_s(),
         }
@@ -811,6 +839,8 @@ const STRING_KEYS: &[&str] = &[
     "client_cert",
     "client_key",
     "mode",
+    "tls_cert",
+    "tls_key",
 ];
 
 fn apply_env(root: &mut toml::Table, env: impl IntoIterator<Item = (String, String)>) {

@@ -179,6 +179,17 @@ fn listening_beyond_loopback_needs_a_declared_tls_proxy() {
         &format!("{GOOD}\n[http]\nlisten = \"0.0.0.0:8080\"\nbehind_proxy = true\n"),
     );
     let env = vec![("ELDERGATE__BROKER__PASSWORD".to_string(), "x".to_string())];
+    let e = load_with_env(&f, env).unwrap_err();
+    assert!(
+        e.problems.iter().any(|p| p.path == "http.trusted_proxies"),
+        "a proxy without its addresses: anyone's X-Forwarded-For would be believed"
+    );
+    let f = write(
+        dir.path(),
+        "q.toml",
+        &format!("{GOOD}\n[http]\nlisten = \"0.0.0.0:8080\"\nbehind_proxy = true\ntrusted_proxies = [\"10.0.0.5\"]\n"),
+    );
+    let env = vec![("ELDERGATE__BROKER__PASSWORD".to_string(), "x".to_string())];
     assert!(load_with_env(&f, env).is_ok(), "a declared proxy allows it");
 }
 

@@ -22,12 +22,7 @@ pub(super) fn validate(mut config: Config, base: &Path, problems: &mut Vec<Probl
             format!("{:?} is not a known IANA time zone", config.time_zone),
         ));
     }
-    if !config.http.listen.ip().is_loopback() && !config.http.behind_proxy {
-        problems.push(problem(
-            "http.listen",
-            format!("{} is reachable beyond this machine, and logins and session cookies would cross the network unencrypted; the gateway does not terminate TLS itself: listen on 127.0.0.1 behind a reverse proxy with TLS, or declare that proxy with http.behind_proxy = true", config.http.listen.ip()),
-        ));
-    }
+    validate_listen(&config.http, problems);
     if config.http.session_idle_s == 0 || config.http.session_max_s < config.http.session_idle_s {
         problems.push(problem(
             "http.session_max_s",
@@ -294,6 +289,48 @@ fn add_device(
         ));
     } else {
         devices.insert(d.id.clone(), d);
+    }
+}
+
+/// Beyond loopback only with TLS, or behind a declared reverse proxy whose addresses are named;
+/// the certificate and key must load.
+fn validate_listen(h: &HttpConfig, problems: &mut Vec<Problem>) {
+    match (&h.tls_cert, &h.tls_key) {
+        (Some(cert), Some(key)) => {
+            if let Err(e) = crate::tls::server_config(cert, key) {
+                problems.push(problem(e.key, e.to_string()));
+            }
+        }
+        (Some(_), None) => problems.push(problem(
+            "http.tls_key",
+            "tls_cert is set but tls_key is not: HTTPS needs both the certificate chain and its private key",
+        )),
+        (None, Some(_)) => problems.push(problem(
+            "http.tls_cert",
+            "tls_key is set but tls_cert is not: HTTPS needs both the certificate chain and its private key",
+        )),
+        (None, None) => {}
+    }
+    if !h.trusted_proxies.is_empty() && !h.behind_proxy {
+        problems.push(problem(
+            "http.trusted_proxies",
+            "trusted_proxies is read only with behind_proxy = true; set it, or remove trusted_proxies",
+        ));
+    }
+    let ip = h.listen.ip();
+    if ip.is_loopback() || h.tls_cert.is_some() || h.tls_key.is_some() {
+        return;
+    }
+    if !h.behind_proxy {
+        problems.push(problem(
+            "http.listen",
+            format!("{ip} is reachable beyond this machine, and logins and session cookies would cross the network unencrypted: set http.tls_cert and http.tls_key (the gateway serves HTTPS), or listen on 127.0.0.1 behind a reverse proxy with TLS, or declare such a proxy with http.behind_proxy = true and its addresses in http.trusted_proxies"),
+        ));
+    } else if h.trusted_proxies.is_empty() {
+        problems.push(problem(
+            "http.trusted_proxies",
+            format!("http.listen {ip} is beyond loopback behind a reverse proxy: name the proxy's addresses in http.trusted_proxies, so that only its X-Forwarded-For is believed (anyone else could forge one and escape the login throttle)"),
+        ));
     }
 }
 

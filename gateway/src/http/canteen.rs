@@ -15,12 +15,15 @@ use serde::Deserialize;
 /// Most rows one statement or meal list returns.
 pub const MAX_ROWS: usize = 5000;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub(super) struct StatementQuery {
+    /// Most ledger rows (500 when absent, at most 5000).
     limit: Option<usize>,
 }
 
 /// `GET /api/residents/{id}/statement?limit=N`
+#[utoipa::path(get, path = "/api/residents/{id}/statement", tag = "canteen", params(("id" = String, Path, description = "Resident id"), StatementQuery), responses((status = 200, description = "Balance, totals and ledger lines", body = statement::Statement), (status = "4XX", description = "Refused: `{\"error\": …}` says why and what to do", body = super::ErrorBody), (status = "5XX", description = "The journal could not answer; retry", body = super::ErrorBody)))]
 pub(super) async fn resident_statement(
     State(api): State<Api>,
     Path(id): Path<String>,
@@ -36,15 +39,21 @@ pub(super) async fn resident_statement(
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub(super) struct MealsQuery {
+    /// Day, `YYYY-MM-DD`.
     date: Option<String>,
+    /// Resident id.
     resident: Option<String>,
+    /// Card UID.
     card: Option<String>,
+    /// Most rows (1000 when absent, at most 5000).
     limit: Option<usize>,
 }
 
 /// `GET /api/meals?date=YYYY-MM-DD&resident=R…&card=…&limit=N` (at least one filter).
+#[utoipa::path(get, path = "/api/meals", tag = "canteen", params(MealsQuery), responses((status = 200, description = "Meals (at least one filter)", body = Vec<statement::MealLine>), (status = "4XX", description = "Refused: `{\"error\": …}` says why and what to do", body = super::ErrorBody), (status = "5XX", description = "The journal could not answer; retry", body = super::ErrorBody)))]
 pub(super) async fn list_meals(
     State(api): State<Api>,
     Query(q): Query<MealsQuery>,
@@ -75,6 +84,7 @@ pub(super) async fn list_meals(
 }
 
 /// `GET /api/cards/{card}`: state, holder, balance.
+#[utoipa::path(get, path = "/api/cards/{card}", tag = "canteen", params(("card" = String, Path, description = "Card UID")), responses((status = 200, description = "State, holder, balance", body = Object), (status = "4XX", description = "Refused: `{\"error\": …}` says why and what to do", body = super::ErrorBody), (status = "5XX", description = "The journal could not answer; retry", body = super::ErrorBody)))]
 pub(super) async fn get_card(
     State(api): State<Api>,
     Path(card): Path<String>,
@@ -89,6 +99,7 @@ pub(super) async fn get_card(
 }
 
 /// `POST /api/residents/{id}/away` `{"by", "kind": "away"|"hospital", "note"}`
+#[utoipa::path(post, path = "/api/residents/{id}/away", tag = "canteen", params(("id" = String, Path, description = "Resident id")), request_body = AdminBody, responses((status = 200, description = "Recorded away (`kind`: away or hospital)", body = Object), (status = "4XX", description = "Refused: `{\"error\": …}` says why and what to do", body = super::ErrorBody), (status = "5XX", description = "The journal could not answer; retry", body = super::ErrorBody)))]
 pub(super) async fn resident_away(
     State(api): State<Api>,
     actor: Actor,
@@ -111,6 +122,7 @@ pub(super) async fn resident_away(
 }
 
 /// `POST /api/residents/{id}/back` `{"by"}`
+#[utoipa::path(post, path = "/api/residents/{id}/back", tag = "canteen", params(("id" = String, Path, description = "Resident id")), request_body = AdminBody, responses((status = 200, description = "Recorded back", body = Object), (status = "4XX", description = "Refused: `{\"error\": …}` says why and what to do", body = super::ErrorBody), (status = "5XX", description = "The journal could not answer; retry", body = super::ErrorBody)))]
 pub(super) async fn resident_back(
     State(api): State<Api>,
     actor: Actor,

@@ -19,7 +19,8 @@ use serde::Deserialize;
 use std::sync::Arc;
 
 /// Query of an import.
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ImportQuery {
     /// Staff id of who imports: only the logged-in staff member's own, or any with a token's
@@ -84,6 +85,7 @@ async fn read_body(body: Body, max: usize, declared: Option<u64>) -> Result<Byte
     Ok(Bytes::from(kept))
 }
 
+#[utoipa::path(post, path = "/api/roster", tag = "roster", params(ImportQuery), request_body(content = String, content_type = "text/csv", description = "The roster CSV (at most http.roster_max_bytes)"), responses((status = 200, description = "What changed (or would, with dry_run)", body = Object), (status = "4XX", description = "Refused: `{\"error\": …}` says why and what to do", body = super::ErrorBody), (status = "5XX", description = "The journal could not answer; retry", body = super::ErrorBody)))]
 pub(super) async fn import(
     State(api): State<Api>,
     actor: crate::auth::Actor,

@@ -73,8 +73,10 @@ impl Limits {
     }
 }
 
-/// Serves `api` on `listener` until `api.shutdown` is cancelled and the connections are closed.
-pub async fn serve(listener: TcpListener, api: Api) {
+/// Serves `api` on `listener` until `api.shutdown` is cancelled and the connections are closed:
+/// HTTPS when `tls` is given (`[http] tls_cert`, `tls_key`), else plain HTTP.
+pub async fn serve(listener: TcpListener, api: Api, tls: Option<Arc<rustls::ServerConfig>>) {
+    let tls = tls.map(tokio_rustls::TlsAcceptor::from);
     raise_descriptor_limit(api.limits.config.max_connections);
     let cfg = api.limits.config.clone();
     let shutdown = api.shutdown.clone();
@@ -107,41 +109,21 @@ pub async fn serve(listener: TcpListener, api: Api) {
                     continue;
                 };
                 let _ = stream.set_nodelay(true);
-                let activity = Arc::new(Activity::new());
-                let io = TokioIo::new(Watched { inner: stream, activity: activity.clone() });
-                // Every request carries its TCP peer (the auth layer: loopback, throttling).
-                let service = TowerToHyperService::new(tower::ServiceExt::map_request(
-                    router.clone(),
-                    move |mut r: hyper::Request<hyper::body::Incoming>| {
-                        r.extensions_mut().insert(crate::auth::layer::PeerAddr(peer));
-                        r
-                    },
-                ));
-                let conn = http1.serve_connection(io, service);
-                let shutdown = shutdown.clone();
+                let conn = Connection {
+                    http1: http1.clone(),
+                    router: router.clone(),
+                    peer,
+                    shutdown: shutdown.clone(),
+                    idle,
+                    handshake: Limits::secs(cfg.header_read_timeout_s),
+                };
                 metrics::gauge!("eldergate_http_connections").increment(1);
+                let tls = tls.clone();
                 connections.spawn(async move {
                     let _slot = slot;
-                    tokio::pin!(conn);
-                    let mut draining = false;
-                    loop {
-                        tokio::select! {
-                            done = conn.as_mut() => {
-                                if let Err(e) = done {
-                                    tracing::debug!(error = %e, "HTTP connection ended with an error");
-                                }
-                                break;
-                            }
-                            _ = shutdown.cancelled(), if !draining => {
-                                conn.as_mut().graceful_shutdown();
-                                draining = true;
-                            }
-                            _ = activity.silent_for(idle) => {
-                                metrics::counter!("eldergate_http_idle_closed_total").increment(1);
-                                tracing::debug!("closing an HTTP connection idle for {idle:?}");
-                                break;
-                            }
-                        }
+                    match tls {
+                        None => conn.run(stream).await,
+                        Some(acceptor) => conn.run_tls(acceptor, stream).await,
                     }
                     metrics::gauge!("eldergate_http_connections").decrement(1);
                 });
@@ -167,6 +149,87 @@ pub async fn serve(listener: TcpListener, api: Api) {
         connections.shutdown().await;
     }
     tracing::info!("HTTP server stopped");
+}
+
+/// One accepted connection and what serving it needs.
+struct Connection {
+    http1: hyper::server::conn::http1::Builder,
+    router: axum::Router,
+    peer: std::net::SocketAddr,
+    shutdown: tokio_util::sync::CancellationToken,
+    idle: Duration,
+    /// How long a TLS handshake may take (as long as a request's headers may).
+    handshake: Duration,
+}
+
+impl Connection {
+    /// TLS first: a client that does not finish its handshake within the header timeout is
+    /// disconnected, and a failed handshake is counted and logged (not an error of the server).
+    async fn run_tls(self, acceptor: tokio_rustls::TlsAcceptor, stream: TcpStream) {
+        let activity = Arc::new(Activity::new());
+        let watched = Watched {
+            inner: stream,
+            activity: activity.clone(),
+        };
+        match tokio::time::timeout(self.handshake, acceptor.accept(watched)).await {
+            Ok(Ok(tls)) => self.serve(tls, activity).await,
+            Ok(Err(e)) => {
+                metrics::counter!("eldergate_http_tls_handshake_failed_total").increment(1);
+                tracing::info!(peer = %self.peer, error = %e, "TLS handshake failed");
+            }
+            Err(_) => {
+                metrics::counter!("eldergate_http_tls_handshake_failed_total").increment(1);
+                tracing::info!(peer = %self.peer, "TLS handshake not finished within http.header_read_timeout_s");
+            }
+        }
+    }
+
+    async fn run(self, stream: TcpStream) {
+        let activity = Arc::new(Activity::new());
+        let watched = Watched {
+            inner: stream,
+            activity: activity.clone(),
+        };
+        self.serve(watched, activity).await
+    }
+
+    async fn serve<S>(self, io: S, activity: Arc<Activity>)
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let peer = self.peer;
+        // Every request carries its TCP peer (the auth layer: loopback, throttling).
+        let service = TowerToHyperService::new(tower::ServiceExt::map_request(
+            self.router,
+            move |mut r: hyper::Request<hyper::body::Incoming>| {
+                r.extensions_mut()
+                    .insert(crate::auth::layer::PeerAddr(peer));
+                r
+            },
+        ));
+        let conn = self.http1.serve_connection(TokioIo::new(io), service);
+        tokio::pin!(conn);
+        let mut draining = false;
+        loop {
+            tokio::select! {
+                done = conn.as_mut() => {
+                    if let Err(e) = done {
+                        tracing::debug!(error = %e, "HTTP connection ended with an error");
+                    }
+                    break;
+                }
+                _ = self.shutdown.cancelled(), if !draining => {
+                    conn.as_mut().graceful_shutdown();
+                    draining = true;
+                }
+                _ = activity.silent_for(self.idle) => {
+                    metrics::counter!("eldergate_http_idle_closed_total").increment(1);
+                    tracing::debug!("closing an HTTP connection idle for {:?}", self.idle);
+                    break;
+                }
+            }
+        }
+    }
 }
 
 /// Answers a connection over the limit with 503 and closes it, without waiting for the client.

@@ -31,7 +31,7 @@ use serde::Deserialize;
 pub const MAX_READINGS: i64 = 5000;
 
 /// Range query.
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
 pub struct RangeQuery {
     /// From (local date or RFC 3339), inclusive.
@@ -114,6 +114,7 @@ async fn readings_of(
 }
 
 /// `GET /api/residents/{id}/readings`.
+#[utoipa::path(get, path = "/api/residents/{id}/readings", tag = "vitals", params(("id" = String, Path, description = "Resident id"), RangeQuery), responses((status = 200, description = "`{resident_id, from, to, readings, targets}`: the resident's readings (canonical units, as sent, judged) and target ranges", body = Object), (status = "4XX", description = "Refused: `{\"error\": …}` says why and what to do", body = super::ErrorBody), (status = "5XX", description = "The journal could not answer; retry", body = super::ErrorBody)))]
 pub async fn resident_readings(
     State(api): State<Api>,
     Path(id): Path<String>,
@@ -129,6 +130,7 @@ pub async fn resident_readings(
 }
 
 /// `GET /api/readings/unassigned`.
+#[utoipa::path(get, path = "/api/readings/unassigned", tag = "vitals", params(RangeQuery), responses((status = 200, description = "`{readings}`: readings no resident was bound to, newest first", body = Object), (status = "4XX", description = "Refused: `{\"error\": …}` says why and what to do", body = super::ErrorBody), (status = "5XX", description = "The journal could not answer; retry", body = super::ErrorBody)))]
 pub async fn unassigned_readings(
     State(api): State<Api>,
     q: Result<Query<RangeQuery>, QueryRejection>,
@@ -140,7 +142,7 @@ pub async fn unassigned_readings(
 }
 
 /// Body of `POST /api/residents/{id}/vital-targets`.
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TargetBody {
     /// Staff id: leave it out (the logged-in staff member is recorded); another's only with a
@@ -166,6 +168,7 @@ pub struct TargetBody {
 }
 
 /// `POST /api/residents/{id}/vital-targets`.
+#[utoipa::path(post, path = "/api/residents/{id}/vital-targets", tag = "vitals", params(("id" = String, Path, description = "Resident id")), request_body = TargetBody, responses((status = 200, description = "The stored target range, with who set it and why", body = Object), (status = "4XX", description = "Refused: `{\"error\": …}` says why and what to do", body = super::ErrorBody), (status = "5XX", description = "The journal could not answer; retry", body = super::ErrorBody)))]
 pub async fn set_target(
     State(api): State<Api>,
     actor: Actor,
@@ -196,6 +199,7 @@ pub async fn set_target(
 }
 
 /// `GET /api/residents/{id}/fhir`.
+#[utoipa::path(get, path = "/api/residents/{id}/fhir", tag = "vitals", params(("id" = String, Path, description = "Resident id"), RangeQuery), responses((status = 200, description = "A FHIR R4 Bundle of Observations (application/fhir+json)", content_type = "application/fhir+json", body = Object), (status = "4XX", description = "Refused: `{\"error\": …}` says why and what to do", body = super::ErrorBody), (status = "5XX", description = "The journal could not answer; retry", body = super::ErrorBody)))]
 pub async fn fhir_bundle(
     State(api): State<Api>,
     Path(id): Path<String>,
