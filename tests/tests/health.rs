@@ -48,6 +48,40 @@ async fn kiosk_gateway(
     gw
 }
 
+/// `resident`'s console page as `staff` sees it (logged in over HTTP with a password set now).
+async fn resident_page(gw: &Gateway, staff: &str, resident: &str) -> String {
+    let password = format!("{staff}'s password for the resident page");
+    gw.set_password(staff, &password).unwrap();
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let r = http
+        .post(gw.url("/console/login"))
+        .form(&[("staff_id", staff), ("password", password.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 303, "{staff} logs in");
+    let cookie = r
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find(|v| v.starts_with("eg_session="))
+        .and_then(|v| v.split(';').next())
+        .unwrap()
+        .to_string();
+    let r = http
+        .get(gw.url(&format!("/console/residents/{resident}")))
+        .header("cookie", cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    r.text().await.unwrap()
+}
+
 /// A kiosk on MQTT: publishes readings and card taps, receives its answers.
 struct Kiosk {
     id: String,
@@ -411,6 +445,21 @@ async fn kiosk_sessions_bp_averaging_and_answers_after_commit() {
         [("bp_high".to_string(), "medium".to_string())]
     );
     assert!(findings(&r1[1]).is_empty(), "the mean 159/97 is not high");
+    // The duty worker sees them on the resident's console page, the finding linked to its alert.
+    let page = resident_page(&gw, "S009", "R00001").await;
+    assert!(page.contains("id=\"readings\""), "{page}");
+    for v in ["128/82", "150/95", "168/99", "190/100"] {
+        assert_eq!(
+            page.contains(v),
+            v != "128/82",
+            "{v} (128/82 had no session): {page}"
+        );
+    }
+    assert!(
+        page.contains(&format!("/console/alerts/{}", alert.alert_id)),
+        "the bp_high finding links to alert {}: {page}",
+        alert.alert_id
+    );
 
     // A second card tap switches the session to R00002.
     assert_eq!(

@@ -2,8 +2,8 @@
 //! meals, balance and ledger. The ledger and the balance come from the canteen's own statement
 //! (`canteen::statement`), never summed here.
 //!
-//! Health readings: [`vitals_section`] is the hook — it renders an empty section with the id
-//! `vitals` until the health domain (`gateway/src/vitals`) provides readings to list there.
+//! Health readings: [`vitals_section`] lists the resident's readings of the last 30 days from the
+//! health domain (`vitals::query::history`), newest first, with what the rules found.
 
 use super::nav::Page;
 use super::{bad_query, field, layout, local_time, page, refused, unavailable, yuan, Lang};
@@ -12,6 +12,7 @@ use crate::canteen::statement::{self, MealFilter};
 use crate::community::Resident;
 use crate::http::Api;
 use crate::roster::card_key;
+use crate::vitals::query::ReadingView;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
@@ -137,13 +138,81 @@ pub(super) fn resident_card(lang: Lang, r: &Resident, link: &str) -> Markup {
     }
 }
 
-/// The health readings of a resident: the hook for the health domain. Today an empty section;
-/// the health helper replaces its body with the resident's recent readings.
-pub(super) fn vitals_section(lang: Lang, _api: &Api, _resident: &str) -> Markup {
+/// Most readings the resident's page lists (the newest of the last [`VITALS_DAYS`] days).
+pub const MAX_VITALS: usize = 30;
+/// How far back the resident's page looks for readings.
+pub const VITALS_DAYS: i64 = 30;
+
+/// The resident's readings of the last [`VITALS_DAYS`] days, newest first, at most [`MAX_VITALS`].
+pub(super) async fn recent_readings(
+    api: &Api,
+    resident: &str,
+) -> Result<Vec<ReadingView>, sqlx::Error> {
+    let now = jiff::Timestamp::now();
+    let from = now
+        .checked_sub(jiff::SignedDuration::from_hours(24 * VITALS_DAYS))
+        .unwrap_or(now);
+    let mut rows = crate::vitals::query::history(
+        api.journal.readers(),
+        resident,
+        &crate::journal::format_ts(from),
+        "9999-12-31T00:00:00.000Z",
+        5000,
+    )
+    .await?;
+    rows.reverse();
+    rows.truncate(MAX_VITALS);
+    Ok(rows)
+}
+
+fn measure_label(lang: Lang, measure: &str) -> &'static str {
+    match measure {
+        "blood_pressure" => lang.t("血压", "Blood pressure"),
+        "glucose" => lang.t("血糖", "Glucose"),
+        "spo2" => lang.t("血氧", "SpO2"),
+        "temperature" => lang.t("体温", "Temperature"),
+        "weight" => lang.t("体重", "Weight"),
+        "pulse" => lang.t("脉搏", "Pulse"),
+        _ => lang.t("其他", "Other"),
+    }
+}
+
+/// The health readings of a resident (newest first) with what the rules found; a finding that
+/// raised an alert links to it.
+pub(super) fn vitals_section(lang: Lang, api: &Api, readings: &[ReadingView]) -> Markup {
     html! {
         section #vitals {
-            h3 { (lang.t("健康数据", "Health readings")) }
-            p.muted { (lang.t("健康小屋的数据接入后显示在这里。", "Readings from the health kiosks will appear here.")) }
+            h3 { (lang.t("健康数据（近 30 天）", "Health readings (last 30 days)")) }
+            @if readings.is_empty() { p.muted { (lang.t("无", "None")) } } @else {
+                div.scroll {
+                    table #readings {
+                        thead { tr { th { (lang.t("时间", "Time")) } th { (lang.t("项目", "Measure")) }
+                            th.num { (lang.t("数值", "Value")) } th { (lang.t("说明", "Notes")) } } }
+                        tbody {
+                            @for r in readings {
+                                @let findings = r.findings.as_array().cloned().unwrap_or_default();
+                                tr data-reading=(r.id) {
+                                    td { (local_time(&api.registry, &r.received_at)) }
+                                    td { (measure_label(lang, &r.measure)) }
+                                    td.num class=(if findings.is_empty() { "ok" } else { "bad" }) { (r.value) " " span.muted { (r.unit) } }
+                                    td {
+                                        @if let Some(c) = &r.context { (c) " " }
+                                        @for f in &findings {
+                                            @let kind = f.get("kind").and_then(|k| k.as_str()).unwrap_or("");
+                                            @let prio = f.get("priority").and_then(|k| k.as_str()).unwrap_or("");
+                                            @match f.get("alert_id").and_then(|a| a.as_i64()) {
+                                                Some(aid) => { a href={ "/console/alerts/" (aid) } { (kind) " (" (prio) ")" } " " }
+                                                None => { span { (kind) " (" (prio) ") " } }
+                                            }
+                                        }
+                                        @if r.how != "session" && r.how != "named" { span.muted { (r.how) } }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
         }
     }
 }
@@ -284,6 +353,10 @@ pub(super) async fn resident(
     } else {
         Vec::new()
     };
+    let readings = match recent_readings(&api, &id).await {
+        Ok(rows) => rows,
+        Err(e) => return unavailable(e),
+    };
     let cards = match sqlx::query(
         "SELECT card_id, state, changed_at FROM cards WHERE resident_id = ? ORDER BY changed_at DESC",
     )
@@ -342,7 +415,7 @@ pub(super) async fn resident(
                 }
             }
         }
-        (vitals_section(lang, &api, &id))
+        (vitals_section(lang, &api, &readings))
         h3 { (lang.t("用餐", "Meals")) }
         @if meals.is_empty() { p.muted { (lang.t("无", "None")) } } @else { (meals_table(lang, &api, &meals, false)) }
         h3 { (lang.t("账目", "Ledger")) }
