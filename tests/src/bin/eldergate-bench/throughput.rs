@@ -120,6 +120,9 @@ async fn echo(
     echo_batch: usize,
     pace: Option<u64>,
 ) -> anyhow::Result<(f64, Vec<Duration>)> {
+    if n == 0 {
+        return Ok((0.0, Vec::new()));
+    }
     let (echo, mut echo_el) = batched_client(port, &format!("bench-echo{tag}"), echo_batch);
     let ready = Arc::new(tokio::sync::Notify::new());
     let r2 = ready.clone();
