@@ -487,7 +487,12 @@ async fn only_health(args: &Args) -> anyhow::Result<()> {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let args = Args::parse();
+    let mut args = Args::parse();
+    // At least one kiosk, one reading per visit, one reading a second (the kiosks registered
+    // and the roster follow these).
+    args.health_kiosks = args.health_kiosks.max(1);
+    args.health_per_visit = args.health_per_visit.max(1);
+    args.health_rate = args.health_rate.max(1);
     if args.only.as_deref() == Some("health") {
         return only_health(&args).await;
     }
