@@ -10,7 +10,9 @@
 //!     against `psql \copy` of the same rows;
 //! (d) serial capacity, (e) card tap → reader answer;
 //! (f, g) the same paths through the firmware simulator (the firmware's own button and terminal
-//!     logic over MQTT), against the stand-in load generator and (e).
+//!     logic over MQTT), against the stand-in load generator and (e);
+//! (h) health kiosks: reading → kiosk answer, and a dangerous reading → staff alert, against the
+//!     echo round trip of (b) paced at the same rate (`--only health` runs (h) alone).
 
 use clap::Parser;
 use eldergate_e2e::proxy::Proxy;
@@ -28,10 +30,12 @@ use std::time::{Duration, Instant};
 
 #[path = "eldergate-bench/firmware.rs"]
 mod firmware;
+#[path = "eldergate-bench/health.rs"]
+mod health;
 #[path = "eldergate-bench/throughput.rs"]
 mod throughput;
 use firmware::{firmware_press_latency, firmware_tap_latency, FIRMWARE_READERS};
-use throughput::{client, echo_rate, gateway_rate, relay_rate};
+use throughput::{client, echo_latency, echo_rate, gateway_rate, relay_rate};
 
 #[derive(Parser)]
 struct Args {
@@ -51,6 +55,24 @@ struct Args {
     /// baseline, at 50/s.
     #[arg(long, default_value_t = 500)]
     firmware_presses: usize,
+    /// Run one row only: `health` (h, with its own baseline) instead of the whole bench.
+    #[arg(long, value_parser = ["health"])]
+    only: Option<String>,
+    /// (h) Kiosk readings measured.
+    #[arg(long, default_value_t = 2000)]
+    health_readings: usize,
+    /// (h) Readings per second in total.
+    #[arg(long, default_value_t = 200)]
+    health_rate: u64,
+    /// (h) Health kiosks sharing the load.
+    #[arg(long, default_value_t = 8)]
+    health_kiosks: usize,
+    /// (h) Readings per visit (one card tap, then this many readings of one resident).
+    #[arg(long, default_value_t = 4)]
+    health_per_visit: usize,
+    /// (h) Every Nth visit starts with a grade-3 blood pressure (186/112) that alerts staff.
+    #[arg(long, default_value_t = 10)]
+    health_danger_every: usize,
 }
 
 fn pct(sorted: &[Duration], p: f64) -> Duration {
@@ -381,9 +403,99 @@ async fn tap_latency(
     Ok(lat)
 }
 
+/// (h) The health rows: the echo round trip (device → echo client → device through the same
+/// broker, QoS 1 out, QoS 0 back: the gateway's topology without the gateway, as in (b)) paced
+/// at the readings' rate, then the kiosk run; table rows, to print with the others.
+async fn health_rows(port: u16, fsync_p99: Duration, args: &Args) -> anyhow::Result<Vec<String>> {
+    let echo = echo_latency(port, args.health_readings, args.health_rate, "-health").await?;
+    let run = health::health_latency(
+        port,
+        args.health_kiosks,
+        args.health_readings,
+        args.health_rate,
+        args.health_per_visit,
+        args.health_danger_every,
+    )
+    .await?;
+    let (echo_p50, echo_p99) = (pct(&echo, 0.5), pct(&echo, 0.99));
+    // The answer is the same round trip around a commit (one fsync).
+    let bound = echo_p99 + fsync_p99;
+    let (a50, a99) = (pct(&run.answers, 0.5), pct(&run.answers, 0.99));
+    let (al50, al99) = (pct(&run.alerts, 0.5), pct(&run.alerts, 0.99));
+    let mut results: Vec<_> = run.results.iter().collect();
+    results.sort();
+    let results = results
+        .iter()
+        .map(|(k, v)| format!("{k} {v}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    Ok(vec![
+        format!(
+            "| (h) health reading → kiosk answer after commit, p50 ({} answers to {} readings at {:.0}/s achieved of {}/s, {} kiosks, a card tap before each {} readings; {results}) | {:.2} ms | echo round trip p50 {:.2} ms ({} at {}/s) | {:.2}× | |",
+            run.answers.len(), run.sent, run.rate, args.health_rate, args.health_kiosks, args.health_per_visit,
+            ms(a50), ms(echo_p50), echo.len(), args.health_rate, ms(a50) / ms(echo_p50).max(1e-9)
+        ),
+        format!(
+            "| (h) health reading → kiosk answer p99 | {:.2} ms | echo p99 {:.2} ms; echo p99 + fsync p99 = {:.2} ms | {:.2}× echo, {:.2}× echo + fsync | ≤ 50 ms |",
+            ms(a99), ms(echo_p99), ms(bound), ms(a99) / ms(echo_p99).max(1e-9), ms(a99) / ms(bound).max(1e-9)
+        ),
+        format!(
+            "| (h) grade-3 BP reading (186/112) → staff alert, p50 / p99 ({} alerts heard of {} dangerous readings) | {:.2} / {:.2} ms | echo p99 + fsync p99 = {:.2} ms | {:.2}× (p99) | |",
+            run.alerts.len(), run.dangerous, ms(al50), ms(al99), ms(bound), ms(al99) / ms(bound).max(1e-9)
+        ),
+    ])
+}
+
+/// `--only health`: its own broker, database and gateway (kiosks and a roster), the fsync probe
+/// and the health rows.
+async fn only_health(args: &Args) -> anyhow::Result<()> {
+    let broker = Mosquitto::start()?;
+    let db = TestDb::create().await?;
+    let residents = args
+        .health_readings
+        .div_ceil(args.health_per_visit.max(1))
+        .max(1);
+    let gw = Gateway::start(&GatewaySpec {
+        broker_port: broker.port,
+        central_url: db.url.clone(),
+        buttons: residents,
+        extra: health::kiosk_devices(args.health_kiosks),
+        heartbeat_s: 300,
+        residents: true,
+        serial: false,
+    })
+    .await?;
+    let (_, fsync_p99) = fsync_cost(&gw.data_dir)?;
+    let rows = health_rows(broker.port, fsync_p99, args).await?;
+    println!(
+        "\n## eldergate bench, health readings ({})\n",
+        jiff::Timestamp::now().strftime("%Y-%m-%d %H:%M UTC")
+    );
+    println!("| measure | eldergate | baseline (same run) | ratio | target |");
+    println!("|---|---|---|---|---|");
+    println!(
+        "| fsync 4 KiB + fdatasync, p99 | | {:.3} ms | | |",
+        ms(fsync_p99)
+    );
+    for r in rows {
+        println!("{r}");
+    }
+    drop(gw);
+    db.drop_db().await;
+    Ok(())
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let args = Args::parse();
+    let mut args = Args::parse();
+    // At least one kiosk, one reading per visit, one reading a second (the kiosks registered
+    // and the roster follow these).
+    args.health_kiosks = args.health_kiosks.max(1);
+    args.health_per_visit = args.health_per_visit.max(1);
+    args.health_rate = args.health_rate.max(1);
+    if args.only.as_deref() == Some("health") {
+        return only_health(&args).await;
+    }
     let devices = args.latency_presses.max(2000);
     let broker = Mosquitto::start()?;
     let db = TestDb::create().await?;
@@ -409,7 +521,8 @@ async fn main() -> anyhow::Result<()> {
                     serial_button(i)
                 )
             })
-            .collect::<String>();
+            .collect::<String>()
+        + &health::kiosk_devices(args.health_kiosks);
     let gw = Gateway::start(&GatewaySpec {
         broker_port: broker.port,
         central_url: db.url_via(&format!("127.0.0.1:{}", proxy.port)),
@@ -494,6 +607,8 @@ async fn main() -> anyhow::Result<()> {
     let (fw_presses, standin_presses) =
         firmware_press_latency(broker.port, devices + 1, args.firmware_presses, 50).await?;
     let fw_taps = firmware_tap_latency(broker.port, 2000, 200, 200).await?;
+    // (h) residents R00001… are the roster of the buttons; (e) topped some up, which is harmless.
+    let health = health_rows(broker.port, fsync_p99, &args).await?;
 
     let relay_p50 = pct(&relay, 0.5);
     let relay_p99 = pct(&relay, 0.99);
@@ -559,6 +674,9 @@ async fn main() -> anyhow::Result<()> {
         ms(pct(&taps, 0.99)),
         ms(pct(&fw_taps, 0.99)) / ms(pct(&taps, 0.99)).max(1e-9)
     );
+    for r in health {
+        println!("{r}");
+    }
     println!("\nlatency samples: gateway {}, relay {}; heartbeats received by the gateway: {heartbeats_seen:.0}", gw_lat.len(), relay.len());
     if std::env::var("BENCH_TIMING").is_ok() {
         if let Ok(log) = std::fs::read_to_string(gw.log_path()) {

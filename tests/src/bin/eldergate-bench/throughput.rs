@@ -7,8 +7,9 @@ use eldergate_e2e::{button, fleet_options};
 use eldergate_protocol::payload::AlarmAction;
 use eldergate_sim::Fleet;
 use rumqttc::{AsyncClient, Event, Incoming, MqttOptions, QoS};
+use std::collections::HashMap;
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// A bench client: 30 s keep-alive, 1000 in flight, Nagle off, every packet flushed on its own.
@@ -92,6 +93,36 @@ pub async fn relay_rate(port: u16, n: usize) -> anyhow::Result<f64> {
 /// `echo_batch`: the echo client's packets per flush (0 = one flush each, as rumqttc does
 /// unpatched); the device side is always unbatched, like the load generator.
 pub async fn echo_rate(port: u16, n: usize, tag: &str, echo_batch: usize) -> anyhow::Result<f64> {
+    Ok(echo(port, n, tag, echo_batch, None).await?.0)
+}
+
+/// [`echo_rate`]'s round trip paced at `rate` messages per second, each to its own topic: the
+/// device → echo → device latency of each message (sorted). The baseline of a request answered
+/// by the gateway (e.g. a kiosk reading and its answer).
+#[allow(dead_code)] // eldergate-bench only, not eldergate-scale
+pub async fn echo_latency(
+    port: u16,
+    n: usize,
+    rate: u64,
+    tag: &str,
+) -> anyhow::Result<Vec<Duration>> {
+    let mut v = echo(port, n, tag, 0, Some(rate)).await?.1;
+    v.sort();
+    Ok(v)
+}
+
+/// The echo: unpaced (`pace` None: as fast as the device publishes, 2000 device ids) or paced
+/// (a unique id per message, its round trip timed). Messages per second and the latencies.
+async fn echo(
+    port: u16,
+    n: usize,
+    tag: &str,
+    echo_batch: usize,
+    pace: Option<u64>,
+) -> anyhow::Result<(f64, Vec<Duration>)> {
+    if n == 0 {
+        return Ok((0.0, Vec::new()));
+    }
     let (echo, mut echo_el) = batched_client(port, &format!("bench-echo{tag}"), echo_batch);
     let ready = Arc::new(tokio::sync::Notify::new());
     let r2 = ready.clone();
@@ -128,6 +159,9 @@ pub async fn echo_rate(port: u16, n: usize, tag: &str, echo_batch: usize) -> any
     let (dev, mut dev_el) = client(port, &format!("bench-echo-device{tag}"));
     let sub_ready = Arc::new(tokio::sync::Notify::new());
     let (c2, d2, s2, dev2) = (count.clone(), done.clone(), sub_ready.clone(), dev.clone());
+    let sent: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
+    let lat: Arc<Mutex<Vec<Duration>>> = Arc::default();
+    let (sent2, lat2) = (sent.clone(), lat.clone());
     let ack_filter = format!("{ack}/+");
     tasks.0.push(tokio::spawn(async move {
         loop {
@@ -136,7 +170,16 @@ pub async fn echo_rate(port: u16, n: usize, tag: &str, echo_batch: usize) -> any
                     let _ = dev2.try_subscribe(ack_filter.clone(), QoS::AtLeastOnce);
                 }
                 Ok(Event::Incoming(Incoming::SubAck(_))) => s2.notify_one(),
-                Ok(Event::Incoming(Incoming::Publish(_))) => {
+                Ok(Event::Incoming(Incoming::Publish(p))) => {
+                    if pace.is_some() {
+                        let at = Instant::now();
+                        let id = p.topic.rsplit('/').next().unwrap_or("");
+                        if let Some(t) = sent2.lock().ok().and_then(|mut m| m.remove(id)) {
+                            if let Ok(mut l) = lat2.lock() {
+                                l.push(at.duration_since(t));
+                            }
+                        }
+                    }
                     if c2.fetch_add(1, Ordering::Relaxed) + 1 == n {
                         d2.notify_one();
                     }
@@ -149,9 +192,25 @@ pub async fn echo_rate(port: u16, n: usize, tag: &str, echo_batch: usize) -> any
     sub_ready.notified().await;
     let body = br#"{"v":1,"seq":123456,"action":"checkin","ts":1763900000000}"#.to_vec();
     let start = Instant::now();
+    let mut tick = pace.map(|r| {
+        let mut t = tokio::time::interval(Duration::from_micros(1_000_000 / r.max(1)));
+        t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        t
+    });
     for i in 0..n {
+        let dev_id = match tick.as_mut() {
+            Some(t) => {
+                t.tick().await;
+                let id = format!("m{i}");
+                if let Ok(mut m) = sent.lock() {
+                    m.insert(id.clone(), Instant::now());
+                }
+                id
+            }
+            None => format!("btn-{:04}", i % 2000),
+        };
         dev.publish(
-            format!("bench/echo{tag}/req/btn-{:04}", i % 2000),
+            format!("bench/echo{tag}/req/{dev_id}"),
             QoS::AtLeastOnce,
             false,
             body.clone(),
@@ -159,7 +218,9 @@ pub async fn echo_rate(port: u16, n: usize, tag: &str, echo_batch: usize) -> any
         .await?;
     }
     tokio::time::timeout(Duration::from_secs(120), done.notified()).await?;
-    Ok(n as f64 / start.elapsed().as_secs_f64())
+    let rate = n as f64 / start.elapsed().as_secs_f64();
+    let lat = lat.lock().map(|l| l.clone()).unwrap_or_default();
+    Ok((rate, lat))
 }
 
 /// Durable ingest: `n` presses over `devices` devices as fast as the fleet sends, until all are
