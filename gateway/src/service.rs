@@ -52,10 +52,26 @@ pub fn notify_stopping() {
     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
 }
 
-/// The watchdog interval systemd asked for, if any.
+/// The watchdog interval systemd asked for, if any. As sd_watchdog_enabled(3) reads them:
+/// `WATCHDOG_USEC`, for this process when `WATCHDOG_PID` names it or is not set (sd-notify's
+/// `watchdog_enabled` requires the PID; systemd always sets it, a test harness cannot know it
+/// before the process exists).
 pub fn watchdog_interval() -> Option<Duration> {
     let mut usec = 0u64;
-    sd_notify::watchdog_enabled(false, &mut usec).then(|| Duration::from_micros(usec))
+    if sd_notify::watchdog_enabled(false, &mut usec) {
+        return Some(Duration::from_micros(usec));
+    }
+    if std::env::var_os("WATCHDOG_PID").is_some() {
+        return None;
+    }
+    let raw = std::env::var("WATCHDOG_USEC").ok()?;
+    match raw.parse::<u64>() {
+        Ok(usec) if usec > 0 => Some(Duration::from_micros(usec)),
+        _ => {
+            tracing::warn!(value = %raw, "WATCHDOG_USEC is not a positive number of microseconds; no watchdog");
+            None
+        }
+    }
 }
 
 /// Pings the watchdog every half `interval` while the writer commits a probe within that time

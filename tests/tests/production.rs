@@ -1,8 +1,9 @@
 //! The production shape, end to end: a private Mosquitto with the password file and ACL that
 //! `eldergate provision` generated from the registry, TLS listeners with certificates made here
 //! (rcgen), the gateway over mqtts with CA verification and a client certificate, and devices
-//! and staff each with their own credentials. A press, a tap and a staff acknowledgement work;
-//! every identity is confined to its own topics; anonymous clients and wrong secrets are refused.
+//! and staff each with their own credentials. A press, a tap, a kiosk reading and a staff
+//! acknowledgement work; every identity is confined to its own topics; anonymous clients and wrong
+//! secrets are refused.
 
 use eldergate_e2e::*;
 use rcgen::{
@@ -23,6 +24,22 @@ const QUIET: Duration = Duration::from_millis(1500);
 /// The HTTP client of these tests (one place to switch to an authenticated client).
 fn api(_gw: &Gateway) -> reqwest::Client {
     reqwest::Client::new()
+}
+
+/// Starts a gateway of `spec` with `broker` as its `[broker]` section and a health kiosk
+/// `kiosk-01` registered on MQTT beside the buttons and the reader.
+async fn start_with_kiosk(spec: &GatewaySpec, broker: &str) -> anyhow::Result<Gateway> {
+    let mut gw = Gateway::prepare_with_broker(spec, None, broker)?;
+    let devices = gw
+        .config
+        .parent()
+        .ok_or_else(|| anyhow::anyhow!("config has no directory"))?
+        .join("devices.csv");
+    let mut csv = std::fs::read_to_string(&devices)?;
+    csv.push_str("kiosk-01,health_kiosk,mqtt,,activity room,86400\n");
+    std::fs::write(&devices, csv)?;
+    gw.spawn().await?;
+    Ok(gw)
 }
 
 struct Pki {
@@ -160,7 +177,7 @@ async fn production_shape_works_over_tls_and_confines_every_identity() {
     };
     // Start against nothing to get the config file written, then provision from it.
     let access = dir.path().join("broker");
-    let probe = Gateway::start_with_broker(&spec, None, &broker_section("x")).await;
+    let probe = start_with_kiosk(&spec, &broker_section("x")).await;
     // The gateway answers /healthz while its broker is unreachable (503 later); either way the
     // config it wrote is what we provision from.
     let config = match &probe {
@@ -168,7 +185,9 @@ async fn production_shape_works_over_tls_and_confines_every_identity() {
         Err(e) => panic!("gateway did not start: {e:#}"),
     };
     let secrets = provision(&config, &access);
-    for user in ["gw-test", "btn-0001", "btn-0002", "rdr-01", "S001", "S009"] {
+    for user in [
+        "gw-test", "btn-0001", "btn-0002", "rdr-01", "kiosk-01", "S001", "S009",
+    ] {
         assert!(secrets.contains_key(user), "{user} was not provisioned");
     }
     // Idempotent: a second run changes no secret.
@@ -191,7 +210,7 @@ async fn production_shape_works_over_tls_and_confines_every_identity() {
     wait_for_port(gw_port).unwrap();
     wait_for_port(dev_port).unwrap();
 
-    let gw = Gateway::start_with_broker(&spec, None, &broker_section(&secrets["gw-test"]))
+    let gw = start_with_kiosk(&spec, &broker_section(&secrets["gw-test"]))
         .await
         .unwrap();
     let ready = eventually(WAIT, "both MQTT connections up over TLS", || async {
@@ -450,4 +469,64 @@ async fn production_shape_works_over_tls_and_confines_every_identity() {
         .await
         .unwrap();
     assert_eq!(taps, 1);
+
+    // The kiosk opens a session with a card and sends a reading over TLS with its own secret:
+    // both answered after commit on its own downlink, the reading stored for that resident.
+    let (kiosk, mut kiosk_down, ok) = tls_client(
+        dev_port,
+        &pki.ca,
+        cred("kiosk-01"),
+        "kiosk-01",
+        Some(format!("eldergate/v1/{site}/down/kiosk-01")),
+    )
+    .await;
+    assert!(ok);
+    kiosk
+        .publish(
+            format!("eldergate/v1/{site}/tele/kiosk-01/card"),
+            QoS::AtLeastOnce,
+            false,
+            br#"{"v":1,"seq":1,"card":"CA000002"}"#.to_vec(),
+        )
+        .await
+        .unwrap();
+    let (_, body) = next(&mut kiosk_down, "the kiosk's session answer").await;
+    let down: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(down["result"], "session_opened", "{down}");
+    kiosk
+        .publish(
+            format!("eldergate/v1/{site}/tele/kiosk-01/reading"),
+            QoS::AtLeastOnce,
+            false,
+            br#"{"v":1,"seq":2,"measure":"blood_pressure","value":"128","value2":"82","unit":"mmHg"}"#
+                .to_vec(),
+        )
+        .await
+        .unwrap();
+    let (_, body) = next(&mut kiosk_down, "the kiosk's reading answer").await;
+    let down: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(down["seq"], 2, "{down}");
+    assert_eq!(down["result"], "stored", "{down}");
+    // A button cannot send a reading, not even under the kiosk's name.
+    for topic in ["tele/btn-0001/reading", "tele/kiosk-01/reading"] {
+        let _ = btn1_cmd
+            .publish(
+                format!("eldergate/v1/{site}/{topic}"),
+                QoS::AtLeastOnce,
+                false,
+                br#"{"v":1,"seq":3,"measure":"pulse","value":"70","unit":"/min"}"#.to_vec(),
+            )
+            .await;
+    }
+    tokio::time::sleep(QUIET).await;
+    let readings: Vec<(String, Option<String>)> =
+        sqlx::query_as("SELECT device_id, resident_id FROM vital_readings")
+            .fetch_all(&journal)
+            .await
+            .unwrap();
+    assert_eq!(
+        readings,
+        vec![("kiosk-01".to_string(), Some("R00002".to_string()))],
+        "one reading, the kiosk's, for the resident whose card was tapped"
+    );
 }
