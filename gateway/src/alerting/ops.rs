@@ -63,8 +63,8 @@ impl Operation for AlarmEvent {
         Box::pin(async move {
             let kind = action_kind(self.action);
             let mut conflict = None;
-            if let Some(prev) = tx.recent(&self.device, self.device_seq) {
-                if prev.fingerprint == kind {
+            if let Some(prev) = tx.recent(&self.device, self.device_seq).await? {
+                if *prev.fingerprint == *kind {
                     metrics::counter!("eldergate_duplicates_total", "source" => "alarm")
                         .increment(1);
                     tracing::debug!(device = %self.device, device_seq = self.device_seq, seq = prev.seq, "duplicate alarm event; re-ack only");

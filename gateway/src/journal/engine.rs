@@ -38,6 +38,9 @@ pub struct WriterStatus {
     pub failing: Option<(jiff::Timestamp, String)>,
     /// Consecutive failed batches.
     pub consecutive_failures: u64,
+    /// The dedupe window's keys from before the (re)start are still being read: duplicates are
+    /// looked up in the journal meanwhile (correct, one indexed read per alarm-lane event).
+    pub dedupe_window_loading: bool,
 }
 
 /// Owns the write connection. Spawn [`Writer::run`]; it ends when every [`super::Journal`]
@@ -100,8 +103,28 @@ impl Writer {
         self.tx.context()
     }
 
+    /// Holds the reading of the dedupe window (tests of the look-up path); a permit releases it.
+    #[cfg(test)]
+    pub(crate) fn hold_window_loader(&mut self) -> Arc<tokio::sync::Semaphore> {
+        self.tx.hold_window_loader()
+    }
+
+    /// Reads the dedupe window now and adopts it (tests of the in-memory path).
+    #[cfg(test)]
+    pub(crate) async fn read_window(&mut self) {
+        while self.tx.window_loading() {
+            self.tx.poll_window();
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+    }
+
     /// Runs until both lanes are closed and drained.
     pub async fn run(mut self) {
+        // The dedupe window's older keys are read beside the writer, which serves meanwhile.
+        self.tx.poll_window();
+        let loading = self.tx.window_loading();
+        self.status
+            .send_modify(|s| s.dedupe_window_loading = loading);
         let mut batch: Vec<Box<dyn Job>> = Vec::with_capacity(self.max_batch);
         loop {
             tokio::select! {
@@ -142,6 +165,7 @@ impl Writer {
         let started = Instant::now();
         let size = batch.len();
         let first_seq = self.tx.peek_seq();
+        self.tx.poll_window();
         match self.apply_all(batch).await {
             Ok(()) => {
                 metrics::histogram!("eldergate_journal_commit_seconds")
@@ -152,10 +176,12 @@ impl Writer {
                 if self.tx.peek_seq() != first_seq {
                     self.committed.send_replace(self.tx.last_seq());
                 }
+                let loading = self.tx.window_loading();
                 self.status.send_modify(|s| {
                     s.last_commit = Some(jiff::Timestamp::now());
                     s.failing = None;
                     s.consecutive_failures = 0;
+                    s.dedupe_window_loading = loading;
                 });
                 let ctx = self.tx.context();
                 for job in batch.drain(..) {
@@ -179,6 +205,9 @@ impl Writer {
                 if let Err(e) = self.tx.reload().await {
                     tracing::error!(error = %e, "journal state reload failed");
                 }
+                let loading = self.tx.window_loading();
+                self.status
+                    .send_modify(|s| s.dedupe_window_loading = loading);
             }
         }
     }

@@ -22,6 +22,7 @@ mod events;
 mod identity;
 mod op;
 mod tx;
+mod window;
 
 pub use engine::{Writer, WriterStatus, BULK_BUDGET};
 pub use events::{EventRow, NewEvent};
@@ -175,7 +176,7 @@ pub async fn open(
         .try_get(0)?;
     let (committed_tx, committed) = watch::channel(last);
     let (status_tx, status) = watch::channel(WriterStatus::default());
-    let mut tx = Tx::new(conn, dedupe_window);
+    let mut tx = Tx::new(conn, readers.clone(), dedupe_window);
     if let Err(e) = tx.reload().await {
         identity::mark_if_corrupt(&path, &e.to_string());
         return Err(e);

@@ -369,3 +369,115 @@ async fn operations_that_do_not_reach_sqlite_share_the_savepoint_and_rollbacks_s
             .expect("events");
     assert_eq!(bodies, vec!["1", "2", "3", "6", "7"]);
 }
+
+/// The journal in `dir` opened again, as after a restart. With `hold`, the dedupe window's
+/// keys are not read until a permit is added to the returned semaphore (duplicates are then
+/// found by looking them up in the journal); without, they are read before the writer runs.
+async fn restarted(
+    dir: &std::path::Path,
+    hold: bool,
+) -> (
+    Journal,
+    tokio::task::JoinHandle<()>,
+    Arc<tokio::sync::Semaphore>,
+) {
+    let registry = Arc::new(registry());
+    let (journal, mut writer) = open(dir, 64, Duration::from_secs(3600))
+        .await
+        .expect("open");
+    writer.provide(registry.clone());
+    writer
+        .register(AlertBook::new(registry))
+        .await
+        .expect("alert book");
+    let gate = writer.hold_window_loader();
+    if !hold {
+        gate.add_permits(1);
+        writer.read_window().await;
+    }
+    (journal, tokio::spawn(writer.run()), gate)
+}
+
+fn alarm(device_seq: u32, action: AlarmAction) -> AlarmEvent {
+    AlarmEvent {
+        device: "btn-1".into(),
+        device_seq,
+        action,
+        device_time: None,
+        anomaly: None,
+        received_at: jiff::Timestamp::now(),
+    }
+}
+
+#[tokio::test]
+async fn a_retransmission_after_a_restart_is_reacked_with_its_seq_whether_the_window_is_read_yet_or_not(
+) {
+    for hold in [true, false] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (journal, writer) = journal_with_domains(dir.path()).await;
+        let checkin = journal
+            .run(alarm(5, AlarmAction::Checkin))
+            .await
+            .expect("check-in");
+        let press = journal
+            .run(alarm(6, AlarmAction::Press))
+            .await
+            .expect("press");
+        drop(journal);
+        writer.await.expect("writer ends");
+
+        let (journal, writer, gate) = restarted(dir.path(), hold).await;
+        let again = journal
+            .run(alarm(6, AlarmAction::Press))
+            .await
+            .expect("again");
+        // Reported after every commit.
+        assert_eq!(journal.writer_status().borrow().dedupe_window_loading, hold);
+        assert!(again.duplicate, "hold {hold}");
+        assert_eq!(again.seq, press.seq);
+        assert!(again.alert.is_none(), "not acted on again");
+        let again = journal
+            .run(alarm(5, AlarmAction::Checkin))
+            .await
+            .expect("again");
+        assert!(again.duplicate);
+        assert_eq!(again.seq, checkin.seq);
+        // The same number with other content is acted on, and the reuse is named.
+        let reused = journal
+            .run(alarm(5, AlarmAction::Press))
+            .await
+            .expect("reused");
+        assert!(!reused.duplicate);
+        assert_eq!(reused.conflict, Some(checkin.seq));
+        let new = journal
+            .run(alarm(7, AlarmAction::Checkin))
+            .await
+            .expect("new");
+        assert!(!new.duplicate);
+        assert_eq!(new.conflict, None);
+
+        // The window is read and adopted between batches: the keys remembered meanwhile win.
+        gate.add_permits(1);
+        let mut n = 100;
+        while journal.writer_status().borrow().dedupe_window_loading {
+            n += 1;
+            assert!(n < 100_000, "the dedupe window is never adopted");
+            journal
+                .run(alarm(n, AlarmAction::Checkin))
+                .await
+                .expect("check-in");
+            tokio::task::yield_now().await;
+        }
+        for (s, action, seq) in [
+            (5, AlarmAction::Press, reused.seq),
+            (6, AlarmAction::Press, press.seq),
+            (7, AlarmAction::Checkin, new.seq),
+        ] {
+            let again = journal.run(alarm(s, action)).await.expect("again");
+            assert!(again.duplicate, "seq {s} after the window was adopted");
+            assert_eq!(again.seq, seq);
+        }
+        drop(journal);
+        writer.await.expect("writer ends");
+    }
+}

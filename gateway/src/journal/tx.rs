@@ -15,15 +15,19 @@
 //! (an operation that only appends events — a check-in, a heartbeat — costs no statement).
 
 use super::events::{EventRow, NewEvent};
+pub use super::window::RecentKey;
+use super::window::{Keys, Undo};
 use super::{format_ts, JournalError};
 use futures_util::future::BoxFuture;
 use jiff::Timestamp;
 use sqlx::sqlite::SqliteConnection;
+use sqlx::sqlite::SqlitePool;
 use sqlx::Row;
 use std::any::{Any, TypeId};
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tokio::sync::oneshot;
 
 /// In-memory state a domain keeps beside its tables (e.g. the open alerts). It must be derivable
 /// from the database: the writer reloads it at start, after a failed COMMIT and after an
@@ -57,22 +61,22 @@ impl Context {
     }
 }
 
-/// What was seen recently of a device sequence number.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RecentKey {
-    /// The gateway seq of the event that used it.
-    pub seq: i64,
-    /// What it carried (the event kind), to tell a retransmission from a reused number.
-    pub fingerprint: String,
-}
-
-/// The (device, device sequence) pairs of the dedupe window, with an undo log per operation.
-#[derive(Default)]
-struct RecentKeys {
-    map: HashMap<(String, u32), RecentKey>,
-    order: VecDeque<(Instant, String, u32)>,
-    /// Entries replaced or added by the operation being applied: (key, previous value).
-    undo: Vec<((String, u32), Option<RecentKey>)>,
+/// The dedupe window while the keys committed before the writer's (re)start are being read:
+/// until they are adopted, a key not in memory is looked up in the journal (see `window.rs`).
+struct Loading {
+    /// The keys of events with seq up to this one are read by the loader.
+    upto_seq: i64,
+    /// The oldest `received_at` read (RFC 3339, as stored).
+    since: String,
+    /// When the window was (re)started: keys read expire one window after it.
+    started: Instant,
+    /// The same moment in the window's seconds (`Tx::now_s`).
+    at: u32,
+    /// The loader's result; `None` until the loader is started (at the writer's first batch).
+    keys: Option<oneshot::Receiver<Keys>>,
+    /// Tests hold the loader to exercise the look-up path, then release it.
+    #[cfg(test)]
+    gate: Option<Arc<tokio::sync::Semaphore>>,
 }
 
 /// Marks taken before an operation, to undo it.
@@ -86,8 +90,14 @@ pub struct Tx {
     conn: SqliteConnection,
     next_seq: i64,
     events: Vec<EventRow>,
-    recent: RecentKeys,
+    recent: Keys,
+    /// What the operation being applied remembered, to undo it.
+    undo: Vec<Undo>,
+    loading: Option<Loading>,
+    readers: SqlitePool,
     dedupe_window: Duration,
+    /// The clock the window's entries count seconds from.
+    base: Instant,
     states: HashMap<TypeId, Box<dyn DomainState>>,
     ctx: Context,
     /// The operation being applied reached the connection (it may have written).
@@ -95,13 +105,17 @@ pub struct Tx {
 }
 
 impl Tx {
-    pub(crate) fn new(conn: SqliteConnection, dedupe_window: Duration) -> Tx {
+    pub(crate) fn new(conn: SqliteConnection, readers: SqlitePool, dedupe_window: Duration) -> Tx {
         Tx {
             conn,
             next_seq: 1,
             events: Vec::new(),
-            recent: RecentKeys::default(),
+            recent: Keys::default(),
+            undo: Vec::new(),
+            loading: None,
+            readers,
             dedupe_window,
+            base: Instant::now(),
             states: HashMap::new(),
             ctx: Context::default(),
             touched: false,
@@ -148,27 +162,52 @@ impl Tx {
         seq
     }
 
-    /// What the dedupe window holds for (device, device seq).
-    pub fn recent(&self, device: &str, device_seq: u32) -> Option<&RecentKey> {
-        self.recent.map.get(&(device.to_string(), device_seq))
+    /// What the dedupe window holds for (device, device seq): the gateway seq and fingerprint
+    /// of the last event that used it. While the keys committed before the writer started are
+    /// being read, a key not in memory is looked up in the journal (an indexed read).
+    pub async fn recent(
+        &mut self,
+        device: &str,
+        device_seq: u32,
+    ) -> Result<Option<RecentKey>, JournalError> {
+        if let Some(k) = self.recent.get(device, device_seq) {
+            return Ok(Some(k));
+        }
+        match &self.loading {
+            Some(l) if l.started.elapsed() <= self.dedupe_window => {
+                metrics::counter!("eldergate_dedupe_journal_lookups_total").increment(1);
+                // A read: the savepoint has nothing to keep or undo for it.
+                Keys::look_up(&mut self.conn, device, device_seq, l.upto_seq, &l.since).await
+            }
+            _ => Ok(None),
+        }
     }
 
     /// Remembers (device, device seq) → (seq, fingerprint) for the dedupe window.
     pub fn remember(&mut self, device: &str, device_seq: u32, seq: i64, fingerprint: &str) {
-        let key = (device.to_string(), device_seq);
-        let prev = self.recent.map.insert(
-            key.clone(),
-            RecentKey {
-                seq,
-                fingerprint: fingerprint.to_string(),
-            },
-        );
-        if prev.is_none() {
-            self.recent
-                .order
-                .push_back((Instant::now(), device.to_string(), device_seq));
+        let at = self.now_s();
+        match self
+            .recent
+            .remember(device, device_seq, seq, fingerprint, at)
+        {
+            Some(u) => self.undo.push(u),
+            None => {
+                tracing::error!(
+                    device,
+                    device_seq,
+                    "dedupe window cannot number more names; key not remembered"
+                );
+            }
         }
-        self.recent.undo.push((key, prev));
+    }
+
+    /// Seconds since `base`, for the window's entries.
+    fn now_s(&self) -> u32 {
+        u32::try_from(self.base.elapsed().as_secs()).unwrap_or(u32::MAX)
+    }
+
+    fn window_s(&self) -> u32 {
+        u32::try_from(self.dedupe_window.as_secs()).unwrap_or(u32::MAX)
     }
 
     /// The state of type `T` and the rest of the transaction, borrowed together.
@@ -226,7 +265,7 @@ impl Tx {
     }
 
     pub(crate) fn mark(&mut self) -> Mark {
-        self.recent.undo.clear();
+        self.undo.clear();
         self.touched = false;
         Mark {
             next_seq: self.next_seq,
@@ -239,15 +278,8 @@ impl Tx {
     pub(crate) async fn undo(&mut self, mark: Mark) -> Result<(), JournalError> {
         self.next_seq = mark.next_seq;
         self.events.truncate(mark.events);
-        while let Some((key, prev)) = self.recent.undo.pop() {
-            match prev {
-                Some(p) => {
-                    self.recent.map.insert(key, p);
-                }
-                None => {
-                    self.recent.map.remove(&key);
-                }
-            }
+        while let Some(u) = self.undo.pop() {
+            self.recent.undo(u);
         }
         self.reload_states().await
     }
@@ -282,60 +314,116 @@ impl Tx {
     }
 
     /// Rebuilds everything in memory from the database (at start and after a failed COMMIT).
+    /// The dedupe window's keys are read by a loader while the writer serves (see `window.rs`).
     pub(crate) async fn reload(&mut self) -> Result<(), JournalError> {
         self.events.clear();
-        self.recent.undo.clear();
+        self.undo.clear();
         self.next_seq = sqlx::query("SELECT COALESCE(MAX(seq), 0) + 1 FROM events")
             .fetch_one(&mut self.conn)
             .await?
             .try_get(0)?;
         self.reload_states().await?;
-        self.recent.map.clear();
-        self.recent.order.clear();
+        self.recent = Keys::default();
         let since = Timestamp::now()
             .checked_sub(jiff::SignedDuration::try_from(self.dedupe_window).unwrap_or_default())
             .unwrap_or(Timestamp::UNIX_EPOCH);
-        let rows = sqlx::query(
-            "SELECT device_id, device_seq, seq, kind FROM events
-             WHERE device_seq IS NOT NULL AND received_at >= ? ORDER BY seq",
-        )
-        .bind(format_ts(since))
-        .fetch_all(&mut self.conn)
-        .await?;
-        let now = Instant::now();
-        for row in rows {
-            let device: String = row.try_get(0)?;
-            let dseq: i64 = row.try_get(1)?;
-            let Ok(dseq) = u32::try_from(dseq) else {
-                continue;
-            };
-            let key = RecentKey {
-                seq: row.try_get(2)?,
-                fingerprint: row.try_get(3)?,
-            };
-            if self
-                .recent
-                .map
-                .insert((device.clone(), dseq), key)
-                .is_none()
-            {
-                // Entries loaded at start expire one window after start: conservative.
-                self.recent.order.push_back((now, device, dseq));
+        #[cfg(test)]
+        let gate = self.loading.as_mut().and_then(|l| l.gate.take());
+        self.loading = Some(Loading {
+            upto_seq: self.next_seq - 1,
+            since: format_ts(since),
+            started: Instant::now(),
+            at: self.now_s(),
+            keys: None,
+            #[cfg(test)]
+            gate,
+        });
+        Ok(())
+    }
+
+    /// Between batches: starts the loader of the window's keys if it is not running, and adopts
+    /// what it read once it is done (the keys remembered since laid over them).
+    pub(crate) fn poll_window(&mut self) {
+        let Some(l) = &mut self.loading else {
+            return;
+        };
+        let Some(rx) = &mut l.keys else {
+            let (tx, rx) = oneshot::channel();
+            let (readers, upto_seq, since, at) =
+                (self.readers.clone(), l.upto_seq, l.since.clone(), l.at);
+            #[cfg(test)]
+            let gate = l.gate.clone();
+            tokio::spawn(async move {
+                #[cfg(test)]
+                if let Some(g) = gate {
+                    let _ = g.acquire().await;
+                }
+                let started = Instant::now();
+                let mut backoff = Duration::from_millis(500);
+                loop {
+                    match Keys::read(&readers, upto_seq, &since, at).await {
+                        Ok(keys) => {
+                            tracing::info!(
+                                keys = keys.len(),
+                                took_ms = u64::try_from(started.elapsed().as_millis())
+                                    .unwrap_or(u64::MAX),
+                                "dedupe window read from the journal"
+                            );
+                            let _ = tx.send(keys);
+                            return;
+                        }
+                        Err(e) => {
+                            tracing::warn!(error = %e, retry_in_ms = u64::try_from(backoff.as_millis()).unwrap_or(u64::MAX), "cannot read the dedupe window yet; duplicates are looked up in the journal meanwhile");
+                        }
+                    }
+                    if tx.is_closed() {
+                        return;
+                    }
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(30));
+                }
+            });
+            l.keys = Some(rx);
+            return;
+        };
+        match rx.try_recv() {
+            Ok(mut keys) => {
+                keys.overlay(&self.recent);
+                self.recent = keys;
+                self.loading = None;
+                metrics::gauge!("eldergate_dedupe_keys").set(self.recent.len() as f64);
+            }
+            Err(oneshot::error::TryRecvError::Empty) => {}
+            Err(oneshot::error::TryRecvError::Closed) => {
+                // The loader ended without keys (it panicked): keep looking keys up in the
+                // journal, and read them again.
+                tracing::error!(
+                    "the dedupe window's loader ended without its keys; reading them again"
+                );
+                l.keys = None;
             }
         }
-        Ok(())
+    }
+
+    /// Whether the window's keys from before the (re)start are still being read.
+    pub(crate) fn window_loading(&self) -> bool {
+        self.loading.is_some()
+    }
+
+    /// Holds the loader until the returned semaphore gets a permit (tests of the look-up path).
+    #[cfg(test)]
+    pub(crate) fn hold_window_loader(&mut self) -> Arc<tokio::sync::Semaphore> {
+        let g = Arc::new(tokio::sync::Semaphore::new(0));
+        if let Some(l) = &mut self.loading {
+            l.gate = Some(g.clone());
+        }
+        g
     }
 
     /// Forgets keys older than the dedupe window.
     pub(crate) fn prune_recent(&mut self) {
-        while let Some((at, _, _)) = self.recent.order.front() {
-            if at.elapsed() < self.dedupe_window {
-                break;
-            }
-            if let Some((_, device, dseq)) = self.recent.order.pop_front() {
-                self.recent.map.remove(&(device, dseq));
-            }
-        }
+        let (now, window) = (self.now_s(), self.window_s());
+        self.recent.prune(now, window);
     }
 
     pub(crate) fn has_events(&self) -> bool {
