@@ -5,7 +5,7 @@
 //! count against the gateway (it can still slow it down).
 //!
 //!   eldergate-scale fleet   [--devices 10000 --every 60 --warmup 75 --window 60]
-//!   eldergate-scale start   [--runs 11 --idle 5]
+//!   eldergate-scale start   [--runs 11 --idle 5 --only embedded|external]
 //!   eldergate-scale backlog [--events 1000000]
 //!   eldergate-scale ingest  [--presses 30000 --rounds 3 --batch 64]
 
@@ -59,6 +59,10 @@ enum Cmd {
         /// Seconds idle before RSS is read.
         #[arg(long, default_value_t = 5)]
         idle: u64,
+        /// Only this broker mode (`embedded` or `external`); default both. A production build
+        /// of the gateway (without the `embedded-broker` feature) can run only `external`.
+        #[arg(long)]
+        only: Option<String>,
     },
     /// A journal seeded with `events` unforwarded events, drained to PostgreSQL; baseline: psql
     /// \copy of the same rows.
@@ -373,11 +377,15 @@ fn sigterm(child: &mut std::process::Child) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn start(runs: usize, idle: u64) -> anyhow::Result<()> {
+async fn start(runs: usize, idle: u64, only: Option<String>) -> anyhow::Result<()> {
     let db = TestDb::create().await?;
     let mosquitto = Mosquitto::start()?;
     let mut rows = Vec::new();
     for embedded in [false, true] {
+        let name = if embedded { "embedded" } else { "external" };
+        if only.as_deref().is_some_and(|o| o != name) {
+            continue;
+        }
         let mut spec = GatewaySpec::new(mosquitto.port, db.url.clone(), 1000);
         spec.residents = true;
         let broker_port = free_port();
@@ -682,7 +690,7 @@ async fn main() -> anyhow::Result<()> {
             window,
             only,
         } => fleet(devices, every, warmup, window, only).await,
-        Cmd::Start { runs, idle } => start(runs, idle).await,
+        Cmd::Start { runs, idle, only } => start(runs, idle, only).await,
         Cmd::Backlog { events } => backlog(events).await,
         Cmd::Ingest {
             presses,
