@@ -101,7 +101,9 @@ impl Operation for Panics {
     }
 }
 
-async fn journal_with_domains(dir: &std::path::Path) -> (Journal, tokio::task::JoinHandle<()>) {
+/// The journal in `dir` with the test registry and the alert book registered, writer not yet
+/// running.
+async fn with_alert_book(dir: &std::path::Path) -> (Journal, Writer) {
     let registry = Arc::new(registry());
     let (journal, mut writer) = open(dir, 64, Duration::from_secs(3600))
         .await
@@ -111,6 +113,11 @@ async fn journal_with_domains(dir: &std::path::Path) -> (Journal, tokio::task::J
         .register(AlertBook::new(registry))
         .await
         .expect("alert book");
+    (journal, writer)
+}
+
+async fn journal_with_domains(dir: &std::path::Path) -> (Journal, tokio::task::JoinHandle<()>) {
+    let (journal, writer) = with_alert_book(dir).await;
     let task = tokio::spawn(writer.run());
     journal.run(SeedCards).await.expect("seed");
     (journal, task)
@@ -381,15 +388,7 @@ async fn restarted(
     tokio::task::JoinHandle<()>,
     Arc<tokio::sync::Semaphore>,
 ) {
-    let registry = Arc::new(registry());
-    let (journal, mut writer) = open(dir, 64, Duration::from_secs(3600))
-        .await
-        .expect("open");
-    writer.provide(registry.clone());
-    writer
-        .register(AlertBook::new(registry))
-        .await
-        .expect("alert book");
+    let (journal, mut writer) = with_alert_book(dir).await;
     let gate = writer.hold_window_loader();
     if !hold {
         gate.add_permits(1);
