@@ -10,7 +10,7 @@
 //!   eldergate-scale ingest  [--presses 30000 --rounds 3 --batch 64]
 
 use anyhow::Context;
-use clap::{Parser, Subcommand};
+use clap::{Parser, Subcommand, ValueEnum};
 use eldergate_e2e::raw_mqtt::{heartbeat_device, HeartbeatStats};
 use eldergate_e2e::*;
 use eldergate_protocol::payload::AlarmAction;
@@ -48,9 +48,9 @@ enum Cmd {
         /// Seconds of the measuring window.
         #[arg(long, default_value_t = 60)]
         window: u64,
-        /// Only this broker mode (`embedded` or `external`); default both.
-        #[arg(long)]
-        only: Option<String>,
+        /// Only this broker mode; default both.
+        #[arg(long, value_enum)]
+        only: Option<BrokerMode>,
     },
     /// Start to `/healthz` and idle RSS, median of `runs` starts of the same journal.
     Start {
@@ -59,10 +59,10 @@ enum Cmd {
         /// Seconds idle before RSS is read.
         #[arg(long, default_value_t = 5)]
         idle: u64,
-        /// Only this broker mode (`embedded` or `external`); default both. A production build
-        /// of the gateway (without the `embedded-broker` feature) can run only `external`.
-        #[arg(long)]
-        only: Option<String>,
+        /// Only this broker mode; default both. A production build of the gateway (without
+        /// the `embedded-broker` feature) can run only `external`.
+        #[arg(long, value_enum)]
+        only: Option<BrokerMode>,
     },
     /// A journal seeded with `events` unforwarded events, drained to PostgreSQL; baseline: psql
     /// \copy of the same rows.
@@ -270,18 +270,36 @@ async fn fleet_run(
     Ok(result)
 }
 
+/// Which broker a measure runs with (`--only`).
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum BrokerMode {
+    /// The gateway's embedded rumqttd.
+    Embedded,
+    /// An external Mosquitto (production).
+    External,
+}
+
+/// Whether the run with the embedded broker (or not) is wanted under `--only`.
+fn wanted(only: Option<BrokerMode>, embedded: bool) -> bool {
+    let mode = if embedded {
+        BrokerMode::Embedded
+    } else {
+        BrokerMode::External
+    };
+    only.is_none_or(|o| o == mode)
+}
+
 async fn fleet(
     devices: usize,
     every: u64,
     warmup: u64,
     window: u64,
-    only: Option<String>,
+    only: Option<BrokerMode>,
 ) -> anyhow::Result<()> {
     let every = Duration::from_secs(every.max(1));
     let mut results = Vec::new();
     for embedded in [true, false] {
-        let name = if embedded { "embedded" } else { "external" };
-        if only.as_deref().is_some_and(|o| o != name) {
+        if !wanted(only, embedded) {
             continue;
         }
         results.push(
@@ -377,13 +395,12 @@ fn sigterm(child: &mut std::process::Child) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn start(runs: usize, idle: u64, only: Option<String>) -> anyhow::Result<()> {
+async fn start(runs: usize, idle: u64, only: Option<BrokerMode>) -> anyhow::Result<()> {
     let db = TestDb::create().await?;
     let mosquitto = Mosquitto::start()?;
     let mut rows = Vec::new();
     for embedded in [false, true] {
-        let name = if embedded { "embedded" } else { "external" };
-        if only.as_deref().is_some_and(|o| o != name) {
+        if !wanted(only, embedded) {
             continue;
         }
         let mut spec = GatewaySpec::new(mosquitto.port, db.url.clone(), 1000);
