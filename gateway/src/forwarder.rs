@@ -17,10 +17,10 @@
 //!   thousands of events behind the truth while the central store was down).
 
 use crate::central::CentralStore;
-use crate::journal::{EventRow, Journal, Lane, OpError, Operation, Tx};
+use crate::journal::{BulkReader, EventRow, Journal, JournalError, Lane, OpError, Operation, Tx};
 use backon::{BackoffBuilder, ExponentialBackoff, ExponentialBuilder};
 use futures_util::future::BoxFuture;
-use sqlx::{Row, SqlitePool};
+use sqlx::Row;
 use std::path::PathBuf;
 use std::time::Duration;
 use tokio::sync::watch;
@@ -43,21 +43,34 @@ async fn backlog_gauge(
     }
 }
 
-type Prefetch = tokio::task::JoinHandle<Result<Vec<EventRow>, sqlx::Error>>;
+type Prefetch = tokio::task::JoinHandle<Result<Vec<EventRow>, JournalError>>;
 
-/// Up to `size` events above `cursor`, in order.
+/// Up to `size` events above `cursor`, in order. On the bulk reader: sqlx handed each of a
+/// batch's rows from its SQLite worker to this task, most of a drain's time (docs/adr/0023).
 async fn read_batch(
-    pool: SqlitePool,
+    bulk: BulkReader,
     cursor: i64,
     size: u32,
-) -> Result<Vec<EventRow>, sqlx::Error> {
-    sqlx::query_as::<_, EventRow>(
-        "SELECT seq, kind, device_id, device_seq, alert_id, received_at, device_time, body
-         FROM events WHERE seq > ? ORDER BY seq LIMIT ?",
-    )
-    .bind(cursor)
-    .bind(i64::from(size))
-    .fetch_all(&pool)
+) -> Result<Vec<EventRow>, JournalError> {
+    bulk.read(move |conn| {
+        let mut stmt = conn.prepare_cached(
+            "SELECT seq, kind, device_id, device_seq, alert_id, received_at, device_time, body
+             FROM events WHERE seq > ?1 ORDER BY seq LIMIT ?2",
+        )?;
+        let rows = stmt.query_map(rusqlite::params![cursor, i64::from(size)], |r| {
+            Ok(EventRow {
+                seq: r.get(0)?,
+                kind: r.get(1)?,
+                device_id: r.get(2)?,
+                device_seq: r.get(3)?,
+                alert_id: r.get(4)?,
+                received_at: r.get(5)?,
+                device_time: r.get(6)?,
+                body: r.get(7)?,
+            })
+        })?;
+        rows.collect()
+    })
     .await
 }
 
@@ -105,6 +118,7 @@ impl OutboxForwarder {
         let mut backoff = self.backoff();
         let mut store: Option<CentralStore> = None;
         let mut prefetched: Option<(i64, Prefetch)> = None;
+        let bulk = self.journal.bulk_reader();
         loop {
             if shutdown.is_cancelled() {
                 gauge.abort();
@@ -115,12 +129,12 @@ impl OutboxForwarder {
             let rows = match prefetched.take() {
                 Some((after, task)) if after == cursor => task
                     .await
-                    .unwrap_or_else(|e| Err(sqlx::Error::Protocol(e.to_string()))),
+                    .unwrap_or_else(|e| Err(JournalError::Read(e.to_string()))),
                 other => {
                     if let Some((_, task)) = other {
                         task.abort();
                     }
-                    read_batch(self.journal.readers().clone(), cursor, self.batch_size).await
+                    read_batch(bulk.clone(), cursor, self.batch_size).await
                 }
             };
             let rows = match rows {
@@ -156,9 +170,8 @@ impl OutboxForwarder {
                 }
             }
             let Some(s) = store.as_ref() else { continue };
-            let pool = self.journal.readers().clone();
             let size = self.batch_size;
-            prefetched = Some((last, tokio::spawn(read_batch(pool, last, size))));
+            prefetched = Some((last, tokio::spawn(read_batch(bulk.clone(), last, size))));
             let t_insert = std::time::Instant::now();
             let epochs = &self.journal.start().epochs;
             match s

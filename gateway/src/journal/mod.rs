@@ -17,6 +17,7 @@
 //! The journal knows no domain: alerting, canteen, roster, supervision, intake and forwarding
 //! own their operations and states.
 
+mod bulk;
 mod engine;
 mod events;
 mod identity;
@@ -24,6 +25,7 @@ mod op;
 mod tx;
 mod window;
 
+pub use bulk::BulkReader;
 pub use engine::{Writer, WriterStatus, BULK_BUDGET};
 pub use events::{EventRow, NewEvent};
 pub use identity::{is_corruption, mark_if_corrupt, Epochs, OpenError, StartReport};
@@ -52,6 +54,9 @@ pub enum JournalError {
     /// The writer has stopped (shutdown).
     #[error("journal writer has stopped")]
     Stopped,
+    /// A bulk read failed (journal/bulk.rs).
+    #[error("journal read failed: {0}")]
+    Read(String),
 }
 
 impl From<sqlx::Error> for JournalError {
@@ -82,6 +87,7 @@ pub struct Journal {
     committed: watch::Receiver<i64>,
     status: watch::Receiver<WriterStatus>,
     readers: SqlitePool,
+    path: Arc<std::path::PathBuf>,
     start: Arc<StartReport>,
 }
 
@@ -176,7 +182,7 @@ pub async fn open(
         .try_get(0)?;
     let (committed_tx, committed) = watch::channel(last);
     let (status_tx, status) = watch::channel(WriterStatus::default());
-    let mut tx = Tx::new(conn, readers.clone(), dedupe_window);
+    let mut tx = Tx::new(conn, BulkReader::new(path.clone()), dedupe_window);
     if let Err(e) = tx.reload().await {
         identity::mark_if_corrupt(&path, &e.to_string());
         return Err(e);
@@ -189,6 +195,7 @@ pub async fn open(
             committed,
             status,
             readers,
+            path: Arc::new(path),
             start: Arc::new(start),
         },
         writer,
@@ -287,6 +294,11 @@ impl Journal {
     /// Read-only pool for queries.
     pub fn readers(&self) -> &SqlitePool {
         &self.readers
+    }
+
+    /// A reader of many rows at once, with a connection of its own (journal/bulk.rs).
+    pub fn bulk_reader(&self) -> BulkReader {
+        BulkReader::new(self.path.as_ref().clone())
     }
 }
 

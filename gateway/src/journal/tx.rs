@@ -14,6 +14,7 @@
 //! touched the database; the engine moves or rolls back the savepoint only for such operations
 //! (an operation that only appends events — a check-in, a heartbeat — costs no statement).
 
+use super::bulk::BulkReader;
 use super::events::{EventRow, NewEvent};
 pub use super::window::RecentKey;
 use super::window::{Keys, Undo};
@@ -21,7 +22,6 @@ use super::{format_ts, JournalError};
 use futures_util::future::BoxFuture;
 use jiff::Timestamp;
 use sqlx::sqlite::SqliteConnection;
-use sqlx::sqlite::SqlitePool;
 use sqlx::Row;
 use std::any::{Any, TypeId};
 use std::collections::HashMap;
@@ -94,7 +94,8 @@ pub struct Tx {
     /// What the operation being applied remembered, to undo it.
     undo: Vec<Undo>,
     loading: Option<Loading>,
-    readers: SqlitePool,
+    /// The dedupe window's loader reads with it (journal/bulk.rs).
+    bulk: BulkReader,
     dedupe_window: Duration,
     /// The clock the window's entries count seconds from.
     base: Instant,
@@ -105,7 +106,7 @@ pub struct Tx {
 }
 
 impl Tx {
-    pub(crate) fn new(conn: SqliteConnection, readers: SqlitePool, dedupe_window: Duration) -> Tx {
+    pub(crate) fn new(conn: SqliteConnection, bulk: BulkReader, dedupe_window: Duration) -> Tx {
         Tx {
             conn,
             next_seq: 1,
@@ -113,7 +114,7 @@ impl Tx {
             recent: Keys::default(),
             undo: Vec::new(),
             loading: None,
-            readers,
+            bulk,
             dedupe_window,
             base: Instant::now(),
             states: HashMap::new(),
@@ -349,8 +350,8 @@ impl Tx {
         };
         let Some(rx) = &mut l.keys else {
             let (tx, rx) = oneshot::channel();
-            let (readers, upto_seq, since, at) =
-                (self.readers.clone(), l.upto_seq, l.since.clone(), l.at);
+            let (bulk, upto_seq, since, at) =
+                (self.bulk.clone(), l.upto_seq, l.since.clone(), l.at);
             #[cfg(test)]
             let gate = l.gate.clone();
             tokio::spawn(async move {
@@ -361,7 +362,7 @@ impl Tx {
                 let started = Instant::now();
                 let mut backoff = Duration::from_millis(500);
                 loop {
-                    match Keys::read(&readers, upto_seq, &since, at).await {
+                    match Keys::read(&bulk, upto_seq, &since, at).await {
                         Ok(keys) => {
                             tracing::info!(
                                 keys = keys.len(),
