@@ -192,7 +192,12 @@ async fn an_unplugged_port_is_reopened_when_it_comes_back() {
     let (_broker, db, gw, _) = gateway(dir.path(), 2).await;
     let mut master = plug(&link);
     send_until_acked(&mut master, &[("btn-0001".into(), 1)], false).await;
-    // Unplug: the pty goes away. Plug a new one in under the same name.
+    // Unplug: the pty goes away. Plug a new one in under the same name. The name goes first: a
+    // link left pointing at a freed /dev/pts/N lets this gateway's retries open the pty that
+    // number is given to next — another test's, running beside this one, whose own gateway then
+    // cannot open it ("Unable to acquire exclusive lock"; seen as a 120 s timeout of
+    // the_firmware_button_on_the_host_survives_a_gateway_restart in a full run).
+    std::fs::remove_file(&link).unwrap();
     drop(master);
     tokio::time::sleep(Duration::from_millis(300)).await;
     let mut master = plug(&link);
