@@ -225,7 +225,7 @@ pub async fn run(loaded: Loaded, stop: impl Future<Output = ()>) -> anyhow::Resu
     let status_topic = topic::gateway_status(&site, &cfg.gateway_id);
     let mut alarm_opts = mqtt::options(&cfg.broker, &addr, format!("{}-alarm", cfg.gateway_id))?;
     mqtt::set_last_will(&mut alarm_opts, status_topic.clone(), b"offline");
-    let (alarm_in_tx, alarm_in) = mpsc::channel(4096);
+    let (alarm_in_tx, alarm_in) = mqtt::handoff("alarm");
     let (alarm_client, alarm_conn) = mqtt::spawn(
         "alarm",
         alarm_opts,
@@ -251,7 +251,7 @@ pub async fn run(loaded: Loaded, stop: impl Future<Output = ()>) -> anyhow::Resu
     let (seen_tx, seen_rx) = mpsc::unbounded_channel();
     let reconnect_tx = seen_tx.clone();
     let tele_opts = mqtt::options(&cfg.broker, &addr, format!("{}-tele", cfg.gateway_id))?;
-    let (tele_in_tx, tele_in) = mpsc::channel(4096);
+    let (tele_in_tx, tele_in) = mqtt::handoff("telemetry");
     let (tele_client, tele_conn) = mqtt::spawn(
         "telemetry",
         tele_opts,

@@ -22,6 +22,7 @@ use crate::alerting::{AlarmOutcome, StaffAction, Via};
 use crate::community::Link;
 use crate::intake::{reject, Accepted, Intake, Rejection, Uplink, UplinkBody};
 use crate::journal::{answer, Failure, Waiting};
+use crate::mqtt::Inbox;
 use eldergate_protocol::payload::{
     AlarmAction, DeviceLink, Down, Heartbeat, KioskCard, Reading, StaffAlert, StaffCommand,
     StaffCommandResult, Tap, TapResult,
@@ -36,7 +37,7 @@ use tokio_util::sync::CancellationToken;
 
 /// The next publish, or None once `stop` is cancelled (what is not taken stays unacked at the
 /// broker and is redelivered to our persistent session).
-async fn next(incoming: &mut mpsc::Receiver<Publish>, stop: &CancellationToken) -> Option<Publish> {
+async fn next(incoming: &mut Inbox, stop: &CancellationToken) -> Option<Publish> {
     if stop.is_cancelled() {
         return None;
     }
@@ -456,14 +457,16 @@ impl Ingest {
         self,
         name: &'static str,
         alarm_conn: bool,
-        mut incoming: mpsc::Receiver<Publish>,
+        mut incoming: Inbox,
         client: AsyncClient,
         stop: CancellationToken,
     ) {
         let (pending_tx, pending_rx) = mpsc::channel(crate::journal::LANE_CAPACITY);
         let acker = tokio::spawn(ack_in_order(self.intake.clone(), client, pending_rx));
+        // Looked up once: a labelled `counter!` hashes its key on every call.
+        let received = metrics::counter!("eldergate_mqtt_received_total", "connection" => name);
         while let Some(p) = next(&mut incoming, &stop).await {
-            metrics::counter!("eldergate_mqtt_received_total", "connection" => name).increment(1);
+            received.increment(1);
             let pending = self.handle(p, alarm_conn).await;
             if pending_tx.send(pending).await.is_err() {
                 break;
@@ -474,19 +477,14 @@ impl Ingest {
     }
 
     /// Runs the alarm connection's handler and acker until `incoming` closes.
-    pub async fn run_alarm(
-        self,
-        incoming: mpsc::Receiver<Publish>,
-        client: AsyncClient,
-        stop: CancellationToken,
-    ) {
+    pub async fn run_alarm(self, incoming: Inbox, client: AsyncClient, stop: CancellationToken) {
         self.run("alarm", true, incoming, client, stop).await
     }
 
     /// Runs the telemetry connection's handler and acker until `incoming` closes.
     pub async fn run_telemetry(
         self,
-        incoming: mpsc::Receiver<Publish>,
+        incoming: Inbox,
         client: AsyncClient,
         stop: CancellationToken,
     ) {
@@ -526,6 +524,8 @@ async fn release(
 /// Acks in arrival order, each only after its commit.
 async fn ack_in_order(intake: Intake, client: AsyncClient, mut rx: mpsc::Receiver<Pending>) {
     let site = intake.registry.site_id.clone();
+    let acks = metrics::counter!("eldergate_device_acks_total", "duplicate" => "false");
+    let acks_duplicate = metrics::counter!("eldergate_device_acks_total", "duplicate" => "true");
     while let Some(p) = rx.recv().await {
         match p {
             Pending::Alarm {
@@ -547,7 +547,11 @@ async fn ack_in_order(intake: Intake, client: AsyncClient, mut rx: mpsc::Receive
                     )
                     .await;
                     let _ = client.ack(&publish).await;
-                    metrics::counter!("eldergate_device_acks_total", "duplicate" => if outcome.duplicate { "true" } else { "false" }).increment(1);
+                    if outcome.duplicate {
+                        acks_duplicate.increment(1);
+                    } else {
+                        acks.increment(1);
+                    }
                 }
                 Err(Failure::Journal(e)) => {
                     tracing::error!(device = %device, device_seq, error = %e, "alarm event not committed; not acknowledged (the device retransmits)");

@@ -13,9 +13,9 @@
 //!   own request channel; if the poller waited on them, a large enough backlog closes the circle
 //!   and nothing moves again (issue 11: 95,000 queued at the broker stopped the gateway for good
 //!   at 50,207 received / 33,821 acked, i.e. a full 16,384 pending queue and a full 65,536 request
-//!   channel holding two requests per ack). So received publishes are handed to a relay task
-//!   through an unbounded queue ([`Handoff`]), and the relay alone waits on the handler's bounded
-//!   channel. Memory stays bounded by the broker: it sends at most `max_inflight_messages`
+//!   channel holding two requests per ack). So received publishes are handed to the handler
+//!   through an unbounded queue ([`Handoff`] → [`Inbox`]): the event loop only pushes, the
+//!   handler alone waits. Memory stays bounded by the broker: it sends at most `max_inflight_messages`
 //!   unacknowledged QoS 1 messages (1000 in deploy/mosquitto), and nothing is acked before its
 //!   commit; QoS 0 deliveries (which the broker does not count) are shed, counted and logged
 //!   once more than [`SHED_QOS0_ABOVE`] publishes wait.
@@ -172,28 +172,22 @@ pub fn set_last_will(opts: &mut MqttOptions, topic: String, payload: &'static [u
     opts.set_last_will(LastWill::new(topic, payload, QoS::AtLeastOnce, true));
 }
 
-/// Spawns the event loop of one connection. Incoming publishes go to `incoming` (through a
-/// [`Handoff`], so a slow handler never stops the event loop); the task ends when `shutdown`
-/// turns true, after a clean disconnect.
+/// Spawns the event loop of one connection. Incoming publishes go to `incoming` (the other end
+/// is the handler's [`Inbox`]; a slow handler never stops the event loop); the task ends when
+/// `shutdown` turns true, after a clean disconnect.
 pub fn spawn(
     name: &'static str,
     opts: MqttOptions,
     capacity: usize,
     session: Session,
-    incoming: Option<mpsc::Sender<Publish>>,
+    incoming: Option<Handoff>,
     shutdown: CancellationToken,
 ) -> (AsyncClient, tokio::task::JoinHandle<()>) {
     let normal_limit = opts.max_packet_size();
     let (client, mut eventloop) = new_client(opts, capacity);
     let c = client.clone();
     let task = tokio::spawn(async move {
-        let (mut handoff, relay) = match incoming {
-            Some(tx) => {
-                let (h, relay) = Handoff::start(name, tx);
-                (Some(h), Some(relay))
-            }
-            None => (None, None),
-        };
+        let mut handoff = incoming;
         let mut backoff = Duration::from_millis(100);
         loop {
             tokio::select! {
@@ -221,55 +215,64 @@ pub fn spawn(
                 }
             }
         }
-        // What the relay still holds was never acked: the broker redelivers it next time.
-        if let Some(relay) = relay {
-            relay.abort();
-        }
+        // What the inbox still holds was never acked: the broker redelivers it next time.
     });
     (client, task)
 }
 
-/// The hand-off from the event loop to the handler: the event loop only pushes (never waits);
-/// a relay task waits on the handler's bounded channel. See the module doc for why, and for what
-/// bounds the memory it holds.
-struct Handoff {
+/// The event loop's end of the hand-off to the handler: it only pushes, never waits. See the
+/// module doc for why, and for what bounds the memory it holds.
+pub struct Handoff {
     name: &'static str,
     tx: mpsc::UnboundedSender<Publish>,
     /// Publishes pushed and not yet taken by the handler.
     held: Arc<AtomicUsize>,
+    held_gauge: metrics::Gauge,
     shed: u64,
     warned: bool,
 }
 
-impl Handoff {
-    fn start(
-        name: &'static str,
-        out: mpsc::Sender<Publish>,
-    ) -> (Handoff, tokio::task::JoinHandle<()>) {
-        let (tx, mut rx) = mpsc::unbounded_channel::<Publish>();
-        let held = Arc::new(AtomicUsize::new(0));
-        let relay_held = held.clone();
-        let relay = tokio::spawn(async move {
-            while let Some(p) = rx.recv().await {
-                let sent = out.send(p).await.is_ok();
-                let left = relay_held.fetch_sub(1, Ordering::Relaxed).saturating_sub(1);
-                metrics::gauge!("eldergate_mqtt_held", "connection" => name).set(gauge(left));
-                if !sent {
-                    // The handler has stopped (shutdown): what is left stays unacked.
-                    break;
-                }
-            }
-        });
-        let h = Handoff {
-            name,
-            tx,
-            held,
-            shed: 0,
-            warned: false,
-        };
-        (h, relay)
-    }
+/// The handler's end of the hand-off: the publishes received on one connection, in order.
+pub struct Inbox {
+    rx: mpsc::UnboundedReceiver<Publish>,
+    held: Arc<AtomicUsize>,
+    held_gauge: metrics::Gauge,
+}
 
+/// A hand-off from connection `name`'s event loop (give it to [`spawn`]) to its handler. The
+/// handler takes from the queue itself (no relay task between them: one task hand-off less per
+/// message).
+pub fn handoff(name: &'static str) -> (Handoff, Inbox) {
+    let (tx, rx) = mpsc::unbounded_channel::<Publish>();
+    let held = Arc::new(AtomicUsize::new(0));
+    let held_gauge = metrics::gauge!("eldergate_mqtt_held", "connection" => name);
+    let inbox = Inbox {
+        rx,
+        held: held.clone(),
+        held_gauge: held_gauge.clone(),
+    };
+    let h = Handoff {
+        name,
+        tx,
+        held,
+        held_gauge,
+        shed: 0,
+        warned: false,
+    };
+    (h, inbox)
+}
+
+impl Inbox {
+    /// The next publish; None once the event loop has stopped.
+    pub async fn recv(&mut self) -> Option<Publish> {
+        let p = self.rx.recv().await?;
+        let left = self.held.fetch_sub(1, Ordering::Relaxed).saturating_sub(1);
+        self.held_gauge.set(gauge(left));
+        Some(p)
+    }
+}
+
+impl Handoff {
     /// Never waits.
     fn push(&mut self, p: Publish) {
         let name = self.name;
@@ -289,9 +292,9 @@ impl Handoff {
             self.warned = false;
         }
         self.held.fetch_add(1, Ordering::Relaxed);
-        metrics::gauge!("eldergate_mqtt_held", "connection" => name).set(gauge(held + 1));
+        self.held_gauge.set(gauge(held + 1));
         if self.tx.send(p).is_err() {
-            // The relay has stopped (shutdown): the publish stays unacked and is redelivered.
+            // The handler has stopped (shutdown): the publish stays unacked and is redelivered.
             self.held.fetch_sub(1, Ordering::Relaxed);
         }
     }

@@ -29,6 +29,10 @@ pub struct FleetOptions {
     pub client_id: String,
     /// Retransmit an unacked event after this long.
     pub retransmit_after: Duration,
+    /// Longest pause between two sends of one unacked event: each retransmission doubles the
+    /// pause from `retransmit_after` up to this, as the firmware's outbox does (1 s doubling to
+    /// 30 s). Equal to `retransmit_after`: a resend every `retransmit_after` (a storm).
+    pub retransmit_max: Duration,
     /// Username and password, if the broker wants them.
     pub credentials: Option<(String, String)>,
 }
@@ -37,6 +41,8 @@ struct Unacked {
     payload: Vec<u8>,
     first_sent: Instant,
     last_sent: Instant,
+    /// Pause before the next resend.
+    wait: Duration,
 }
 
 #[derive(Default)]
@@ -53,8 +59,11 @@ struct FleetState {
 pub struct Fleet {
     client: AsyncClient,
     site: String,
+    retransmit_after: Duration,
     state: Arc<Mutex<FleetState>>,
     acked_notify: Arc<Notify>,
+    /// The connection's and the retransmit timer's tasks (see [`Fleet::close`]).
+    tasks: Arc<Mutex<Vec<tokio::task::JoinHandle<()>>>>,
 }
 
 impl Fleet {
@@ -69,7 +78,7 @@ impl Fleet {
         let ready = Arc::new(Notify::new());
         let ready_wait = ready.notified();
         let (st, an) = (state.clone(), acked_notify.clone());
-        drive(
+        let connection = drive(
             eventloop,
             client.clone(),
             vec![topic::down_filter(&opts.site)],
@@ -95,27 +104,33 @@ impl Fleet {
         let fleet = Fleet {
             client,
             site: opts.site,
+            retransmit_after: opts.retransmit_after,
             state,
             acked_notify,
+            tasks: Arc::default(),
         };
         let f = fleet.clone();
-        tokio::spawn(async move {
+        let timer = tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_millis(250));
             loop {
                 tick.tick().await;
-                f.retransmit_due(opts.retransmit_after).await;
+                f.retransmit_due(opts.retransmit_max).await;
             }
         });
+        if let Ok(mut t) = fleet.tasks.lock() {
+            t.extend([connection, timer]);
+        }
         Ok(fleet)
     }
 
-    async fn retransmit_due(&self, after: Duration) {
+    async fn retransmit_due(&self, max: Duration) {
         let due: Vec<(String, Vec<u8>)> = match self.state.lock() {
             Ok(mut s) => {
                 let mut due = Vec::new();
                 for ((device, _), u) in s.unacked.iter_mut() {
-                    if u.last_sent.elapsed() >= after {
+                    if u.last_sent.elapsed() >= u.wait {
                         u.last_sent = Instant::now();
+                        u.wait = (u.wait * 2).min(max.max(u.wait));
                         due.push((device.clone(), u.payload.clone()));
                     }
                 }
@@ -172,6 +187,7 @@ impl Fleet {
                     payload: payload.clone(),
                     first_sent: now,
                     last_sent: now,
+                    wait: self.retransmit_after,
                 },
             );
             (seq, payload)
@@ -186,6 +202,17 @@ impl Fleet {
             )
             .await;
         seq
+    }
+
+    /// Closes the connection and stops retransmitting (every clone of this fleet). Without it
+    /// the connection lives as long as the runtime and stays subscribed to every downlink: a
+    /// later measure on the same broker pays for a second delivery of each of its acks.
+    pub fn close(&self) {
+        if let Ok(mut t) = self.tasks.lock() {
+            for task in t.drain(..) {
+                task.abort();
+            }
+        }
     }
 
     /// Every (device, seq) the gateway has acknowledged.

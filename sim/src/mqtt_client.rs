@@ -28,14 +28,14 @@ pub(crate) fn mqtt_options(
 
 /// Polls an event loop forever (reconnecting with a short pause), subscribing to `filters` on
 /// every connect and handing every incoming publish to `on_publish`. `ready` is notified after
-/// the first SubAck.
+/// the first SubAck. Returns the polling task (abort it to close the connection).
 pub(crate) fn drive(
     mut eventloop: rumqttc::EventLoop,
     client: AsyncClient,
     filters: Vec<String>,
     ready: Arc<Notify>,
     on_publish: impl Fn(&str, &[u8]) + Send + 'static,
-) {
+) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         loop {
             match eventloop.poll().await {
@@ -50,5 +50,5 @@ pub(crate) fn drive(
                 Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
             }
         }
-    });
+    })
 }

@@ -329,6 +329,9 @@ pub struct Gateway {
     pub http_port: u16,
     /// API token (staff S014, [`TEST_TOKEN_SCOPES`]) created with `eldergate token create`.
     pub token: String,
+    /// The binary [`Gateway::spawn`] runs: `eldergate` beside the tests unless set (e.g. the
+    /// build before a change, measured beside this one by `tests/scale ingest --compare`).
+    pub program: Option<PathBuf>,
     _dir: tempfile::TempDir,
 }
 
@@ -484,13 +487,17 @@ retry_max_s = 1
             data_dir,
             http_port,
             token,
+            program: None,
             _dir: dir,
         })
     }
 
     /// Starts (again) the process.
     pub async fn spawn(&mut self) -> anyhow::Result<()> {
-        let bin = bin_dir().join("eldergate");
+        let bin = self
+            .program
+            .clone()
+            .unwrap_or_else(|| bin_dir().join("eldergate"));
         if !bin.exists() {
             bail!(
                 "{} is missing: build it first with `cargo build --bins` (tests/run does)",
@@ -672,6 +679,7 @@ pub fn fleet_options(port: u16, client_id: &str) -> eldergate_sim::FleetOptions 
         site: SITE.into(),
         client_id: client_id.into(),
         retransmit_after: Duration::from_secs(1),
+        retransmit_max: Duration::from_secs(1),
         credentials: None,
     }
 }

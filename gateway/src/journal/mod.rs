@@ -33,7 +33,7 @@ pub use op::{Failure, Lane, OpError, Operation, Refusal, RefusalKind};
 pub use tx::{Context, DomainState, RecentKey, Tx, TxParts};
 
 use jiff::Timestamp;
-use op::{Job, Outcome, Queued};
+use op::{Job, Outcome, Queued, Resubmit};
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
     SqliteSynchronous,
@@ -130,6 +130,7 @@ fn queued<O: Operation>(
         op,
         reply,
         outcome: Outcome::Pending,
+        resubmit: None,
     })
 }
 
@@ -225,21 +226,34 @@ impl Journal {
     /// is taken without a restart once the fault is gone, and its ack (the broker's PUBACK)
     /// is not lost. The receiver resolves with the final answer.
     pub async fn submit_until_committed<O: Operation + Clone>(&self, op: O) -> Waiting<O::Answer> {
-        let first = self.submit(op.clone()).await;
         let (reply, rx) = oneshot::channel();
+        let again = op.clone();
         let weak = self.weak();
-        tokio::spawn(async move {
-            let mut result = answer(first).await;
-            let mut backoff = Duration::from_millis(200);
-            while let Err(Failure::Journal(JournalError::Write(e))) = &result {
-                metrics::counter!("eldergate_journal_retries_total", "op" => O::NAME).increment(1);
-                tracing::warn!(op = O::NAME, error = %e, retry_in_ms = u64::try_from(backoff.as_millis()).unwrap_or(u64::MAX), "not committed; trying again");
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(5));
-                result = weak.run(op.clone()).await;
-            }
-            let _ = reply.send(result);
+        // Only a failed commit costs a task: the first attempt is answered by the writer itself.
+        let resubmit: Resubmit<O::Answer> = Box::new(move |e, reply| {
+            tokio::spawn(async move {
+                let mut result = Err(Failure::Journal(e));
+                let mut backoff = Duration::from_millis(200);
+                while let Err(Failure::Journal(JournalError::Write(e))) = &result {
+                    metrics::counter!("eldergate_journal_retries_total", "op" => O::NAME)
+                        .increment(1);
+                    tracing::warn!(op = O::NAME, error = %e, retry_in_ms = u64::try_from(backoff.as_millis()).unwrap_or(u64::MAX), "not committed; trying again");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                    result = weak.run(again.clone()).await;
+                }
+                let _ = reply.send(result);
+            });
         });
+        let lane = op.lane();
+        let job: Box<dyn Job> = Box::new(Queued {
+            op,
+            reply: Some(reply),
+            outcome: Outcome::Pending,
+            resubmit: Some(resubmit),
+        });
+        // If the writer is gone the job is dropped with its reply: the receiver reports it.
+        let _ = self.lane(lane).send(job).await;
         rx
     }
 

@@ -162,10 +162,20 @@ pub(crate) trait Job: Send {
     fn failed(self: Box<Self>, e: JournalError);
 }
 
+/// Where an answer goes.
+pub(crate) type Reply<A> = oneshot::Sender<Result<A, Failure>>;
+
+/// What a job queued "until committed" does when its batch fails to commit: queue it again (with
+/// backoff, in a task of its own) and answer `reply` once it is settled. Called only on that
+/// failure, so the common case costs no task.
+pub(crate) type Resubmit<A> = Box<dyn FnOnce(JournalError, Reply<A>) + Send>;
+
 pub(crate) struct Queued<O: Operation> {
     pub op: O,
-    pub reply: Option<oneshot::Sender<Result<O::Answer, Failure>>>,
+    pub reply: Option<Reply<O::Answer>>,
     pub outcome: Outcome<O::Answer>,
+    /// Set by `Journal::submit_until_committed`.
+    pub resubmit: Option<Resubmit<O::Answer>>,
 }
 
 impl<O: Operation> Job for Queued<O> {
@@ -222,8 +232,14 @@ impl<O: Operation> Job for Queued<O> {
         }
     }
     fn failed(mut self: Box<Self>, e: JournalError) {
-        if let Some(reply) = self.reply.take() {
-            let _ = reply.send(Err(Failure::Journal(e)));
+        let Some(reply) = self.reply.take() else {
+            return;
+        };
+        match self.resubmit.take() {
+            Some(again) if matches!(e, JournalError::Write(_)) => again(e, reply),
+            _ => {
+                let _ = reply.send(Err(Failure::Journal(e)));
+            }
         }
     }
 }

@@ -233,6 +233,9 @@ async fn gateway_latency(port: u16, presses: usize, rate: u64) -> anyhow::Result
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     collector.abort();
+    // Unsubscribed before (b) on the same broker, which would otherwise deliver each of (b)'s
+    // acks to this fleet too.
+    fleet.close();
     let mut v = lat.lock().map(|l| l.clone()).unwrap_or_default();
     v.sort();
     Ok(v)

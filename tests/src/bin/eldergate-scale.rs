@@ -7,7 +7,7 @@
 //!   eldergate-scale fleet   [--devices 10000 --every 60 --warmup 75 --window 60]
 //!   eldergate-scale start   [--runs 11 --idle 5 --only embedded|external]
 //!   eldergate-scale backlog [--events 1000000]
-//!   eldergate-scale ingest  [--presses 30000 --rounds 3 --batch 64]
+//!   eldergate-scale ingest  [--presses 30000 --rounds 3 --batch 64 --compare OTHER_ELDERGATE]
 
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
@@ -79,6 +79,10 @@ enum Cmd {
         rounds: usize,
         #[arg(long, default_value_t = 64)]
         batch: usize,
+        /// Another `eldergate` binary (e.g. the build before a change, copied aside) measured in
+        /// the same rounds with `write_batch = batch`, between this build's two measures.
+        #[arg(long)]
+        compare: Option<std::path::PathBuf>,
     },
 }
 
@@ -656,14 +660,81 @@ async fn backlog(events: i64) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn ingest(presses: usize, rounds: usize, batch: usize) -> anyhow::Result<()> {
+/// One measure of `tests/scale ingest`, round after round: throughput, and the CPU each process
+/// spent per message (user + system ticks over the measure, so other load on the machine does
+/// not count against it).
+#[derive(Default)]
+struct IngestMeasure {
+    rate: Vec<f64>,
+    broker_us: Vec<f64>,
+    gateway_us: Vec<f64>,
+    load_us: Vec<f64>,
+    retransmissions: Vec<u64>,
+    /// The gateway's journal commits and operations per commit (its /metrics after the measure).
+    commits: Vec<f64>,
+    per_commit: Vec<f64>,
+}
+
+impl IngestMeasure {
+    fn list(v: &[f64]) -> String {
+        v.iter()
+            .map(|x| format!("{x:.0}"))
+            .collect::<Vec<_>>()
+            .join(" / ")
+    }
+    fn med(v: &[f64]) -> f64 {
+        median(&mut v.to_vec())
+    }
+}
+
+/// CPU ticks of each of `pids` (0 for a process that is gone).
+fn ticks(pids: &[u32]) -> Vec<u64> {
+    pids.iter().map(|p| cpu_ticks(*p).unwrap_or(0)).collect()
+}
+
+/// Records a measure's rate and its CPU per message (µs) from ticks before and after.
+fn record(
+    m: &mut IngestMeasure,
+    presses: usize,
+    rate: f64,
+    before: &[u64],
+    after: &[u64],
+    gateway: bool,
+) {
+    let tick_us = 1e6 / clock_ticks_per_s();
+    let us = |i: usize| {
+        let d = after
+            .get(i)
+            .zip(before.get(i))
+            .map(|(a, b)| a.saturating_sub(*b));
+        d.unwrap_or(0) as f64 * tick_us / presses as f64
+    };
+    m.rate.push(rate);
+    m.broker_us.push(us(0));
+    m.load_us.push(us(1));
+    if gateway {
+        m.gateway_us.push(us(2));
+    }
+}
+
+async fn ingest(
+    presses: usize,
+    rounds: usize,
+    batch: usize,
+    compare: Option<std::path::PathBuf>,
+) -> anyhow::Result<()> {
     // Every measure gets a broker of its own: the load generator's connection stays subscribed
     // to every downlink after its measure, and would double the broker's work in the next one.
     // Central is unreachable (a closed port): forwarding does not compete with ingest.
     let central = format!("postgres://postgres@127.0.0.1:{}/none", free_port());
     let devices = 2000;
-    let (mut echo1, mut echo_b, mut gw1, mut gw_b) =
-        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let me = std::process::id();
+    let (mut echo1, mut echo_b) = (IngestMeasure::default(), IngestMeasure::default());
+    let (mut gw1, mut gw_b, mut gw_c) = (
+        IngestMeasure::default(),
+        IngestMeasure::default(),
+        IngestMeasure::default(),
+    );
     let relay = {
         let m = Mosquitto::start()?;
         throughput::relay_rate(m.port, presses).await?
@@ -671,9 +742,17 @@ async fn ingest(presses: usize, rounds: usize, batch: usize) -> anyhow::Result<(
     for round in 0..rounds {
         for (eb, out) in [(0, &mut echo1), (batch, &mut echo_b)] {
             let m = Mosquitto::start()?;
-            out.push(throughput::echo_rate(m.port, presses, &format!("-{round}-{eb}"), eb).await?);
+            let before = ticks(&[m.pid(), me]);
+            let rate =
+                throughput::echo_rate(m.port, presses, &format!("-{round}-{eb}"), eb).await?;
+            record(out, presses, rate, &before, &ticks(&[m.pid(), me]), false);
         }
-        for (wb, out) in [(1, &mut gw1), (batch, &mut gw_b)] {
+        let mut gateways: Vec<(usize, Option<&std::path::Path>, &mut IngestMeasure)> =
+            vec![(1, None, &mut gw1), (batch, None, &mut gw_b)];
+        if let Some(c) = compare.as_deref() {
+            gateways.insert(1, (batch, Some(c), &mut gw_c));
+        }
+        for (i, (wb, program, out)) in gateways.into_iter().enumerate() {
             let m = Mosquitto::start()?;
             let port = m.port;
             let mut spec = GatewaySpec::new(port, central.clone(), devices);
@@ -681,53 +760,117 @@ async fn ingest(presses: usize, rounds: usize, batch: usize) -> anyhow::Result<(
             let broker = format!(
                 "mode = \"external\"\nurl = \"mqtt://127.0.0.1:{port}\"\nanonymous = true\nwrite_batch = {wb}"
             );
-            let mut gw = Gateway::start_with_broker(&spec, None, &broker).await?;
-            out.push(
-                throughput::gateway_rate(port, presses, devices, &format!("-{round}-{wb}")).await?,
-            );
+            let mut gw = Gateway::prepare_with_broker(&spec, None, &broker)?;
+            gw.program = program.map(Path::to_path_buf);
+            gw.spawn().await?;
+            let pids = [m.pid(), me, gw.pid().unwrap_or(0)];
+            let before = ticks(&pids);
+            let (rate, retransmitted) =
+                throughput::gateway_run(port, presses, devices, &format!("-{round}-{i}")).await?;
+            record(out, presses, rate, &before, &ticks(&pids), true);
+            out.retransmissions.push(retransmitted);
+            let commits = gw.metric("eldergate_journal_commits_total").await?;
+            let ops = gw.metric("eldergate_journal_batch_size_sum").await?;
+            out.commits.push(commits);
+            out.per_commit.push(ops / commits.max(1.0));
             gw.sigterm()?;
         }
         eprintln!(
-            "round {}: echo {:.0} / echo batched {:.0} / gateway write_batch 1 {:.0} / write_batch {batch} {:.0} msg/s",
+            "round {}: echo {:.0} / echo batched {:.0} / gateway write_batch 1 {:.0} / write_batch {batch} {:.0}{} msg/s",
             round + 1,
-            echo1.last().copied().unwrap_or_default(),
-            echo_b.last().copied().unwrap_or_default(),
-            gw1.last().copied().unwrap_or_default(),
-            gw_b.last().copied().unwrap_or_default()
+            echo1.rate.last().copied().unwrap_or_default(),
+            echo_b.rate.last().copied().unwrap_or_default(),
+            gw1.rate.last().copied().unwrap_or_default(),
+            gw_b.rate.last().copied().unwrap_or_default(),
+            gw_c.rate.last().map(|r| format!(" / compared binary {r:.0}")).unwrap_or_default(),
         );
     }
-    let list = |v: &[f64]| {
-        v.iter()
-            .map(|x| format!("{x:.0}"))
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    println!(
+        "\n## eldergate-scale ingest ({}): {presses} check-ins as fast as one load-generator connection sends, until all are acked after commit; {rounds} rounds alternating, medians; load average at the end {}\n",
+        jiff::Timestamp::now().strftime("%Y-%m-%d %H:%M UTC"),
+        load.split_whitespace().take(3).collect::<Vec<_>>().join(" ")
+    );
+    let (e1, eb) = (
+        IngestMeasure::med(&echo1.rate),
+        IngestMeasure::med(&echo_b.rate),
+    );
+    let mut rows: Vec<(String, &IngestMeasure)> = vec![
+        ("echo round trip, echo flushes each packet".into(), &echo1),
+        (
+            format!("echo round trip, echo writes ≤ {batch} per flush"),
+            &echo_b,
+        ),
+        (
+            "gateway, broker.write_batch = 1 (a flush per packet)".into(),
+            &gw1,
+        ),
+        (format!("gateway, broker.write_batch = {batch}"), &gw_b),
+    ];
+    if let Some(c) = &compare {
+        rows.push((
+            format!("gateway {} (--compare), write_batch = {batch}", c.display()),
+            &gw_c,
+        ));
+    }
+    println!("| measure | msg/s per round | median | ratio to echo (unbatched) | ratio to echo (batched) | fleet retransmissions | journal commits (operations per commit) |");
+    println!("|---|---|---|---|---|---|---|");
+    for (name, m) in &rows {
+        let r = IngestMeasure::med(&m.rate);
+        let re = m
+            .retransmissions
+            .iter()
+            .map(u64::to_string)
             .collect::<Vec<_>>()
-            .join(" / ")
-    };
-    let (l_e1, l_eb, l_g1, l_gb) = (list(&echo1), list(&echo_b), list(&gw1), list(&gw_b));
-    let (e1, eb, g1, gb) = (
-        median(&mut echo1),
-        median(&mut echo_b),
-        median(&mut gw1),
-        median(&mut gw_b),
-    );
-    println!(
-        "\n## eldergate-scale ingest ({}): {presses} check-ins as fast as one load-generator connection sends, until all are acked after commit; {rounds} rounds alternating, medians\n",
-        jiff::Timestamp::now().strftime("%Y-%m-%d %H:%M UTC")
-    );
-    println!("| measure | msg/s per round | median | ratio to echo (unbatched) | ratio to echo (batched) |");
+            .join(" / ");
+        let commits = m
+            .commits
+            .iter()
+            .zip(&m.per_commit)
+            .map(|(c, p)| format!("{c:.0} ({p:.1})"))
+            .collect::<Vec<_>>()
+            .join(" / ");
+        println!(
+            "| {name} | {} | {r:.0} | {:.2}× | {:.2}× | {re} | {commits} |",
+            IngestMeasure::list(&m.rate),
+            r / e1,
+            r / eb
+        );
+    }
+    println!("\nCPU per message (µs of user + system time, median over rounds; load generator = this process: the fleet, and for the echo also the echo client):\n");
+    println!("| measure | broker | gateway | load generator | sum |");
     println!("|---|---|---|---|---|");
-    println!("| echo round trip, echo flushes each packet | {l_e1} | {e1:.0} | 1.00× | |");
-    println!("| echo round trip, echo writes ≤ {batch} per flush | {l_eb} | {eb:.0} | | 1.00× |");
-    println!(
-        "| gateway, broker.write_batch = 1 (before: a flush per packet) | {l_g1} | {g1:.0} | {:.2}× | {:.2}× |",
-        g1 / e1,
-        g1 / eb
+    for (name, m) in &rows {
+        let (b, l) = (
+            IngestMeasure::med(&m.broker_us),
+            IngestMeasure::med(&m.load_us),
+        );
+        let g = if m.gateway_us.is_empty() {
+            0.0
+        } else {
+            IngestMeasure::med(&m.gateway_us)
+        };
+        println!("| {name} | {b:.1} | {g:.1} | {l:.1} | {:.1} |", b + g + l);
+    }
+    let (g1, gb) = (
+        IngestMeasure::med(&gw1.rate),
+        IngestMeasure::med(&gw_b.rate),
     );
-    println!(
-        "| gateway, broker.write_batch = {batch} (after) | {l_gb} | {gb:.0} | {:.2}× | {:.2}× |",
-        gb / e1,
-        gb / eb
-    );
-    println!("\nafter / before: {:.2}×; one-way QoS 1 relay (publisher → subscriber, no round trip) {relay:.0} msg/s: gateway after / relay {:.2}×", gb / g1, gb / relay);
+    println!("\nwrite_batch {batch} / 1: {:.2}×; one-way QoS 1 relay (publisher → subscriber, no round trip) {relay:.0} msg/s: gateway write_batch {batch} / relay {:.2}×", gb / g1, gb / relay);
+    if compare.is_some() {
+        let gc = IngestMeasure::med(&gw_c.rate);
+        let per_round: Vec<String> = gw_b
+            .rate
+            .iter()
+            .zip(&gw_c.rate)
+            .map(|(a, b)| format!("{:.2}×", a / b))
+            .collect();
+        println!(
+            "this build / compared binary: {:.2}× (median; per round {})",
+            gb / gc,
+            per_round.join(", ")
+        );
+    }
     Ok(())
 }
 
@@ -747,6 +890,7 @@ async fn main() -> anyhow::Result<()> {
             presses,
             rounds,
             batch,
-        } => ingest(presses, rounds, batch).await,
+            compare,
+        } => ingest(presses, rounds, batch, compare).await,
     }
 }
