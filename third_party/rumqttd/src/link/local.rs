@@ -336,7 +336,10 @@ impl LinkRx {
             router_tx,
             router_rx,
             send_buffer: outgoing_data_buffer,
-            cache: VecDeque::with_capacity(100),
+            // Grown on use: only a local link's `recv`/`next` fill it; a remote link exchanges
+            // its own buffer (`exchange`) and never touches this one. Preallocated it was
+            // 100 × 248 bytes on every connection.
+            cache: VecDeque::new(),
         }
     }
 
