@@ -204,11 +204,7 @@ impl LinkTx {
     }
 
     pub(crate) async fn notify(&mut self) -> Result<(), LinkError> {
-        self.router_tx
-            .send_async((self.connection_id, Event::DeviceData))
-            .await?;
-
-        Ok(())
+        send_to_router(&self.router_tx, (self.connection_id, Event::DeviceData)).await
     }
 
     /// Sends a MQTT Publish to the router
@@ -411,11 +407,25 @@ impl LinkRx {
     }
 
     pub async fn wake(&self) -> Result<(), LinkError> {
-        self.router_tx
-            .send_async((self.connection_id, Event::Ready))
-            .await?;
+        send_to_router(&self.router_tx, (self.connection_id, Event::Ready)).await
+    }
+}
 
-        Ok(())
+/// Sends `message` to the router, waiting while its channel is full. A `send_async` future holds
+/// its message, and an `Event` is ~800 bytes (the `Connect` variant): awaited inline, it would
+/// make every network link's task that much larger for the link's whole life. So the message is
+/// offered with `try_send` first, and only a full channel waits, in a boxed future.
+async fn send_to_router(
+    router_tx: &Sender<(ConnectionId, Event)>,
+    message: (ConnectionId, Event),
+) -> Result<(), LinkError> {
+    match router_tx.try_send(message) {
+        Ok(()) => Ok(()),
+        Err(TrySendError::Full(message)) => {
+            Box::pin(router_tx.send_async(message)).await?;
+            Ok(())
+        }
+        Err(TrySendError::Disconnected(message)) => Err(SendError(message).into()),
     }
 }
 

@@ -506,7 +506,11 @@ async fn remote<P: Protocol>(
 
     let dynamic_filters = config.dynamic_filters;
 
-    let connect_packet = match mqtt_connect(config, &mut network).await {
+    // The connect phase (reading and checking CONNECT, registering with the router, writing
+    // CONNACK) runs in boxed futures, freed once the link is up: inline, their states (several
+    // `Packet`s of 392 bytes, two timers) sized this task's future for the connection's whole
+    // life, ~4 KiB per connection.
+    let connect_packet = match Box::pin(mqtt_connect(config, &mut network)).await {
         Ok(p) => p,
         Err(e) => {
             error!(error=?e, "Error while handling MQTT connect packet");
@@ -551,14 +555,14 @@ async fn remote<P: Protocol>(
         .insert(client_id.clone(), will_tx);
 
     // Start the link
-    let mut link = match RemoteLink::new(
+    let mut link = match Box::pin(RemoteLink::new(
         router_tx.clone(),
         tenant_id.clone(),
         network,
         connect_packet,
         dynamic_filters,
         assigned_client_id,
-    )
+    ))
     .await
     {
         Ok(l) => l,
