@@ -9,12 +9,14 @@ use crate::router::{
 };
 use crate::ConnectionId;
 use bytes::Bytes;
+use flume::r#async::SendFut;
 use flume::{Receiver, RecvError, RecvTimeoutError, SendError, Sender, TrySendError};
 use parking_lot::lock_api::MutexGuard;
 use parking_lot::{Mutex, RawMutex};
 
 use std::collections::VecDeque;
 use std::mem;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -204,7 +206,12 @@ impl LinkTx {
     }
 
     pub(crate) async fn notify(&mut self) -> Result<(), LinkError> {
-        send_to_router(&self.router_tx, (self.connection_id, Event::DeviceData)).await
+        if let Some(wait) =
+            send_to_router(&self.router_tx, (self.connection_id, Event::DeviceData))?
+        {
+            wait.await?;
+        }
+        Ok(())
     }
 
     /// Sends a MQTT Publish to the router
@@ -407,24 +414,26 @@ impl LinkRx {
     }
 
     pub async fn wake(&self) -> Result<(), LinkError> {
-        send_to_router(&self.router_tx, (self.connection_id, Event::Ready)).await
+        if let Some(wait) = send_to_router(&self.router_tx, (self.connection_id, Event::Ready))? {
+            wait.await?;
+        }
+        Ok(())
     }
 }
 
-/// Sends `message` to the router, waiting while its channel is full. A `send_async` future holds
-/// its message, and an `Event` is ~800 bytes (the `Connect` variant): awaited inline, it would
-/// make every network link's task that much larger for the link's whole life. So the message is
-/// offered with `try_send` first, and only a full channel waits, in a boxed future.
-async fn send_to_router(
+/// Offers `message` to the router; if its channel is full, returns the boxed wait for room.
+/// A `send_async` future holds its message, and an `Event` is ~800 bytes (the `Connect`
+/// variant): awaited inline, that (and any local holding an `Event`) would make every network
+/// link's task that much larger for the link's whole life. So this is not `async`: the caller
+/// keeps only the box across its await, and only while the router is behind.
+#[allow(clippy::type_complexity)]
+fn send_to_router(
     router_tx: &Sender<(ConnectionId, Event)>,
     message: (ConnectionId, Event),
-) -> Result<(), LinkError> {
+) -> Result<Option<Pin<Box<SendFut<'_, (ConnectionId, Event)>>>>, LinkError> {
     match router_tx.try_send(message) {
-        Ok(()) => Ok(()),
-        Err(TrySendError::Full(message)) => {
-            Box::pin(router_tx.send_async(message)).await?;
-            Ok(())
-        }
+        Ok(()) => Ok(None),
+        Err(TrySendError::Full(message)) => Ok(Some(Box::pin(router_tx.send_async(message)))),
         Err(TrySendError::Disconnected(message)) => Err(SendError(message).into()),
     }
 }
