@@ -206,9 +206,9 @@ impl LinkTx {
     }
 
     pub(crate) async fn notify(&mut self) -> Result<(), LinkError> {
-        if let Some(wait) =
-            send_to_router(&self.router_tx, (self.connection_id, Event::DeviceData))?
-        {
+        // Bound first: the `Result` of an `if let` scrutinee would live across the await.
+        let wait = send_to_router(&self.router_tx, (self.connection_id, Event::DeviceData))?;
+        if let Some(wait) = wait {
             wait.await?;
         }
         Ok(())
@@ -414,7 +414,9 @@ impl LinkRx {
     }
 
     pub async fn wake(&self) -> Result<(), LinkError> {
-        if let Some(wait) = send_to_router(&self.router_tx, (self.connection_id, Event::Ready))? {
+        // Bound first: the `Result` of an `if let` scrutinee would live across the await.
+        let wait = send_to_router(&self.router_tx, (self.connection_id, Event::Ready))?;
+        if let Some(wait) = wait {
             wait.await?;
         }
         Ok(())
