@@ -9,12 +9,14 @@ use crate::router::{
 };
 use crate::ConnectionId;
 use bytes::Bytes;
+use flume::r#async::SendFut;
 use flume::{Receiver, RecvError, RecvTimeoutError, SendError, Sender, TrySendError};
 use parking_lot::lock_api::MutexGuard;
 use parking_lot::{Mutex, RawMutex};
 
 use std::collections::VecDeque;
 use std::mem;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -204,10 +206,11 @@ impl LinkTx {
     }
 
     pub(crate) async fn notify(&mut self) -> Result<(), LinkError> {
-        self.router_tx
-            .send_async((self.connection_id, Event::DeviceData))
-            .await?;
-
+        // Bound first: the `Result` of an `if let` scrutinee would live across the await.
+        let wait = send_to_router(&self.router_tx, (self.connection_id, Event::DeviceData))?;
+        if let Some(wait) = wait {
+            wait.await?;
+        }
         Ok(())
     }
 
@@ -336,7 +339,10 @@ impl LinkRx {
             router_tx,
             router_rx,
             send_buffer: outgoing_data_buffer,
-            cache: VecDeque::with_capacity(100),
+            // Grown on use: only a local link's `recv`/`next` fill it; a remote link exchanges
+            // its own buffer (`exchange`) and never touches this one. Preallocated it was
+            // 100 × 248 bytes on every connection.
+            cache: VecDeque::new(),
         }
     }
 
@@ -408,11 +414,29 @@ impl LinkRx {
     }
 
     pub async fn wake(&self) -> Result<(), LinkError> {
-        self.router_tx
-            .send_async((self.connection_id, Event::Ready))
-            .await?;
-
+        // Bound first: the `Result` of an `if let` scrutinee would live across the await.
+        let wait = send_to_router(&self.router_tx, (self.connection_id, Event::Ready))?;
+        if let Some(wait) = wait {
+            wait.await?;
+        }
         Ok(())
+    }
+}
+
+/// Offers `message` to the router; if its channel is full, returns the boxed wait for room.
+/// A `send_async` future holds its message, and an `Event` is ~800 bytes (the `Connect`
+/// variant): awaited inline, that (and any local holding an `Event`) would make every network
+/// link's task that much larger for the link's whole life. So this is not `async`: the caller
+/// keeps only the box across its await, and only while the router is behind.
+#[allow(clippy::type_complexity)]
+fn send_to_router(
+    router_tx: &Sender<(ConnectionId, Event)>,
+    message: (ConnectionId, Event),
+) -> Result<Option<Pin<Box<SendFut<'_, (ConnectionId, Event)>>>>, LinkError> {
+    match router_tx.try_send(message) {
+        Ok(()) => Ok(None),
+        Err(TrySendError::Full(message)) => Ok(Some(Box::pin(router_tx.send_async(message)))),
+        Err(TrySendError::Disconnected(message)) => Err(SendError(message).into()),
     }
 }
 

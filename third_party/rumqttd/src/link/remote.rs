@@ -133,7 +133,10 @@ impl<P: Protocol> RemoteLink<P> {
         // Note:
         // Shouldn't result in bounded queue deadlocks because of blocking n/w send
         loop {
-            select! {
+            // `select!` only finds out what happened; the awaits that follow run after it, so
+            // that its output (sized by `LinkError`, which can hold an `Event`) is not kept
+            // across them in this future, which lives as long as the connection.
+            let step = select! {
                 o = self.network.read() => {
                     let packet = o?;
                     let len = {
@@ -144,12 +147,19 @@ impl<P: Protocol> RemoteLink<P> {
                     };
 
                     trace!("Packets read from network, count = {}", len);
-                    self.link_tx.notify().await?;
+                    Step::Read
                 }
                 // Receive from router when previous when state isn't in collision
                 // due to previously received data request
                 o = self.link_rx.exchange(&mut self.notifications) => {
                     o?;
+                    Step::Exchanged
+                }
+            };
+
+            match step {
+                Step::Read => self.link_tx.notify().await?,
+                Step::Exchanged => {
                     let mut packets = VecDeque::new();
                     let mut unscheduled = false;
 
@@ -159,7 +169,6 @@ impl<P: Protocol> RemoteLink<P> {
                         } else {
                             unscheduled = true;
                         }
-
                     }
                     // Hand the router an unallocated buffer: it keeps it while the link idles.
                     self.notifications.shrink_to(0);
@@ -171,6 +180,14 @@ impl<P: Protocol> RemoteLink<P> {
             }
         }
     }
+}
+
+/// What woke [`RemoteLink::start`]'s loop.
+enum Step {
+    /// Packets read from the network and queued for the router.
+    Read,
+    /// Notifications taken from the router.
+    Exchanged,
 }
 
 /// Read MQTT connect packet from network and verify it.

@@ -484,19 +484,17 @@ impl Callback for WSCallback {
     }
 }
 
-/// A new network connection should wait for a mqtt connect packet. This should be handled
-/// asynchronously to avoid blocking other new connections while this connection is
-/// waiting for mqtt connect packet. Also this honours connection wait time as per config to prevent
-/// denial of service attacks (rogue clients which only establish network connections without
-/// sending a mqtt connection packet to make the server reach its concurrent connection limit).
-async fn remote<P: Protocol>(
+/// The connect phase of [`remote`]: the link once CONNECT is read and checked and the router has
+/// accepted it, with the client id and the receiver of the will handler. `None` after logging why
+/// not.
+async fn connect_link<P: Protocol>(
     config: Arc<ConnectionSettings>,
     tenant_id: Option<String>,
     router_tx: Sender<(ConnectionId, Event)>,
     stream: Box<dyn N>,
     protocol: P,
     will_handlers: Arc<Mutex<HashMap<String, Sender<AwaitingWill>>>>,
-) {
+) -> Option<(RemoteLink<P>, String, flume::Receiver<AwaitingWill>)> {
     let mut network = Network::new(
         stream,
         config.max_payload_size,
@@ -510,7 +508,7 @@ async fn remote<P: Protocol>(
         Ok(p) => p,
         Err(e) => {
             error!(error=?e, "Error while handling MQTT connect packet");
-            return;
+            return None;
         }
     };
 
@@ -551,9 +549,9 @@ async fn remote<P: Protocol>(
         .insert(client_id.clone(), will_tx);
 
     // Start the link
-    let mut link = match RemoteLink::new(
-        router_tx.clone(),
-        tenant_id.clone(),
+    let link = match RemoteLink::new(
+        router_tx,
+        tenant_id,
         network,
         connect_packet,
         dynamic_filters,
@@ -564,8 +562,41 @@ async fn remote<P: Protocol>(
         Ok(l) => l,
         Err(e) => {
             error!(error=?e, "Remote link error");
-            return;
+            return None;
         }
+    };
+
+    Some((link, client_id, will_rx))
+}
+
+/// A new network connection should wait for a mqtt connect packet. This should be handled
+/// asynchronously to avoid blocking other new connections while this connection is
+/// waiting for mqtt connect packet. Also this honours connection wait time as per config to prevent
+/// denial of service attacks (rogue clients which only establish network connections without
+/// sending a mqtt connection packet to make the server reach its concurrent connection limit).
+async fn remote<P: Protocol>(
+    config: Arc<ConnectionSettings>,
+    tenant_id: Option<String>,
+    router_tx: Sender<(ConnectionId, Event)>,
+    stream: Box<dyn N>,
+    protocol: P,
+    will_handlers: Arc<Mutex<HashMap<String, Sender<AwaitingWill>>>>,
+) {
+    // The connect phase (reading and checking CONNECT, registering with the router, writing
+    // CONNACK) runs in a boxed future, freed once the link is up: inline, its state (`Packet`s
+    // of 392 bytes, timers, and the locals it moved out of) would size this task's future for
+    // the connection's whole life.
+    let Some((mut link, client_id, will_rx)) = Box::pin(connect_link(
+        config,
+        tenant_id.clone(),
+        router_tx.clone(),
+        stream,
+        protocol,
+        will_handlers.clone(),
+    ))
+    .await
+    else {
+        return;
     };
 
     let connection_id = link.connection_id;
