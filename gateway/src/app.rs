@@ -67,9 +67,12 @@ pub fn init_logs_as(default: &str, format: crate::config::LogFormat) {
     use tracing_subscriber::util::SubscriberInitExt;
     use tracing_subscriber::Layer;
     let fmt = match format {
-        crate::config::LogFormat::Human => {
-            tracing_subscriber::fmt::layer().with_target(false).boxed()
-        }
+        // Colours only on a terminal: under systemd (journald), in a log file or a pipe they
+        // were escape codes in every line.
+        crate::config::LogFormat::Human => tracing_subscriber::fmt::layer()
+            .with_target(false)
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
+            .boxed(),
         crate::config::LogFormat::Json => tracing_subscriber::fmt::layer()
             .json()
             .with_target(false)

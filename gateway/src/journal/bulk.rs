@@ -44,7 +44,7 @@ impl BulkReader {
     {
         let this = self.clone();
         tokio::task::spawn_blocking(move || {
-            // A panic in an earlier read leaves the connection as SQLite left it: usable.
+            // A read that panicked took its connection with it (the slot is empty: reopened).
             let mut slot = this.conn.lock().unwrap_or_else(|p| p.into_inner());
             let conn = match slot.take() {
                 Some(c) => c,

@@ -637,20 +637,9 @@ async fn backlog(events: i64) -> anyhow::Result<()> {
     // The dedupe window's loader reads the same 1,000,000 keys beside the drain (ADR 0020).
     let log = std::fs::read_to_string(gw.log_path()).unwrap_or_default();
     if let Some(line) = log.lines().rfind(|l| l.contains("dedupe window read")) {
-        // Without its colours.
-        let mut plain = String::new();
-        let mut rest = line;
-        while let Some((before, after)) = rest.split_once('\x1b') {
-            plain.push_str(before);
-            rest = after.split_once('m').map_or("", |(_, a)| a);
-        }
-        plain.push_str(rest);
         println!(
             "gateway: {}",
-            plain
-                .split_once(" INFO")
-                .map_or(plain.as_str(), |(_, r)| r)
-                .trim()
+            line.split_once(" INFO").map_or(line, |(_, r)| r).trim()
         );
     }
     gw.sigterm()?;
