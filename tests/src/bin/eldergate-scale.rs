@@ -719,6 +719,7 @@ async fn ingest(
     let devices = 2000;
     let me = std::process::id();
     let (mut echo1, mut echo_b) = (IngestMeasure::default(), IngestMeasure::default());
+    let (mut fleet_echo1, mut fleet_echo_b) = (IngestMeasure::default(), IngestMeasure::default());
     let (mut gw1, mut gw_b, mut gw_c) = (
         IngestMeasure::default(),
         IngestMeasure::default(),
@@ -735,6 +736,20 @@ async fn ingest(
             let rate =
                 throughput::echo_rate(m.port, presses, &format!("-{round}-{eb}"), eb).await?;
             record(out, presses, rate, &before, &ticks(&[m.pid(), me]), false);
+        }
+        for (wb, out) in [(1, &mut fleet_echo1), (batch, &mut fleet_echo_b)] {
+            let m = Mosquitto::start()?;
+            let before = ticks(&[m.pid(), me]);
+            let (rate, retransmitted) = throughput::fleet_echo_run(
+                m.port,
+                presses,
+                devices,
+                wb,
+                &format!("-{round}-fe{wb}"),
+            )
+            .await?;
+            record(out, presses, rate, &before, &ticks(&[m.pid(), me]), false);
+            out.retransmissions.push(retransmitted);
         }
         let mut gateways: Vec<(usize, Option<&std::path::Path>, &mut IngestMeasure)> =
             vec![(1, None, &mut gw1), (batch, None, &mut gw_b)];
@@ -765,10 +780,12 @@ async fn ingest(
             gw.sigterm()?;
         }
         eprintln!(
-            "round {}: echo {:.0} / echo batched {:.0} / gateway write_batch 1 {:.0} / write_batch {batch} {:.0}{} msg/s",
+            "round {}: echo {:.0} / echo batched {:.0} / fleet echo {:.0} / batched {:.0} / gateway write_batch 1 {:.0} / write_batch {batch} {:.0}{} msg/s",
             round + 1,
             echo1.rate.last().copied().unwrap_or_default(),
             echo_b.rate.last().copied().unwrap_or_default(),
+            fleet_echo1.rate.last().copied().unwrap_or_default(),
+            fleet_echo_b.rate.last().copied().unwrap_or_default(),
             gw1.rate.last().copied().unwrap_or_default(),
             gw_b.rate.last().copied().unwrap_or_default(),
             gw_c.rate.last().map(|r| format!(" / compared binary {r:.0}")).unwrap_or_default(),
@@ -784,28 +801,63 @@ async fn ingest(
         IngestMeasure::med(&echo1.rate),
         IngestMeasure::med(&echo_b.rate),
     );
-    let mut rows: Vec<(String, &IngestMeasure)> = vec![
-        ("echo round trip, echo flushes each packet".into(), &echo1),
+    // Each row with the fleet echo it is compared with (the same write_batch), if any.
+    let mut rows: Vec<(String, &IngestMeasure, Option<&IngestMeasure>)> = vec![
+        (
+            "echo round trip, echo flushes each packet".into(),
+            &echo1,
+            None,
+        ),
         (
             format!("echo round trip, echo writes ≤ {batch} per flush"),
             &echo_b,
+            None,
+        ),
+        (
+            "fleet echo (the fleet answered as the contract asks, QoS 1 ack, nothing kept), write_batch 1".into(),
+            &fleet_echo1,
+            Some(&fleet_echo1),
+        ),
+        (
+            format!("fleet echo, write_batch {batch}"),
+            &fleet_echo_b,
+            Some(&fleet_echo_b),
         ),
         (
             "gateway, broker.write_batch = 1 (a flush per packet)".into(),
             &gw1,
+            Some(&fleet_echo1),
         ),
-        (format!("gateway, broker.write_batch = {batch}"), &gw_b),
+        (
+            format!("gateway, broker.write_batch = {batch}"),
+            &gw_b,
+            Some(&fleet_echo_b),
+        ),
     ];
     if let Some(c) = &compare {
         rows.push((
             format!("gateway {} (--compare), write_batch = {batch}", c.display()),
             &gw_c,
+            Some(&fleet_echo_b),
         ));
     }
-    println!("| measure | msg/s per round | median | ratio to echo (unbatched) | ratio to echo (batched) | fleet retransmissions | journal commits (operations per commit) |");
-    println!("|---|---|---|---|---|---|---|");
-    for (name, m) in &rows {
+    println!("| measure | msg/s per round | median | ratio to echo (unbatched) | ratio to echo (batched) | ratio to the fleet echo of the same write_batch (per round) | fleet retransmissions | journal commits (operations per commit) |");
+    println!("|---|---|---|---|---|---|---|---|");
+    for (name, m, fleet_echo) in &rows {
         let r = IngestMeasure::med(&m.rate);
+        let vs_fleet_echo = fleet_echo.map_or("—".to_string(), |fe| {
+            let per_round: Vec<String> = m
+                .rate
+                .iter()
+                .zip(&fe.rate)
+                .map(|(a, b)| format!("{:.2}", a / b))
+                .collect();
+            format!(
+                "{:.2}× ({})",
+                r / IngestMeasure::med(&fe.rate),
+                per_round.join(" / ")
+            )
+        });
         let re = m
             .retransmissions
             .iter()
@@ -820,16 +872,16 @@ async fn ingest(
             .collect::<Vec<_>>()
             .join(" / ");
         println!(
-            "| {name} | {} | {r:.0} | {:.2}× | {:.2}× | {re} | {commits} |",
+            "| {name} | {} | {r:.0} | {:.2}× | {:.2}× | {vs_fleet_echo} | {re} | {commits} |",
             IngestMeasure::list(&m.rate),
             r / e1,
-            r / eb
+            r / eb,
         );
     }
     println!("\nCPU per message (µs of user + system time, median over rounds; load generator = this process: the fleet, and for the echo also the echo client):\n");
     println!("| measure | broker | gateway | load generator | sum |");
     println!("|---|---|---|---|---|");
-    for (name, m) in &rows {
+    for (name, m, _) in &rows {
         let (b, l) = (
             IngestMeasure::med(&m.broker_us),
             IngestMeasure::med(&m.load_us),

@@ -223,6 +223,63 @@ async fn echo(
     Ok((rate, lat))
 }
 
+/// The gateway's measure with the gateway replaced by a responder that keeps nothing: the same
+/// load generator ([`Fleet`], the same retransmission back-off), the same topics, and the answer
+/// the contract asks of the gateway (`protocol/MQTT.md`: a `Down::Ack` with the event's `seq` on
+/// `down/{device}`, QoS 1) — parsed and answered at once, no journal, no fsync, no dedupe. The
+/// echo of [`echo_rate`] differs from the gateway's path in two things that are not the
+/// gateway's work (it answers with QoS 0, and its device is one bare client, not the fleet);
+/// this one differs only in what the gateway does with an event. `write_batch` as the gateway's
+/// `broker.write_batch`. Messages per second and the fleet's retransmissions.
+#[allow(dead_code)] // eldergate-scale only, not eldergate-bench
+pub async fn fleet_echo_run(
+    port: u16,
+    n: usize,
+    devices: usize,
+    write_batch: usize,
+    tag: &str,
+) -> anyhow::Result<(f64, u64)> {
+    use eldergate_protocol::payload::{AlarmMessage, Down};
+    use eldergate_protocol::topic::{self, UpTopic};
+    let site = eldergate_e2e::SITE;
+    let (echo, mut echo_el) = batched_client(port, &format!("bench-fleet-echo{tag}"), write_batch);
+    let ready = Arc::new(tokio::sync::Notify::new());
+    let r2 = ready.clone();
+    let filter = topic::alarm_filter(site);
+    let mut tasks = Tasks(Vec::new());
+    tasks.0.push(tokio::spawn(async move {
+        loop {
+            match echo_el.poll().await {
+                Ok(Event::Incoming(Incoming::ConnAck(_))) => {
+                    let _ = echo.try_subscribe(filter.clone(), QoS::AtLeastOnce);
+                }
+                Ok(Event::Incoming(Incoming::SubAck(_))) => r2.notify_one(),
+                Ok(Event::Incoming(Incoming::Publish(p))) => {
+                    let Ok(UpTopic::Alarm { device, .. }) = topic::parse_up(&p.topic) else {
+                        continue;
+                    };
+                    let Ok(m) = serde_json::from_slice::<AlarmMessage>(&p.payload) else {
+                        continue;
+                    };
+                    let ack = Down::Ack { v: 1, seq: m.seq };
+                    let Ok(body) = serde_json::to_vec(&ack) else {
+                        continue;
+                    };
+                    let _ = echo
+                        .publish(topic::down(site, device), QoS::AtLeastOnce, false, body)
+                        .await;
+                }
+                Ok(_) => {}
+                Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+            }
+        }
+    }));
+    ready.notified().await;
+    let r = gateway_run(port, n, devices, tag).await;
+    drop(tasks);
+    r
+}
+
 /// Durable ingest: `n` presses over `devices` devices as fast as the fleet sends, until all are
 /// acked (each ack follows a committed, fsynced transaction). Presses per second.
 #[allow(dead_code)] // eldergate-bench only, not eldergate-scale
