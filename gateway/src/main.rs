@@ -283,6 +283,16 @@ enum RosterCommand {
         /// Only show what would change.
         #[arg(long)]
         dry_run: bool,
+        /// The gateway's address, e.g. https://gateway.example:8443 when its certificate names
+        /// a host. Default: the config's `[http] listen` (an unspecified address means this
+        /// machine), over HTTPS when the config has `tls_cert` and `tls_key`.
+        #[arg(long)]
+        url: Option<String>,
+        /// PEM file of the CA certificates to trust for HTTPS. Default: the certificates in the
+        /// config's `tls_cert` (enough for a self-signed certificate or a chain that holds its
+        /// CA).
+        #[arg(long)]
+        cacert: Option<PathBuf>,
     },
 }
 
@@ -479,10 +489,13 @@ async fn roster(config: PathBuf, which: RosterCommand) -> anyhow::Result<()> {
         by,
         token,
         dry_run,
+        url,
+        cacert,
     } = which;
     let loaded = eldergate::config::load(&config)?;
     let csv = std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
-    let url = format!("http://{}/api/roster", loaded.config.http.listen);
+    let (client, base) = api_client(&loaded.config.http, url, cacert)?;
+    let url = format!("{}/api/roster", base.trim_end_matches('/'));
     let mut query = vec![(
         "dry_run",
         if dry_run { "true" } else { "false" }.to_string(),
@@ -490,7 +503,7 @@ async fn roster(config: PathBuf, which: RosterCommand) -> anyhow::Result<()> {
     if let Some(by) = by {
         query.push(("by", by));
     }
-    let response = reqwest::Client::new()
+    let response = client
         .post(&url)
         .bearer_auth(token.trim())
         .query(&query)
@@ -498,7 +511,19 @@ async fn roster(config: PathBuf, which: RosterCommand) -> anyhow::Result<()> {
         .body(csv)
         .send()
         .await
-        .with_context(|| format!("cannot reach the gateway at {url} (is it running?)"))?;
+        .map_err(|e| {
+            // reqwest's Display stops at "error sending request"; the cause (refused, a
+            // certificate not trusted, a name it does not hold) is what the operator needs.
+            let mut why = e.to_string();
+            let mut source = std::error::Error::source(&e);
+            while let Some(s) = source {
+                why = format!("{why}: {s}");
+                source = s.source();
+            }
+            anyhow::anyhow!(
+                "cannot reach the gateway at {url} (is it running? over HTTPS, does --cacert hold the CA of its certificate, and does --url name a host the certificate holds?): {why}"
+            )
+        })?;
     let status = response.status();
     let body: serde_json::Value = response
         .json()
@@ -512,6 +537,48 @@ async fn roster(config: PathBuf, which: RosterCommand) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// A client for the running gateway's API and its base URL: `url` if given, else the config's
+/// listen address (loopback for an unspecified one), HTTPS when the config serves it; trusting
+/// `cacert`, else the config's own certificates.
+fn api_client(
+    http: &eldergate::config::HttpConfig,
+    url: Option<String>,
+    cacert: Option<PathBuf>,
+) -> anyhow::Result<(reqwest::Client, String)> {
+    let base = url.unwrap_or_else(|| {
+        let mut addr = http.listen;
+        if addr.ip().is_unspecified() {
+            addr.set_ip(if addr.is_ipv4() {
+                std::net::Ipv4Addr::LOCALHOST.into()
+            } else {
+                std::net::Ipv6Addr::LOCALHOST.into()
+            });
+        }
+        let scheme = if http.tls() { "https" } else { "http" };
+        format!("{scheme}://{addr}")
+    });
+    let mut builder = reqwest::Client::builder();
+    if base.starts_with("https://") {
+        eldergate::tls::install_crypto_provider();
+        let pem_file = cacert.or_else(|| http.tls_cert.clone());
+        if let Some(path) = pem_file {
+            let pem =
+                std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
+            let certs = reqwest::Certificate::from_pem_bundle(&pem)
+                .with_context(|| format!("{}: not PEM certificates", path.display()))?;
+            anyhow::ensure!(
+                !certs.is_empty(),
+                "{}: no certificate in it",
+                path.display()
+            );
+            for c in certs {
+                builder = builder.add_root_certificate(c);
+            }
+        }
+    }
+    Ok((builder.build()?, base))
 }
 
 /// `eldergate provision`: needs no broker secret (it connects to nothing), so a missing

@@ -68,7 +68,9 @@ fn spec(broker_port: u16) -> GatewaySpec {
 async fn the_console_logs_in_over_https_with_a_certificate_from_the_config() {
     eldergate::tls::install_crypto_provider();
     let broker = Mosquitto::start().unwrap();
-    let gw = Gateway::prepare(&spec(broker.port), None).unwrap();
+    let mut with_roster = spec(broker.port);
+    with_roster.residents = true;
+    let gw = Gateway::prepare(&with_roster, None).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let ca = TestCa::new("eldergate console test CA").unwrap();
     let cert = ca.server(&["localhost", "127.0.0.1"]).unwrap();
@@ -155,6 +157,43 @@ async fn the_console_logs_in_over_https_with_a_certificate_from_the_config() {
         .await
         .unwrap();
     assert_eq!(alerts.status(), 200);
+
+    // `eldergate roster import` finds the gateway from the same config, over HTTPS: the
+    // config's certificate alone is not a trust root here (the test CA signed it), --cacert is.
+    let ca_file = dir.path().join("ca.pem");
+    std::fs::write(&ca_file, ca.pem()).unwrap();
+    let csv = dir.path().join("roster.csv");
+    std::fs::write(
+        &csv,
+        "resident_id,name,gender,birth_date,statuses,building,unit,room,grid,phone,card_id,emergency_contact\n\
+         R00001,张三1,女,1940-01-01,独居,1号楼,1单元,1,G01,,CA000001,\n",
+    )
+    .unwrap();
+    let import = |extra: &[&str]| {
+        let o = Command::new(bin_dir().join("eldergate"))
+            .args(["roster", "--config"])
+            .arg(&gw.config)
+            .arg("import")
+            .arg(&csv)
+            .arg("--dry-run")
+            .args(extra)
+            .env("ELDERGATE_TOKEN", &gw.token)
+            .output()
+            .unwrap();
+        (o.status.success(), said(&o))
+    };
+    let (ok, out) = import(&[]);
+    assert!(!ok, "{out}");
+    assert!(
+        out.contains("https://127.0.0.1:") && out.contains("--cacert"),
+        "{out}"
+    );
+    let ca_arg = ca_file.to_str().unwrap();
+    let (ok, out) = import(&["--cacert", ca_arg]);
+    assert!(ok && out.contains("\"applied\": false"), "{out}");
+    let by_name = format!("https://localhost:{port}");
+    let (ok, out) = import(&["--cacert", ca_arg, "--url", &by_name]);
+    assert!(ok && out.contains("\"applied\": false"), "{out}");
 
     // A client that does not trust the test CA refuses the connection; plain HTTP on the HTTPS
     // port gets no HTTP answer.
