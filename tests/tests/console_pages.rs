@@ -212,6 +212,24 @@ async fn staff_use_the_pages_in_a_phone_browser() {
         "when: {acked}"
     );
     screenshot(&c, "history-360").await;
+    // The language switch comes back to the same page with its filters, in the other language;
+    // and back again.
+    for (lang, word) in [("en", "acknowledged by"), ("zh", "确认")] {
+        c.find(Locator::Css("header.top nav a[href^='/console/lang']"))
+            .await
+            .unwrap()
+            .click()
+            .await
+            .unwrap();
+        let text = wait_for_text(&c, &format!("article[data-id='{alert}'] div.acked"), word).await;
+        assert!(text.contains("S009"), "{lang}: {text}");
+        let url = c.current_url().await.unwrap();
+        assert_eq!(
+            (url.path(), url.query()),
+            ("/console/history", Some("kind=sos")),
+            "{lang}: {url}"
+        );
+    }
     c.find(Locator::Css(&format!("article[data-id='{alert}'] h3 a")))
         .await
         .unwrap()

@@ -166,12 +166,34 @@ pub(super) struct LangQuery {
     back: Option<String>,
 }
 
-/// Sets the language cookie and goes back (only to a console page: no open redirect).
-pub(super) async fn switch_language(Query(q): Query<LangQuery>) -> Response {
+/// A page to go back to: a console path (with its query), never another site or the switch.
+fn console_page(path: &str) -> bool {
+    // Visible ASCII only: a Location header can hold nothing else (a control character would
+    // make the redirect fail), and a browser's Referer is percent-encoded anyway.
+    path.bytes().all(|b| b.is_ascii_graphic())
+        && path.starts_with("/console")
+        && !path.starts_with("/console/lang")
+        && !path.contains("//")
+        && !path.contains('\\')
+}
+
+/// The path and query of a `Referer` URL (`scheme://host[:port]/path?query`).
+fn referer_path(headers: &HeaderMap) -> Option<String> {
+    let r = headers.get(header::REFERER)?.to_str().ok()?;
+    let rest = r.split_once("://")?.1;
+    let at = rest.find('/')?;
+    let path = rest[at..].split('#').next()?;
+    Some(path.to_string())
+}
+
+/// Sets the language cookie and goes back (only to a console page: no open redirect): to the
+/// page the switch was clicked on, with its filters (the browser's `Referer`), else to `back`
+/// (the page's path), else to the board.
+pub(super) async fn switch_language(headers: HeaderMap, Query(q): Query<LangQuery>) -> Response {
     let value = if q.to == "en" { "en" } else { "zh" };
-    let back = q
-        .back
-        .filter(|b| b.starts_with("/console") && !b.contains("//"))
+    let back = referer_path(&headers)
+        .filter(|b| console_page(b))
+        .or(q.back.filter(|b| console_page(b)))
         .unwrap_or_else(|| "/console".into());
     (
         [(
@@ -258,6 +280,53 @@ pub(super) async fn invite_submit(
                 "accounts database unavailable",
             )
                 .into_response()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn referer(v: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(header::REFERER, v.parse().unwrap());
+        h
+    }
+
+    #[test]
+    fn the_switch_goes_back_to_the_page_with_its_filters_and_nowhere_else() {
+        let back = |h: &HeaderMap, b: Option<&str>| {
+            referer_path(h)
+                .filter(|p| console_page(p))
+                .or(b.map(str::to_string).filter(|p| console_page(p)))
+        };
+        let h = referer("https://gw.example:8443/console/history?kind=sos&state=open#x");
+        assert_eq!(
+            back(&h, Some("/console/history")).as_deref(),
+            Some("/console/history?kind=sos&state=open")
+        );
+        // Another site's page, the switch itself, a scheme-relative path: not followed.
+        for r in [
+            "https://evil.example/elsewhere",
+            "https://gw.example/console/lang?to=en",
+            "https://gw.example//evil.example/console",
+            "not a url",
+        ] {
+            assert_eq!(back(&referer(r), None), None, "{r}");
+        }
+        assert_eq!(
+            back(&HeaderMap::new(), Some("/console/visits")).as_deref(),
+            Some("/console/visits")
+        );
+        for b in [
+            "/console\n/x",
+            "//evil.example/console",
+            "/console/\u{5f20}",
+            "https://evil.example/console",
+            "/console\\evil",
+        ] {
+            assert_eq!(back(&HeaderMap::new(), Some(b)), None, "{b:?}");
         }
     }
 }
