@@ -145,6 +145,9 @@ fn options(path: &Path) -> SqliteConnectOptions {
         .synchronous(SqliteSynchronous::Full)
         .busy_timeout(Duration::from_secs(10))
         .log_statements(tracing::log::LevelFilter::Trace)
+        // Room for the events INSERT's shapes (one per row count up to `tx::INSERT_ROWS`) beside
+        // every domain's statements: a miss re-parses a statement of hundreds of parameters.
+        .statement_cache_capacity(256)
 }
 
 /// Opens (creating and migrating) the journal in `data_dir`, begins this run's epoch, and sets a

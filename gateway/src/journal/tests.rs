@@ -480,3 +480,50 @@ async fn a_retransmission_after_a_restart_is_reacked_with_its_seq_whether_the_wi
         writer.await.expect("writer ends");
     }
 }
+
+#[tokio::test]
+async fn a_batch_of_more_events_than_one_insert_carries_commits_them_all_in_order() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let registry = Arc::new(registry());
+    let (journal, mut writer) = open(dir.path(), 1000, Duration::from_secs(3600))
+        .await
+        .expect("open");
+    writer.provide(registry.clone());
+    writer
+        .register(AlertBook::new(registry))
+        .await
+        .expect("alert book");
+    // Queued before the writer runs: one batch, several INSERT statements (INSERT_ROWS each).
+    let n = 3 * super::tx::INSERT_ROWS as u32 + 5;
+    let mut answers = Vec::new();
+    for i in 0..n {
+        answers.push(
+            journal
+                .submit(AlarmEvent {
+                    device: "btn-1".into(),
+                    device_seq: i,
+                    action: AlarmAction::Checkin,
+                    device_time: None,
+                    anomaly: None,
+                    received_at: jiff::Timestamp::now(),
+                })
+                .await,
+        );
+    }
+    let _w = tokio::spawn(writer.run());
+    let mut seqs = Vec::new();
+    for rx in answers {
+        seqs.push(answer(rx).await.expect("committed").seq);
+    }
+    let db = journal.readers();
+    let rows: Vec<(i64, i64)> =
+        sqlx::query_as("SELECT seq, device_seq FROM events WHERE kind = 'checkin' ORDER BY seq")
+            .fetch_all(db)
+            .await
+            .expect("rows");
+    assert_eq!(rows.len(), n as usize);
+    for (i, (seq, device_seq)) in rows.iter().enumerate() {
+        assert_eq!(*device_seq, i as i64, "device order kept across statements");
+        assert_eq!(*seq, seqs[i], "the answer names the row's seq");
+    }
+}

@@ -29,6 +29,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 
+/// Most rows one INSERT into `events` carries (see [`Tx::flush_events`]).
+pub(crate) const INSERT_ROWS: usize = 64;
+
 /// In-memory state a domain keeps beside its tables (e.g. the open alerts). It must be derivable
 /// from the database: the writer reloads it at start, after a failed COMMIT and after an
 /// operation was rolled back.
@@ -295,7 +298,10 @@ impl Tx {
     /// Writes the batch's events with as few statements as SQLite's parameter limit allows.
     pub(crate) async fn flush_events(&mut self) -> Result<(), JournalError> {
         let pending = std::mem::take(&mut self.events);
-        for chunk in pending.chunks(4000) {
+        // At most INSERT_ROWS rows a statement: a group commit's row count changes with every
+        // batch, and each count is its own statement to prepare; capped, they all stay in the
+        // connection's statement cache (`options`), and a batch of more takes a few statements.
+        for chunk in pending.chunks(INSERT_ROWS) {
             let mut qb = sqlx::QueryBuilder::new(
                 "INSERT INTO events (seq, kind, device_id, device_seq, alert_id, received_at, device_time, body) ",
             );
