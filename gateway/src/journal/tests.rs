@@ -104,8 +104,13 @@ impl Operation for Panics {
 /// The journal in `dir` with the test registry and the alert book registered, writer not yet
 /// running.
 async fn with_alert_book(dir: &std::path::Path) -> (Journal, Writer) {
+    with_alert_book_batching(dir, 64).await
+}
+
+/// [`with_alert_book`] taking up to `max_batch` operations a commit.
+async fn with_alert_book_batching(dir: &std::path::Path, max_batch: usize) -> (Journal, Writer) {
     let registry = Arc::new(registry());
-    let (journal, mut writer) = open(dir, 64, Duration::from_secs(3600))
+    let (journal, mut writer) = open(dir, max_batch, Duration::from_secs(3600))
         .await
         .expect("open");
     writer.provide(registry.clone());
@@ -484,15 +489,7 @@ async fn a_retransmission_after_a_restart_is_reacked_with_its_seq_whether_the_wi
 #[tokio::test]
 async fn a_batch_of_more_events_than_one_insert_carries_commits_them_all_in_order() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let registry = Arc::new(registry());
-    let (journal, mut writer) = open(dir.path(), 1000, Duration::from_secs(3600))
-        .await
-        .expect("open");
-    writer.provide(registry.clone());
-    writer
-        .register(AlertBook::new(registry))
-        .await
-        .expect("alert book");
+    let (journal, writer) = with_alert_book_batching(dir.path(), 1000).await;
     // Queued before the writer runs: one batch, several INSERT statements (INSERT_ROWS each).
     let n = 3 * super::tx::INSERT_ROWS as u32 + 5;
     let mut answers = Vec::new();
