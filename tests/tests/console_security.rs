@@ -191,6 +191,26 @@ async fn the_console_logs_in_over_https_with_a_certificate_from_the_config() {
     let ca_arg = ca_file.to_str().unwrap();
     let (ok, out) = import(&["--cacert", ca_arg]);
     assert!(ok && out.contains("\"applied\": false"), "{out}");
+    // Absurd arguments: a clear refusal each, no answer from anywhere else.
+    let garbage = dir.path().join("garbage.pem");
+    std::fs::write(&garbage, "not a certificate").unwrap();
+    for (args, says) in [
+        (
+            vec!["--url", "not a url"],
+            "cannot reach the gateway at not a url",
+        ),
+        (
+            vec!["--cacert", garbage.to_str().unwrap()],
+            "no certificate in it",
+        ),
+        (
+            vec!["--cacert", "/nonexistent/ca.pem"],
+            "cannot read /nonexistent/ca.pem",
+        ),
+    ] {
+        let (ok, out) = import(&args);
+        assert!(!ok && out.contains(says), "{args:?}: {out}");
+    }
     let by_name = format!("https://localhost:{port}");
     let (ok, out) = import(&["--cacert", ca_arg, "--url", &by_name]);
     assert!(ok && out.contains("\"applied\": false"), "{out}");
