@@ -243,6 +243,7 @@ impl TestDb {
 }
 
 /// How to set up a test gateway.
+#[derive(Clone)]
 pub struct GatewaySpec {
     /// Broker port (external Mosquitto).
     pub broker_port: u16,
@@ -259,6 +260,9 @@ pub struct GatewaySpec {
     /// Register the buttons and the reader on the serial link instead of MQTT (the gateway
     /// takes a device only over the link it is registered on).
     pub serial: bool,
+    /// More devices.csv rows (`device_id,kind,link,resident_id,location,heartbeat_s`, each
+    /// ending in a newline), e.g. health kiosks.
+    pub extra_devices: String,
 }
 
 impl GatewaySpec {
@@ -272,6 +276,7 @@ impl GatewaySpec {
             heartbeat_s: 300,
             residents: false,
             serial: false,
+            extra_devices: String::new(),
         }
     }
 }
@@ -435,6 +440,7 @@ impl Gateway {
         }
         // The reader is not simulated: give it a heartbeat long enough never to go offline here.
         devices.push_str(&format!("rdr-01,card_reader,{link},,canteen,86400\n"));
+        devices.push_str(&spec.extra_devices);
         std::fs::write(dir.path().join("devices.csv"), devices)?;
         let mut residents_line = String::new();
         if spec.residents {

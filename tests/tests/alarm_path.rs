@@ -28,6 +28,7 @@ async fn world(buttons: usize) -> World {
         heartbeat_s: 300,
         residents: false,
         serial: false,
+        extra_devices: String::new(),
     })
     .await
     .unwrap();

@@ -49,6 +49,7 @@ async fn central_store_down_then_back_every_event_arrives_once() {
         heartbeat_s: 300,
         residents: false,
         serial: false,
+        extra_devices: String::new(),
     })
     .await
     .unwrap();
@@ -125,6 +126,7 @@ async fn kill_9_during_a_burst_loses_no_acked_event_and_duplicates_none() {
         heartbeat_s: 300,
         residents: false,
         serial: false,
+        extra_devices: String::new(),
     })
     .await
     .unwrap();
@@ -200,6 +202,7 @@ async fn sigterm_drains_and_exits_cleanly() {
         heartbeat_s: 300,
         residents: false,
         serial: false,
+        extra_devices: String::new(),
     })
     .await
     .unwrap();

@@ -35,17 +35,14 @@ async fn kiosk_gateway(
         spec.extra
             .push_str(&format!("\n[[serial]]\nport = \"{}\"\n", p.display()));
     }
-    let mut gw = Gateway::prepare(&spec, None).unwrap();
-    let devices = gw.config.parent().unwrap().join("devices.csv");
-    let mut csv = std::fs::read_to_string(&devices).unwrap();
-    csv.push_str("kiosk-01,health_kiosk,mqtt,,activity room,86400\n");
-    csv.push_str("kiosk-02,health_kiosk,mqtt,,clinic corner,86400\n");
+    spec.extra_devices = "kiosk-01,health_kiosk,mqtt,,activity room,86400\n\
+                          kiosk-02,health_kiosk,mqtt,,clinic corner,86400\n"
+        .into();
     if serial_port.is_some() {
-        csv.push_str("kiosk-s1,health_kiosk,serial,,volunteer desk,86400\n");
+        spec.extra_devices
+            .push_str("kiosk-s1,health_kiosk,serial,,volunteer desk,86400\n");
     }
-    std::fs::write(&devices, csv).unwrap();
-    gw.spawn().await.unwrap();
-    gw
+    Gateway::start(&spec).await.unwrap()
 }
 
 /// `resident`'s console page as `staff` sees it (logged in over HTTP with a password set now).

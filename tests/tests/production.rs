@@ -29,15 +29,9 @@ fn api(_gw: &Gateway) -> reqwest::Client {
 /// Starts a gateway of `spec` with `broker` as its `[broker]` section and a health kiosk
 /// `kiosk-01` registered on MQTT beside the buttons and the reader.
 async fn start_with_kiosk(spec: &GatewaySpec, broker: &str) -> anyhow::Result<Gateway> {
-    let mut gw = Gateway::prepare_with_broker(spec, None, broker)?;
-    let devices = gw
-        .config
-        .parent()
-        .ok_or_else(|| anyhow::anyhow!("config has no directory"))?
-        .join("devices.csv");
-    let mut csv = std::fs::read_to_string(&devices)?;
-    csv.push_str("kiosk-01,health_kiosk,mqtt,,activity room,86400\n");
-    std::fs::write(&devices, csv)?;
+    let mut spec = spec.clone();
+    spec.extra_devices = "kiosk-01,health_kiosk,mqtt,,activity room,86400\n".into();
+    let mut gw = Gateway::prepare_with_broker(&spec, None, broker)?;
     gw.spawn().await?;
     Ok(gw)
 }

@@ -466,6 +466,7 @@ async fn only_health(args: &Args) -> anyhow::Result<()> {
         heartbeat_s: 300,
         residents: true,
         serial: false,
+        extra_devices: String::new(),
     })
     .await?;
     let (_, fsync_p99) = fsync_cost(&gw.data_dir)?;
@@ -539,6 +540,7 @@ async fn main() -> anyhow::Result<()> {
         heartbeat_s: 300,
         residents: true,
         serial: false,
+        extra_devices: String::new(),
     })
     .await?;
     let (fsync_p50, fsync_p99) = fsync_cost(&gw.data_dir)?;
