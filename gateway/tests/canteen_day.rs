@@ -254,9 +254,11 @@ async fn the_day_close_adds_up_cash_voids_refusals_and_flags_what_to_look_at() {
         )
         .await;
     assert!(matches!(again, Err(Failure::Refused(r)) if r.reason == "already_away"));
-    // Now, or (between 02:00 and 06:00, when no meal is served) at 06:30: after the report.
+    // Now, or at 06:30 between 00:00 and 06:00: after the report either way. (From 00:00 to
+    // 02:00 "now" is in the late period, which counts on the evening before: not today's close;
+    // from 02:00 to 06:00 no meal is served.)
     let local = now.to_zoned(jiff::tz::TimeZone::get("Asia/Shanghai").unwrap());
-    let when = if (2..6).contains(&local.hour()) {
+    let when = if (0..6).contains(&local.hour()) {
         at(6, 30)
     } else {
         Timestamp::now().to_string()
