@@ -51,7 +51,8 @@ pub enum Error {
 
 /// Orchestrates between Router and Network.
 pub struct RemoteLink<P> {
-    connect: Connect,
+    /// From CONNECT, the only part of it the link needs (the router has the client id).
+    keep_alive: u16,
     pub(crate) connection_id: ConnectionId,
     network: Network<P>,
     link_tx: LinkTx,
@@ -115,7 +116,7 @@ impl<P: Protocol> RemoteLink<P> {
         }
 
         Ok(RemoteLink {
-            connect,
+            keep_alive: connect.keep_alive,
             connection_id: id,
             network,
             link_tx,
@@ -128,7 +129,7 @@ impl<P: Protocol> RemoteLink<P> {
     }
 
     pub async fn start(&mut self) -> Result<(), Error> {
-        self.network.set_keepalive(self.connect.keep_alive);
+        self.network.set_keepalive(self.keep_alive);
 
         // Note:
         // Shouldn't result in bounded queue deadlocks because of blocking n/w send

@@ -348,10 +348,7 @@ impl Router {
         }
 
         if let Some(will) = connection.last_will.take() {
-            self.last_wills.insert(
-                client_id.clone(),
-                (will, connection.last_will_properties.take()),
-            );
+            self.last_wills.insert(client_id.clone(), *will);
         }
 
         let connection_id = self.connections.insert(connection);

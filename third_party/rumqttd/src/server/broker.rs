@@ -427,38 +427,34 @@ impl<P: Protocol + Clone + Send + 'static> Server<P> {
                             continue;
                         }
                     };
-                    task::spawn(
-                        remote(
-                            config,
-                            tenant_id.clone(),
-                            router_tx,
-                            stream,
-                            protocol,
-                            self.awaiting_will_handler.clone(),
-                        )
-                        .instrument(tracing::info_span!(
-                            "websocket_link",
-                            client_id = field::Empty,
-                            connection_id = field::Empty
-                        )),
-                    )
-                }
-                LinkType::Remote => task::spawn(
-                    remote(
+                    task::spawn(remote(
                         config,
                         tenant_id.clone(),
                         router_tx,
-                        network,
+                        stream,
                         protocol,
                         self.awaiting_will_handler.clone(),
-                    )
-                    .instrument(tracing::error_span!(
+                        tracing::info_span!(
+                            "websocket_link",
+                            client_id = field::Empty,
+                            connection_id = field::Empty
+                        ),
+                    ))
+                }
+                LinkType::Remote => task::spawn(remote(
+                    config,
+                    tenant_id.clone(),
+                    router_tx,
+                    network,
+                    protocol,
+                    self.awaiting_will_handler.clone(),
+                    tracing::error_span!(
                         "remote_link",
                         ?tenant_id,
                         client_id = field::Empty,
                         connection_id = field::Empty,
-                    )),
-                ),
+                    ),
+                )),
             };
 
             time::sleep(delay).await;
@@ -574,6 +570,11 @@ async fn connect_link<P: Protocol>(
 /// waiting for mqtt connect packet. Also this honours connection wait time as per config to prevent
 /// denial of service attacks (rogue clients which only establish network connections without
 /// sending a mqtt connection packet to make the server reach its concurrent connection limit).
+///
+/// `span` covers the connect phase only. A span kept for the connection's life costs a slot in
+/// the subscriber's registry and its formatted fields on every idle connection (~0.3 KiB each
+/// with tracing-subscriber's fmt layer), and is entered on every poll; the lines logged when the
+/// link ends carry `client_id` and `connection_id` as fields instead.
 async fn remote<P: Protocol>(
     config: Arc<ConnectionSettings>,
     tenant_id: Option<String>,
@@ -581,6 +582,7 @@ async fn remote<P: Protocol>(
     stream: Box<dyn N>,
     protocol: P,
     will_handlers: Arc<Mutex<HashMap<String, Sender<AwaitingWill>>>>,
+    span: tracing::Span,
 ) {
     // The connect phase (reading and checking CONNECT, registering with the router, writing
     // CONNACK) runs in a boxed future, freed once the link is up: inline, its state (`Packet`s
@@ -594,6 +596,7 @@ async fn remote<P: Protocol>(
         protocol,
         will_handlers.clone(),
     ))
+    .instrument(span)
     .await
     else {
         return;
@@ -605,22 +608,22 @@ async fn remote<P: Protocol>(
 
     match link.start().await {
         // Connection got closed. This shouldn't usually happen.
-        Ok(_) => error!("connection-stop"),
+        Ok(_) => error!(client_id, connection_id, "connection-stop"),
         // No need to send a disconnect message when disconnection
         // originated internally in the router.
         Err(remote::Error::Link(e)) => {
-            error!(error=?e, "router-drop");
+            error!(client_id, connection_id, error=?e, "router-drop");
             send_disconnect = false;
         }
         // Connection was closed by peer
         Err(remote::Error::Network(network::Error::Io(err)) | remote::Error::Io(err))
             if err.kind() == io::ErrorKind::ConnectionAborted =>
         {
-            info!(error=?err, "disconnected");
+            info!(client_id, connection_id, error=?err, "disconnected");
         }
         // Any other error
         Err(e) => {
-            error!(error=?e, "disconnected");
+            error!(client_id, connection_id, error=?e, "disconnected");
         }
     };
 
