@@ -17,6 +17,9 @@ use std::time::Instant;
 
 type PubWithProp = (Publish, Option<PublishProperties>);
 
+/// Topics whose matching filters [`DataLog::matches`] remembers.
+const MAX_CACHED_TOPICS: usize = 1024;
+
 #[derive(Clone)]
 pub struct PublishData {
     pub publish: Publish,
@@ -138,7 +141,11 @@ impl DataLog {
                     .map(|(_, filter_idx)| *filter_idx)
                     .collect();
 
-                if !v.is_empty() {
+                // Cached for at most MAX_CACHED_TOPICS topics: with one topic per device (every
+                // device's heartbeat has its own), an unbounded cache held a copy of every topic
+                // ever published and its filters (~140 bytes per device). Beyond that the filters
+                // are matched on each publish, as for the first publish of any topic.
+                if !v.is_empty() && self.publish_filters.len() < MAX_CACHED_TOPICS {
                     self.publish_filters.insert(topic.to_owned(), v.clone());
                 }
 

@@ -340,7 +340,11 @@ impl Router {
             Err(e) => format!("Time error = {e:?}"),
         };
 
-        let event = "connection at ".to_owned() + &time + ", clean = " + &clean_session.to_string();
+        // Kept with every connection for its life: exactly sized (the concatenation's growth and a
+        // first push's capacity of four made it ~180 bytes instead of ~100).
+        let mut event = format!("connection at {time}, clean = {clean_session}");
+        event.shrink_to_fit();
+        connection.events.events.reserve_exact(1);
         connection.events.events.push_back(event);
 
         if connection.events.events.len() > 10 {
@@ -530,15 +534,13 @@ impl Router {
     /// Handles new incoming data on a topic
     fn handle_device_payload(&mut self, id: ConnectionId) {
         // TODO: Retun errors and move error handling to the caller
-        let incoming = match self.ibufs.get_mut(id) {
-            Some(v) => v,
-            None => {
-                error!("no-connection id {} is already gone", id);
-                return;
-            }
+        let (Some(connection), Some(incoming)) = (self.connections.get(id), self.ibufs.get_mut(id))
+        else {
+            error!("no-connection id {} is already gone", id);
+            return;
         };
 
-        let client_id = incoming.client_id.clone();
+        let client_id = connection.client_id.clone();
         let span = tracing::error_span!("incoming_payload", client_id);
         let _guard = span.enter();
 

@@ -575,7 +575,7 @@ async fn connect_link<P: Protocol>(
 /// the subscriber's registry and its formatted fields on every idle connection (~0.3 KiB each
 /// with tracing-subscriber's fmt layer), and is entered on every poll; the lines logged when the
 /// link ends carry `client_id` and `connection_id` as fields instead.
-async fn remote<P: Protocol>(
+fn remote<P: Protocol>(
     config: Arc<ConnectionSettings>,
     tenant_id: Option<String>,
     router_tx: Sender<(ConnectionId, Event)>,
@@ -583,81 +583,92 @@ async fn remote<P: Protocol>(
     protocol: P,
     will_handlers: Arc<Mutex<HashMap<String, Sender<AwaitingWill>>>>,
     span: tracing::Span,
-) {
+) -> impl std::future::Future<Output = ()> {
     // The connect phase (reading and checking CONNECT, registering with the router, writing
     // CONNACK) runs in a boxed future, freed once the link is up: inline, its state (`Packet`s
     // of 392 bytes, timers, and the locals it moved out of) would size this task's future for
-    // the connection's whole life.
-    let Some((mut link, client_id, will_rx)) = Box::pin(connect_link(
-        config,
-        tenant_id.clone(),
-        router_tx.clone(),
-        stream,
-        protocol,
-        will_handlers.clone(),
-    ))
-    .instrument(span)
-    .await
-    else {
-        return;
-    };
+    // the connection's whole life. It is made before the `async` block so that the arguments
+    // it takes are not kept in the task either (an `async fn` keeps a slot for every argument
+    // for as long as it runs: 104 bytes here).
+    let connect = Box::pin(
+        connect_link(
+            config,
+            tenant_id.clone(),
+            router_tx.clone(),
+            stream,
+            protocol,
+            will_handlers.clone(),
+        )
+        .instrument(span),
+    );
+    async move {
+        let Some((mut link, client_id, will_rx)) = connect.await else {
+            return;
+        };
 
-    let connection_id = link.connection_id;
-    let will_delay_interval = link.will_delay_interval;
-    let mut send_disconnect = true;
+        let mut send_disconnect = true;
+        // The link's id and will delay are read from it when it ends, not copied before: copies
+        // would be kept in the task while the link runs. The result is matched where it is
+        // made, so that it is not kept across the awaits below (it can hold an `Event`).
+        match link.start().await {
+            // Connection got closed. This shouldn't usually happen.
+            Ok(_) => error!(
+                client_id,
+                connection_id = link.connection_id,
+                "connection-stop"
+            ),
+            // No need to send a disconnect message when disconnection
+            // originated internally in the router.
+            Err(remote::Error::Link(e)) => {
+                error!(client_id, connection_id = link.connection_id, error=?e, "router-drop");
+                send_disconnect = false;
+            }
+            // Connection was closed by peer
+            Err(remote::Error::Network(network::Error::Io(err)) | remote::Error::Io(err))
+                if err.kind() == io::ErrorKind::ConnectionAborted =>
+            {
+                info!(client_id, connection_id = link.connection_id, error=?err, "disconnected");
+            }
+            // Any other error
+            Err(e) => {
+                error!(client_id, connection_id = link.connection_id, error=?e, "disconnected");
+            }
+        };
+        let connection_id = link.connection_id;
+        let will_delay_interval = link.will_delay_interval;
 
-    match link.start().await {
-        // Connection got closed. This shouldn't usually happen.
-        Ok(_) => error!(client_id, connection_id, "connection-stop"),
-        // No need to send a disconnect message when disconnection
-        // originated internally in the router.
-        Err(remote::Error::Link(e)) => {
-            error!(client_id, connection_id, error=?e, "router-drop");
-            send_disconnect = false;
+        if send_disconnect {
+            let disconnect = Event::Disconnect;
+            let message = (connection_id, disconnect);
+            router_tx.send(message).ok();
         }
-        // Connection was closed by peer
-        Err(remote::Error::Network(network::Error::Io(err)) | remote::Error::Io(err))
-            if err.kind() == io::ErrorKind::ConnectionAborted =>
+
+        // this is important to stop the connection
+        drop(link);
+
+        let publish_will = match tokio::time::timeout(
+            Duration::from_secs(will_delay_interval as u64),
+            will_rx.recv_async(),
+        )
+        .await
         {
-            info!(client_id, connection_id, error=?err, "disconnected");
+            Ok(w) => w.is_ok_and(|k| k == AwaitingWill::Fire),
+            Err(_) => {
+                // no need to keep the sender after timeout
+                will_handlers.lock().unwrap().remove(&client_id);
+                // as will delay interval has passed, publish the will message
+                true
+            }
+        };
+
+        if publish_will {
+            let message = Event::PublishWill((client_id, tenant_id));
+            // is this connection_id really correct at this point?
+            // as we have disconnected already, some other connection
+            // might be using this connection ID!
+            // It won't matter in this case as we don't use it
+            // but might affect logs?
+            router_tx.send((connection_id, message)).ok();
         }
-        // Any other error
-        Err(e) => {
-            error!(client_id, connection_id, error=?e, "disconnected");
-        }
-    };
-
-    if send_disconnect {
-        let disconnect = Event::Disconnect;
-        let message = (connection_id, disconnect);
-        router_tx.send(message).ok();
-    }
-
-    // this is important to stop the connection
-    drop(link);
-
-    let publish_will = match tokio::time::timeout(
-        Duration::from_secs(will_delay_interval as u64),
-        will_rx.recv_async(),
-    )
-    .await
-    {
-        Ok(w) => w.is_ok_and(|k| k == AwaitingWill::Fire),
-        Err(_) => {
-            // no need to keep the sender after timeout
-            will_handlers.lock().unwrap().remove(&client_id);
-            // as will delay interval has passed, publish the will message
-            true
-        }
-    };
-
-    if publish_will {
-        let message = Event::PublishWill((client_id, tenant_id));
-        // is this connection_id really correct at this point?
-        // as we have disconnected already, some other connection
-        // might be using this connection ID!
-        // It won't matter in this case as we don't use it
-        // but might affect logs?
-        router_tx.send((connection_id, message)).ok();
     }
 }
