@@ -28,12 +28,14 @@ pub struct Connection {
     /// Connection events
     pub events: ConnectionEvents,
     /// Topic aliases set by clients
-    pub(crate) topic_aliases: HashMap<u16, Topic>,
+    /// (boxed and created on first use, like `subscription_ids`: only MQTT 5 clients have them,
+    /// and an empty `HashMap` inline is 48 bytes of every connection's slab entry)
+    pub(crate) topic_aliases: Option<Box<HashMap<u16, Topic>>>,
     /// Topic aliases used by broker
     /// (boxed: only MQTT 5 clients that ask for topic aliases have it)
     pub(crate) broker_topic_aliases: Option<Box<BrokerAliases>>,
     /// subscription IDs for a connection
-    pub(crate) subscription_ids: HashMap<Filter, usize>,
+    pub(crate) subscription_ids: Option<Box<HashMap<Filter, usize>>>,
 }
 
 impl Connection {
@@ -63,9 +65,9 @@ impl Connection {
             subscriptions: HashSet::default(),
             last_will: None,
             events: ConnectionEvents::default(),
-            topic_aliases: HashMap::new(),
+            topic_aliases: None,
             broker_topic_aliases: None,
-            subscription_ids: HashMap::new(),
+            subscription_ids: None,
         }
     }
 

@@ -744,7 +744,9 @@ impl Router {
                             }
 
                             // remove the subscription id
-                            connection.subscription_ids.remove(filter);
+                            if let Some(ids) = connection.subscription_ids.as_mut() {
+                                ids.remove(filter);
+                            }
 
                             let unsuback = UnsubAck {
                                 pkid,
@@ -957,6 +959,7 @@ impl Router {
         if let Some(subscription_id) = subscription_id {
             connection
                 .subscription_ids
+                .get_or_insert_with(Box::default)
                 .insert(filter_path.clone(), subscription_id);
         }
 
@@ -1349,7 +1352,11 @@ fn validate_and_set_topic_alias(
 
     if publish.topic.is_empty() {
         // if publish topic is empty, publisher must have set a valid alias
-        let Some(alias_topic) = connection.topic_aliases.get(&alias) else {
+        let Some(alias_topic) = connection
+            .topic_aliases
+            .as_ref()
+            .and_then(|aliases| aliases.get(&alias))
+        else {
             error!("Empty topic name with invalid alias");
             return Err(RouterError::Disconnect(DisconnectReasonCode::ProtocolError));
         };
@@ -1359,7 +1366,10 @@ fn validate_and_set_topic_alias(
         // if publish topic isn't empty, that means
         // publisher wants to establish new mapping for topic & alias
         let topic = std::str::from_utf8(&publish.topic)?;
-        connection.topic_aliases.insert(alias, topic.to_owned());
+        connection
+            .topic_aliases
+            .get_or_insert_with(Box::default)
+            .insert(alias, topic.to_owned());
         trace!("set alias {alias} for topic {topic}");
     };
 
@@ -1560,7 +1570,10 @@ fn forward_device_data(
             .and_then(|broker_aliases| broker_aliases.set_new_alias(&request.filter))
     }
 
-    let subscription_id = connection.subscription_ids.get(&request.filter);
+    let subscription_id = connection
+        .subscription_ids
+        .as_ref()
+        .and_then(|ids| ids.get(&request.filter));
 
     // Fill and notify device data
     let forwards = publishes
