@@ -656,6 +656,10 @@ fn main() -> ExitCode {
                     return ExitCode::from(EX_CONFIG);
                 }
             };
+            // Before the runtime (or anything else) starts a thread.
+            if loaded.config.broker.mode == eldergate::config::BrokerMode::Embedded {
+                eldergate::broker::limit_malloc_arenas();
+            }
             eldergate::app::init_logs_as(
                 "info,rumqttd=warn,sqlx=warn,rumqttc=warn",
                 loaded.config.log.format,

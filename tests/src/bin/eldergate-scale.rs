@@ -170,6 +170,9 @@ struct FleetResult {
     gw_cpu: f64,
     gw_rss: f64,
     gw_hwm: f64,
+    /// The anonymous part of `gw_rss` (heap, stacks: what grows with connections; the rest is
+    /// mapped code and libraries), read at the same moment.
+    gw_anon: f64,
     broker_cpu: Option<f64>,
     broker_rss: Option<f64>,
     connected: u64,
@@ -256,6 +259,7 @@ async fn fleet_run(
         gw_cpu: cpu.first().copied().unwrap_or(f64::NAN),
         gw_rss: status_mib(pid, "VmRSS"),
         gw_hwm: status_mib(pid, "VmHWM"),
+        gw_anon: status_mib(pid, "RssAnon"),
         broker_cpu: cpu.get(1).copied(),
         broker_rss: mosquitto.as_ref().map(|m| status_mib(m.pid(), "VmRSS")),
         connected: stats.connected.load(Ordering::Relaxed),
@@ -323,15 +327,16 @@ async fn fleet(
         every.as_secs(),
         open_files_limit()
     );
-    println!("| broker | gateway CPU (% of a core) | gateway RSS / peak | Mosquitto CPU / RSS | gateway + broker CPU | heartbeats sent / acked / received by the gateway in the window | connected | idle RSS before | ramp |");
+    println!("| broker | gateway CPU (% of a core) | gateway RSS / peak (anonymous) | Mosquitto CPU / RSS | gateway + broker CPU | heartbeats sent / acked / received by the gateway in the window | connected | idle RSS before | ramp |");
     println!("|---|---|---|---|---|---|---|---|---|");
     for r in &results {
         println!(
-            "| {} | {:.2} % | {:.1} / {:.1} MiB | {} | {:.2} % | {} / {} / {:.0} | {} | {:.1} MiB | {:.1} s |",
+            "| {} | {:.2} % | {:.1} / {:.1} MiB ({:.1}) | {} | {:.2} % | {} / {} / {:.0} | {} | {:.1} MiB | {:.1} s |",
             r.mode,
             r.gw_cpu,
             r.gw_rss,
             r.gw_hwm,
+            r.gw_anon,
             match (r.broker_cpu, r.broker_rss) {
                 (Some(c), Some(m)) => format!("{c:.2} % / {m:.1} MiB"),
                 _ => "(inside the gateway)".into(),

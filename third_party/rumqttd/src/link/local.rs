@@ -113,7 +113,7 @@ impl<'a> LinkBuilder<'a> {
         connection
             .last_will(self.last_will, self.last_will_properties)
             .topic_alias_max(self.topic_alias_max);
-        let incoming = Incoming::new(connection.client_id.to_owned());
+        let incoming = Incoming::new();
         let (outgoing, link_rx) = Outgoing::new(connection.client_id.to_owned());
         let outgoing_data_buffer = outgoing.buffer();
         let incoming_data_buffer = incoming.buffer();
@@ -399,13 +399,11 @@ impl LinkRx {
         }
     }
 
-    pub(crate) async fn exchange(
-        &mut self,
-        notifications: &mut VecDeque<Notification>,
-    ) -> Result<(), LinkError> {
+    /// Waits for the router's signal and takes what it queued, leaving it an unallocated buffer
+    /// (a link that idles then holds none, and a burst on one link is not handed on).
+    pub(crate) async fn exchange(&mut self) -> Result<VecDeque<Notification>, LinkError> {
         self.router_rx.recv_async().await?;
-        mem::swap(&mut *self.send_buffer.lock(), notifications);
-        Ok(())
+        Ok(mem::take(&mut *self.send_buffer.lock()))
     }
 
     pub fn ready(&self) -> Result<(), LinkError> {

@@ -11,10 +11,12 @@ use std::{
 use tokio::time::{error::Elapsed, Duration};
 
 /// Spare bytes reserved for the next read on a link whose last read did not fill its buffer
-/// (a device: its packets are a few hundred bytes, and it waits most of the time). Upstream
+/// (a device: its packets are a hundred bytes or a few, and it waits most of the time). Upstream
 /// preallocated 10 KiB for reads and 10 KiB for writes on every link; with thousands of idle
-/// links that was most of the broker's memory.
-const READ_SPARE_IDLE: usize = 256;
+/// links that was most of the broker's memory. This buffer is held while the link waits: 128
+/// bytes take a heartbeat (~110 bytes) in one read; a larger packet takes more reads and grows
+/// the buffer, which the link then keeps (up to [`KEEP_AT_MOST`]).
+const READ_SPARE_IDLE: usize = 128;
 
 /// Spare bytes reserved after a read that filled all the room it had: a busy link reads in large
 /// chunks (one syscall for many packets), as with upstream's 10 KiB.

@@ -2,7 +2,7 @@ use crate::link::local::{LinkError, LinkRx, LinkTx};
 use crate::link::network;
 use crate::link::network::Network;
 use crate::local::LinkBuilder;
-use crate::protocol::{ConnAck, Connect, ConnectReturnCode, Login, Packet, Protocol};
+use crate::protocol::{ConnAck, ConnectReturnCode, Login, Packet, Protocol};
 use crate::router::{Event, Notification};
 use crate::{ConnectionId, ConnectionSettings};
 
@@ -51,12 +51,12 @@ pub enum Error {
 
 /// Orchestrates between Router and Network.
 pub struct RemoteLink<P> {
-    connect: Connect,
+    /// From CONNECT, the only part of it the link needs (the router has the client id).
+    keep_alive: u16,
     pub(crate) connection_id: ConnectionId,
     network: Network<P>,
     link_tx: LinkTx,
     link_rx: LinkRx,
-    notifications: VecDeque<Notification>,
     pub(crate) will_delay_interval: u32,
 }
 
@@ -115,20 +115,17 @@ impl<P: Protocol> RemoteLink<P> {
         }
 
         Ok(RemoteLink {
-            connect,
+            keep_alive: connect.keep_alive,
             connection_id: id,
             network,
             link_tx,
             link_rx,
-            // Swapped with the router's outgoing buffer on every exchange, emptied and given
-            // back (see `start`): not preallocated, and idle links hold none.
-            notifications: VecDeque::new(),
             will_delay_interval,
         })
     }
 
     pub async fn start(&mut self) -> Result<(), Error> {
-        self.network.set_keepalive(self.connect.keep_alive);
+        self.network.set_keepalive(self.keep_alive);
 
         // Note:
         // Shouldn't result in bounded queue deadlocks because of blocking n/w send
@@ -151,34 +148,36 @@ impl<P: Protocol> RemoteLink<P> {
                 }
                 // Receive from router when previous when state isn't in collision
                 // due to previously received data request
-                o = self.link_rx.exchange(&mut self.notifications) => {
-                    o?;
-                    Step::Exchanged
-                }
+                o = self.link_rx.exchange() => Step::Exchanged(o?),
             };
 
-            match step {
-                Step::Read => self.link_tx.notify().await?,
-                Step::Exchanged => {
-                    let mut packets = VecDeque::new();
-                    let mut unscheduled = false;
+            // All that follows runs in one future awaited here, which takes `step`: matched in
+            // this loop, `step` (and what it holds) would be kept in every state of this future.
+            self.finish(step).await?;
+        }
+    }
 
-                    for notif in self.notifications.drain(..) {
-                        if let Some(packet) = notif.into() {
-                            packets.push_back(packet);
-                        } else {
-                            unscheduled = true;
-                        }
-                    }
-                    // Hand the router an unallocated buffer: it keeps it while the link idles.
-                    self.notifications.shrink_to(0);
-                    self.network.writev(packets).await?;
-                    if unscheduled {
-                        self.link_rx.wake().await?;
-                    }
-                }
+    /// What [`Self::start`]'s loop does after its `select!`.
+    async fn finish(&mut self, step: Step) -> Result<(), Error> {
+        let notifications = match step {
+            Step::Read => return Ok(self.link_tx.notify().await?),
+            Step::Exchanged(notifications) => notifications,
+        };
+        let mut packets = VecDeque::new();
+        let mut unscheduled = false;
+        // Consumed here (not kept in the link, nor across the awaits below).
+        for notif in notifications {
+            if let Some(packet) = notif.into() {
+                packets.push_back(packet);
+            } else {
+                unscheduled = true;
             }
         }
+        self.network.writev(packets).await?;
+        if unscheduled {
+            self.link_rx.wake().await?;
+        }
+        Ok(())
     }
 }
 
@@ -187,7 +186,7 @@ enum Step {
     /// Packets read from the network and queued for the router.
     Read,
     /// Notifications taken from the router.
-    Exchanged,
+    Exchanged(VecDeque<Notification>),
 }
 
 /// Read MQTT connect packet from network and verify it.

@@ -745,6 +745,27 @@ pub enum Error {
     InsufficientBytes(usize),
 }
 
+/// Frames up to this size are copied out of the connection's read buffer; larger ones are split
+/// off it without a copy.
+const COPY_FRAMES_UP_TO: usize = 4 * 1024;
+
+/// Takes the next `len` bytes (one whole frame) off `stream`.
+///
+/// A publish's topic and payload are slices of the frame and live in the router's log for as long
+/// as the log keeps the publish. Split off the read buffer, a small frame would keep that whole
+/// buffer alive (≥ 256 bytes, 8 KiB on a busy link, for a 100-byte heartbeat), and the link would
+/// need a new buffer for its next read because the old one is shared. Copied, the frame costs
+/// exactly its size and the read buffer is reused.
+pub(crate) fn take_frame(stream: &mut BytesMut, len: usize) -> Bytes {
+    if len <= COPY_FRAMES_UP_TO {
+        let frame = Bytes::copy_from_slice(&stream[..len]);
+        stream.advance(len);
+        frame
+    } else {
+        stream.split_to(len).freeze()
+    }
+}
+
 pub trait Protocol {
     fn read_mut(&mut self, stream: &mut BytesMut, max_size: usize) -> Result<Packet, Error>;
     fn write(&self, packet: Packet, write: &mut BytesMut) -> Result<usize, Error>;

@@ -20,8 +20,6 @@ const MAX_PKID: u16 = MAX_INFLIGHT as u16;
 
 #[derive(Debug)]
 pub struct Incoming {
-    /// Identifier associated with connected client
-    pub(crate) client_id: String,
     /// Recv buffer
     pub(crate) buffer: Arc<Mutex<VecDeque<Packet>>>,
     /// incoming metrics
@@ -30,13 +28,12 @@ pub struct Incoming {
 
 impl Incoming {
     #[inline]
-    pub(crate) fn new(client_id: String) -> Self {
+    pub(crate) fn new() -> Self {
         Self {
             // Grown on use, not preallocated: an idle connection holds no packet buffer
             // (the router hands back an unallocated one on every exchange).
             buffer: Arc::new(Mutex::new(VecDeque::new())),
             meter: Default::default(),
-            client_id,
         }
     }
 

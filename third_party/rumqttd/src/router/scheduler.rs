@@ -118,7 +118,9 @@ pub enum PauseReason {
 
 impl Tracker {
     pub fn new(client_id: String) -> Tracker {
-        let requests = VecDeque::with_capacity(2);
+        // Empty until the client subscribes: a device that only publishes never needs it (two
+        // 96-byte `DataRequest`s preallocated per connection).
+        let requests = VecDeque::new();
         Tracker {
             id: client_id,
             data_requests: requests,

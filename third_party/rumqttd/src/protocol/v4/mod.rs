@@ -290,13 +290,10 @@ impl Protocol for V4 {
     fn read_mut(&mut self, stream: &mut BytesMut, max_size: usize) -> Result<Packet, Error> {
         let fixed_header = check(stream.iter(), max_size)?;
 
-        // Test with a stream with exactly the size to check border panics
-        let packet = stream.split_to(fixed_header.frame_length());
-        let packet_type = fixed_header.packet_type()?;
-
         if fixed_header.remaining_len == 0 {
             // no payload packets
-            return match packet_type {
+            stream.advance(fixed_header.frame_length());
+            return match fixed_header.packet_type()? {
                 PacketType::PingReq => Ok(Packet::PingReq(PingReq)),
                 PacketType::PingResp => Ok(Packet::PingResp(PingResp)),
                 PacketType::Disconnect => Ok(Packet::Disconnect(
@@ -309,7 +306,8 @@ impl Protocol for V4 {
             };
         }
 
-        let packet = packet.freeze();
+        let packet = take_frame(stream, fixed_header.frame_length());
+        let packet_type = fixed_header.packet_type()?;
         let packet = match packet_type {
             PacketType::Connect => {
                 let (connect, login, lastwill) = connect::read(fixed_header, packet)?;
