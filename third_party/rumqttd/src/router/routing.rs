@@ -414,7 +414,9 @@ impl Router {
         let client_id = match &self.obufs.get(id) {
             Some(v) => v.client_id.clone(),
             None => {
-                error!("no-connection id {} is already gone", id);
+                // The second of the double disconnect above (a DISCONNECT, then the socket's
+                // close): expected, not an error.
+                debug!("no-connection id {} is already gone", id);
                 return;
             }
         };
