@@ -564,16 +564,7 @@ fn api_client(
         eldergate::tls::install_crypto_provider();
         let pem_file = cacert.or_else(|| http.tls_cert.clone());
         if let Some(path) = pem_file {
-            let pem =
-                std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
-            let certs = reqwest::Certificate::from_pem_bundle(&pem)
-                .with_context(|| format!("{}: not PEM certificates", path.display()))?;
-            anyhow::ensure!(
-                !certs.is_empty(),
-                "{}: no certificate in it",
-                path.display()
-            );
-            for c in certs {
+            for c in eldergate::tls::load_ca_file(&path)? {
                 builder = builder.add_root_certificate(c);
             }
         }

@@ -201,11 +201,11 @@ async fn the_console_logs_in_over_https_with_a_certificate_from_the_config() {
         ),
         (
             vec!["--cacert", garbage.to_str().unwrap()],
-            "no certificate in it",
+            "holds no PEM certificate",
         ),
         (
             vec!["--cacert", "/nonexistent/ca.pem"],
-            "cannot read /nonexistent/ca.pem",
+            "CA file /nonexistent/ca.pem: cannot be read",
         ),
     ] {
         let (ok, out) = import(&args);
