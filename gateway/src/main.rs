@@ -512,16 +512,9 @@ async fn roster(config: PathBuf, which: RosterCommand) -> anyhow::Result<()> {
         .send()
         .await
         .map_err(|e| {
-            // reqwest's Display stops at "error sending request"; the cause (refused, a
-            // certificate not trusted, a name it does not hold) is what the operator needs.
-            let mut why = e.to_string();
-            let mut source = std::error::Error::source(&e);
-            while let Some(s) = source {
-                why = format!("{why}: {s}");
-                source = s.source();
-            }
             anyhow::anyhow!(
-                "cannot reach the gateway at {url} (is it running? over HTTPS, does --cacert hold the CA of its certificate, and does --url name a host the certificate holds?): {why}"
+                "cannot reach the gateway at {url} (is it running? over HTTPS, does --cacert hold the CA of its certificate, and does --url name a host the certificate holds?): {}",
+                eldergate::tls::describe(e)
             )
         })?;
     let status = response.status();

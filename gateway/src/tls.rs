@@ -41,6 +41,19 @@ pub fn load_ca_file(path: &std::path::Path) -> Result<Vec<reqwest::Certificate>,
     Ok(certs)
 }
 
+/// A reqwest error with its causes: its Display stops at "error sending request", the cause
+/// (refused, an unknown issuer, a name the certificate does not hold) is what a person needs.
+pub fn describe(e: reqwest::Error) -> String {
+    let mut s = e.to_string();
+    let mut source = std::error::Error::source(&e);
+    while let Some(cause) = source {
+        s.push_str(": ");
+        s.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    s
+}
+
 /// Why the HTTPS certificate or key cannot be used.
 #[derive(Debug, thiserror::Error)]
 #[error("{path}: {reason}")]

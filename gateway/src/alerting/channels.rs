@@ -184,7 +184,7 @@ async fn post(
         .body(body)
         .send()
         .await
-        .map_err(|e| describe(e.without_url()))?;
+        .map_err(|e| crate::tls::describe(e.without_url()))?;
     let status = resp.status();
     if !status.is_success() {
         return Err(format!("HTTP {status}"));
@@ -214,16 +214,4 @@ async fn post(
             ))
         }
     }
-}
-
-/// A reqwest error with its causes (a TLS failure says why: unknown issuer, wrong name…).
-fn describe(e: reqwest::Error) -> String {
-    let mut s = e.to_string();
-    let mut source = std::error::Error::source(&e);
-    while let Some(cause) = source {
-        s.push_str(": ");
-        s.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    s
 }
