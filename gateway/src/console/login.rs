@@ -177,13 +177,13 @@ fn console_page(path: &str) -> bool {
         && !path.contains('\\')
 }
 
-/// The path and query of a `Referer` URL (`scheme://host[:port]/path?query`).
+/// The path and query of the `Referer` URL.
 fn referer_path(headers: &HeaderMap) -> Option<String> {
-    let r = headers.get(header::REFERER)?.to_str().ok()?;
-    let rest = r.split_once("://")?.1;
-    let at = rest.find('/')?;
-    let path = rest[at..].split('#').next()?;
-    Some(path.to_string())
+    let url = reqwest::Url::parse(headers.get(header::REFERER)?.to_str().ok()?).ok()?;
+    Some(match url.query() {
+        Some(q) => format!("{}?{q}", url.path()),
+        None => url.path().to_string(),
+    })
 }
 
 /// Sets the language cookie and goes back (only to a console page: no open redirect): to the
