@@ -156,11 +156,16 @@ pub fn write_topic(out: &mut impl fmt::Write, site: &str, rest: &[&str]) -> fmt:
 
 #[cfg(feature = "alloc")]
 mod owned {
-    use super::write_topic;
+    use super::{write_topic, ROOT};
     use alloc::string::String;
 
     fn build(site: &str, rest: &[&str]) -> String {
-        let mut s = String::new();
+        // Sized up front: one allocation (the gateway builds a `down/{device}` topic per ack).
+        let len = ROOT.len()
+            + "/v1/".len()
+            + site.len()
+            + rest.iter().map(|p| p.len() + 1).sum::<usize>();
+        let mut s = String::with_capacity(len);
         // Writing into a String cannot fail.
         let _ = write_topic(&mut s, site, rest);
         s

@@ -524,3 +524,43 @@ async fn a_batch_of_more_events_than_one_insert_carries_commits_them_all_in_orde
         assert_eq!(*seq, seqs[i], "the answer names the row's seq");
     }
 }
+
+/// The digit-by-digit `format_ts` writes what `strftime` with the journal's format writes: at
+/// the ends of jiff's range, around year 0 and 9999, and at every millisecond edge (stored
+/// timestamps are compared as strings, so one differing character would reorder them).
+#[test]
+fn format_ts_is_strftime() {
+    use jiff::{SignedDuration, Timestamp};
+    let slow = |t: Timestamp| t.strftime(TS_FORMAT).to_string();
+    let mut at = vec![
+        Timestamp::MIN,
+        Timestamp::MAX,
+        Timestamp::UNIX_EPOCH,
+        Timestamp::UNIX_EPOCH - SignedDuration::from_nanos(1),
+    ];
+    for s in [
+        "0000-01-01T00:00:00Z",
+        "-0001-12-31T23:59:59.999999999Z",
+        "9999-12-31T23:59:59.999999999Z",
+        "1999-12-31T23:59:59.9995Z",
+        "2026-12-01T17:30:05.000000001Z",
+        "2026-02-28T00:00:00.1Z",
+    ] {
+        if let Ok(t) = s.parse::<Timestamp>() {
+            at.push(t);
+        }
+    }
+    // A walk over 400 years with an odd step, so every field and sub-second digit varies.
+    let mut t = "1900-01-01T00:00:00Z"
+        .parse::<Timestamp>()
+        .unwrap_or(Timestamp::UNIX_EPOCH);
+    for _ in 0..20_000 {
+        at.push(t);
+        t = t
+            .saturating_add(SignedDuration::new(631_152, 7_919_123))
+            .unwrap_or(t);
+    }
+    for t in at {
+        assert_eq!(format_ts(t), slow(t), "{t:?}");
+    }
+}

@@ -297,23 +297,25 @@ impl Tx {
 
     /// Writes the batch's events with as few statements as SQLite's parameter limit allows.
     pub(crate) async fn flush_events(&mut self) -> Result<(), JournalError> {
-        let pending = std::mem::take(&mut self.events);
         // At most INSERT_ROWS rows a statement: a group commit's row count changes with every
         // batch, and each count is its own statement to prepare; capped, they all stay in the
         // connection's statement cache (`options`), and a batch of more takes a few statements.
-        for chunk in pending.chunks(INSERT_ROWS) {
+        // The rows are moved into the statement's arguments (bound by reference, sqlx would
+        // copy every string once more).
+        let mut pending = self.events.drain(..).peekable();
+        while pending.peek().is_some() {
             let mut qb = sqlx::QueryBuilder::new(
                 "INSERT INTO events (seq, kind, device_id, device_seq, alert_id, received_at, device_time, body) ",
             );
-            qb.push_values(chunk, |mut b, r| {
+            qb.push_values(pending.by_ref().take(INSERT_ROWS), |mut b, r| {
                 b.push_bind(r.seq)
-                    .push_bind(&r.kind)
-                    .push_bind(&r.device_id)
+                    .push_bind(r.kind)
+                    .push_bind(r.device_id)
                     .push_bind(r.device_seq)
                     .push_bind(r.alert_id)
-                    .push_bind(&r.received_at)
-                    .push_bind(&r.device_time)
-                    .push_bind(&r.body);
+                    .push_bind(r.received_at)
+                    .push_bind(r.device_time)
+                    .push_bind(r.body);
             });
             qb.build().execute(&mut self.conn).await?;
         }
