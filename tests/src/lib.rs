@@ -805,14 +805,77 @@ pub async fn connect_with(
 /// /dev/serial/by-id/…); returns the master, the device side. Plug it in after the gateway
 /// started: a child process inherits open descriptors, and a gateway holding the master would
 /// never see it go away.
-pub fn plug_pty(link: &Path) -> anyhow::Result<tokio_serial::SerialStream> {
+pub fn plug_pty(link: &Path) -> anyhow::Result<PluggedPty> {
     use tokio_serial::SerialPort;
     let (master, slave) = tokio_serial::SerialStream::pair().context("cannot make a pty pair")?;
     let name = slave.name().context("the pty slave has no path")?;
     drop(slave);
     let _ = std::fs::remove_file(link);
     std::os::unix::fs::symlink(name, link)?;
-    Ok(master)
+    Ok(PluggedPty {
+        master,
+        link: link.to_path_buf(),
+    })
+}
+
+/// The device side of a pty that [`plug_pty`] linked. Dropping it unplugs: the link goes first,
+/// then the pty. In that order because a gateway still retrying a link that points at a freed
+/// `/dev/pts/N` would open the pty that number is given to next — another test's, running
+/// beside this one, whose gateway then cannot open it ("Unable to acquire exclusive lock").
+pub struct PluggedPty {
+    master: tokio_serial::SerialStream,
+    link: PathBuf,
+}
+
+impl Drop for PluggedPty {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.link);
+    }
+}
+
+impl std::ops::Deref for PluggedPty {
+    type Target = tokio_serial::SerialStream;
+    fn deref(&self) -> &Self::Target {
+        &self.master
+    }
+}
+
+impl std::ops::DerefMut for PluggedPty {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.master
+    }
+}
+
+impl tokio::io::AsyncRead for PluggedPty {
+    fn poll_read(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.get_mut().master).poll_read(cx, buf)
+    }
+}
+
+impl tokio::io::AsyncWrite for PluggedPty {
+    fn poll_write(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.get_mut().master).poll_write(cx, buf)
+    }
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.get_mut().master).poll_flush(cx)
+    }
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.get_mut().master).poll_shutdown(cx)
+    }
 }
 
 /// Canteen rules for tests: one all-day period at ¥15.00, 10% off for 60+ (the test roster's

@@ -212,7 +212,6 @@ async fn a_tap_is_settled_once_and_answered_after_commit() {
 async fn a_serial_reader_gets_its_display_answer_after_commit() {
     use eldergate_protocol::serial::{decode, encode, Body, Frame, FrameReader, Push, MAX_WIRE};
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    use tokio_serial::SerialPort;
     let dir = tempfile::tempdir().unwrap();
     let link = dir.path().join("ttyREADER");
     let broker = Mosquitto::start().unwrap();
@@ -229,9 +228,7 @@ async fn a_serial_reader_gets_its_display_answer_after_commit() {
         .unwrap();
     assert_eq!(r.status(), 200);
     // Plugged in after the gateway started (see tests/serial.rs).
-    let (mut master, slave) = tokio_serial::SerialStream::pair().unwrap();
-    std::os::unix::fs::symlink(slave.name().unwrap(), &link).unwrap();
-    drop(slave);
+    let mut master = plug_pty(&link).unwrap();
     let mut out = [0u8; MAX_WIRE];
     let uid = [0xCA, 0x00, 0x00, 0x03];
     let n = encode(

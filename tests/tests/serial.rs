@@ -10,18 +10,14 @@ use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio_serial::{SerialPort, SerialStream};
+use tokio_serial::SerialStream;
 
 const WAIT: Duration = Duration::from_secs(60);
 
-/// A pty pair whose slave is reachable through a stable symlink, like /dev/serial/by-id/….
-fn plug(link: &Path) -> SerialStream {
-    let (master, slave) = SerialStream::pair().expect("a pty pair");
-    let name = slave.name().expect("the slave has a path");
-    drop(slave);
-    let _ = std::fs::remove_file(link);
-    std::os::unix::fs::symlink(name, link).expect("symlink to the pty");
-    master
+/// A pty pair whose slave is reachable through a stable symlink, like /dev/serial/by-id/…;
+/// dropping it removes the link before the pty (see [`PluggedPty`]).
+fn plug(link: &Path) -> PluggedPty {
+    plug_pty(link).expect("a pty pair linked")
 }
 
 fn alarm(device: &str, seq: u32) -> Vec<u8> {
@@ -192,13 +188,12 @@ async fn an_unplugged_port_is_reopened_when_it_comes_back() {
     let (_broker, db, gw, _) = gateway(dir.path(), 2).await;
     let mut master = plug(&link);
     send_until_acked(&mut master, &[("btn-0001".into(), 1)], false).await;
-    // Unplug: the pty goes away. Plug a new one in under the same name. The name goes first: a
-    // link left pointing at a freed /dev/pts/N lets this gateway's retries open the pty that
-    // number is given to next — another test's, running beside this one, whose own gateway then
-    // cannot open it ("Unable to acquire exclusive lock"; seen as a 120 s timeout of
-    // the_firmware_button_on_the_host_survives_a_gateway_restart in a full run).
-    std::fs::remove_file(&link).unwrap();
+    // Unplug: the pty goes away (its link first, see `PluggedPty`; a link left pointing at a
+    // freed /dev/pts/N was seen as a 120 s timeout of
+    // the_firmware_button_on_the_host_survives_a_gateway_restart in a full run). Plug a new one
+    // in under the same name.
     drop(master);
+    assert!(!link.exists(), "unplugging removes the link");
     tokio::time::sleep(Duration::from_millis(300)).await;
     let mut master = plug(&link);
     send_until_acked(&mut master, &[("btn-0001".into(), 2)], false).await;
