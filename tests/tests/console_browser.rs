@@ -1,98 +1,16 @@
 //! The console in a real browser: headless Chromium driven over WebDriver (Debian's chromium and
 //! chromium-driver; tests/run installs them). Screenshots go to target/console-*.png.
 
+#[path = "common/browser.rs"]
+mod browser;
 mod common;
 
+use browser::{browser, driver, fill_login, page_width, screenshot, submit_login, WAIT};
 use common::canteen_spec;
 use eldergate_e2e::*;
 use eldergate_protocol::payload::AlarmAction;
 use eldergate_sim::Fleet;
-use fantoccini::{Client, ClientBuilder, Locator};
-use std::path::PathBuf;
-use std::process::{Child, Command};
-use std::time::Duration;
-
-const WAIT: Duration = Duration::from_secs(60);
-
-/// chromedriver on a free port, killed when dropped.
-struct Driver {
-    child: Child,
-    port: u16,
-}
-
-impl Drop for Driver {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn driver() -> Driver {
-    let bin = ["/usr/bin/chromedriver", "/usr/lib/chromium/chromedriver"]
-        .into_iter()
-        .find(|p| std::path::Path::new(p).exists())
-        .expect(
-            "chromedriver is missing: apt-get install chromium chromium-driver (tests/run does)",
-        );
-    let port = free_port();
-    let child = Command::new(bin)
-        .arg(format!("--port={port}"))
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    wait_for_port(port).unwrap();
-    Driver { child, port }
-}
-
-/// Headless Chromium at `width` × 800.
-async fn browser(d: &Driver, width: u32) -> Client {
-    let mut caps = serde_json::Map::new();
-    caps.insert(
-        "goog:chromeOptions".into(),
-        serde_json::json!({
-            "binary": "/usr/bin/chromium",
-            "args": ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                     "--disable-component-update", "--disable-sync", "--no-first-run",
-                     "--disable-dev-shm-usage"],
-            // A phone's viewport (a desktop window cannot be narrower than 500 px).
-            "mobileEmulation": { "deviceMetrics": { "width": width, "height": 800, "pixelRatio": 1 } },
-        }),
-    );
-    ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
-        .capabilities(caps)
-        .connect(&format!("http://127.0.0.1:{}", d.port))
-        .await
-        .expect("cannot start headless chromium through chromedriver")
-}
-
-fn screenshot_path(name: &str) -> PathBuf {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target");
-    let _ = std::fs::create_dir_all(&dir);
-    dir.join(format!("console-{name}.png"))
-}
-
-async fn log_in(c: &Client, gw: &Gateway, staff: &str, password: &str) {
-    c.goto(&gw.url("/console")).await.unwrap();
-    c.find(Locator::Css("input[name=staff_id]"))
-        .await
-        .unwrap()
-        .send_keys(staff)
-        .await
-        .unwrap();
-    c.find(Locator::Css("input[name=password]"))
-        .await
-        .unwrap()
-        .send_keys(password)
-        .await
-        .unwrap();
-    c.find(Locator::Css("form.login button"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
-}
+use fantoccini::{Client, Locator};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_press_appears_on_the_board_without_a_reload_and_is_acknowledged_with_a_note() {
@@ -113,7 +31,7 @@ async fn a_press_appears_on_the_board_without_a_reload_and_is_acknowledged_with_
     let d = driver();
     let c = browser(&d, 360).await;
 
-    log_in(&c, &gw, "S009", "not the password").await;
+    submit_login(&c, &gw, "S009", "not the password").await;
     // The refusal is a new page: wait for it (the submit returns before it has loaded).
     let refused = c
         .wait()
@@ -126,7 +44,7 @@ async fn a_press_appears_on_the_board_without_a_reload_and_is_acknowledged_with_
         .unwrap();
     assert!(refused.contains("员工号或密码不对"), "{refused}");
 
-    log_in(&c, &gw, "S009", "duty one's password").await;
+    submit_login(&c, &gw, "S009", "duty one's password").await;
     c.wait()
         .at_most(WAIT)
         .for_element(Locator::Css("#rows"))
@@ -151,14 +69,8 @@ async fn a_press_appears_on_the_board_without_a_reload_and_is_acknowledged_with_
         .expect("the press appears without a reload");
     let text = card.text().await.unwrap();
     assert!(text.contains("紧急呼叫"), "{text}");
-    let png = c.screenshot().await.unwrap();
-    std::fs::write(screenshot_path("board-360"), png).unwrap();
-    let width: f64 = c
-        .execute("return document.documentElement.scrollWidth", vec![])
-        .await
-        .unwrap()
-        .as_f64()
-        .unwrap_or(0.0);
+    screenshot(&c, "board-360").await;
+    let width = page_width(&c).await;
     assert!(
         width <= 360.0,
         "no sideways scrolling at 360 px (page is {width} px wide)"
@@ -194,8 +106,7 @@ async fn a_press_appears_on_the_board_without_a_reload_and_is_acknowledged_with_
         .for_element(Locator::XPath("//article//div[contains(., '已确认')]"))
         .await
         .expect("the board shows who acknowledged");
-    let png = c.screenshot().await.unwrap();
-    std::fs::write(screenshot_path("board-acknowledged"), png).unwrap();
+    screenshot(&c, "board-acknowledged").await;
     c.close().await.unwrap();
 }
 
@@ -204,7 +115,7 @@ async fn a_press_appears_on_the_board_without_a_reload_and_is_acknowledged_with_
 async fn login_message(c: &Client, gw: &Gateway, staff: &str, password: &str) -> String {
     c.goto(&gw.url("/console/login")).await.unwrap();
     c.execute("window.__old = true", vec![]).await.unwrap();
-    log_in_here(c, staff, password).await;
+    fill_login(c, staff, password).await;
     let got = eventually(WAIT, "the answer page", || async {
         let v = c
             .execute(
@@ -218,28 +129,6 @@ async fn login_message(c: &Client, gw: &Gateway, staff: &str, password: &str) ->
     .await
     .unwrap();
     got
-}
-
-/// Fills and submits the login form on the current page.
-async fn log_in_here(c: &Client, staff: &str, password: &str) {
-    c.find(Locator::Css("input[name=staff_id]"))
-        .await
-        .unwrap()
-        .send_keys(staff)
-        .await
-        .unwrap();
-    c.find(Locator::Css("input[name=password]"))
-        .await
-        .unwrap()
-        .send_keys(password)
-        .await
-        .unwrap();
-    c.find(Locator::Css("form.login button"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -263,12 +152,11 @@ async fn a_wrong_password_is_refused_then_throttled_and_the_page_says_so() {
     let m = login_message(&c, &gw, "S009", "duty one's password").await;
     assert!(m.contains("失败次数太多"), "{m}");
     assert!(m.contains("15 分钟"), "{m}");
-    let png = c.screenshot().await.unwrap();
-    std::fs::write(screenshot_path("login-throttled-360"), png).unwrap();
+    screenshot(&c, "login-throttled-360").await;
     // Another staff member is not locked out by S009's guesser.
     gw.set_password("S010", "duty two's password").unwrap();
     c.goto(&gw.url("/console/login")).await.unwrap();
-    log_in_here(&c, "S010", "duty two's password").await;
+    fill_login(&c, "S010", "duty two's password").await;
     c.wait()
         .at_most(WAIT)
         .for_element(Locator::Css("#rows"))
@@ -336,7 +224,7 @@ async fn without_a_session_or_a_csrf_token_the_browser_changes_nothing_and_a_can
     let d = driver();
     let c = browser(&d, 360).await;
     // The canteen operator: the board is read-only for them ...
-    log_in(&c, &gw, "S013", "canteen's password").await;
+    submit_login(&c, &gw, "S013", "canteen's password").await;
     c.wait()
         .at_most(WAIT)
         .for_element(Locator::XPath(
@@ -356,8 +244,7 @@ async fn without_a_session_or_a_csrf_token_the_browser_changes_nothing_and_a_can
         buttons, 0,
         "no acknowledge or resolve button for a canteen operator"
     );
-    let png = c.screenshot().await.unwrap();
-    std::fs::write(screenshot_path("board-canteen-operator-360"), png).unwrap();
+    screenshot(&c, "board-canteen-operator-360").await;
     // ... and the API refuses them even with a valid session and CSRF token.
     let csrf: String = c
         .execute(
@@ -391,7 +278,7 @@ async fn without_a_session_or_a_csrf_token_the_browser_changes_nothing_and_a_can
 
     // A duty worker: without the CSRF token refused; without the session refused; with both
     // it goes through.
-    log_in(&c, &gw, "S009", "duty one's password").await;
+    submit_login(&c, &gw, "S009", "duty one's password").await;
     c.wait()
         .at_most(WAIT)
         .for_element(Locator::Css("article.card.high button.ack"))

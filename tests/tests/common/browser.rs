@@ -1,6 +1,9 @@
 //! Headless Chromium for the console page tests (Debian's chromium and chromium-driver; tests/run
 //! installs them): a chromedriver on a free port, a phone-sized browser, screenshots under
-//! target/, and the login form filled in as a person would.
+//! target/, and the login form filled in as a person would. Shared by console_browser.rs and
+//! console_pages.rs (each uses part of it).
+
+#![allow(dead_code)]
 
 use eldergate_e2e::{free_port, wait_for_port, Gateway};
 use fantoccini::{Client, ClientBuilder, Locator};
@@ -78,9 +81,25 @@ pub async fn screenshot(c: &Client, name: &str) {
 
 /// Logs in through the form (forgetting any earlier session first) and waits for the board.
 pub async fn log_in(c: &Client, gw: &Gateway, staff: &str, password: &str) {
+    submit_login(c, gw, staff, password).await;
+    c.wait()
+        .at_most(WAIT)
+        .for_element(Locator::Css("nav.pages"))
+        .await
+        .expect("logged in: the navigation bar shows");
+}
+
+/// Fills in and sends the login form (forgetting any earlier session first); does not wait for
+/// what comes back (a refusal is a page too).
+pub async fn submit_login(c: &Client, gw: &Gateway, staff: &str, password: &str) {
     c.goto(&gw.url("/console/login")).await.unwrap();
     c.delete_all_cookies().await.unwrap();
     c.goto(&gw.url("/console/login")).await.unwrap();
+    fill_login(c, staff, password).await;
+}
+
+/// Fills in and sends the login form of the page shown now.
+pub async fn fill_login(c: &Client, staff: &str, password: &str) {
     c.find(Locator::Css("input[name=staff_id]"))
         .await
         .unwrap()
@@ -99,11 +118,6 @@ pub async fn log_in(c: &Client, gw: &Gateway, staff: &str, password: &str) {
         .click()
         .await
         .unwrap();
-    c.wait()
-        .at_most(WAIT)
-        .for_element(Locator::Css("nav.pages"))
-        .await
-        .expect("logged in: the navigation bar shows");
 }
 
 /// The page's width in CSS pixels (more than the viewport = sideways scrolling).
