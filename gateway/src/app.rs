@@ -443,10 +443,20 @@ pub async fn run(loaded: Loaded, stop: impl Future<Output = ()>) -> anyhow::Resu
             .then(|| cfg.http.trusted_proxies.clone()),
     };
     let tls = match (&cfg.http.tls_cert, &cfg.http.tls_key) {
-        (Some(cert), Some(key)) => Some(
-            crate::tls::server_config(cert, key)
-                .map_err(|e| anyhow::anyhow!("cannot serve HTTPS: {}: {e}", e.key))?,
-        ),
+        (Some(cert), Some(key)) => {
+            let (config, current) = crate::tls::server_config(cert, key)
+                .map_err(|e| anyhow::anyhow!("cannot serve HTTPS: {}: {e}", e.key))?;
+            if cfg.http.tls_reload_s > 0 {
+                background.spawn(crate::tls::watch_server_cert(
+                    cert.clone(),
+                    key.clone(),
+                    current,
+                    Duration::from_secs(cfg.http.tls_reload_s),
+                    stop_input.clone(),
+                ));
+            }
+            Some(config)
+        }
         _ => None,
     };
     let listener = tokio::net::TcpListener::bind(cfg.http.listen)

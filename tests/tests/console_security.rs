@@ -64,6 +64,114 @@ fn spec(broker_port: u16) -> GatewaySpec {
     GatewaySpec::new(broker_port, "sqlite:central.db".into(), 1)
 }
 
+/// Certificates are renewed (every 90 days with ACME): a renewed pair written over the files is
+/// served to new connections without a restart, while a pair that cannot be used — the
+/// certificate changed but not yet its key, 1 MiB of junk — is refused, logged, and the
+/// certificate in use stays.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_renewed_certificate_is_taken_without_a_restart_and_a_broken_one_is_not() {
+    eldergate::tls::install_crypto_provider();
+    let broker = Mosquitto::start().unwrap();
+    let gw = Gateway::prepare(&spec(broker.port), None).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (crt, key) = (
+        dir.path().join("console.crt"),
+        dir.path().join("console.key"),
+    );
+    let old_ca = TestCa::new("eldergate CA before the renewal").unwrap();
+    let new_ca = TestCa::new("eldergate CA after the renewal").unwrap();
+    let old = old_ca.server(&["127.0.0.1"]).unwrap();
+    let new = new_ca.server(&["127.0.0.1"]).unwrap();
+    std::fs::write(&crt, &old.cert_pem).unwrap();
+    std::fs::write(&key, &old.key_pem).unwrap();
+    let port = gw.http_port;
+    set_http(
+        &gw.config,
+        &format!("127.0.0.1:{port}"),
+        &format!(
+            "tls_cert = \"{}\"\ntls_key = \"{}\"\ntls_reload_s = 1",
+            crt.display(),
+            key.display()
+        ),
+    );
+    let log_path = dir.path().join("gateway.log");
+    let log = std::fs::File::create(&log_path).unwrap();
+    let _daemon = Daemon(
+        Command::new(bin_dir().join("eldergate"))
+            .args(["run", "--config"])
+            .arg(&gw.config)
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap(),
+    );
+    // A new client per look, trusting one root: a new connection and a full handshake each
+    // time (a client that kept its TLS session would resume it without seeing the certificate).
+    let url = format!("https://127.0.0.1:{port}/healthz");
+    let answers = |ca: &TestCa| {
+        let c = reqwest::Client::builder()
+            .add_root_certificate(reqwest::Certificate::from_pem(ca.pem().as_bytes()).unwrap())
+            .timeout(Duration::from_secs(5))
+            .build()
+            .unwrap();
+        let url = url.clone();
+        async move { c.get(url).send().await.is_ok() }
+    };
+    let log_lines = |what: &str| {
+        std::fs::read_to_string(&log_path)
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.contains(what))
+            .count()
+    };
+    eventually(WAIT, "the gateway answers over HTTPS", || {
+        let a = answers(&old_ca);
+        async move { Ok(a.await.then_some(())) }
+    })
+    .await
+    .unwrap();
+    assert!(!answers(&new_ca).await, "the new CA is not trusted yet");
+
+    // Half a renewal: the new certificate, the old key still beside it.
+    std::fs::write(&crt, &new.cert_pem).unwrap();
+    eventually(WAIT, "the mismatched pair refused", || async {
+        Ok((log_lines("cannot be used; still serving") >= 1).then_some(()))
+    })
+    .await
+    .unwrap();
+    assert!(
+        answers(&old_ca).await,
+        "the old certificate is still served"
+    );
+    assert!(!answers(&new_ca).await);
+    // Junk, 1 MiB of it.
+    std::fs::write(&crt, vec![b'x'; 1 << 20]).unwrap();
+    eventually(WAIT, "the junk refused", || async {
+        Ok((log_lines("cannot be used; still serving") >= 2).then_some(()))
+    })
+    .await
+    .unwrap();
+    assert!(
+        answers(&old_ca).await,
+        "the old certificate is still served"
+    );
+
+    // The whole renewal: key and certificate.
+    std::fs::write(&key, &new.key_pem).unwrap();
+    std::fs::write(&crt, &new.cert_pem).unwrap();
+    eventually(WAIT, "the renewed certificate served", || {
+        let a = answers(&new_ca);
+        async move { Ok(a.await.then_some(())) }
+    })
+    .await
+    .unwrap();
+    assert!(
+        !answers(&old_ca).await,
+        "new connections get the new certificate"
+    );
+    assert_eq!(log_lines("HTTPS certificate reloaded"), 1);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_console_logs_in_over_https_with_a_certificate_from_the_config() {
     eldergate::tls::install_crypto_provider();

@@ -295,12 +295,20 @@ pub struct HttpConfig {
     /// PEM private key of `tls_cert` (PKCS#8, PKCS#1 or SEC1). Relative to the config file.
     #[serde(default)]
     pub tls_key: Option<PathBuf>,
+    /// How often `tls_cert` and `tls_key` are looked at for a renewed pair, seconds (taken
+    /// without a restart; 0: never, a renewal then needs a restart).
+    #[serde(default = "default_tls_reload_s")]
+    pub tls_reload_s: u64,
     /// A console session ends after this long without a request, seconds.
     #[serde(default = "default_session_idle_s")]
     pub session_idle_s: u64,
     /// A console session ends this long after login whatever happens, seconds.
     #[serde(default = "default_session_max_s")]
     pub session_max_s: u64,
+}
+
+fn default_tls_reload_s() -> u64 {
+    60
 }
 
 fn default_session_idle_s() -> u64 {
@@ -366,6 +374,7 @@ impl Default for HttpConfig {
             trusted_proxies: Vec::new(),
             tls_cert: None,
             tls_key: None,
+            tls_reload_s: default_tls_reload_s(),
             session_idle_s: default_session_idle_s(),
             session_max_s: default_session_max_s(),
         }
