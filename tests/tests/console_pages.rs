@@ -676,3 +676,85 @@ async fn pages_refuse_outsiders_wrong_roles_and_absurd_queries() {
     assert_eq!(st["balance_fen"], 5000, "refunded once");
     w.db.drop_db().await;
 }
+
+/// A grid worker learns that R00003 went into hospital and says so on the resident's page (no
+/// curl); a second person who opened the page before sees the refusal when doing the same; the
+/// canteen counter shows it; then R00003 is reported back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resident_is_reported_in_hospital_and_back_from_their_page() {
+    let w = world("").await;
+    let gw = &w.gw;
+    let d = driver();
+    let c = browser(&d, 360).await;
+    let select = |css: &'static str| Locator::Css(css);
+
+    log_in(&c, gw, "S001", "grid worker password").await;
+    c.goto(&gw.url("/console/residents/R00003")).await.unwrap();
+    c.find(select("form.away select[name=kind] option[value=hospital]"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    c.find(select("form.away input[name=reason]"))
+        .await
+        .unwrap()
+        .send_keys("人民医院 3F")
+        .await
+        .unwrap();
+    c.find(select("form.away button"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let now = wait_for_text(&c, "div.away", "住院").await;
+    assert!(now.contains("人民医院 3F") && now.contains("S001"), "{now}");
+    screenshot(&c, "resident-in-hospital-360").await;
+
+    // The operator's page was opened before: the same report again is refused, and says why.
+    log_in(&c, gw, "S013", "operator password").await;
+    let api = gw.api();
+    let r = api
+        .post(gw.url("/api/residents/R00003/back"))
+        .json(&serde_json::json!({"by": "S009"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    c.goto(&gw.url("/console/canteen?resident=R00003"))
+        .await
+        .unwrap();
+    let r = api
+        .post(gw.url("/api/residents/R00003/away"))
+        .json(&serde_json::json!({"by": "S010", "kind": "away", "reason": "走亲戚"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    c.find(select("form.away button"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let refused = wait_for_text(&c, "form.away .status", "S010").await;
+    assert!(refused.contains("already"), "{refused}");
+
+    // Back, from the counter.
+    c.goto(&gw.url("/console/canteen?resident=R00003"))
+        .await
+        .unwrap();
+    let now = wait_for_text(&c, "#serving div.away", "外出").await;
+    assert!(now.contains("走亲戚"), "{now}");
+    c.find(select("form.back button"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    wait_for_text(&c, "#status", "已登记回来").await;
+    assert!(c.find(select("#serving div.away")).await.is_err());
+    assert!(c.find(select("#serving form.away")).await.is_ok());
+    c.close().await.unwrap();
+}

@@ -185,6 +185,7 @@ async fn serve(lang: Lang, api: &Api, id: &str, acts: bool) -> Result<Markup, sq
     .map(|c| Ok((c.try_get(0)?, c.try_get(1)?)))
     .collect::<Result<_, sqlx::Error>>()?;
     let name = st.name.clone().unwrap_or_default();
+    let away = super::residents::away_section(lang, api, id).await?;
     Ok(html! {
         section.card #serving data-resident=(id) {
             h3 { (name) " " span.muted { (id) } }
@@ -193,6 +194,7 @@ async fn serve(lang: Lang, api: &Api, id: &str, acts: bool) -> Result<Markup, sq
             div.meta { (lang.t("卡：", "Cards: "))
                 @for (c, s) in &cards { span.cardid data-state=(s) { (c) " (" (if s == "active" { lang.t("在用", "active") } else { lang.t("挂失", "lost") }) ") " } }
                 @if cards.is_empty() { (lang.t("无", "none")) } }
+            @if r.is_some() { (away) }
             @if acts {
                 form.act.topup data-api={ "/api/residents/" (id) "/topup" } data-done=(lang.t("已充值", "Topped up")) {
                     input name="amount_fen" data-fen inputmode="decimal" required placeholder=(lang.t("充值金额（元）", "Amount (yuan)"));

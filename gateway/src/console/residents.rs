@@ -289,6 +289,50 @@ pub(super) fn meals_table(
 }
 
 /// `GET /console/residents/{id}`
+/// Whether the resident is reported away or in hospital now, and the form that changes it: any
+/// staff member may report a resident away / in hospital or back (docs/CANTEEN.md); a card
+/// tapped meanwhile is flagged on the day report, never refused.
+pub(super) async fn away_section(lang: Lang, api: &Api, id: &str) -> Result<Markup, sqlx::Error> {
+    let open = sqlx::query(
+        "SELECT kind, note, set_by, set_at FROM resident_away WHERE resident_id = ? AND ended_at IS NULL ORDER BY id DESC LIMIT 1",
+    )
+    .bind(id)
+    .fetch_optional(api.journal.readers())
+    .await?;
+    let kind_label = |k: &str| match k {
+        "hospital" => lang.t("住院", "in hospital"),
+        _ => lang.t("外出", "away"),
+    };
+    Ok(match open {
+        Some(row) => {
+            let kind: String = row.try_get(0)?;
+            let note: Option<String> = row.try_get(1)?;
+            let by: String = row.try_get(2)?;
+            let at: String = row.try_get(3)?;
+            html! {
+                div.away.bad { (lang.t("现在：", "Now: ")) (kind_label(&kind))
+                    " · " (lang.t("登记 ", "reported ")) (local_time(&api.registry, &at)) " · " (by)
+                    @if let Some(n) = &note { " · " (n) } }
+                form.act.back data-api={ "/api/residents/" (id) "/back" } data-done=(lang.t("已登记回来", "Reported back")) {
+                    button type="submit" { (lang.t("已回来", "Back now")) }
+                    span.status {}
+                }
+            }
+        }
+        None => html! {
+            form.act.away data-api={ "/api/residents/" (id) "/away" } data-done=(lang.t("已登记外出", "Reported away")) {
+                select name="kind" required {
+                    option value="away" { (lang.t("外出", "Away")) }
+                    option value="hospital" { (lang.t("住院", "In hospital")) }
+                }
+                input name="reason" maxlength="200" placeholder=(lang.t("说明（可选，如 人民医院 3F）", "Note (optional, e.g. the hospital)"));
+                button type="submit" { (lang.t("登记外出/住院", "Report away")) }
+                span.status {}
+            }
+        },
+    })
+}
+
 pub(super) async fn resident(
     State(api): State<Api>,
     actor: Actor,
@@ -367,6 +411,10 @@ pub(super) async fn resident(
         Ok(rows) => rows,
         Err(e) => return unavailable(e),
     };
+    let away = match away_section(lang, &api, &id).await {
+        Ok(m) => m,
+        Err(e) => return unavailable(e),
+    };
     let name = r
         .as_ref()
         .map(|r| r.name.clone())
@@ -396,6 +444,7 @@ pub(super) async fn resident(
                 @for c in &cards { (c.try_get::<String, _>(0).unwrap_or_default()) " (" (c.try_get::<String, _>(1).unwrap_or_default()) ") " }
                 @if cards.is_empty() { (lang.t("无", "none")) } }
             div { (lang.t("余额 ", "Balance ")) span.big #balance { "¥" (yuan(st.as_ref().map(|s| s.balance_fen).unwrap_or(0))) } }
+            @if r.is_some() { (away) }
             @if Page::Canteen.visible_to(actor.role) {
                 div.actions { a.button href={ "/console/canteen?resident=" (id) } { (lang.t("到食堂柜台办理", "Open at the canteen counter")) } }
             }
@@ -420,6 +469,7 @@ pub(super) async fn resident(
         @if meals.is_empty() { p.muted { (lang.t("无", "None")) } } @else { (meals_table(lang, &api, &meals, false)) }
         h3 { (lang.t("账目", "Ledger")) }
         @match &st { Some(s) if !s.lines.is_empty() => (ledger_table(lang, &api, s)), _ => p.muted { (lang.t("无", "None")) } }
+        script src="/console/static/pages.js" {}
     };
     page(layout(
         lang,
