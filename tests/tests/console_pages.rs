@@ -686,28 +686,17 @@ async fn a_resident_is_reported_in_hospital_and_back_from_their_page() {
     let gw = &w.gw;
     let d = driver();
     let c = browser(&d, 360).await;
-    let select = |css: &'static str| Locator::Css(css);
 
     log_in(&c, gw, "S001", "grid worker password").await;
     c.goto(&gw.url("/console/residents/R00003")).await.unwrap();
-    c.find(select("form.away select[name=kind] option[value=hospital]"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
-    c.find(select("form.away input[name=reason]"))
+    click(&c, "form.away select[name=kind] option[value=hospital]").await;
+    c.find(Locator::Css("form.away input[name=reason]"))
         .await
         .unwrap()
         .send_keys("人民医院 3F")
         .await
         .unwrap();
-    c.find(select("form.away button"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&c, "form.away button").await;
     let now = wait_for_text(&c, "div.away", "住院").await;
     assert!(now.contains("人民医院 3F") && now.contains("S001"), "{now}");
     screenshot(&c, "resident-in-hospital-360").await;
@@ -732,12 +721,7 @@ async fn a_resident_is_reported_in_hospital_and_back_from_their_page() {
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
-    c.find(select("form.away button"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&c, "form.away button").await;
     let refused = wait_for_text(&c, "form.away .status", "S010").await;
     assert!(refused.contains("already"), "{refused}");
 
@@ -747,14 +731,19 @@ async fn a_resident_is_reported_in_hospital_and_back_from_their_page() {
         .unwrap();
     let now = wait_for_text(&c, "#serving div.away", "外出").await;
     assert!(now.contains("走亲戚"), "{now}");
-    c.find(select("form.back button"))
+    click(&c, "form.back button").await;
+    wait_for_text(&c, "#status", "已登记回来").await;
+    assert!(c.find(Locator::Css("#serving div.away")).await.is_err());
+    assert!(c.find(Locator::Css("#serving form.away")).await.is_ok());
+    c.close().await.unwrap();
+}
+
+/// Clicks the element `css` finds.
+async fn click(c: &Client, css: &str) {
+    c.find(Locator::Css(css))
         .await
         .unwrap()
         .click()
         .await
         .unwrap();
-    wait_for_text(&c, "#status", "已登记回来").await;
-    assert!(c.find(select("#serving div.away")).await.is_err());
-    assert!(c.find(select("#serving form.away")).await.is_ok());
-    c.close().await.unwrap();
 }

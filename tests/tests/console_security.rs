@@ -22,6 +22,20 @@ impl Drop for Daemon {
     }
 }
 
+/// `eldergate run` with `config`, its output into the file `log`.
+fn daemon(config: &Path, log: &Path) -> Daemon {
+    let log = std::fs::File::create(log).unwrap();
+    Daemon(
+        Command::new(bin_dir().join("eldergate"))
+            .args(["run", "--config"])
+            .arg(config)
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap(),
+    )
+}
+
 /// Sets the config's `[http]` section to `listen` and `lines` (over the harness's original, kept
 /// beside it at the first call).
 fn set_http(config: &Path, listen: &str, lines: &str) {
@@ -95,16 +109,7 @@ async fn a_renewed_certificate_is_taken_without_a_restart_and_a_broken_one_is_no
         ),
     );
     let log_path = dir.path().join("gateway.log");
-    let log = std::fs::File::create(&log_path).unwrap();
-    let _daemon = Daemon(
-        Command::new(bin_dir().join("eldergate"))
-            .args(["run", "--config"])
-            .arg(&gw.config)
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .unwrap(),
-    );
+    let _daemon = daemon(&gw.config, &log_path);
     // A new client per look, trusting one root: a new connection and a full handshake each
     // time (a client that kept its TLS session would resume it without seeing the certificate).
     let url = format!("https://127.0.0.1:{port}/healthz");
@@ -198,16 +203,7 @@ async fn the_console_logs_in_over_https_with_a_certificate_from_the_config() {
     let check = eldergate(&["check-config"], &gw.config);
     assert!(check.status.success(), "{}", said(&check));
     gw.set_password("S009", "duty one's password").unwrap();
-    let log = std::fs::File::create(dir.path().join("gateway.log")).unwrap();
-    let _daemon = Daemon(
-        Command::new(bin_dir().join("eldergate"))
-            .args(["run", "--config"])
-            .arg(&gw.config)
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .unwrap(),
-    );
+    let _daemon = daemon(&gw.config, &dir.path().join("gateway.log"));
     let trusting = reqwest::Client::builder()
         .add_root_certificate(reqwest::Certificate::from_pem(ca.pem().as_bytes()).unwrap())
         .redirect(reqwest::redirect::Policy::none())
