@@ -106,6 +106,9 @@ dynamic_filters = true
 /// 10,000 connections two arenas hold the same live heap in ~2–4 MiB less (docs/PERFORMANCE.md,
 /// "scale and footprint" (1), update 2026-12-01 15:07–16:20); the price is that threads share
 /// an arena's lock. Production (Mosquitto holds the connections) keeps glibc's default.
+/// Since ADR 0025 the embedded broker's build allocates Rust's memory with jemalloc
+/// (src/main.rs); glibc malloc is left with what C code allocates (SQLite's page caches), which
+/// the cap still keeps in two arenas.
 #[cfg(all(feature = "embedded-broker", target_os = "linux", target_env = "gnu"))]
 pub fn limit_malloc_arenas() {
     // SAFETY: `mallopt` only sets a parameter of the allocator; M_ARENA_MAX takes any positive
