@@ -202,6 +202,51 @@ async fn staff_find_a_meal_void_it_read_the_statement_and_only_operators_move_mo
         404
     );
 
+    // Absurd free text is refused with the limit, not stored: a note, a top-up's receipt number
+    // and a payout's reason of 10,000 characters (under the API's body limit, so it is the
+    // operation that says no); 500 characters are kept.
+    let huge = "院".repeat(10_000);
+    let (status, said) = post(
+        &http,
+        &gw,
+        apath,
+        serde_json::json!({"by": "S001", "kind": "away", "reason": huge}),
+    )
+    .await;
+    assert_eq!(status, 422, "{said}");
+    assert!(said.to_string().contains("at most 500"), "{said}");
+    for (path, body) in [
+        (
+            "/api/residents/R00002/topup",
+            serde_json::json!({"by": "S015", "amount_fen": 100, "reason": huge}),
+        ),
+        (
+            "/api/residents/R00002/payout",
+            serde_json::json!({"by": "S015", "amount_fen": 1, "reason": huge}),
+        ),
+    ] {
+        assert_eq!(post(&http, &gw, path, body).await.0, 422, "{path}");
+    }
+    let (status, said) = post(
+        &http,
+        &gw,
+        apath,
+        serde_json::json!({"by": "S001", "kind": "away", "reason": "院".repeat(500)}),
+    )
+    .await;
+    assert_eq!(status, 200, "{said}");
+    assert_eq!(
+        post(
+            &http,
+            &gw,
+            "/api/residents/R00002/back",
+            serde_json::json!({"by": "S001"})
+        )
+        .await
+        .0,
+        200
+    );
+
     // The quarterly claim and a bad period.
     let q = (today.month() - 1) / 3 + 1;
     let r = http

@@ -90,6 +90,9 @@ impl Operation for TopUp {
         Box::pin(async move {
             let registry = tx.ctx::<Registry>()?;
             let reason = self.reason.as_deref();
+            if let Some(r) = too_long("reason", reason) {
+                return Err(OpError::Refused(r));
+            }
             if let Some(m) = self.method.as_deref() {
                 if !PAYMENT_METHODS.contains(&m) {
                     return Err(OpError::Refused(Refusal::invalid(
@@ -138,6 +141,22 @@ impl Operation for CanteenAdmin {
                 .map_err(OpError::Refused)
         })
     }
+}
+
+/// Longest free text (a reason, a receipt number, an absence note) a canteen operation keeps, in
+/// characters: it goes into the ledger, the day report and the central store, so an absurd one
+/// is refused rather than stored.
+pub const MAX_TEXT: usize = 500;
+
+/// A refusal when `text` (the request's field `field`) is longer than [`MAX_TEXT`].
+fn too_long(field: &'static str, text: Option<&str>) -> Option<Refusal> {
+    let n = text?.chars().count();
+    (n > MAX_TEXT).then(|| {
+        Refusal::invalid(
+            "text_too_long",
+            format!("{field} has {n} characters; at most {MAX_TEXT} are kept"),
+        )
+    })
 }
 
 /// A top-up by staff: a positive ledger row. Returns the new balance.
@@ -261,6 +280,16 @@ async fn apply_canteen_op(
         None => known_staff(registry, by),
     };
     if let Err(r) = allowed {
+        return Ok(Err(r));
+    }
+    let text = match op {
+        CanteenOp::VoidMeal { reason, .. } | CanteenOp::PayOut { reason, .. } => {
+            too_long("reason", Some(reason))
+        }
+        CanteenOp::Away { note, .. } => too_long("reason", note.as_deref()),
+        CanteenOp::CardLost { .. } | CanteenOp::BindCard { .. } | CanteenOp::Back { .. } => None,
+    };
+    if let Some(r) = text {
         return Ok(Err(r));
     }
     let at = Timestamp::now();
