@@ -284,14 +284,7 @@ async fn serial_rate(
 ) -> anyhow::Result<(f64, f64, usize)> {
     use eldergate_protocol::serial::{decode, encode, Body, Frame, FrameReader, Push, MAX_WIRE};
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    use tokio_serial::SerialPort;
-    let (mut master, slave) = tokio_serial::SerialStream::pair()?;
-    let name = slave
-        .name()
-        .ok_or_else(|| anyhow::anyhow!("pty without a name"))?;
-    drop(slave);
-    let _ = std::fs::remove_file(link);
-    std::os::unix::fs::symlink(name, link)?;
+    let mut master = plug_pty(link)?;
     let mut wire = Vec::new();
     let mut frame_len = 0;
     for i in 0..n {
