@@ -371,7 +371,9 @@ async fn start_once(
     let mut child = Command::new(bin_dir().join("eldergate"))
         .args(["run", "--config"])
         .arg(config)
-        .env("RUST_LOG", "info,rumqttc=warn,sqlx=warn")
+        // The gateway's own log filter, as shipped (`RUST_LOG` passes through if the caller sets
+        // it): until 2026-12-01 this set `info` for rumqttd, whose router then built a span for
+        // every packet, which no gateway in service does.
         .stdout(logf.try_clone()?)
         .stderr(logf)
         .spawn()?;
