@@ -232,7 +232,7 @@ impl Router {
     }
 
     fn events(&mut self, id: ConnectionId, data: Event) {
-        let span = tracing::error_span!("[>] incoming", connection_id = id);
+        let span = tracing::trace_span!("[>] incoming", connection_id = id);
         let _guard = span.enter();
 
         match data {
@@ -543,7 +543,7 @@ impl Router {
         };
 
         let client_id = connection.client_id.clone();
-        let span = tracing::error_span!("incoming_payload", client_id);
+        let span = tracing::trace_span!("incoming_payload", client_id);
         let _guard = span.enter();
 
         // Instead of exchanging, we should just append new incoming packets inside cache
@@ -559,7 +559,7 @@ impl Router {
         for packet in packets.drain(0..) {
             match packet {
                 Packet::Publish(publish, properties) => {
-                    let span = tracing::error_span!("publish", topic = ?publish.topic, pkid = publish.pkid);
+                    let span = tracing::trace_span!("publish", topic = ?publish.topic, pkid = publish.pkid);
                     let _guard = span.enter();
 
                     let qos = publish.qos;
@@ -764,7 +764,7 @@ impl Router {
                     }
                 }
                 Packet::PubAck(puback, _) => {
-                    let span = tracing::info_span!("puback", pkid = puback.pkid);
+                    let span = tracing::trace_span!("puback", pkid = puback.pkid);
                     let _guard = span.enter();
 
                     let outgoing = self.obufs.get_mut(id).unwrap();
@@ -778,7 +778,7 @@ impl Router {
                     self.scheduler.reschedule(id, ScheduleReason::IncomingAck);
                 }
                 Packet::PubRec(pubrec, _) => {
-                    let span = tracing::info_span!("pubrec", pkid = pubrec.pkid);
+                    let span = tracing::trace_span!("pubrec", pkid = pubrec.pkid);
                     let _guard = span.enter();
 
                     let outgoing = self.obufs.get_mut(id).unwrap();
@@ -800,7 +800,7 @@ impl Router {
                     self.scheduler.reschedule(id, ScheduleReason::IncomingAck);
                 }
                 Packet::PubRel(pubrel, None) => {
-                    let span = tracing::info_span!("pubrel", pkid = pubrel.pkid);
+                    let span = tracing::trace_span!("pubrel", pkid = pubrel.pkid);
                     let _guard = span.enter();
 
                     let ackslog = self.ackslog.get_mut(id).unwrap();
@@ -849,7 +849,7 @@ impl Router {
                     self.scheduler.reschedule(id, ScheduleReason::IncomingAck);
                 }
                 Packet::PubComp(pubcomp, _) => {
-                    let span = tracing::info_span!("pubcomp", pkid = pubcomp.pkid);
+                    let span = tracing::trace_span!("pubcomp", pkid = pubcomp.pkid);
                     let _guard = span.enter();
 
                     let outgoing = self.obufs.get_mut(id).unwrap();
@@ -1005,7 +1005,7 @@ impl Router {
     fn consume(&mut self) -> Option<()> {
         let (id, mut requests) = self.scheduler.poll()?;
 
-        let span = tracing::info_span!("[<] outgoing", connection_id = id);
+        let span = tracing::trace_span!("[<] outgoing", connection_id = id);
         let _guard = span.enter();
 
         let outgoing = match self.obufs.get_mut(id) {
@@ -1382,7 +1382,7 @@ fn validate_and_set_topic_alias(
 /// We write everything to outgoing buf with out worrying about buffer size
 /// because acks most certainly won't cause memory bloat
 fn ack_device_data(ackslog: &mut AckLog, outgoing: &mut Outgoing) -> bool {
-    let span = tracing::info_span!("outgoing_ack", client_id = outgoing.client_id);
+    let span = tracing::trace_span!("outgoing_ack", client_id = outgoing.client_id);
     let _guard = span.enter();
 
     let acks = ackslog.readv();
@@ -1439,7 +1439,7 @@ fn forward_device_data(
     connection: &mut Connection,
     shared_group: Option<&mut SharedGroup>,
 ) -> ConsumeStatus {
-    let span = tracing::info_span!("outgoing_publish", client_id = outgoing.client_id);
+    let span = tracing::trace_span!("outgoing_publish", client_id = outgoing.client_id);
     let _guard = span.enter();
 
     if let Some(ref shared_group) = shared_group {
