@@ -284,6 +284,18 @@ mod tests {
     }
 
     #[test]
+    fn a_window_sized_for_its_keys_does_not_grow_while_they_are_remembered() {
+        let mut k = Keys::with_capacity(10_000);
+        let (map, order) = (k.map.capacity(), k.order.capacity());
+        for s in 0..10_000 {
+            k.remember("btn-1", s, i64::from(s), "checkin", 0);
+        }
+        assert_eq!(k.len(), 10_000);
+        assert_eq!(k.map.capacity(), map, "the map was not reallocated");
+        assert_eq!(k.order.capacity(), order, "nor the expiry queue");
+    }
+
+    #[test]
     fn an_undone_key_is_forgotten_and_a_replaced_one_restored() {
         let mut k = Keys::default();
         k.remember("btn-1", 5, 10, "checkin", 0);
