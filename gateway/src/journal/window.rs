@@ -204,17 +204,24 @@ impl Keys {
             // Sized once: grown while reading, the map doubled with both tables alive (at
             // 1,000,000 keys the gateway's peak was 135 MiB, 103 MiB sized once). The count
             // reads the same rows once more, on this blocking thread, while the writer serves.
+            // One text for both, so the count cannot drift from the rows read.
+            macro_rules! window_rows {
+                () => {
+                    " FROM events
+                     WHERE seq <= ?1 AND device_seq IS NOT NULL AND received_at >= ?2"
+                };
+            }
             let rows: i64 = conn.query_row(
-                "SELECT count(*) FROM events
-                 WHERE seq <= ?1 AND device_seq IS NOT NULL AND received_at >= ?2",
+                concat!("SELECT count(*)", window_rows!()),
                 rusqlite::params![upto_seq, since],
                 |r| r.get(0),
             )?;
             let mut keys = Keys::with_capacity(usize::try_from(rows).unwrap_or(0));
-            let mut stmt = conn.prepare(
-                "SELECT device_id, device_seq, seq, kind FROM events
-                 WHERE seq <= ?1 AND device_seq IS NOT NULL AND received_at >= ?2 ORDER BY seq",
-            )?;
+            let mut stmt = conn.prepare(concat!(
+                "SELECT device_id, device_seq, seq, kind",
+                window_rows!(),
+                " ORDER BY seq"
+            ))?;
             let mut rows = stmt.query(rusqlite::params![upto_seq, since])?;
             while let Some(row) = rows.next()? {
                 let device = text(row, 0)?;
