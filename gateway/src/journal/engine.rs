@@ -218,7 +218,8 @@ impl Writer {
         // opened with BEGIN; after a kept job that reached the connection, released and reopened
         // in one statement (one round trip through sqlx's worker); after a kept job that did not,
         // left where it is (nothing was written since). `ROLLBACK TO` keeps it open for the next
-        // job; COMMIT releases the last one.
+        // job. The last one is released by the statement that writes the batch's events, which
+        // also carries COMMIT (`Tx::write_events_and_commit`).
         sqlx::query("BEGIN IMMEDIATE; SAVEPOINT op")
             .execute(self.tx.engine_conn())
             .await?;
@@ -274,10 +275,7 @@ impl Writer {
                 }
             }
         }
-        if self.tx.has_events() {
-            self.tx.flush_events().await?;
-        }
-        sqlx::query("COMMIT").execute(self.tx.engine_conn()).await?;
+        self.tx.write_events_and_commit().await?;
         Ok(())
     }
 }

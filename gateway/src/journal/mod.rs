@@ -173,9 +173,11 @@ fn options(path: &Path) -> SqliteConnectOptions {
         .synchronous(SqliteSynchronous::Full)
         .busy_timeout(Duration::from_secs(10))
         .log_statements(tracing::log::LevelFilter::Trace)
-        // Room for the events INSERT's shapes (one per row count up to `tx::INSERT_ROWS`) beside
-        // every domain's statements: a miss re-parses a statement of hundreds of parameters.
-        .statement_cache_capacity(256)
+        // Room for the events INSERT's shapes beside every domain's statements: one per row
+        // count up to `tx::INSERT_ROWS` with the savepoint's RELEASE and COMMIT around it, as
+        // many again ending in COMMIT, two more (`Tx::write_events_and_commit`). A miss
+        // re-parses a statement of hundreds of parameters.
+        .statement_cache_capacity(384)
 }
 
 /// Opens (creating and migrating) the journal in `data_dir`, begins this run's epoch, and sets a
