@@ -27,8 +27,15 @@ use super::bulk::BulkReader;
 use super::JournalError;
 use sqlx::sqlite::SqliteConnection;
 use sqlx::Row;
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::sync::Arc;
+
+/// The window's maps hash with foldhash (seeded per process): every alarm-lane event looks its
+/// key up and remembers it, and SipHash, std's default, was most of that cost (2.8 % of the
+/// gateway's CPU under ingest load). The keys are registered device ids and a device's u32
+/// sequence numbers, so flooding one bucket would take a registered device and this process's
+/// seed.
+type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
 
 /// What was seen recently of a device sequence number.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -98,7 +105,7 @@ impl Keys {
     pub(crate) fn with_capacity(n: usize) -> Keys {
         Keys {
             names: Names::default(),
-            map: HashMap::with_capacity(n),
+            map: HashMap::with_capacity_and_hasher(n, Default::default()),
             order: VecDeque::with_capacity(n),
         }
     }
