@@ -122,7 +122,29 @@ fn vital<F>(
 ) where
     F: Future<Output = ()> + Send + 'static,
 {
-    let inner = tokio::spawn(fut);
+    vital_on(
+        &tokio::runtime::Handle::current(),
+        tracker,
+        name,
+        fut,
+        running,
+        fatal,
+    )
+}
+
+/// [`vital`] with the task run by `on` (the alarm path's runtime, [`AlarmPath`]); it is watched
+/// from the caller's runtime.
+fn vital_on<F>(
+    on: &tokio::runtime::Handle,
+    tracker: &TaskTracker,
+    name: &'static str,
+    fut: F,
+    running: &CancellationToken,
+    fatal: &Fatal,
+) where
+    F: Future<Output = ()> + Send + 'static,
+{
+    let inner = on.spawn(fut);
     let (running, fatal) = (running.clone(), fatal.clone());
     tracker.spawn(async move {
         let why = match inner.await {
@@ -141,6 +163,66 @@ fn vital<F>(
         };
         let _ = fatal.send(why);
     });
+}
+
+/// The alarm path's own thread (docs/adr/0026): a single-threaded tokio runtime for the tasks
+/// every device message passes through — the MQTT event loops, the ingest handlers and their
+/// ackers, the serial ports, the journal writer, device supervision, the notifier and the
+/// escalator. On the shared multi-threaded runtime each message woke tasks on the other worker
+/// thread four or five times (event loop → handler → writer → acker → event loop), each a futex
+/// wake and a context switch; here those hand-offs are queue pushes on one thread, and the
+/// console, the HTTP API, the forwarder and retention, on the main runtime, cannot delay them.
+/// Nothing on this runtime blocks its thread: SQLite runs on sqlx's worker thread and the bulk
+/// reader's blocking pool, file work on `spawn_blocking`.
+struct AlarmPath {
+    handle: tokio::runtime::Handle,
+    /// Dropped (or sent) to end the thread; its runtime then drops whatever is left on it.
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl AlarmPath {
+    fn start() -> anyhow::Result<AlarmPath> {
+        // The runtime is built on its own thread and dropped there: a runtime dropped on the
+        // caller's (async) thread would panic.
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let (ready, handle) = std::sync::mpsc::channel();
+        std::thread::Builder::new()
+            .name("alarm-path".into())
+            .spawn(move || {
+                match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(rt) => {
+                        let _ = ready.send(Ok(rt.handle().clone()));
+                        rt.block_on(async {
+                            let _ = stopped.await;
+                        });
+                    }
+                    Err(e) => {
+                        let _ = ready.send(Err(e));
+                    }
+                }
+            })
+            .map_err(|e| anyhow::anyhow!("cannot start the alarm path's thread: {e}"))?;
+        // Once, at start: the thread answers as soon as its runtime is built.
+        let handle = handle
+            .recv()
+            .map_err(|_| anyhow::anyhow!("the alarm path's thread ended before its runtime ran"))?
+            .map_err(|e| anyhow::anyhow!("cannot start the alarm path's runtime: {e}"))?;
+        Ok(AlarmPath {
+            handle,
+            stop: Some(stop),
+        })
+    }
+}
+
+impl Drop for AlarmPath {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
 }
 
 /// Runs the gateway until `stop` completes (Ok) or a vital task dies (Err).
@@ -165,6 +247,8 @@ pub async fn run(loaded: Loaded, stop: impl Future<Output = ()>) -> anyhow::Resu
         tracing::info!(%listen, "embedded MQTT broker started");
     }
 
+    let alarm_path = AlarmPath::start()?;
+    let on_alarm_path = alarm_path.handle.clone();
     let (journal, mut writer) = journal::open(
         &cfg.data_dir,
         cfg.journal.max_batch,
@@ -224,7 +308,14 @@ pub async fn run(loaded: Loaded, stop: impl Future<Output = ()>) -> anyhow::Resu
     let core = TaskTracker::new();
     let io = TaskTracker::new();
 
-    vital(&core, "journal writer", writer.run(), &running, &fatal_tx);
+    vital_on(
+        &on_alarm_path,
+        &core,
+        "journal writer",
+        writer.run(),
+        &running,
+        &fatal_tx,
+    );
     // The roster's cards the journal does not know yet, before any tap can be taken.
     journal.tell(crate::canteen::SeedCards).await;
 
@@ -235,6 +326,8 @@ pub async fn run(loaded: Loaded, stop: impl Future<Output = ()>) -> anyhow::Resu
     let mut alarm_opts = mqtt::options(&cfg.broker, &addr, format!("{}-alarm", cfg.gateway_id))?;
     mqtt::set_last_will(&mut alarm_opts, status_topic.clone(), b"offline");
     let (alarm_in_tx, alarm_in) = mqtt::handoff("alarm");
+    // The event loops run on the alarm path (`mqtt::spawn` spawns on the runtime entered).
+    let entered = on_alarm_path.enter();
     let (alarm_client, alarm_conn) = mqtt::spawn(
         "alarm",
         alarm_opts,
@@ -248,6 +341,7 @@ pub async fn run(loaded: Loaded, stop: impl Future<Output = ()>) -> anyhow::Resu
         Some(alarm_in_tx),
         stop_io.clone(),
     );
+    drop(entered);
     vital(
         &io,
         "alarm MQTT connection",
@@ -261,6 +355,7 @@ pub async fn run(loaded: Loaded, stop: impl Future<Output = ()>) -> anyhow::Resu
     let reconnect_tx = seen_tx.clone();
     let tele_opts = mqtt::options(&cfg.broker, &addr, format!("{}-tele", cfg.gateway_id))?;
     let (tele_in_tx, tele_in) = mqtt::handoff("telemetry");
+    let entered = on_alarm_path.enter();
     let (tele_client, tele_conn) = mqtt::spawn(
         "telemetry",
         tele_opts,
@@ -276,6 +371,7 @@ pub async fn run(loaded: Loaded, stop: impl Future<Output = ()>) -> anyhow::Resu
         Some(tele_in_tx),
         stop_io.clone(),
     );
+    drop(entered);
     vital(
         &io,
         "telemetry MQTT connection",
@@ -293,7 +389,8 @@ pub async fn run(loaded: Loaded, stop: impl Future<Output = ()>) -> anyhow::Resu
             intake: intake.clone(),
             port: port.clone(),
         };
-        vital(
+        vital_on(
+            &on_alarm_path,
             &input,
             "serial port",
             s.run(stop_input.clone()),
@@ -304,7 +401,8 @@ pub async fn run(loaded: Loaded, stop: impl Future<Output = ()>) -> anyhow::Resu
     let ingest = Ingest {
         intake: intake.clone(),
     };
-    vital(
+    vital_on(
+        &on_alarm_path,
         &input,
         "alarm ingest",
         ingest
@@ -313,7 +411,8 @@ pub async fn run(loaded: Loaded, stop: impl Future<Output = ()>) -> anyhow::Resu
         &running,
         &fatal_tx,
     );
-    vital(
+    vital_on(
+        &on_alarm_path,
         &input,
         "telemetry ingest",
         ingest.run_telemetry(tele_in, tele_client, stop_input.clone()),
@@ -324,7 +423,8 @@ pub async fn run(loaded: Loaded, stop: impl Future<Output = ()>) -> anyhow::Resu
     let (live_tx, _) = broadcast::channel(1024);
     let (escalate_tx, escalate_rx) = mpsc::unbounded_channel();
     // Ends after the writer (its outlet closes): on the core tracker, vital like the writer.
-    vital(
+    vital_on(
+        &on_alarm_path,
         &core,
         "staff notifier",
         notifier::run(
@@ -341,7 +441,8 @@ pub async fn run(loaded: Loaded, stop: impl Future<Output = ()>) -> anyhow::Resu
     // The watchers run until shutdown; the escalator and supervision are vital.
     let watchers = CancellationToken::new();
     let background = TaskTracker::new();
-    vital(
+    vital_on(
+        &on_alarm_path,
         &background,
         "escalator",
         stop_with(
@@ -351,7 +452,8 @@ pub async fn run(loaded: Loaded, stop: impl Future<Output = ()>) -> anyhow::Resu
         &running,
         &fatal_tx,
     );
-    vital(
+    vital_on(
+        &on_alarm_path,
         &background,
         "device supervision",
         stop_with(
@@ -535,6 +637,7 @@ pub async fn run(loaded: Loaded, stop: impl Future<Output = ()>) -> anyhow::Resu
     stop_io.cancel();
     io.close();
     io.wait().await;
+    drop(alarm_path);
     tracing::info!("gateway stopped cleanly");
     Ok(())
 }
