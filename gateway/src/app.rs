@@ -165,62 +165,45 @@ fn vital_on<F>(
     });
 }
 
-/// The alarm path's own thread (docs/adr/0026): a single-threaded tokio runtime for the tasks
-/// every device message passes through — the MQTT event loops, the ingest handlers and their
-/// ackers, the serial ports, the journal writer, device supervision, the notifier and the
-/// escalator. On the shared multi-threaded runtime each message woke tasks on the other worker
-/// thread four or five times (event loop → handler → writer → acker → event loop), each a futex
-/// wake and a context switch; here those hand-offs are queue pushes on one thread, and the
-/// console, the HTTP API, the forwarder and retention, on the main runtime, cannot delay them.
-/// Nothing on this runtime blocks its thread: SQLite runs on sqlx's worker thread and the bulk
-/// reader's blocking pool, file work on `spawn_blocking`.
+/// The alarm path's own thread (docs/adr/0026): a tokio runtime of one worker thread for the
+/// tasks every device message passes through — the MQTT event loops, the ingest handlers and
+/// their ackers, the serial ports, the journal writer, device supervision, the notifier and the
+/// escalator. On the shared runtime (two workers) each message woke tasks on the other worker
+/// again and again (event loop → handler → writer → acker → event loop), each a futex wake and
+/// a context switch; on one worker those hand-offs are queue pushes, and the console, the HTTP
+/// API, the forwarder and retention, on the main runtime, cannot take the worker it needs.
+/// Nothing on this runtime blocks its worker: SQLite runs on sqlx's worker thread and in
+/// `spawn_blocking`, file work in `spawn_blocking`.
+///
+/// A multi-threaded runtime with one worker (what was measured, `TOKIO_WORKER_THREADS=1`): it
+/// schedules like the main runtime and needs no thread of ours to drive it.
 struct AlarmPath {
+    /// Taken only by `drop`.
+    runtime: Option<tokio::runtime::Runtime>,
     handle: tokio::runtime::Handle,
-    /// Dropped (or sent) to end the thread; its runtime then drops whatever is left on it.
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
 }
 
 impl AlarmPath {
     fn start() -> anyhow::Result<AlarmPath> {
-        // The runtime is built on its own thread and dropped there: a runtime dropped on the
-        // caller's (async) thread would panic.
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let (ready, handle) = std::sync::mpsc::channel();
-        std::thread::Builder::new()
-            .name("alarm-path".into())
-            .spawn(move || {
-                match tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                {
-                    Ok(rt) => {
-                        let _ = ready.send(Ok(rt.handle().clone()));
-                        rt.block_on(async {
-                            let _ = stopped.await;
-                        });
-                    }
-                    Err(e) => {
-                        let _ = ready.send(Err(e));
-                    }
-                }
-            })
-            .map_err(|e| anyhow::anyhow!("cannot start the alarm path's thread: {e}"))?;
-        // Once, at start: the thread answers as soon as its runtime is built.
-        let handle = handle
-            .recv()
-            .map_err(|_| anyhow::anyhow!("the alarm path's thread ended before its runtime ran"))?
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("alarm-path")
+            .enable_all()
+            .build()
             .map_err(|e| anyhow::anyhow!("cannot start the alarm path's runtime: {e}"))?;
         Ok(AlarmPath {
-            handle,
-            stop: Some(stop),
+            handle: runtime.handle().clone(),
+            runtime: Some(runtime),
         })
     }
 }
 
 impl Drop for AlarmPath {
     fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
+        // Dropped from async code: a runtime may not block there, so it is shut down without
+        // waiting (whatever is left on it is dropped; at a clean stop nothing is).
+        if let Some(rt) = self.runtime.take() {
+            rt.shutdown_background();
         }
     }
 }
