@@ -525,6 +525,66 @@ async fn a_batch_of_more_events_than_one_insert_carries_commits_them_all_in_orde
     }
 }
 
+/// The batch's events and COMMIT go to SQLite as one statement list
+/// (`Tx::write_events_and_commit`: RELEASE and the first INSERT, …, the last INSERT and
+/// COMMIT). An INSERT that fails in that list — here the second, after the first wrote 64 rows
+/// — commits nothing of the batch, every operation hears that it was not committed, and the
+/// next batch commits with seqs after what is on disk.
+#[tokio::test]
+async fn an_insert_that_fails_after_another_wrote_its_rows_commits_nothing_of_the_batch() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (journal, writer) = with_alert_book_batching(dir.path(), 1000).await;
+    let next: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(seq), 0) + 1 FROM events")
+        .fetch_one(journal.readers())
+        .await
+        .expect("max seq");
+    // A row in the way of the batch's second INSERT, written behind the writer's back.
+    let in_the_way = next + super::tx::INSERT_ROWS as i64 + 2;
+    let other = rusqlite::Connection::open(dir.path().join("journal.db")).expect("open");
+    other
+        .execute(
+            "INSERT INTO events (seq, kind, received_at, body) VALUES (?1, 'in_the_way', '2026-12-02T00:00:00.000Z', '{}')",
+            [in_the_way],
+        )
+        .expect("insert");
+    drop(other);
+    let checkin = |device_seq: u32| AlarmEvent {
+        device: "btn-1".into(),
+        device_seq,
+        action: AlarmAction::Checkin,
+        device_time: None,
+        anomaly: None,
+        received_at: jiff::Timestamp::now(),
+    };
+    let n = super::tx::INSERT_ROWS as u32 + 5;
+    let mut answers = Vec::new();
+    for i in 0..n {
+        answers.push(journal.submit(checkin(i)).await);
+    }
+    let _w = tokio::spawn(writer.run());
+    for rx in answers {
+        assert!(
+            matches!(answer(rx).await, Err(Failure::Journal(_))),
+            "no operation of the failed batch is answered as committed"
+        );
+    }
+    let written: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM events WHERE kind = 'checkin'")
+        .fetch_one(journal.readers())
+        .await
+        .expect("count");
+    assert_eq!(
+        written, 0,
+        "the first INSERT's 64 rows were rolled back with the rest"
+    );
+    // The writer rebuilt its state from the tables: the next event goes after the row on disk.
+    let again = journal.run(checkin(0)).await.expect("committed");
+    assert_eq!(again.seq, in_the_way + 1);
+    assert!(
+        !again.duplicate,
+        "the failed batch's keys were not remembered"
+    );
+}
+
 /// The digit-by-digit `format_ts` writes what `strftime` with the journal's format writes: at
 /// the ends of jiff's range, around year 0 and 9999, and at every millisecond edge (stored
 /// timestamps are compared as strings, so one differing character would reorder them).
